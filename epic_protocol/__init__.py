@@ -1,0 +1,59 @@
+"""The contract between the extraction side (``feature_extraction``) and the training side
+(``rulstm``): annotation formats, the sampling protocol and the HDF5 feature layout.
+
+Neither side imports the other; both import this package.
+"""
+
+from epic_protocol.annotations import (
+    ActionVocabulary,
+    AnnotationError,
+    Segment,
+    convert_frame,
+    read_actions_csv,
+    read_annotations,
+    read_class_ids,
+    read_class_names,
+    read_epic_csv,
+    read_id_list,
+    read_many_shot_actions,
+    read_rulstm_split,
+    read_video_info,
+    timestamp_to_frame,
+    with_actions,
+)
+from epic_protocol.features import (
+    FeatureFileError,
+    FeatureFileInfo,
+    FeatureFileWriter,
+    read_file_info,
+)
+from epic_protocol.sampling import (
+    anticipation_frames,
+    anticipation_times,
+    early_recognition_frames,
+)
+
+__all__ = [
+    "ActionVocabulary",
+    "AnnotationError",
+    "FeatureFileError",
+    "FeatureFileInfo",
+    "FeatureFileWriter",
+    "Segment",
+    "anticipation_frames",
+    "anticipation_times",
+    "convert_frame",
+    "early_recognition_frames",
+    "read_actions_csv",
+    "read_annotations",
+    "read_class_ids",
+    "read_class_names",
+    "read_epic_csv",
+    "read_file_info",
+    "read_id_list",
+    "read_many_shot_actions",
+    "read_rulstm_split",
+    "read_video_info",
+    "timestamp_to_frame",
+    "with_actions",
+]

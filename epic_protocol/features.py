@@ -1,0 +1,229 @@
+"""The HDF5 feature layout: the only thing the extraction and training sides share.
+
+One file per modality (``rgb.h5``, ``flow.h5``, ``obj.h5``)::
+
+    /                                   attrs: layout="rulstm-features", layout_version=1,
+    |                                          modality, dim, fps, provenance (JSON string)
+    +-- <video_id>/                     attrs: complete (bool), plus free-form extractor notes
+        +-- features   float32 [N, dim] one row per stored frame
+        +-- frames     int64   [N]      1-based frame numbers at ``fps``, strictly increasing
+
+Frames may be sparse (only those a sampling protocol reads): readers return, for a requested
+frame, the latest stored frame at or before it. A video whose ``complete`` attribute is not
+true is an interrupted write; writers discard it and readers refuse it.
+
+Video groups may also be HDF5 external links into per-rank shard files (distributed
+extraction); h5py follows them transparently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+LAYOUT_NAME = "rulstm-features"
+LAYOUT_VERSION = 1
+FEATURES = "features"
+FRAMES = "frames"
+COMPLETE = "complete"
+
+
+class FeatureFileError(ValueError):
+    """A feature file that does not follow the layout, or does not match what was asked."""
+
+
+@dataclass(frozen=True)
+class FeatureFileInfo:
+    path: Path
+    modality: str
+    dim: int
+    fps: float
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def read_file_info(path: str | Path) -> FeatureFileInfo:
+    """Read the root attributes of a feature file (opening and closing it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"feature file not found: {path}")
+    try:
+        with h5py.File(path, "r") as handle:
+            return _info_from_attrs(path, handle.attrs)
+    except OSError as error:
+        raise FeatureFileError(f"{path}: not a readable HDF5 file ({error})") from error
+
+
+def _info_from_attrs(path: Path, attrs: Mapping[str, Any]) -> FeatureFileInfo:
+    if attrs.get("layout") != LAYOUT_NAME:
+        raise FeatureFileError(
+            f"{path}: not a {LAYOUT_NAME} file (root attribute 'layout' is "
+            f"{attrs.get('layout')!r}); see the README's 'HDF5 feature layout'"
+        )
+    version = int(attrs.get("layout_version", -1))
+    if version > LAYOUT_VERSION:
+        raise FeatureFileError(
+            f"{path}: layout_version {version} is newer than this code ({LAYOUT_VERSION})"
+        )
+    provenance = attrs.get("provenance", "{}")
+    return FeatureFileInfo(
+        path=path,
+        modality=str(attrs["modality"]),
+        dim=int(attrs["dim"]),
+        fps=float(attrs["fps"]),
+        provenance=json.loads(provenance) if provenance else {},
+    )
+
+
+def _check_video_id(video: str) -> None:
+    if not video or "/" in video or video.startswith("."):
+        raise FeatureFileError(f"invalid video id {video!r}: it names an HDF5 group")
+
+
+class FeatureFileWriter:
+    """Append-only writer for one modality file.
+
+    A video is written between :meth:`start_video` and :meth:`finish_video`; only the latter
+    marks it complete (and flushes), so a crash mid-video leaves an incomplete group that the
+    next run discards and redoes. Reopening an existing file checks that modality, dim and fps
+    agree.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        modality: str,
+        dim: int,
+        fps: float,
+        provenance: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = h5py.File(self.path, "a")
+        except OSError as error:
+            raise FeatureFileError(f"cannot open {self.path} for writing: {error}") from error
+        attrs = self._file.attrs
+        if "layout" in attrs:
+            info = _info_from_attrs(self.path, attrs)
+            mismatches = [
+                f"{name} is {have!r}, not {want!r}"
+                for name, have, want in (
+                    ("modality", info.modality, modality),
+                    ("dim", info.dim, dim),
+                    ("fps", info.fps, float(fps)),
+                )
+                if have != want
+            ]
+            if mismatches:
+                self._file.close()
+                raise FeatureFileError(
+                    f"{self.path} already holds different features: {'; '.join(mismatches)}. "
+                    "Use another output folder, or overwrite it."
+                )
+        else:
+            attrs["layout"] = LAYOUT_NAME
+            attrs["layout_version"] = LAYOUT_VERSION
+            attrs["modality"] = modality
+            attrs["dim"] = int(dim)
+            attrs["fps"] = float(fps)
+            attrs["provenance"] = json.dumps(dict(provenance or {}), sort_keys=True)
+        self.modality, self.dim, self.fps = modality, int(dim), float(fps)
+
+    def __enter__(self) -> FeatureFileWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+    def is_complete(self, video: str) -> bool:
+        group = self._file.get(video)
+        return group is not None and bool(group.attrs.get(COMPLETE, False))
+
+    def completed_videos(self) -> set[str]:
+        return {name for name in self._file if self.is_complete(name)}
+
+    def start_video(
+        self, video: str, *, overwrite: bool = False, attrs: Mapping[str, Any] | None = None
+    ) -> None:
+        """Begin (or restart) a video. A complete video is only replaced with ``overwrite``."""
+        _check_video_id(video)
+        if video in self._file:
+            if self.is_complete(video) and not overwrite:
+                raise FeatureFileError(
+                    f"{self.path}: video {video!r} is already complete (pass overwrite)"
+                )
+            del self._file[video]
+        group = self._file.create_group(video)
+        group.attrs[COMPLETE] = False
+        for key, value in (attrs or {}).items():
+            group.attrs[key] = value
+        chunk_rows = 256
+        group.create_dataset(
+            FEATURES,
+            shape=(0, self.dim),
+            maxshape=(None, self.dim),
+            dtype=np.float32,
+            chunks=(chunk_rows, self.dim),
+        )
+        group.create_dataset(
+            FRAMES, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(chunk_rows * 4,)
+        )
+
+    def append(self, video: str, frames: np.ndarray, features: np.ndarray) -> None:
+        """Append rows; frame numbers must be 1-based and continue strictly increasing."""
+        group = self._file.get(video)
+        if group is None or self.is_complete(video):
+            raise FeatureFileError(f"{self.path}: call start_video({video!r}) before append")
+        frames = np.asarray(frames, dtype=np.int64).reshape(-1)
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 2 or features.shape != (len(frames), self.dim):
+            raise FeatureFileError(
+                f"{self.path}: video {video!r}: expected features of shape "
+                f"({len(frames)}, {self.dim}), got {features.shape}"
+            )
+        if len(frames) == 0:
+            return
+        stored_frames, stored_features = group[FRAMES], group[FEATURES]
+        previous = stored_frames[-1] if len(stored_frames) else 0
+        if frames[0] <= previous or np.any(np.diff(frames) <= 0):
+            raise FeatureFileError(
+                f"{self.path}: video {video!r}: frame numbers must be >= 1 and strictly "
+                f"increasing (last stored {previous}, got {frames[:5].tolist()}...)"
+            )
+        n = len(stored_frames)
+        stored_frames.resize((n + len(frames),))
+        stored_features.resize((n + len(frames), self.dim))
+        stored_frames[n:] = frames
+        stored_features[n:] = features
+
+    def finish_video(self, video: str) -> None:
+        """Mark a video complete and flush it to disk."""
+        if video not in self._file:
+            raise FeatureFileError(f"{self.path}: video {video!r} was never started")
+        self._file[video].attrs[COMPLETE] = True
+        self._file.flush()
+
+    def write_video(
+        self,
+        video: str,
+        frames: np.ndarray,
+        features: np.ndarray,
+        *,
+        overwrite: bool = False,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write a whole video at once and mark it complete."""
+        self.start_video(video, overwrite=overwrite, attrs=attrs)
+        self.append(video, frames, features)
+        self.finish_video(video)

@@ -1,0 +1,58 @@
+"""Which frames a sample reads: the RU-LSTM sampling protocol.
+
+Both the training side (to read features) and the extraction side (to extract only the
+frames that will be read, ``--only-needed``) call these functions, so they cannot drift apart.
+
+The arithmetic deliberately follows the reference implementation operation by operation
+(``start / fps``, minus ``alpha * k``, times ``fps``, floor): reordering it changes the
+floating-point rounding and therefore, for some rows, the frame that is read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def anticipation_frames(
+    start_frame: int, *, fps: float = 30.0, alpha: float = 0.25, steps: int = 14
+) -> np.ndarray | None:
+    """Frames observed before an action that starts at ``start_frame``.
+
+    Returns ``steps`` 1-based frame numbers at times ``start/fps - k*alpha`` for
+    ``k = steps .. 1`` (oldest first), or ``None`` when none of them is at least 1 (the
+    reference drops such samples). Frames below 1 are replaced by the first valid frame.
+
+    >>> anticipation_frames(1000).tolist()
+    [895, 902, 910, 917, 925, 932, 940, 947, 955, 962, 970, 977, 985, 992]
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if fps <= 0 or alpha <= 0:
+        raise ValueError(f"fps and alpha must be positive, got fps={fps}, alpha={alpha}")
+    action_time = start_frame / fps
+    # (steps,) newest first, then reversed so that index -1 is alpha seconds before the action.
+    times = (action_time - alpha * np.arange(1, steps + 1))[::-1]
+    frames = np.floor(times * fps).astype(np.int64)
+    valid = frames >= 1
+    if not valid.any():
+        return None
+    frames[~valid] = frames[valid].min()
+    return frames
+
+
+def early_recognition_frames(start_frame: int, end_frame: int, *, steps: int = 8) -> np.ndarray:
+    """Frames observed inside an action: ``linspace(start, end, steps + 1)[1:]`` as integers,
+    so step ``i`` has seen ``(i + 1) / steps`` of the action."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if end_frame < start_frame:
+        raise ValueError(f"end_frame {end_frame} is before start_frame {start_frame}")
+    return np.linspace(start_frame, end_frame, steps + 1).astype(np.int64)[1:]
+
+
+def anticipation_times(
+    *, alpha: float = 0.25, anticipation_steps: int = 8
+) -> tuple[float, ...]:
+    """Seconds before the action of each anticipation output, oldest first:
+    (2.0, 1.75, ..., 0.25) for the defaults."""
+    return tuple(alpha * k for k in range(anticipation_steps, 0, -1))

@@ -1,0 +1,1 @@
+"""Video -> HDF5 features (RGB, optical flow, objects). See ``rulstm-extract --help``."""

@@ -1,0 +1,162 @@
+"""Baselines with the same forward contract as :class:`rulstm.models.RULSTM`.
+
+``forward(x (B, T, D), *, sequence_completion=False, last_steps=None) -> logits (B, S, C)``
+where ``S = last_steps or T``. Neither baseline has a sequence-completion mode: passing
+``sequence_completion=True`` raises a ``ValueError`` (so a pre-training config cannot silently
+train the wrong objective).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _check_input(x: Tensor, feat_dim: int, last_steps: int | None, model: str) -> int:
+    """Validate (B, T, D) input; return the number of output steps S."""
+    if x.dim() != 3 or x.shape[-1] != feat_dim:
+        raise ValueError(
+            f"{model}: expected features of shape (batch, time, {feat_dim}), got {tuple(x.shape)}"
+        )
+    num_steps = x.shape[1]
+    if last_steps is None:
+        return num_steps
+    if not 1 <= last_steps <= num_steps:
+        raise ValueError(f"{model}: last_steps must be in [1, {num_steps}], got {last_steps}")
+    return last_steps
+
+
+def _no_sequence_completion(sequence_completion: bool, model: str) -> None:
+    if sequence_completion:
+        raise ValueError(
+            f"{model} has no sequence-completion mode (it is RU-LSTM's pre-training); "
+            "train it with sequence_completion=False"
+        )
+
+
+class LSTMBaseline(nn.Module):
+    """The "classic" anticipation scheme: one LSTM that encodes the observations and predicts
+    from its hidden state at every step (no unrolling).
+
+    Args:
+        num_classes: number of classes ``C``.
+        feat_dim: input feature size ``D``.
+        hidden: LSTM hidden size.
+        dropout: on the input features, before the classifier and between LSTM layers.
+        depth: number of LSTM layers.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        feat_dim: int,
+        hidden: int = 1024,
+        dropout: float = 0.8,
+        depth: int = 1,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.feat_dim = feat_dim
+        self.input_dropout = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(
+            feat_dim,
+            hidden,
+            num_layers=depth,
+            dropout=dropout if depth > 1 else 0.0,
+            batch_first=True,
+        )
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+    def forward(
+        self, x: Tensor, *, sequence_completion: bool = False, last_steps: int | None = None
+    ) -> Tensor:
+        """Logits (B, S, C) of the last ``S = last_steps or T`` steps of x (B, T, D)."""
+        _no_sequence_completion(sequence_completion, type(self).__name__)
+        kept = _check_input(x, self.feat_dim, last_steps, type(self).__name__)
+        outputs, _ = self.lstm(self.input_dropout(x))  # (B, T, H)
+        return self.classifier(outputs[:, -kept:])  # (B, S, H) -> (B, S, C)
+
+
+class _CausalBlock(nn.Module):
+    """Residual block of two dilated causal convolutions (Bai et al., 2018).
+
+    Left padding by ``(kernel_size - 1) * dilation`` makes output ``t`` depend only on
+    inputs ``<= t``.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, *, kernel_size: int, dilation: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.left_pad = (kernel_size - 1) * dilation
+        self.conv1 = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation)
+        self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, dilation=dilation)
+        self.dropout = nn.Dropout(dropout)
+        # A 1x1 convolution matches the channels of the residual when they differ.
+        self.residual = (
+            nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C_in, T) -> (B, C_out, T)
+        y = self.dropout(F.relu(self.conv1(F.pad(x, (self.left_pad, 0)))))
+        y = self.dropout(F.relu(self.conv2(F.pad(y, (self.left_pad, 0)))))
+        skip = x if self.residual is None else self.residual(x)
+        return F.relu(y + skip)
+
+
+class TCNBaseline(nn.Module):
+    """Temporal convolutional network: causal dilated convolutions, a prediction per step.
+
+    Level ``i`` has dilation ``2**i``; the output at ``t`` sees only ``x[:, :t+1]``, at most
+    :attr:`receptive_field` steps back (31 for the defaults, more than the 14 observed steps).
+
+    Args:
+        num_classes: number of classes ``C``.
+        feat_dim: input feature size ``D``.
+        hidden: channels of every level.
+        kernel_size: temporal kernel size (>= 2 to see the past).
+        levels: number of residual blocks.
+        dropout: on the input features, inside the blocks and before the classifier.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        feat_dim: int,
+        hidden: int = 512,
+        kernel_size: int = 2,
+        levels: int = 4,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if kernel_size < 1 or levels < 1:
+            raise ValueError(f"kernel_size and levels must be >= 1, got {kernel_size}, {levels}")
+        self.num_classes = num_classes
+        self.feat_dim = feat_dim
+        self.receptive_field = 1 + 2 * (kernel_size - 1) * (2**levels - 1)
+        self.input_dropout = nn.Dropout(dropout)
+        self.blocks = nn.Sequential(
+            *(
+                _CausalBlock(
+                    feat_dim if level == 0 else hidden,
+                    hidden,
+                    kernel_size=kernel_size,
+                    dilation=2**level,
+                    dropout=dropout,
+                )
+                for level in range(levels)
+            )
+        )
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+    def forward(
+        self, x: Tensor, *, sequence_completion: bool = False, last_steps: int | None = None
+    ) -> Tensor:
+        """Logits (B, S, C) of the last ``S = last_steps or T`` steps of x (B, T, D)."""
+        _no_sequence_completion(sequence_completion, type(self).__name__)
+        kept = _check_input(x, self.feat_dim, last_steps, type(self).__name__)
+        channels_first = self.input_dropout(x).transpose(1, 2)  # (B, T, D) -> (B, D, T)
+        features = self.blocks(channels_first).transpose(1, 2)  # (B, hidden, T) -> (B, T, hidden)
+        return self.classifier(features[:, -kept:])  # (B, S, hidden) -> (B, S, C)

@@ -1,0 +1,545 @@
+"""Rolling-Unrolling LSTMs (Furnari & Farinella, ICCV 2019 / TPAMI 2020).
+
+Shapes: ``B`` batch, ``T`` observed time steps, ``D`` feature size, ``H`` hidden size,
+``C`` classes, ``M`` modalities, ``L`` LSTM layers (``depth``), ``S`` time steps whose
+outputs are computed (``last_steps``, default ``T``).
+
+A branch (:class:`RULSTM`) has two LSTMs:
+
+* the *rolling* LSTM reads the observed features ``x_0 .. x_{T-1}`` one step at a time and
+  summarises the past in its state ``(h_t, c_t)``;
+* at every step ``t`` the *unrolling* LSTM starts from the rolling state ``(h_t, c_t)`` and
+  "imagines" the future by reading ``x_t`` again ``T - t + 1`` times (one step per remaining
+  anticipation time step, plus one); its last hidden state is classified.
+
+In *sequence completion* pre-training the unrolling LSTM instead reads the true future
+``x_t .. x_{T-1}`` (``T - t`` steps).
+
+The reference implementation runs the ``T`` unrollings one after the other (``T`` rolling
+steps plus ``sum(T - t + 1)`` unrolling steps, 119 sequential LSTM steps for ``T = 14``).
+The default ``unroll="parallel"`` path gives the same outputs much faster:
+
+* in normal mode the unrolling input at step ``t`` is the constant ``x_t``, so its input
+  projection ``W_ih x_t + b`` is computed once instead of once per repeat;
+* all unrollings run together as one batch of ``S * B`` sequences ordered by decreasing
+  length, so the still-running sequences are always a prefix of the batch: the batch shrinks
+  at every step and each sequence's final state is read at its own length;
+* only the ``last_steps`` unrollings whose outputs are used are computed at all.
+
+:class:`RULSTMFusion` fuses several branches (one per modality) with the Modality ATTention
+(MATT) network, or by averaging their scores (late fusion).
+
+Parameter names are a contract with the checkpoint importer: ``rolling_lstm`` and
+``unrolling_lstm`` are standard :class:`torch.nn.LSTM` modules (``weight_ih_l0``, ...),
+``classifier.1`` is the linear classifier and ``attention.{0,3,6}`` are MATT's linear layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+UnrollMode = Literal["parallel", "sequential"]
+FusionMode = Literal["matt", "average"]
+LSTMState = tuple[Tensor, Tensor]  # (h, c), each (L, B, H)
+
+
+def _lstm_cell(
+    input_gates: Tensor, state: LSTMState | None, weight_hh: Tensor
+) -> tuple[Tensor, Tensor]:
+    """One LSTM step from precomputed input gates ``W_ih x + b_ih + b_hh``: (N, 4H).
+
+    ``state`` is ``(h, c)``, each (N, H), or ``None`` for the zero state (which skips the
+    recurrent matrix product). Gate order is PyTorch's (input, forget, cell, output), so the
+    weights are those of :class:`torch.nn.LSTM`.
+    """
+    if state is None:
+        gates = input_gates
+    else:
+        # Fused gates = input_gates + h @ W_hh^T: one BLAS call, no temporary for h @ W_hh^T.
+        gates = torch.addmm(input_gates, state[0], weight_hh.t())
+    in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=1)  # 4 x (N, H)
+    cell = torch.sigmoid(in_gate) * torch.tanh(cell_gate)
+    if state is not None:
+        cell = torch.sigmoid(forget_gate) * state[1] + cell
+    hidden = torch.sigmoid(out_gate) * torch.tanh(cell)
+    return hidden, cell
+
+
+def _layer_weights(lstm: nn.LSTM, layer: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(W_ih, W_hh, b_ih + b_hh) of one layer of a standard nn.LSTM."""
+    weight_ih = getattr(lstm, f"weight_ih_l{layer}")
+    weight_hh = getattr(lstm, f"weight_hh_l{layer}")
+    bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+    return weight_ih, weight_hh, bias
+
+
+def _last_rows(step_values: list[Tensor], sizes: list[int]) -> Tensor:
+    """Each row's value at the last step it was active.
+
+    ``step_values[k]`` holds the ``sizes[k]`` rows active at step ``k`` (a prefix of the
+    batch, ``sizes`` non-increasing). Rows ``sizes[k+1]:sizes[k]`` finish at step ``k``.
+    Returns (sizes[0], ...) in the original row order.
+    """
+    finished = []
+    for step, size in enumerate(sizes):
+        next_size = sizes[step + 1] if step + 1 < len(sizes) else 0
+        if next_size < size:
+            finished.append(step_values[step][next_size:size])
+    # Later rows finish first, so the chunks were collected from the end of the batch.
+    return torch.cat(finished[::-1], dim=0)
+
+
+class RULSTM(nn.Module):
+    """One Rolling-Unrolling LSTM branch (one modality).
+
+    Args:
+        num_classes: number of output classes ``C``.
+        feat_dim: input feature size ``D``.
+        hidden: hidden size ``H`` of both LSTMs.
+        dropout: dropout on the input features, before the classifier and (if ``depth > 1``)
+            between LSTM layers, as in the reference.
+        depth: number of LSTM layers ``L``.
+        unroll: ``"parallel"`` (default, fast: all unrollings batched together) or
+            ``"sequential"`` (the reference's structure: one ``nn.LSTM`` call per time step;
+            slow, kept as a readable cross-check). Both give the same outputs in eval mode.
+
+    Training-mode dropout: the reference samples a fresh dropout mask for every repeated copy
+    of ``x_t`` fed to the unrolling LSTM (and, in sequence completion, for every unrolling's
+    copy of the future). The parallel path projects each ``x_t`` once, so all repeats of
+    ``x_t`` share one mask (still independent of the rolling LSTM's mask). The two paths
+    therefore differ in training mode only in which random masks are drawn.
+
+    Online (streaming) use: :meth:`roll` advances the rolling state by one observation and
+    :meth:`unroll` makes a prediction from a state; ``forward`` is equivalent to calling
+    ``roll`` on ``x[:, 0..t]`` and then ``unroll(x[:, t], state, T - t + 1)`` for every ``t``.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        feat_dim: int,
+        hidden: int = 1024,
+        dropout: float = 0.8,
+        depth: int = 1,
+        unroll: UnrollMode = "parallel",
+    ) -> None:
+        super().__init__()
+        if min(num_classes, feat_dim, hidden, depth) < 1:
+            raise ValueError(
+                "num_classes, feat_dim, hidden and depth must be >= 1, got "
+                f"{num_classes=}, {feat_dim=}, {hidden=}, {depth=}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if unroll not in ("parallel", "sequential"):
+            raise ValueError(f"unroll must be 'parallel' or 'sequential', got {unroll!r}")
+        self.num_classes = num_classes
+        self.feat_dim = feat_dim
+        self.hidden = hidden
+        self.depth = depth
+        self.unroll_mode: UnrollMode = unroll
+        # nn.LSTM warns about (and ignores) inter-layer dropout with a single layer.
+        self.lstm_dropout = dropout if depth > 1 else 0.0
+
+        self.input_dropout = nn.Dropout(dropout)
+        self.rolling_lstm = nn.LSTM(feat_dim, hidden, num_layers=depth, dropout=self.lstm_dropout)
+        self.unrolling_lstm = nn.LSTM(
+            feat_dim, hidden, num_layers=depth, dropout=self.lstm_dropout
+        )
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+    @staticmethod
+    def unrolling_lengths(num_steps: int, sequence_completion: bool = False) -> list[int]:
+        """Number of unrolling LSTM steps for each of the ``num_steps`` time steps.
+
+        Normal mode: ``T - t + 1`` (the reference re-reads ``x_t`` once more than the number
+        of remaining steps); sequence completion: ``T - t`` (the true future ``x[t:]``).
+
+        >>> RULSTM.unrolling_lengths(4)
+        [5, 4, 3, 2]
+        >>> RULSTM.unrolling_lengths(4, sequence_completion=True)
+        [4, 3, 2, 1]
+        """
+        extra = 0 if sequence_completion else 1
+        return [num_steps - t + extra for t in range(num_steps)]
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        sequence_completion: bool = False,
+        return_context: bool = False,
+        last_steps: int | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Scores at every (or every one of the last ``last_steps``) observed time step.
+
+        Args:
+            x: features (B, T, D), oldest first.
+            sequence_completion: unroll over the true future ``x[t:]`` (pre-training).
+            return_context: also return the MATT context: the unrolling LSTM's last hidden
+                state and the rolling LSTM's cell state at ``t`` (last layer of each).
+            last_steps: compute only the outputs of the last ``last_steps`` time steps
+                (identical to the corresponding full outputs).
+
+        Returns:
+            logits (B, S, C), and with ``return_context`` also the context (B, S, 2H).
+        """
+        first = self._first_step(x, last_steps)
+        if self.unroll_mode == "parallel":
+            unrolled, rolling_cell = self._forward_parallel(x, sequence_completion, first)
+        else:
+            unrolled, rolling_cell = self._forward_sequential(x, sequence_completion, first)
+        logits = self.classifier(unrolled)  # (B, S, H) -> (B, S, C)
+        if return_context:
+            return logits, torch.cat([unrolled, rolling_cell], dim=-1)  # (B, S, 2H)
+        return logits
+
+    def _first_step(self, x: Tensor, last_steps: int | None) -> int:
+        """Validate the input and return the first time step whose output is computed."""
+        if x.dim() != 3 or x.shape[-1] != self.feat_dim:
+            raise ValueError(
+                f"expected features of shape (batch, time, {self.feat_dim}), "
+                f"got {tuple(x.shape)}"
+            )
+        num_steps = x.shape[1]
+        if num_steps < 1 or x.shape[0] < 1:
+            raise ValueError(f"empty input of shape {tuple(x.shape)}")
+        if last_steps is None:
+            return 0
+        if not 1 <= last_steps <= num_steps:
+            raise ValueError(f"last_steps must be in [1, {num_steps}], got {last_steps}")
+        return num_steps - last_steps
+
+    def _forward_parallel(
+        self, x: Tensor, sequence_completion: bool, first: int
+    ) -> tuple[Tensor, Tensor]:
+        """Unrolled hidden states (B, S, H) and rolling cell states (B, S, H), batched."""
+        batch, num_steps, _ = x.shape
+        kept = num_steps - first
+        steps = x.transpose(0, 1)  # (B, T, D) -> (T, B, D)
+        rolling_h, rolling_c = self._rolling_states(self.input_dropout(steps))  # (L, T, B, H)
+
+        # Unrolling t starts from the rolling state at t; sequences are ordered t-major, so
+        # row t' * B + b is unrolling first + t' of sample b.
+        start = (
+            rolling_h[:, first:].reshape(self.depth, kept * batch, self.hidden),  # (L, S*B, H)
+            rolling_c[:, first:].reshape(self.depth, kept * batch, self.hidden),
+        )
+        lengths = self.unrolling_lengths(num_steps, sequence_completion)[first:]
+        # Both modes read only x[first:]; one dropout mask per (t, b), shared by all repeats.
+        unrolled = self._unroll_batched(
+            self.input_dropout(steps[first:]), start, lengths, sequence_completion
+        )  # (S*B, H)
+        unrolled = unrolled.view(kept, batch, self.hidden).transpose(0, 1)  # -> (B, S, H)
+        return unrolled, rolling_c[-1, first:].transpose(0, 1)  # (S, B, H) -> (B, S, H)
+
+    def _rolling_states(self, steps: Tensor) -> tuple[Tensor, Tensor]:
+        """Run the rolling LSTM over (T, B, D) inputs from the zero state.
+
+        Returns the hidden and cell states after every step, each (L, T, B, H): nn.LSTM only
+        returns the last cell state, so the layers are stepped by hand with its weights.
+        """
+        layer_input = steps
+        all_h, all_c = [], []
+        for layer in range(self.depth):
+            weight_ih, weight_hh, bias = _layer_weights(self.rolling_lstm, layer)
+            if layer > 0:
+                layer_input = F.dropout(layer_input, self.lstm_dropout, self.training)
+            # The input projection of all T steps is one matrix product.
+            input_gates = F.linear(layer_input, weight_ih, bias)  # (T, B, 4H)
+            state = None
+            hs, cs = [], []
+            for gates in input_gates:
+                state = _lstm_cell(gates, state, weight_hh)
+                hs.append(state[0])
+                cs.append(state[1])
+            layer_input = torch.stack(hs)  # (T, B, H)
+            all_h.append(layer_input)
+            all_c.append(torch.stack(cs))
+        return torch.stack(all_h), torch.stack(all_c)  # (L, T, B, H)
+
+    def _unroll_batched(
+        self,
+        inputs: Tensor,
+        start: LSTMState,
+        lengths: list[int],
+        sequence_completion: bool,
+    ) -> Tensor:
+        """Run S unrollings of B sequences each as one batch of S * B sequences.
+
+        Args:
+            inputs: (S, B, D) unrolling inputs, ``inputs[j]`` being ``x_{first + j}``.
+            start: initial ``(h, c)``, each (L, S*B, H), rows ordered t-major.
+            lengths: unrolling length of each of the S time steps, non-increasing.
+            sequence_completion: sequence ``j`` reads ``inputs[j + k]`` at its step ``k``
+                (else always ``inputs[j]``).
+
+        Returns:
+            the last layer's hidden state of every sequence at its own last step: (S*B, H).
+        """
+        num_seqs, batch, _ = inputs.shape
+        if any(a < b for a, b in zip(lengths, lengths[1:])):
+            raise ValueError(f"unrolling lengths must be non-increasing, got {lengths}")
+        # Active rows at step k: the sequences longer than k, a prefix since t-major rows
+        # are sorted by decreasing length.
+        sizes = [batch * sum(length > k for length in lengths) for k in range(lengths[0])]
+
+        weight_ih, weight_hh, bias = _layer_weights(self.unrolling_lstm, 0)
+        gates = F.linear(inputs, weight_ih, bias)  # (S, B, D) -> (S, B, 4H), once per x_t
+        if sequence_completion:
+            if lengths != list(range(num_seqs, 0, -1)):
+                raise ValueError(f"sequence completion needs lengths S..1, got {lengths}")
+            # At step k, sequences j < S - k are active and read x_{first + j + k}.
+            step_gates = [gates[k:].flatten(0, 1) for k in range(len(sizes))]  # (S-k)*B, 4H
+        else:
+            flat_gates = gates.flatten(0, 1)  # (S, B, 4H) -> (S*B, 4H)
+            step_gates = [flat_gates[:size] for size in sizes]
+
+        for layer in range(self.depth):
+            if layer > 0:
+                weight_ih, weight_hh, bias = _layer_weights(self.unrolling_lstm, layer)
+                # Packed outputs of the layer below: one projection for all steps.
+                packed = F.dropout(torch.cat(outputs), self.lstm_dropout, self.training)
+                step_gates = list(F.linear(packed, weight_ih, bias).split(sizes))
+            h, c = start[0][layer], start[1][layer]  # (S*B, H)
+            outputs = []
+            for gates_k, size in zip(step_gates, sizes):
+                h, c = _lstm_cell(gates_k, (h[:size], c[:size]), weight_hh)  # (size, H)
+                outputs.append(h)
+        return _last_rows(outputs, sizes)
+
+    def _forward_sequential(
+        self, x: Tensor, sequence_completion: bool, first: int
+    ) -> tuple[Tensor, Tensor]:
+        """The reference's structure: step the rolling LSTM, then one unrolling per t."""
+        batch, num_steps, _ = x.shape
+        steps = x.transpose(0, 1)  # (B, T, D) -> (T, B, D)
+        dropped = self.input_dropout(steps)
+        state = None
+        rolling_states: list[LSTMState] = []
+        for t in range(num_steps):
+            _, state = self.rolling_lstm(dropped[t : t + 1], state)  # state: (L, B, H) x 2
+            rolling_states.append(state)
+
+        unrolled = []
+        for t in range(first, num_steps):
+            if sequence_completion:
+                future = steps[t:]  # (T-t, B, D)
+            else:
+                future = steps[t].expand(num_steps - t + 1, batch, self.feat_dim)  # (T-t+1, B, D)
+            outputs, _ = self.unrolling_lstm(self.input_dropout(future), rolling_states[t])
+            unrolled.append(outputs[-1])  # (B, H)
+        rolling_cell = [rolling_states[t][1][-1] for t in range(first, num_steps)]
+        return torch.stack(unrolled, dim=1), torch.stack(rolling_cell, dim=1)  # (B, S, H)
+
+    # ------------------------------------------------------------------ online use
+
+    def roll(self, x_t: Tensor, state: LSTMState | None = None) -> LSTMState:
+        """Advance the rolling LSTM by one observation.
+
+        Args:
+            x_t: features of the new observation (B, D).
+            state: ``(h, c)`` each (L, B, H) after the previous observations, or ``None``
+                before the first one.
+
+        Returns:
+            the new ``(h, c)``, each (L, B, H).
+        """
+        if x_t.dim() != 2 or x_t.shape[-1] != self.feat_dim:
+            raise ValueError(f"expected x_t of shape (batch, {self.feat_dim}), got {tuple(x_t.shape)}")
+        layer_input = self.input_dropout(x_t)
+        new_h, new_c = [], []
+        for layer in range(self.depth):
+            weight_ih, weight_hh, bias = _layer_weights(self.rolling_lstm, layer)
+            if layer > 0:
+                layer_input = F.dropout(layer_input, self.lstm_dropout, self.training)
+            layer_state = None if state is None else (state[0][layer], state[1][layer])
+            h, c = _lstm_cell(F.linear(layer_input, weight_ih, bias), layer_state, weight_hh)
+            new_h.append(h)
+            new_c.append(c)
+            layer_input = h
+        return torch.stack(new_h), torch.stack(new_c)  # (L, B, H)
+
+    def unroll(
+        self, x_t: Tensor, state: LSTMState, num_steps: int, *, return_context: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Predict from a rolling state by unrolling ``num_steps`` steps on ``x_t``.
+
+        ``num_steps`` is ``T - t + 1`` to reproduce ``forward``'s output at step ``t`` of a
+        ``T``-step sequence (i.e. the number of anticipation steps still to come, plus one).
+
+        Args:
+            x_t: features of the current observation (B, D).
+            state: rolling ``(h, c)`` after observing ``x_t``, each (L, B, H) (from :meth:`roll`).
+            num_steps: number of unrolling steps (>= 1).
+            return_context: also return the MATT context (B, 2H).
+
+        Returns:
+            logits (B, C), and with ``return_context`` also the context (B, 2H).
+        """
+        if x_t.dim() != 2 or x_t.shape[-1] != self.feat_dim:
+            raise ValueError(f"expected x_t of shape (batch, {self.feat_dim}), got {tuple(x_t.shape)}")
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        inputs = self.input_dropout(x_t).unsqueeze(0)  # (B, D) -> (1, B, D)
+        unrolled = self._unroll_batched(inputs, state, [num_steps], sequence_completion=False)
+        logits = self.classifier(unrolled)  # (B, H) -> (B, C)
+        if return_context:
+            return logits, torch.cat([unrolled, state[1][-1]], dim=-1)  # (B, 2H)
+        return logits
+
+
+class RULSTMFusion(nn.Module):
+    """Several :class:`RULSTM` branches fused by Modality ATTention (MATT) or averaging.
+
+    Args:
+        num_classes: number of classes ``C`` (shared by all branches).
+        feat_dims: feature size of each modality, in fusion order, e.g.
+            ``{"rgb": 1024, "flow": 1024, "obj": 352}``.
+        hidden, depth: of every branch (see :class:`RULSTM`).
+        dropout: of every branch and of the MATT network.
+        fusion: ``"matt"``: an MLP on the branches' contexts gives softmax weights over the
+            modalities at every time step; ``"average"``: late fusion, the mean of the
+            branches' scores (uniform weights, no parameters).
+
+    Use :meth:`from_branches` to fuse already-trained branches.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        feat_dims: Mapping[str, int],
+        hidden: int = 1024,
+        dropout: float = 0.8,
+        depth: int = 1,
+        fusion: FusionMode = "matt",
+    ) -> None:
+        super().__init__()
+        if not feat_dims:
+            raise ValueError("feat_dims must name at least one modality")
+        branches = {
+            name: RULSTM(
+                num_classes=num_classes, feat_dim=dim, hidden=hidden, dropout=dropout, depth=depth
+            )
+            for name, dim in feat_dims.items()
+        }
+        self._build(branches, dropout=dropout, fusion=fusion)
+
+    @classmethod
+    def from_branches(
+        cls, branches: Mapping[str, RULSTM], *, dropout: float = 0.8, fusion: FusionMode = "matt"
+    ) -> RULSTMFusion:
+        """Fuse existing branches (e.g. trained separately), in the order of ``branches``.
+
+        The branches are used as they are (not copied); they must share ``num_classes`` and
+        ``hidden``. ``dropout`` is MATT's.
+        """
+        if not branches:
+            raise ValueError("branches must contain at least one RULSTM")
+        fused = cls.__new__(cls)
+        nn.Module.__init__(fused)
+        fused._build(dict(branches), dropout=dropout, fusion=fusion)
+        return fused
+
+    def _build(self, branches: dict[str, RULSTM], *, dropout: float, fusion: FusionMode) -> None:
+        if fusion not in ("matt", "average"):
+            raise ValueError(f"fusion must be 'matt' or 'average', got {fusion!r}")
+        first = next(iter(branches.values()))
+        for name, branch in branches.items():
+            if not isinstance(branch, RULSTM):
+                raise TypeError(f"branch {name!r} is a {type(branch).__name__}, not a RULSTM")
+            if (branch.hidden, branch.num_classes) != (first.hidden, first.num_classes):
+                raise ValueError(
+                    f"branch {name!r} has hidden={branch.hidden}, num_classes="
+                    f"{branch.num_classes}; expected hidden={first.hidden}, "
+                    f"num_classes={first.num_classes} like the first branch"
+                )
+        self.fusion: FusionMode = fusion
+        self.num_classes = first.num_classes
+        self.hidden = first.hidden
+        self.branches = nn.ModuleDict(branches)
+        self.attention: nn.Sequential | None = None
+        if fusion == "matt":
+            # Context: (unrolled hidden, rolling cell) of every branch, concatenated.
+            in_size = 2 * len(branches) * self.hidden
+            self.attention = nn.Sequential(
+                nn.Linear(in_size, in_size // 4),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(in_size // 4, in_size // 8),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(in_size // 8, len(branches)),
+            )
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modality names in fusion order (the order of the weights' last dimension)."""
+        return tuple(self.branches.keys())
+
+    def forward(
+        self,
+        x: Mapping[str, Tensor],
+        *,
+        sequence_completion: bool = False,
+        last_steps: int | None = None,
+        return_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Fused scores.
+
+        Args:
+            x: features of every modality, ``{name: (B, T, D_m)}`` with the same B and T.
+            sequence_completion, last_steps: passed to every branch (see :meth:`RULSTM.forward`).
+            return_weights: also return the fusion weights.
+
+        Returns:
+            logits (B, S, C), and with ``return_weights`` also the weights (B, S, M), which
+            sum to 1 over the modalities (in :attr:`modalities` order).
+        """
+        self._check_inputs(x)
+        scores, contexts = [], []
+        for name, branch in self.branches.items():
+            branch_scores, context = branch(
+                x[name],
+                sequence_completion=sequence_completion,
+                return_context=True,
+                last_steps=last_steps,
+            )
+            scores.append(branch_scores)  # (B, S, C)
+            contexts.append(context)  # (B, S, 2H)
+        stacked = torch.stack(scores, dim=-1)  # M x (B, S, C) -> (B, S, C, M)
+        if self.attention is None:
+            weights = stacked.new_full(
+                (*stacked.shape[:2], len(scores)), 1.0 / len(scores)
+            )  # (B, S, M)
+        else:
+            weights = self.attention(torch.cat(contexts, dim=-1)).softmax(dim=-1)  # (B, S, M)
+        fused = torch.einsum("bscm,bsm->bsc", stacked, weights)  # (B, S, C)
+        if return_weights:
+            return fused, weights
+        return fused
+
+    def _check_inputs(self, x: Mapping[str, Tensor]) -> None:
+        expected = set(self.branches.keys())
+        missing = [name for name in self.branches if name not in x]
+        if missing:
+            raise KeyError(
+                f"missing features for modality {missing} (the model fuses {list(self.branches)})"
+            )
+        extra = [name for name in x if name not in expected]
+        if extra:
+            raise KeyError(
+                f"unexpected modality {extra} (the model fuses {list(self.branches)})"
+            )
+        shapes = {name: tuple(x[name].shape[:2]) for name in self.branches}
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"all modalities need the same (batch, time) size, got {shapes}")

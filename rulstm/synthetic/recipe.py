@@ -1,0 +1,503 @@
+"""The stochastic "recipe" behind the synthetic kitchen, and the best score any model can get.
+
+The recipe is a first-order Markov chain over actions, i.e. (verb, noun) pairs: a video's
+first action is drawn from :attr:`RecipeModel.initial`, every later one from the row of
+:attr:`RecipeModel.transition` of the action before it. Each action has a handful of likely
+successors with a skewed (geometric) distribution, so the next action is never determined
+but the top-5 guess is usually right.
+
+**The Bayes bound.** Anticipating the action that starts at frame ``s`` at ``tau`` seconds
+means predicting it from the frames up to ``s - tau`` (exactly the frames that
+:func:`epic_protocol.anticipation_frames` returns, the last of which is the ``tau`` one).
+Under the generator the pixels up to that frame are a function of
+
+* the actions already started (each rendered with a unique noun colour and a unique verb
+  prop and motion, so every started action is identifiable from any of its frames),
+* their timing (durations and gaps drawn independently of which actions they are),
+* camera jitter and pixel noise (independent of everything else),
+
+and nothing of the next action is drawn before its start frame. So, given the current
+action ``a`` (the last one started), the next action is independent of everything else
+that is observable, and the Bayes posterior is exactly ``transition[a]``; before a video's
+first action (an empty counter) it is ``initial``. This needs the action before ``s`` to
+have started by ``s - tau`` for every ``tau`` evaluated: :func:`bayes_bound` checks it and
+raises otherwise (the generator guarantees it with actions of at least 2.8 s).
+
+The bound is the same at every anticipation time because the current action is already
+visible at 2 s; it is reported per time anyway, in the layout of the evaluation.
+
+Two numbers per top-k:
+
+* **expected** accuracy: the posterior mass of the Bayes classifier's top-k set, averaged
+  over samples: the accuracy it would get on average over all label draws given the same
+  observations. Models are compared against this one (much less noisy than the realised
+  accuracy on a few hundred validation samples).
+* **realised** accuracy: how often the sampled label is in the Bayes classifier's top-k set
+  on this validation split (ties broken towards the lower action id).
+
+Samples that the RU-LSTM protocol drops (no frame at least 1) are scored as wrong, like the
+evaluation does; the generator starts every video's first action late enough that there
+are none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from epic_protocol.annotations import Segment
+from epic_protocol.sampling import anticipation_frames, anticipation_times
+
+# The kitchen's vocabulary. Every verb has a distinct motion and prop in render.py; every
+# noun a distinct saturated colour and shape.
+VERBS: tuple[str, ...] = ("take", "put", "open", "cut", "pour", "stir", "wash")
+NOUNS: tuple[str, ...] = (
+    "tomato",
+    "cheese",
+    "lettuce",
+    "cucumber",
+    "bottle",
+    "pan",
+    "jar",
+    "bowl",
+)
+# Which verbs each noun takes: every verb is used with >= 2 nouns and every noun with >= 3
+# verbs, so neither the verb nor the noun alone identifies the current action.
+_NOUN_VERBS: dict[str, tuple[str, ...]] = {
+    "tomato": ("take", "put", "cut", "wash"),
+    "cheese": ("take", "open", "cut"),
+    "lettuce": ("take", "cut", "wash"),
+    "cucumber": ("put", "cut", "wash"),
+    "bottle": ("take", "open", "pour"),
+    "pan": ("put", "stir", "wash"),
+    "jar": ("open", "pour", "stir", "put"),
+    "bowl": ("take", "stir", "pour"),
+}
+
+
+@dataclass(frozen=True)
+class RecipeModel:
+    """A first-order Markov chain over actions.
+
+    ``actions[a]`` is the (verb id, noun id) of action ``a``; ``initial`` (A,) is the
+    distribution of a video's first action and ``transition`` (A, A) the distribution of the
+    next action given the current one (row-stochastic).
+    """
+
+    verbs: tuple[str, ...]
+    nouns: tuple[str, ...]
+    actions: tuple[tuple[int, int], ...]
+    initial: np.ndarray
+    transition: np.ndarray
+
+    def __post_init__(self) -> None:
+        num = len(self.actions)
+        if num == 0:
+            raise ValueError("a recipe needs at least one action")
+        if len(set(self.actions)) != num:
+            raise ValueError("actions must be distinct (verb, noun) pairs")
+        for a, (verb, noun) in enumerate(self.actions):
+            if not (0 <= verb < len(self.verbs) and 0 <= noun < len(self.nouns)):
+                raise ValueError(f"action {a} = ({verb}, {noun}) is outside the vocabulary")
+        initial = np.asarray(self.initial, dtype=np.float64)
+        transition = np.asarray(self.transition, dtype=np.float64)
+        if initial.shape != (num,) or transition.shape != (num, num):
+            raise ValueError(
+                f"initial must be ({num},) and transition ({num}, {num}), got "
+                f"{initial.shape} and {transition.shape}"
+            )
+        if (initial < 0).any() or not np.isclose(initial.sum(), 1.0):
+            raise ValueError("initial must be a probability distribution")
+        if (transition < 0).any() or not np.allclose(transition.sum(axis=1), 1.0):
+            raise ValueError("every row of transition must be a probability distribution")
+        object.__setattr__(self, "initial", initial)
+        object.__setattr__(self, "transition", transition)
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.actions)
+
+    @property
+    def action_verbs(self) -> np.ndarray:
+        """(A,) verb id of each action."""
+        return np.array([v for v, _ in self.actions], dtype=np.int64)
+
+    @property
+    def action_nouns(self) -> np.ndarray:
+        """(A,) noun id of each action."""
+        return np.array([n for _, n in self.actions], dtype=np.int64)
+
+    def action_name(self, action: int) -> str:
+        verb, noun = self.actions[action]
+        return f"{self.verbs[verb]} {self.nouns[noun]}"
+
+    def sample_sequence(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n,) action ids of one video: a draw from the chain."""
+        sequence = np.empty(n, dtype=np.int64)
+        probs = self.initial
+        for i in range(n):
+            sequence[i] = rng.choice(self.num_actions, p=probs)
+            probs = self.transition[sequence[i]]
+        return sequence
+
+    def posterior_next(self, history: Sequence[int]) -> np.ndarray:
+        """(A,) distribution of the next action given the actions so far (oldest first).
+
+        The chain is first order, so only the last one matters; an empty history means the
+        next action is the video's first.
+        """
+        if len(history) == 0:
+            return self.initial.copy()
+        return self.transition[int(history[-1])].copy()
+
+    def marginal(self, position: int) -> np.ndarray:
+        """(A,) distribution of the action at 0-based ``position`` in a video,
+        ``initial @ transition**position``: what an observer who sees nothing knows."""
+        probs = self.initial
+        for _ in range(position):
+            probs = probs @ self.transition
+        return probs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verbs": list(self.verbs),
+            "nouns": list(self.nouns),
+            "actions": [
+                {"id": a, "verb": v, "noun": n, "name": self.action_name(a)}
+                for a, (v, n) in enumerate(self.actions)
+            ],
+            "initial": self.initial.tolist(),
+            "transition": self.transition.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RecipeModel:
+        """Inverse of :meth:`to_dict` (extra keys, e.g. the generator's timing, are ignored)."""
+        try:
+            actions = tuple((int(a["verb"]), int(a["noun"])) for a in data["actions"])
+            return cls(
+                verbs=tuple(data["verbs"]),
+                nouns=tuple(data["nouns"]),
+                actions=actions,
+                initial=np.asarray(data["initial"], dtype=np.float64),
+                transition=np.asarray(data["transition"], dtype=np.float64),
+            )
+        except KeyError as error:
+            raise ValueError(f"recipe is missing the key {error}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> RecipeModel:
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError as error:
+            raise ValueError(f"{path}: not a recipe ({error})") from error
+
+
+def _geometric(count: int, decay: float) -> np.ndarray:
+    weights = decay ** np.arange(count, dtype=np.float64)
+    return weights / weights.sum()
+
+
+def _successor_permutation(rng: np.random.Generator, *, taken: np.ndarray) -> np.ndarray:
+    """A permutation ``p`` of the actions with ``p[a] != a`` and ``not taken[a, p[a]]``,
+    by rejection (a few tries for the vocabulary's 26 actions and <= 8 ranks)."""
+    num = len(taken)
+    for _ in range(10_000):
+        target = rng.permutation(num)
+        if (target != np.arange(num)).all() and not taken[np.arange(num), target].any():
+            return target
+    raise RuntimeError("could not draw distinct successors; lower max_successors")
+
+
+def make_recipe(
+    rng: np.random.Generator,
+    *,
+    min_successors: int = 3,
+    max_successors: int = 8,
+    decay: float = 0.65,
+    num_first: int = 5,
+) -> RecipeModel:
+    """The kitchen recipe: the fixed vocabulary of :data:`VERBS` x :data:`NOUNS` actions,
+    with random successors.
+
+    Each action gets ``K ~ U{min_successors..max_successors}`` distinct successors (never
+    itself) with probabilities proportional to ``decay**j``, ``j = 0..K-1``; the rank-j
+    successors of all actions form a random permutation, so every action is about equally
+    frequent. With the defaults a row's top-1 mass is 0.37-0.53 and its top-5 mass 0.92-1,
+    so top-1 is clearly below top-5 and top-5 is below 100 %. The first action is one of
+    ``num_first`` random actions, with the same geometric skew.
+    """
+    if not 1 <= min_successors <= max_successors:
+        raise ValueError("need 1 <= min_successors <= max_successors")
+    if not 0 < decay <= 1:
+        raise ValueError(f"decay must be in (0, 1], got {decay}")
+    verb_id = {name: i for i, name in enumerate(VERBS)}
+    actions = tuple(
+        (verb_id[verb], noun)
+        for noun, name in enumerate(NOUNS)
+        for verb in sorted(_NOUN_VERBS[name], key=verb_id.__getitem__)
+    )
+    num = len(actions)
+    if max_successors > num - 1:
+        raise ValueError(f"max_successors must be < {num} (the number of actions)")
+    counts = rng.integers(min_successors, max_successors + 1, size=num)
+    transition = np.zeros((num, num))
+    # Rank j's successors are a permutation of the actions, so every action is some action's
+    # rank-j successor: the matrix is nearly doubly stochastic, no action is rare and each
+    # row gets a similar share of the training transitions.
+    for rank in range(max_successors):
+        target = _successor_permutation(rng, taken=transition > 0)
+        for a in np.flatnonzero(counts > rank):
+            transition[a, target[a]] = _geometric(counts[a], decay)[rank]
+    initial = np.zeros(num)
+    initial[rng.choice(num, size=min(num_first, num), replace=False)] = _geometric(
+        min(num_first, num), decay
+    )
+    return RecipeModel(
+        verbs=VERBS, nouns=NOUNS, actions=actions, initial=initial, transition=transition
+    )
+
+
+# ---------------------------------------------------------------------------- Bayes bound
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Top-1 and top-5 accuracy, as fractions in [0, 1]."""
+
+    top1: float
+    top5: float
+
+
+@dataclass(frozen=True)
+class BoundAtTime:
+    """The Bayes classifier at one anticipation time (seconds before the action).
+
+    ``action`` is for the action label; ``verb`` / ``noun`` for the verb / noun posteriors
+    obtained by summing the action posterior over the actions sharing a verb / noun (the
+    same marginalisation the RU-LSTM evaluation uses).
+    """
+
+    time: float
+    action_expected: Accuracy
+    action_realised: Accuracy
+    verb_expected: Accuracy
+    verb_realised: Accuracy
+    noun_expected: Accuracy
+    noun_realised: Accuracy
+
+
+@dataclass(frozen=True)
+class ChanceLevel:
+    """What a predictor that ignores the video gets, for actions.
+
+    ``uniform``: guessing uniformly, ``k / A``. ``prior_expected`` / ``prior_realised``: the
+    best observation-free predictor, which always answers the top-k of the average marginal
+    ``mean_i initial @ transition**position_i`` over the samples (expected: that set's mass
+    under the average marginal; realised: how often the sampled label is in it).
+    """
+
+    uniform: Accuracy
+    prior_expected: Accuracy
+    prior_realised: Accuracy
+
+
+@dataclass(frozen=True)
+class BayesBound:
+    """The best accuracy any model can reach on a split, per anticipation time."""
+
+    per_time: tuple[BoundAtTime, ...]
+    chance: ChanceLevel
+    num_samples: int
+    num_dropped: int  # samples the RU-LSTM protocol drops, scored as wrong
+
+    def at(self, time: float) -> BoundAtTime:
+        """The entry for ``time`` seconds before the action (e.g. 1.0)."""
+        for entry in self.per_time:
+            if np.isclose(entry.time, time):
+                return entry
+        raise KeyError(f"no bound at {time} s; have {[e.time for e in self.per_time]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BayesBound:
+        def accuracy(value: Mapping[str, float]) -> Accuracy:
+            return Accuracy(top1=float(value["top1"]), top5=float(value["top5"]))
+
+        per_time = tuple(
+            BoundAtTime(
+                time=float(entry["time"]),
+                **{
+                    key: accuracy(entry[key])
+                    for key in (
+                        "action_expected",
+                        "action_realised",
+                        "verb_expected",
+                        "verb_realised",
+                        "noun_expected",
+                        "noun_realised",
+                    )
+                },
+            )
+            for entry in data["per_time"]
+        )
+        chance = data["chance"]
+        return cls(
+            per_time=per_time,
+            chance=ChanceLevel(
+                uniform=accuracy(chance["uniform"]),
+                prior_expected=accuracy(chance["prior_expected"]),
+                prior_realised=accuracy(chance["prior_realised"]),
+            ),
+            num_samples=int(data["num_samples"]),
+            num_dropped=int(data["num_dropped"]),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> BayesBound:
+        """Read a ``bayes.json`` written by the generator."""
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}: not a Bayes-bound file ({error!r})") from error
+
+
+def _top_k(probs: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest entries, ties towards the lower index."""
+    return np.argsort(-probs, kind="stable")[:k]
+
+
+def _scores(posteriors: np.ndarray, labels: np.ndarray) -> tuple[Accuracy, Accuracy]:
+    """(expected, realised) top-1/top-5 of the Bayes classifier; rows of zeros = dropped."""
+    expected, realised = [], []
+    for k in (1, 5):
+        mass = hit = 0.0
+        for probs, label in zip(posteriors, labels):
+            if not probs.any():
+                continue  # dropped sample: scored as wrong
+            chosen = _top_k(probs, k)
+            mass += probs[chosen].sum()
+            hit += float(label in chosen)
+        expected.append(mass / len(labels))
+        realised.append(hit / len(labels))
+    return Accuracy(*expected), Accuracy(*realised)
+
+
+def _grouped(segments: Iterable[Segment]) -> dict[str, list[Segment]]:
+    videos: dict[str, list[Segment]] = {}
+    for segment in segments:
+        videos.setdefault(segment.video_id, []).append(segment)
+    return {video: sorted(rows, key=lambda s: s.start_frame) for video, rows in videos.items()}
+
+
+def bayes_bound(
+    recipe: RecipeModel,
+    segments: Sequence[Segment],
+    *,
+    times: Sequence[float] | None = None,
+    fps: float = 30.0,
+    alpha: float = 0.25,
+    steps: int = 14,
+) -> BayesBound:
+    """The Bayes-optimal top-1/top-5 accuracy for anticipating each segment.
+
+    ``segments`` must hold whole videos (every action of each video, so that each sample's
+    current action is known), labelled with ``action`` ids of ``recipe``. ``times`` are the
+    anticipation times in seconds (default: 2.0, 1.75, ..., 0.25), each a multiple of
+    ``alpha`` within the ``steps`` observed steps. See the module docstring for why the
+    posterior is ``transition[current action]``; this raises ``ValueError`` when a segment's
+    previous action starts after the observed frame of some time, where that does not hold.
+    """
+    if times is None:
+        times = anticipation_times(alpha=alpha)
+    step_of_time = []
+    for time in times:
+        back = round(time / alpha)
+        if not (np.isclose(back * alpha, time) and 1 <= back <= steps):
+            raise ValueError(f"time {time} is not a multiple of alpha={alpha} within {steps} steps")
+        step_of_time.append(steps - back)  # index into anticipation_frames' output
+    videos = _grouped(segments)
+    ordered = [s for rows in videos.values() for s in rows]
+    if not ordered:
+        raise ValueError("no segments to bound")
+    labels = np.array([_action(s) for s in ordered])
+    verbs, nouns = recipe.action_verbs, recipe.action_nouns
+
+    # (num_times, N, A) posterior per time and sample; zeros for dropped samples.
+    posteriors = np.zeros((len(times), len(ordered), recipe.num_actions))
+    priors = np.zeros((len(ordered), recipe.num_actions))  # (N, A) marginal at the position
+    dropped = 0
+    index = 0
+    for video, rows in videos.items():
+        for position, segment in enumerate(rows):
+            priors[index] = recipe.marginal(position)
+            frames = anticipation_frames(segment.start_frame, fps=fps, alpha=alpha, steps=steps)
+            if frames is None:
+                dropped += 1
+                index += 1
+                continue
+            previous = rows[position - 1] if position > 0 else None
+            for t, step in enumerate(step_of_time):
+                if previous is not None and previous.start_frame > frames[step]:
+                    raise ValueError(
+                        f"{video}: segment {segment.uid} (start {segment.start_frame}) follows "
+                        f"{previous.uid}, which starts at frame {previous.start_frame}, after "
+                        f"the frame {frames[step]} observed {times[t]} s before: the current "
+                        "action is not observable there and the bound would not be exact"
+                    )
+            history = [] if previous is None else [_action(previous)]
+            posteriors[:, index] = recipe.posterior_next(history)
+            index += 1
+
+    per_time = []
+    for t, time in enumerate(times):
+        post = posteriors[t]  # (N, A)
+        verb_post = post @ np.eye(len(recipe.verbs))[verbs]  # (N, A) @ (A, V) -> (N, V)
+        noun_post = post @ np.eye(len(recipe.nouns))[nouns]  # (N, A) @ (A, Nn) -> (N, Nn)
+        action_e, action_r = _scores(post, labels)
+        verb_e, verb_r = _scores(verb_post, verbs[labels])
+        noun_e, noun_r = _scores(noun_post, nouns[labels])
+        per_time.append(
+            BoundAtTime(
+                time=float(time),
+                action_expected=action_e,
+                action_realised=action_r,
+                verb_expected=verb_e,
+                verb_realised=verb_r,
+                noun_expected=noun_e,
+                noun_realised=noun_r,
+            )
+        )
+
+    average_prior = priors.mean(axis=0)
+    prior_expected = Accuracy(
+        *(float(average_prior[_top_k(average_prior, k)].sum()) for k in (1, 5))
+    )
+    _, prior_realised = _scores(np.repeat(average_prior[None], len(ordered), axis=0), labels)
+    num = recipe.num_actions
+    chance = ChanceLevel(
+        uniform=Accuracy(top1=min(1, num) / num, top5=min(5, num) / num),
+        prior_expected=prior_expected,
+        prior_realised=prior_realised,
+    )
+    return BayesBound(
+        per_time=tuple(per_time),
+        chance=chance,
+        num_samples=len(ordered),
+        num_dropped=dropped,
+    )
+
+
+def _action(segment: Segment) -> int:
+    if segment.action is None or segment.action < 0:
+        raise ValueError(f"segment {segment.uid} of {segment.video_id} has no action label")
+    return int(segment.action)

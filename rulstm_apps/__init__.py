@@ -1,0 +1,1 @@
+"""Applications that compose both sides: the streaming demo and the quickstart."""
