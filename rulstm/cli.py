@@ -16,7 +16,7 @@ from rulstm.lightning import AnticipationModule
 
 DEFAULT_LOGGER = {
     "class_path": "lightning.pytorch.loggers.WandbLogger",
-    "init_args": {"project": "rulstm", "offline": True, "save_dir": "runs"},
+    "init_args": {"project": "rulstm", "offline": True},
 }
 
 
@@ -27,6 +27,11 @@ class RulstmCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_shapes()
+        # Stages chain through runs/<stage>/checkpoints/best.ckpt: keep checkpoints there
+        # whatever the logger (Lightning would otherwise nest them in the logger's run folder).
+        for callback in self.trainer.checkpoint_callbacks:
+            if getattr(callback, "dirpath", None) is None:
+                callback.dirpath = os.path.join(self.trainer.default_root_dir, "checkpoints")
 
     def before_validate(self) -> None:
         self._check_shapes()

@@ -670,7 +670,8 @@ def plot_accuracy(
             axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize="small")
     figure.suptitle(title or f"{first.protocol.upper()} action anticipation")
-    figure.tight_layout()
+    # Fixed margins: a layout engine (tight/constrained) doubles the rendering time.
+    figure.subplots_adjust(left=0.06, right=0.98, bottom=0.07, top=0.92, hspace=0.5, wspace=0.25)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

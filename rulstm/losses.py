@@ -31,7 +31,9 @@ Ranking = Literal["none", "detection", "margin"]
 
 def _check(logits: Tensor, labels: Tensor) -> None:
     if logits.dim() != 3:
-        raise ValueError(f"expected logits of shape (batch, time, classes), got {tuple(logits.shape)}")
+        raise ValueError(
+            f"expected logits of shape (batch, time, classes), got {tuple(logits.shape)}"
+        )
     if labels.shape != logits.shape[:1]:
         raise ValueError(
             f"expected labels of shape ({logits.shape[0]},), got {tuple(labels.shape)}"

@@ -74,11 +74,8 @@ def _train_step(
     model.train()
 
     def step() -> None:
-        if fast:
-            logits = model(inputs, last_steps=loss_steps)  # (B, S, C)
-        else:
-            # The reference computes every output and the loss keeps the last ones.
-            logits = model(inputs)[:, -loss_steps:]  # (B, T, C) -> (B, S, C)
+        # The reference computes every output and the loss keeps the last ones.
+        logits = model(inputs, last_steps=loss_steps) if fast else model(inputs)[:, -loss_steps:]
         targets = labels.view(-1, 1).expand(-1, loss_steps).reshape(-1)  # (B,) -> (B*S,)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)
         optimizer.zero_grad(set_to_none=True)
@@ -123,12 +120,12 @@ def bench_models(
             step = _train_step(model, inputs, labels, loss_steps=sizes.loss_steps, fast=fast)
             rates[mode] = _throughput(step, **common)
             label = (
-                f"all {sizes.num_steps} outputs"
-                if not fast
-                else f"last_steps={sizes.loss_steps}"
+                f"all {sizes.num_steps} outputs" if not fast else f"last_steps={sizes.loss_steps}"
             )
             print(f"{name:<40} {mode:<10} ({label:<15}) {rates[mode]:10.1f} samples/s", flush=True)
-        print(f"{name:<40} speed-up parallel/sequential: {rates['parallel'] / rates['sequential']:.2f}x")
+        print(
+            f"{name:<40} speed-up parallel/sequential: {rates['parallel'] / rates['sequential']:.2f}x"
+        )
 
 
 # --------------------------------------------------------------------------- data loading
@@ -177,11 +174,16 @@ def main() -> None:
     parser.add_argument("--sizes", choices=("reference", "small"), default="reference")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
-        "--only", choices=("models", "dataloader", "all"), default="models",
+        "--only",
+        choices=("models", "dataloader", "all"),
+        default="models",
         help="which benchmarks to run (dataloader needs --dataloader)",
     )
     parser.add_argument(
-        "--dataloader", type=Path, default=None, metavar="DIR",
+        "--dataloader",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="folder for generated HDF5 features (reused if present) for the DataLoader benchmark",
     )
     args = parser.parse_args()

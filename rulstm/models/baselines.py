@@ -86,7 +86,13 @@ class _CausalBlock(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, *, kernel_size: int, dilation: int, dropout: float
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        kernel_size: int,
+        dilation: int,
+        dropout: float,
     ) -> None:
         super().__init__()
         self.left_pad = (kernel_size - 1) * dilation

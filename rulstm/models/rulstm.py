@@ -57,11 +57,8 @@ def _lstm_cell(
     recurrent matrix product). Gate order is PyTorch's (input, forget, cell, output), so the
     weights are those of :class:`torch.nn.LSTM`.
     """
-    if state is None:
-        gates = input_gates
-    else:
-        # Fused gates = input_gates + h @ W_hh^T: one BLAS call, no temporary for h @ W_hh^T.
-        gates = torch.addmm(input_gates, state[0], weight_hh.t())
+    # addmm fuses input_gates + h @ W_hh^T into one BLAS call without a temporary.
+    gates = input_gates if state is None else torch.addmm(input_gates, state[0], weight_hh.t())
     in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=1)  # 4 x (N, H)
     cell = torch.sigmoid(in_gate) * torch.tanh(cell_gate)
     if state is not None:
@@ -149,9 +146,7 @@ class RULSTM(nn.Module):
 
         self.input_dropout = nn.Dropout(dropout)
         self.rolling_lstm = nn.LSTM(feat_dim, hidden, num_layers=depth, dropout=self.lstm_dropout)
-        self.unrolling_lstm = nn.LSTM(
-            feat_dim, hidden, num_layers=depth, dropout=self.lstm_dropout
-        )
+        self.unrolling_lstm = nn.LSTM(feat_dim, hidden, num_layers=depth, dropout=self.lstm_dropout)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
     @staticmethod
@@ -206,8 +201,7 @@ class RULSTM(nn.Module):
         """Validate the input and return the first time step whose output is computed."""
         if x.dim() != 3 or x.shape[-1] != self.feat_dim:
             raise ValueError(
-                f"expected features of shape (batch, time, {self.feat_dim}), "
-                f"got {tuple(x.shape)}"
+                f"expected features of shape (batch, time, {self.feat_dim}), got {tuple(x.shape)}"
             )
         num_steps = x.shape[1]
         if num_steps < 1 or x.shape[0] < 1:
@@ -303,6 +297,7 @@ class RULSTM(nn.Module):
             flat_gates = gates.flatten(0, 1)  # (S, B, 4H) -> (S*B, 4H)
             step_gates = [flat_gates[:size] for size in sizes]
 
+        outputs: list[Tensor] = []  # the current layer's hidden states, one entry per step
         for layer in range(self.depth):
             if layer > 0:
                 weight_ih, weight_hh, bias = _layer_weights(self.unrolling_lstm, layer)
@@ -312,7 +307,9 @@ class RULSTM(nn.Module):
             h, c = start[0][layer], start[1][layer]  # (S*B, H)
             outputs = []
             for gates_k, size in zip(step_gates, sizes):
-                h, c = _lstm_cell(gates_k, (h[:size], c[:size]), weight_hh)  # (size, H)
+                if size < h.shape[0]:  # drop the sequences that have finished
+                    h, c = h[:size], c[:size]
+                h, c = _lstm_cell(gates_k, (h, c), weight_hh)  # (size, H)
                 outputs.append(h)
         return _last_rows(outputs, sizes)
 
@@ -354,7 +351,9 @@ class RULSTM(nn.Module):
             the new ``(h, c)``, each (L, B, H).
         """
         if x_t.dim() != 2 or x_t.shape[-1] != self.feat_dim:
-            raise ValueError(f"expected x_t of shape (batch, {self.feat_dim}), got {tuple(x_t.shape)}")
+            raise ValueError(
+                f"expected x_t of shape (batch, {self.feat_dim}), got {tuple(x_t.shape)}"
+            )
         layer_input = self.input_dropout(x_t)
         new_h, new_c = [], []
         for layer in range(self.depth):
@@ -386,7 +385,9 @@ class RULSTM(nn.Module):
             logits (B, C), and with ``return_context`` also the context (B, 2H).
         """
         if x_t.dim() != 2 or x_t.shape[-1] != self.feat_dim:
-            raise ValueError(f"expected x_t of shape (batch, {self.feat_dim}), got {tuple(x_t.shape)}")
+            raise ValueError(
+                f"expected x_t of shape (batch, {self.feat_dim}), got {tuple(x_t.shape)}"
+            )
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         inputs = self.input_dropout(x_t).unsqueeze(0)  # (B, D) -> (1, B, D)
@@ -537,9 +538,7 @@ class RULSTMFusion(nn.Module):
             )
         extra = [name for name in x if name not in expected]
         if extra:
-            raise KeyError(
-                f"unexpected modality {extra} (the model fuses {list(self.branches)})"
-            )
+            raise KeyError(f"unexpected modality {extra} (the model fuses {list(self.branches)})")
         shapes = {name: tuple(x[name].shape[:2]) for name in self.branches}
         if len(set(shapes.values())) > 1:
             raise ValueError(f"all modalities need the same (batch, time) size, got {shapes}")

@@ -85,7 +85,7 @@ class RenderSettings:
     fps: int = 30
     jitter: float = 2.0
     noise: float = 3.0
-    crf: int = 20
+    crf: int = 23
 
     def __post_init__(self) -> None:
         if self.width % 2 or self.height % 2 or self.width < 32 or self.height < 24:
@@ -189,7 +189,9 @@ class _Canvas:
     def rect(self, centre: Sequence[float], width: float, height: float, rgb: Colour) -> None:
         cx, cy = centre
         w, h = width / 2, height / 2
-        self.fill(_polygon([(cx - w, cy - h), (cx + w, cy - h), (cx + w, cy + h), (cx - w, cy + h)]), rgb)
+        self.fill(
+            _polygon([(cx - w, cy - h), (cx + w, cy - h), (cx + w, cy + h), (cx - w, cy + h)]), rgb
+        )
 
 
 # ---------------------------------------------------------------------------- motions
@@ -254,7 +256,9 @@ def _draw_put(canvas: _Canvas, ctx: _ActionContext, t: float, duration: float) -
     centre = _lerp((cx + 14, 104), (cx, cy), place)
     canvas.fill(_transform(ctx.shape, centre=centre, scale=1.7 - 0.7 * place), ctx.colour)
     grip = (centre[0] + 5, centre[1] + 8)
-    _hand(canvas, grip if progress < 0.8 else _lerp(grip, _REST_HAND, _ease((progress - 0.8) / 0.2)))
+    _hand(
+        canvas, grip if progress < 0.8 else _lerp(grip, _REST_HAND, _ease((progress - 0.8) / 0.2))
+    )
 
 
 def _draw_open(canvas: _Canvas, ctx: _ActionContext, t: float, duration: float) -> None:
@@ -391,11 +395,12 @@ def render_frames(
     margin = math.ceil(settings.jitter * scale) + 1
     background = _background(rng, settings.height + 2 * margin, settings.width + 2 * margin)
     jitter = np.round(_jitter_path(rng, num_frames, settings.jitter) * scale).astype(int)
-    # A bank of noise frames reused at random: drawing fresh Gaussian noise per frame would
-    # cost more than the rest of the rendering.
-    noise_bank = np.round(
-        rng.normal(0, settings.noise, (8, settings.height, settings.width, 3))
-    ).astype(np.int16)
+    # A bank of noise frames reused at random (drawing fresh Gaussian noise per frame would
+    # cost more than the rest of the rendering), split into its positive and negative parts
+    # for OpenCV's saturating add/subtract.
+    noise_bank = np.round(rng.normal(0, settings.noise, (8, settings.height, settings.width, 3)))
+    noise_up = np.clip(noise_bank, 0, 255).astype(np.uint8)
+    noise_down = np.clip(-noise_bank, 0, 255).astype(np.uint8)
     noise_choice = rng.integers(0, len(noise_bank), num_frames)
     contexts = [
         _ActionContext(
@@ -426,8 +431,8 @@ def render_frames(
         view = image[
             margin + dy : margin + dy + settings.height, margin + dx : margin + dx + settings.width
         ]
-        noisy = view.astype(np.int16) + noise_bank[noise_choice[index]]
-        yield np.clip(noisy, 0, 255).astype(np.uint8)
+        choice = noise_choice[index]
+        yield cv2.subtract(cv2.add(view, noise_up[choice]), noise_down[choice])
 
 
 def write_video(path: str | Path, frames, *, settings: RenderSettings) -> int:

@@ -40,8 +40,8 @@ def test_true_class_rank_by_hand():
     # torch input gives the same, and (N, S, C) gives (N, S)
     stacked = torch.from_numpy(np.stack([SCORES, SCORES[:, ::-1].copy()], axis=1))
     assert true_class_rank(stacked, torch.from_numpy(LABELS)).tolist() == [
-        [2, 3],
-        [1, 4],
+        [2, 1],  # reversed row 0: [0.1, 0.3, 0.5, 0.1], class 2 on top
+        [1, 2],  # reversed row 1: [0.1, 0.0, 0.0, 0.9], 0.9 beats class 0
         [4, 4],
         [4, 1],
     ]

@@ -25,7 +25,12 @@ def _lstm_step(lstm: torch.nn.LSTM, layer: int, x: Tensor, h: Tensor, c: Tensor)
         rows = slice(k * size, (k + 1) * size)
         return x @ w_ih[rows].T + b_ih[rows] + h @ w_hh[rows].T + b_hh[rows]
 
-    i, f, g, o = torch.sigmoid(gate(0)), torch.sigmoid(gate(1)), torch.tanh(gate(2)), torch.sigmoid(gate(3))
+    i, f, g, o = (
+        torch.sigmoid(gate(0)),
+        torch.sigmoid(gate(1)),
+        torch.tanh(gate(2)),
+        torch.sigmoid(gate(3)),
+    )
     c = f * c + i * g
     return o * torch.tanh(c), c
 

@@ -1,0 +1,100 @@
+"""``rulstm-extract``: videos -> ``OUT/rgb.h5``, ``OUT/flow.h5``, ``OUT/obj.h5``.
+
+Examples::
+
+    rulstm-extract --videos videos/ --out features/ -c configs/extract/default.yaml
+    rulstm-extract --videos videos/ --out features/ --modalities rgb flow \\
+        -c configs/extract/cpu.yaml --annotations training.csv --only-needed
+    rulstm-extract ... -c configs/extract/quickstart.yaml --obj.palette palette.yaml
+
+Every config field is an option (``--rgb.backbone resnet18``, ``--flow.method dis``);
+``--print_config`` shows the full configuration. Exit codes: 0 when every video was
+extracted or skipped, 1 when some failed (listed in the summary), 2 for unusable arguments
+or output folders.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from feature_extraction.config import add_config_arguments, config_from_namespace
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="rulstm-extract",
+        description="Extract RU-LSTM features (RGB, optical flow, objects) from videos into "
+        "HDF5 files (epic_protocol layout). Reruns skip finished videos.",
+        default_env=False,
+    )
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="A YAML config (configs/extract/).")
+    parser.add_argument("--videos", type=Path, required=True, help="A video file, or a folder searched recursively (other files are ignored).")
+    parser.add_argument("--out", type=Path, required=True, help="Output folder for rgb.h5, flow.h5, obj.h5.")
+    parser.add_argument("--annotations", type=Path | None, default=None, help="Segments (RU-LSTM split CSV or original EPIC CSV) for --only-needed.")
+    parser.add_argument("--video_info", type=Path | None, default=None, help="EPIC video-info CSV (native fps), needed for original EPIC CSVs.")
+    parser.add_argument("--only_needed", "--only-needed", type=bool, default=False, help="Extract only the frames the RU-LSTM sampling reads for --annotations.")
+    parser.add_argument("--overwrite", type=bool, default=False, help="Re-extract videos that are already complete.")
+    parser.add_argument("--devices", type=int, default=1, help="Processes per node (GPUs, or CPU processes with gloo); >1 runs DDP.")
+    parser.add_argument("--num_nodes", type=int, default=1, help="Nodes of a distributed run (launched by SLURM/torchrun).")
+    parser.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+    add_config_arguments(parser)
+    return parser
+
+
+def _flag_style(argv: Sequence[str]) -> list[str]:
+    """Let boolean flags be given bare (``--only-needed``), as well as ``--only-needed true``."""
+    flags = {"--only-needed", "--only_needed", "--overwrite", "--progress"}
+    result: list[str] = []
+    for index, argument in enumerate(argv):
+        result.append(argument)
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if argument in flags and (following is None or following.startswith("-")):
+            result.append("true")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    parser = build_parser()
+    arguments = _flag_style(list(sys.argv[1:] if argv is None else argv))
+    namespace = parser.parse_args(arguments)
+    from feature_extraction.output import OutputError
+    from feature_extraction.runner import PlanningError, RunOptions, run_extraction
+
+    try:
+        config = config_from_namespace(parser, namespace)
+    except ValueError as error:
+        parser.error(str(error))
+    options = RunOptions(
+        videos=namespace.videos,
+        out=namespace.out,
+        annotations=namespace.annotations,
+        video_info=namespace.video_info,
+        only_needed=namespace.only_needed,
+        overwrite=namespace.overwrite,
+        devices=namespace.devices,
+        num_nodes=namespace.num_nodes,
+        progress=namespace.progress,
+    )
+    if options.only_needed and options.annotations is None:
+        parser.error("--only-needed needs --annotations")
+    if not options.videos.exists():
+        parser.error(f"--videos {options.videos}: no such file or folder")
+    try:
+        summary = run_extraction(config, options)
+    except (OutputError, PlanningError) as error:
+        print(f"rulstm-extract: error: {error}", file=sys.stderr)
+        return 2
+    if summary is None:  # a non-zero rank of a distributed run: rank 0 reports
+        return 0
+    print(summary.format())
+    return summary.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

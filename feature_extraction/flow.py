@@ -1,0 +1,219 @@
+"""Optical flow: estimators, TSN-style quantisation and the causal stack of fields.
+
+Field ``k`` is the flow from frame ``k-1`` to frame ``k`` (``u`` then ``v``, in pixels of the
+decoded frame). The network input of frame ``k`` stacks the fields ``k-4 .. k`` (oldest
+first) as 10 channels ``[u_{k-4}, v_{k-4}, ..., u_k, v_k]``, like TSN. Frame 1 has no
+previous frame: its stack is all zero motion. Near the start, positions before field 2 (the
+first real field) repeat field 2, so the stack of frame 3 is ``[f2, f2, f2, f2, f3]``. Every
+stack only uses frames up to its own, so streaming and batch extraction agree.
+
+Fields are stored as "flow images" in ``[0, 1]``: ``(clip(f, -bound, bound) + bound) /
+(2 * bound)``, quantised to uint8 (``round(255 * x)``) when ``quantize`` is set, as TSN
+stored TV-L1 flow as JPEG images with ``bound = 20``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Literal, Protocol
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+CpuFlowMethod = Literal["tvl1", "dis"]
+FlowMethod = Literal["auto", "raft_small", "raft_large", "tvl1", "dis"]
+
+
+class FlowEstimator(Protocol):
+    """Dense flow between two RGB uint8 frames (H, W, 3) -> (2, H, W) float32 (u, v)."""
+
+    def __call__(self, previous: np.ndarray, current: np.ndarray) -> np.ndarray: ...
+
+
+class DISFlow:
+    """OpenCV's DIS optical flow (fast; about 2 ms per 456x256 pair at the 'medium' preset)."""
+
+    _PRESETS = {
+        "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+        "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+        "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+    }
+
+    def __init__(self, *, preset: Literal["ultrafast", "fast", "medium"] = "medium") -> None:
+        self.preset = preset
+        self._flow = cv2.DISOpticalFlow_create(self._PRESETS[preset])
+
+    def __call__(self, previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+        flow = self._flow.calc(_gray(previous), _gray(current), None)  # (H, W, 2)
+        return np.ascontiguousarray(flow.transpose(2, 0, 1))  # (H, W, 2) -> (2, H, W)
+
+    def __getstate__(self) -> dict:
+        return {"preset": self.preset}  # OpenCV objects do not pickle (DataLoader workers)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+
+class TVL1Flow:
+    """OpenCV's dual TV-L1 optical flow, the reference's method (slow: ~0.5 s per pair on CPU)."""
+
+    def __init__(self) -> None:
+        self._flow = cv2.optflow.DualTVL1OpticalFlow_create()
+
+    def __call__(self, previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+        flow = self._flow.calc(_gray(previous), _gray(current), None)  # (H, W, 2)
+        return np.ascontiguousarray(flow.transpose(2, 0, 1))  # (H, W, 2) -> (2, H, W)
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+
+def _gray(frame: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+
+
+def make_cpu_flow(
+    method: CpuFlowMethod, *, dis_preset: Literal["ultrafast", "fast", "medium"] = "medium"
+) -> FlowEstimator:
+    if method == "dis":
+        return DISFlow(preset=dis_preset)
+    if method == "tvl1":
+        return TVL1Flow()
+    raise ValueError(f"unknown CPU flow method {method!r} (choose 'dis' or 'tvl1')")
+
+
+class RaftFlow(nn.Module):
+    """A torchvision RAFT model on uint8 frame pairs; pads to a multiple of 8 as RAFT needs."""
+
+    def __init__(self, *, raft: nn.Module, num_flow_updates: int = 12) -> None:
+        super().__init__()
+        self.raft = raft
+        self.num_flow_updates = num_flow_updates
+
+    def forward(self, previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 pairs -> (B, 2, H, W) float32 flow from previous to current."""
+        height, width = previous.shape[-2:]
+        pad_h, pad_w = (-height) % 8, (-width) % 8
+        pair = torch.stack([previous, current]).float() / 127.5 - 1.0  # (2, B, 3, H, W) in [-1,1]
+        if pad_h or pad_w:
+            pair = nn.functional.pad(pair.flatten(0, 1), (0, pad_w, 0, pad_h), mode="replicate")
+            pair = pair.unflatten(0, (2, -1))  # (2*B, 3, H', W') -> (2, B, 3, H', W')
+        flows = self.raft(pair[0], pair[1], num_flow_updates=self.num_flow_updates)
+        return flows[-1][..., :height, :width].float()  # last refinement, unpadded
+
+
+def flow_to_unit(field: np.ndarray, *, bound: float, quantize: bool) -> np.ndarray:
+    """(2, H, W) flow in pixels -> flow image in [0, 1]: uint8 (x255) or float16."""
+    unit = (np.clip(field, -bound, bound) + bound) / (2.0 * bound)
+    if quantize:
+        return np.round(unit * 255.0).astype(np.uint8)
+    return unit.astype(np.float16)
+
+
+def flow_to_unit_tensor(field: torch.Tensor, *, bound: float, quantize: bool) -> torch.Tensor:
+    """:func:`flow_to_unit` for tensors (RAFT output stays on its device)."""
+    unit = (field.clamp(-bound, bound) + bound) / (2.0 * bound)
+    if quantize:
+        return torch.round(unit * 255.0).to(torch.uint8)
+    return unit.to(torch.float16)
+
+
+def zero_field(height: int, width: int, *, quantize: bool) -> np.ndarray:
+    """The flow image of no motion (the middle of the range)."""
+    if quantize:
+        return np.full((2, height, width), 128, np.uint8)  # round(0.5 * 255)
+    return np.full((2, height, width), 0.5, np.float16)
+
+
+class FlowStacker:
+    """Causal stacks of the last ``length`` fields of one video (see the module docstring).
+
+    Push every decoded frame in order with its field (the flow from the previous frame, or
+    ``None`` when the previous frame was not decoded, e.g. frame 1 or a gap in sparse mode);
+    :meth:`stack` then gives the input of the last pushed frame.
+    """
+
+    def __init__(self, *, length: int = 5) -> None:
+        if length < 1:
+            raise ValueError(f"the flow stack length must be >= 1, got {length}")
+        self.length = length
+        self.reset()
+
+    def reset(self) -> None:
+        self._fields: deque[tuple[int, np.ndarray]] = deque(maxlen=self.length)
+        self._frame: int | None = None
+        self._shape: tuple[int, ...] | None = None
+        self._zero: np.ndarray | None = None
+
+    def push(self, frame: int, field: np.ndarray | None, *, zero: np.ndarray) -> None:
+        """Record frame ``frame``'s field; ``zero`` is the no-motion field used for frame 1."""
+        if self._frame is not None and frame <= self._frame:
+            raise ValueError(f"frames must be pushed in increasing order ({frame} after {self._frame})")
+        if field is not None:
+            if self._fields and self._fields[-1][0] != frame - 1:
+                self._fields.clear()  # a gap: older fields are not the ones this frame needs
+            self._fields.append((frame, field))
+        elif frame != 1:
+            self._fields.clear()
+        self._frame = frame
+        self._zero = zero
+
+    def stack(self) -> np.ndarray:
+        """(2 * length, H, W) input of the last pushed frame, oldest field first."""
+        if self._frame is None or self._zero is None:
+            raise RuntimeError("push a frame before asking for its flow stack")
+        frame = self._frame
+        if frame == 1:
+            return _concat([self._zero] * self.length)  # (2*L, H, W)
+        by_frame = dict(self._fields)
+        picked = []
+        for position in range(frame - self.length + 1, frame + 1):
+            source = max(position, 2)  # before field 2 (the first one), repeat field 2
+            if source not in by_frame:
+                raise RuntimeError(
+                    f"the flow stack of frame {frame} needs field {source}, which was not "
+                    "computed: decode the frames before it (sparse extraction adds them)"
+                )
+            picked.append(by_frame[source])
+        return _concat(picked)  # length x (2, H, W) -> (2*L, H, W)
+
+
+def _concat(fields: list) -> np.ndarray | torch.Tensor:
+    """Concatenate fields along channels; fields are numpy arrays or tensors (RAFT, on GPU)."""
+    if isinstance(fields[0], torch.Tensor):
+        return torch.cat(fields)
+    return np.concatenate(fields)
+
+
+class CausalFlow:
+    """Fields and stacks for one video on the CPU: push decoded frames, get stacks."""
+
+    def __init__(
+        self, *, estimator: FlowEstimator, length: int, bound: float, quantize: bool
+    ) -> None:
+        self.estimator = estimator
+        self.bound, self.quantize = bound, quantize
+        self.stacker = FlowStacker(length=length)
+        self._previous: tuple[int, np.ndarray] | None = None
+
+    def reset(self) -> None:
+        self.stacker.reset()
+        self._previous = None
+
+    def push(self, frame: int, image: np.ndarray) -> None:
+        height, width = image.shape[:2]
+        field = None
+        if self._previous is not None and self._previous[0] == frame - 1:
+            raw = self.estimator(self._previous[1], image)  # (2, H, W) pixels
+            field = flow_to_unit(raw, bound=self.bound, quantize=self.quantize)
+        zero = zero_field(height, width, quantize=self.quantize)
+        self.stacker.push(frame, field, zero=zero)
+        self._previous = (frame, image)
+
+    def stack(self) -> np.ndarray:
+        return self.stacker.stack()

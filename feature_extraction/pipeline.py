@@ -1,0 +1,180 @@
+"""The data side of an extraction: videos -> chunks of decoded frames (and CPU flow stacks),
+produced in DataLoader workers so that decoding and flow overlap the models' forward passes.
+
+Each video is decoded by one worker, in order; chunks of different videos interleave. A
+video's last chunk has ``last=True``; a video that fails yields one chunk with ``error`` set
+(after any chunks it already produced), and the other videos go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from feature_extraction.config import DecodeConfig, Modality
+from feature_extraction.flow import CausalFlow, FlowEstimator
+from feature_extraction.video import VideoError, decode_video, probe_video
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video to extract: which modalities, and which frames (``None``: all)."""
+
+    video_id: str
+    path: Path
+    modalities: tuple[Modality, ...]
+    wanted: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ChunkOptions:
+    fps: float
+    decode: DecodeConfig
+    batch_size: int
+    cpu_flow: FlowEstimator | None  # None: no flow, or RAFT in the main process
+    raft: bool
+    flow_stack: int
+    flow_bound: float
+    flow_quantize: bool
+
+
+def _empty(dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+    return torch.zeros(0, dtype=dtype)
+
+
+class VideoChunks:
+    """Chunks of one video (a generator wrapped in a class for clarity).
+
+    A chunk is a dict: ``video`` (str), ``modalities`` ("rgb,flow"), ``frames`` int64 (B,)
+    1-based, ``keep`` bool (B,) (False for context frames decoded only for flow),
+    ``images`` uint8 RGB (B, H, W, 3) for RAFT or (K, H, W, 3) of the kept rows otherwise
+    (empty when no modality needs them), ``flow`` (K, 2*stack, H, W) CPU flow stacks of the
+    kept rows (or empty), ``last`` bool, ``error`` str ("" when fine), ``total_frames`` int
+    (the video's frames at the target fps: exact at the end of a dense pass, else estimated),
+    and ``expected`` int (frames that will be kept, for progress bars).
+    """
+
+    def __init__(self, job: VideoJob, options: ChunkOptions) -> None:
+        self.job, self.options = job, options
+        modalities = set(job.modalities)
+        self.use_flow = "flow" in modalities
+        self.cpu_flow = options.cpu_flow if self.use_flow and not options.raft else None
+        self.raft = self.use_flow and options.raft
+        self.need_images = bool(modalities & {"rgb", "obj"}) or self.raft
+
+    def _chunk(self, rows: dict[str, list], *, last: bool, total: int, expected: int) -> dict[str, Any]:
+        images = _empty()
+        if rows["images"]:
+            images = torch.from_numpy(np.stack(rows["images"]))  # B x (H, W, 3) -> (B, H, W, 3)
+        flow = _empty()
+        if rows["flow"]:
+            flow = torch.from_numpy(np.stack(rows["flow"]))  # K x (2L, H, W) -> (K, 2L, H, W)
+        chunk = {
+            "video": self.job.video_id,
+            "modalities": ",".join(self.job.modalities),
+            "frames": torch.tensor(rows["frames"], dtype=torch.int64),
+            "keep": torch.tensor(rows["keep"], dtype=torch.bool),
+            "images": images,
+            "flow": flow,
+            "last": last,
+            "error": "",
+            "total_frames": total,
+            "expected": expected,
+        }
+        for values in rows.values():
+            values.clear()
+        return chunk
+
+    def error_chunk(self, message: str) -> dict[str, Any]:
+        rows: dict[str, list] = {"frames": [], "keep": [], "images": [], "flow": []}
+        chunk = self._chunk(rows, last=True, total=0, expected=0)
+        chunk["error"] = message
+        return chunk
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        job, options = self.job, self.options
+        try:
+            info = probe_video(job.path)
+            estimated = info.estimated_frames(options.fps)
+            expected = estimated if job.wanted is None else len(job.wanted)
+            flow = None
+            if self.cpu_flow is not None:
+                flow = CausalFlow(
+                    estimator=self.cpu_flow,
+                    length=options.flow_stack,
+                    bound=options.flow_bound,
+                    quantize=options.flow_quantize,
+                )
+            rows: dict[str, list] = {"frames": [], "keep": [], "images": [], "flow": []}
+            kept = decoded_frames = last_frame = 0
+            for decoded in decode_video(
+                job.path,
+                fps=options.fps,
+                width=options.decode.width,
+                height=options.decode.height,
+                backend=options.decode.backend,
+                wanted=job.wanted,
+                context=options.flow_stack if self.use_flow else 0,
+            ):
+                decoded_frames += 1
+                last_frame = decoded.frame
+                if flow is not None:
+                    flow.push(decoded.frame, decoded.image)
+                if decoded.keep:
+                    kept += 1
+                    if flow is not None:
+                        rows["flow"].append(flow.stack())
+                if self.need_images and (decoded.keep or self.raft):
+                    rows["images"].append(decoded.image)
+                rows["frames"].append(decoded.frame)
+                rows["keep"].append(decoded.keep)
+                if sum(rows["keep"]) >= options.batch_size or len(rows["frames"]) >= 4 * options.batch_size:
+                    yield self._chunk(rows, last=False, total=estimated, expected=expected)
+            if decoded_frames == 0:
+                raise VideoError(f"{job.path}: no frames decoded")
+            total = last_frame if job.wanted is None else max(estimated, last_frame)
+            yield self._chunk(rows, last=True, total=total, expected=expected)
+        except Exception as error:  # reported per video; the other videos go on
+            message = str(error) if isinstance(error, VideoError) else f"{job.path}: {type(error).__name__}: {error}"
+            yield self.error_chunk(message)
+
+
+class ChunkDataset(IterableDataset):
+    """All chunks of this process's share of the videos.
+
+    Videos are dealt to ranks (distributed extraction) and then to DataLoader workers
+    round-robin, in the given order (the planner sorts them largest first for balance).
+    """
+
+    def __init__(
+        self, *, jobs: Sequence[VideoJob], options: ChunkOptions, rank: int = 0, world_size: int = 1
+    ) -> None:
+        super().__init__()
+        self.jobs = list(jobs)
+        self.options = options
+        self.rank, self.world_size = rank, world_size
+
+    def jobs_of_rank(self) -> list[VideoJob]:
+        return self.jobs[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        jobs = self.jobs_of_rank()
+        worker = get_worker_info()
+        if worker is not None:
+            jobs = jobs[worker.id :: worker.num_workers]
+        for job in jobs:
+            yield from VideoChunks(job, self.options)
+
+
+def worker_init(_: int) -> None:
+    """Workers decode and compute CPU flow single-threaded: parallelism is across workers."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)

@@ -1,0 +1,107 @@
+"""``rulstm-import``: convert the RU-LSTM authors' released files.
+
+rulstm-import features --lmdb data/ek55/rgb --modality rgb --out features/ek55/rgb.h5
+rulstm-import checkpoint --in RULSTM-anticipation_0.25_6_8_rgb_best.pth.tar --out rgb.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rulstm.compat.checkpoints import DEFAULT_MODALITIES, CheckpointImportError, import_checkpoint
+from rulstm.compat.lmdb_features import (
+    DEFAULT_KEY_PATTERN,
+    LMDBConversionError,
+    convert_lmdb,
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rulstm-import",
+        description="Convert the RU-LSTM authors' released LMDB features and checkpoints.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    features = commands.add_parser(
+        "features",
+        help="LMDB features -> HDF5 feature file (resumable)",
+        description="Convert one modality's LMDB database into the HDF5 feature layout. "
+        "Re-running after an interruption skips the videos already converted.",
+    )
+    features.add_argument("--lmdb", required=True, help="LMDB folder (holding data.mdb)")
+    features.add_argument("--modality", required=True, help="rgb, flow or obj")
+    features.add_argument("--out", required=True, help="output .h5 file")
+    features.add_argument("--fps", type=float, default=30.0, help="fps of the key frame numbers")
+    features.add_argument("--dim", type=int, default=None, help="feature size (default: inferred)")
+    features.add_argument(
+        "--key-pattern",
+        default=DEFAULT_KEY_PATTERN,
+        help="regex with named groups 'video' and 'frame' (default: %(default)s)",
+    )
+    features.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    checkpoint = commands.add_parser(
+        "checkpoint",
+        help="RU-LSTM .pth.tar -> Lightning .ckpt",
+        description="Convert a released branch or fusion checkpoint into a Lightning-style "
+        "checkpoint (weights under 'net.', network described in hyper_parameters['net']).",
+    )
+    checkpoint.add_argument("--in", dest="source", required=True, help="reference .pth.tar")
+    checkpoint.add_argument("--out", required=True, help="output .ckpt")
+    checkpoint.add_argument(
+        "--modalities",
+        nargs="+",
+        default=list(DEFAULT_MODALITIES),
+        help="fusion branch names in order (default: %(default)s)",
+    )
+    checkpoint.add_argument(
+        "--dropout", type=float, default=0.8, help="dropout recorded for fine-tuning"
+    )
+    checkpoint.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="allow full unpickling (only for files from a trusted source)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "features":
+            summary = convert_lmdb(
+                args.lmdb,
+                args.out,
+                modality=args.modality,
+                fps=args.fps,
+                dim=args.dim,
+                key_pattern=args.key_pattern,
+                progress=not args.no_progress,
+            )
+            print(summary)
+        else:
+            converted = import_checkpoint(
+                args.source,
+                args.out,
+                modalities=args.modalities,
+                dropout=args.dropout,
+                unsafe=args.unsafe,
+            )
+            print(f"{args.out}: {converted.class_path} {converted.init_args}")
+    except (
+        CheckpointImportError,
+        LMDBConversionError,
+        FileNotFoundError,
+        ImportError,
+        ValueError,
+    ) as error:
+        print(f"rulstm-import: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from rulstm.synthetic.generate import main
+
+main()

@@ -1,0 +1,168 @@
+"""The training stages end to end on a synthetic HDF5: SC -> anticipation -> fusion, early
+recognition, learning, resuming, and 2-process DDP on CPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rulstm.cli import build_cli
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "ek55"
+DIMS = {"rgb": 12, "flow": 12, "obj": 6}
+
+
+def fit(stage: str, data, run_dir: Path, *extra: str, epochs: int = 12):
+    return build_cli(fit_args(stage, data, run_dir, *extra, epochs=epochs))
+
+
+def fit_args(stage: str, data, run_dir: Path, *extra: str, epochs: int = 12) -> list[str]:
+    modalities = list(DIMS) if "fusion" in stage else [stage.split("_")[-1] if stage.startswith("early") else stage.split("_")[0]]
+    net_dims = (
+        ["--model.net.init_args.feat_dims", str({m: DIMS[m] for m in modalities})]
+        if "fusion" in stage
+        else ["--model.net.init_args.feat_dim", str(DIMS[modalities[0]])]
+    )
+    args = [
+        "fit",
+        "-c", str(CONFIGS / "base.yaml"),
+        "-c", str(CONFIGS / f"{stage}.yaml"),
+        "--data.features", str({m: str(data.features[m]) for m in modalities}),
+        "--data.train_annotations", str(data.train),
+        "--data.val_annotations", str(data.val),
+        "--data.actions", "null",
+        "--data.batch_size", "16",
+        "--data.num_workers", "0",
+        "--model.net.init_args.num_classes", str(data.num_classes),
+        "--model.net.init_args.hidden", "16",
+        "--model.net.init_args.dropout", "0.1",
+        *net_dims,
+        "--model.optimizer.init_args.lr", "0.2",
+        "--trainer.max_epochs", str(epochs),
+        "--trainer.logger", "false",
+        "--trainer.accelerator", "cpu",
+        "--trainer.devices", "1",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(run_dir / stage),
+        *extra,
+    ]
+    return args
+
+
+def best(run_dir: Path, stage: str) -> str:
+    path = run_dir / stage / "checkpoints" / "best.ckpt"
+    assert path.is_file(), f"{stage} did not write its best checkpoint"
+    return str(path)
+
+
+@pytest.mark.slow
+def test_reference_stage_sequence_learns(tmp_path, synthetic_data):
+    data = synthetic_data(dims=DIMS, num_classes=5, frames=3000)
+    runs = tmp_path / "runs"
+    for modality in DIMS:
+        fit(f"{modality}_sc", data, runs)
+        cli = fit(
+            f"{modality}_anticipation",
+            data,
+            runs,
+            "--model.init_checkpoint", best(runs, f"{modality}_sc"),
+        )
+        # Labels are predictable from the features: top-1 at 1 s well above chance (20 %).
+        assert cli.trainer.callback_metrics["val/action/top1/1.00s"] > 60
+    branches = {m: best(runs, f"{m}_anticipation") for m in DIMS}
+    cli = fit("fusion", data, runs, "--model.branch_checkpoints", str(branches), epochs=2)
+    metrics = cli.trainer.callback_metrics
+    assert metrics["val/action/top5/1.00s"] == pytest.approx(100.0)
+    weights = [metrics[f"val/attention/{m}"] for m in DIMS]
+    assert sum(weights) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_early_recognition_stages(tmp_path, synthetic_data):
+    data = synthetic_data(dims=DIMS, num_classes=5, frames=3000)
+    runs = tmp_path / "runs"
+    for modality in DIMS:
+        fit(f"early_{modality}", data, runs, epochs=1)
+    branches = {m: best(runs, f"early_{m}") for m in DIMS}
+    cli = fit("early_fusion", data, runs, "--model.branch_checkpoints", str(branches), epochs=1)
+    assert "val/action/top1/100.0%" in cli.trainer.callback_metrics
+    assert "val/action/top1/12.5%" in cli.trainer.callback_metrics
+
+
+def test_checkpoint_carries_optimizer_state_and_resumes(tmp_path, synthetic_data):
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+    runs = tmp_path / "runs"
+    fit("rgb_sc", data, runs, epochs=1)
+    last = runs / "rgb_sc" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    momentum = checkpoint["optimizer_states"][0]["state"]
+    assert momentum and all("momentum_buffer" in s for s in momentum.values())
+    assert checkpoint["epoch"] == 0
+    cli = fit("rgb_sc", data, runs, "--ckpt_path", str(last), epochs=2)
+    assert cli.trainer.current_epoch == 2  # resumed at epoch 1, ran one more
+    resumed = torch.load(last, map_location="cpu", weights_only=False)
+    assert resumed["epoch"] > checkpoint["epoch"]
+    assert resumed["global_step"] > checkpoint["global_step"]
+
+
+def test_default_wandb_logger_is_offline_and_checkpoints_stay_in_the_stage_folder(
+    tmp_path, synthetic_data, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+    args = [a for a in fit_args("rgb_sc", data, tmp_path / "runs", epochs=1) if a]
+    logger_at = args.index("--trainer.logger")
+    del args[logger_at : logger_at + 2]  # keep the default logger
+    cli = build_cli(args)
+    assert type(cli.trainer.logger).__name__ == "WandbLogger"
+    assert (tmp_path / "runs" / "rgb_sc" / "checkpoints" / "best.ckpt").is_file()
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "W&B must log offline"
+
+
+def test_bad_setup_fails_with_clear_errors(tmp_path, synthetic_data):
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+    with pytest.raises(ValueError, match="predicts 7 classes but the action vocabulary"):
+        fit("rgb_sc", data, tmp_path, "--model.net.init_args.num_classes", "7", epochs=1)
+    with pytest.raises(ValueError, match="rgb features are 12-d but the net expects 5-d"):
+        fit("rgb_sc", data, tmp_path, "--model.net.init_args.feat_dim", "5", epochs=1)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*nope.ckpt"):
+        fit("rgb_anticipation", data, tmp_path, "--model.init_checkpoint", str(tmp_path / "nope.ckpt"))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tmp_path, synthetic_data):
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=4, frames=600)
+    command = [
+        sys.executable, "-m", "rulstm.cli", "fit",
+        "-c", str(CONFIGS / "base.yaml"),
+        "-c", str(CONFIGS / "rgb_sc.yaml"),
+        "--data.features", str({"rgb": str(data.features["rgb"])}),
+        "--data.train_annotations", str(data.train),
+        "--data.val_annotations", str(data.val),
+        "--data.actions", "null",
+        "--data.batch_size", "8",
+        "--data.num_workers", "0",
+        "--model.net.init_args.num_classes", "3",
+        "--model.net.init_args.feat_dim", "12",
+        "--model.net.init_args.hidden", "8",
+        "--trainer.max_epochs", "1",
+        "--trainer.logger", "false",
+        "--trainer.accelerator", "cpu",
+        "--trainer.devices", "2",
+        "--trainer.strategy", "ddp",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(tmp_path / "ddp"),
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PL_DISABLE_FORK": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "distributed_backend=gloo" in result.stderr + result.stdout
+    assert "All distributed processes registered" in result.stderr + result.stdout
+    assert (tmp_path / "ddp" / "checkpoints" / "best.ckpt").is_file()
