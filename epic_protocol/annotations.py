@@ -99,9 +99,7 @@ class ActionVocabulary:
     def _pair_to_action(self) -> dict[tuple[int, int], int]:
         cached = self.__dict__.get("_pairs")
         if cached is None:
-            cached = {
-                (int(v), int(n)): a for a, (v, n) in enumerate(zip(self.verbs, self.nouns))
-            }
+            cached = {(int(v), int(n)): a for a, (v, n) in enumerate(zip(self.verbs, self.nouns))}
             object.__setattr__(self, "_pairs", cached)
         return cached
 

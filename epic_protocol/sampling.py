@@ -50,9 +50,7 @@ def early_recognition_frames(start_frame: int, end_frame: int, *, steps: int = 8
     return np.linspace(start_frame, end_frame, steps + 1).astype(np.int64)[1:]
 
 
-def anticipation_times(
-    *, alpha: float = 0.25, anticipation_steps: int = 8
-) -> tuple[float, ...]:
+def anticipation_times(*, alpha: float = 0.25, anticipation_steps: int = 8) -> tuple[float, ...]:
     """Seconds before the action of each anticipation output, oldest first:
     (2.0, 1.75, ..., 0.25) for the defaults."""
     return tuple(alpha * k for k in range(anticipation_steps, 0, -1))

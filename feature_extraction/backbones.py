@@ -191,7 +191,10 @@ def _build_torchvision(model_name: str, weights: WeightsEnum | None, **kwargs: A
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], *, drop_prefix: str, source: Path) -> None:
     state = {k: v for k, v in state.items() if not k.startswith(drop_prefix + ".")}
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"checkpoint {source} does not fit the model: {error}") from error
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
             f"checkpoint {source} does not fit the model: missing {result.missing_keys[:5]}, "

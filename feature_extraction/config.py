@@ -160,6 +160,8 @@ class ExtractConfig:
         batch_size: Frames per model forward pass.
         num_workers: DataLoader workers decoding videos and computing CPU flow; null picks
             min(8, cpus - 1); 0 decodes in the main process.
+        threads: CPU threads of the models in the main process; null picks
+            max(1, cpus - workers), so that workers and models do not oversubscribe the CPU.
         decode: Decoding options.
         rgb: RGB options.
         flow: Flow options.
@@ -173,6 +175,7 @@ class ExtractConfig:
     precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = "auto"
     batch_size: int = 32
     num_workers: int | None = None
+    threads: int | None = None
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     rgb: RGBConfig = field(default_factory=RGBConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
@@ -192,7 +195,19 @@ class ExtractConfig:
     def resolved_workers(self) -> int:
         if self.num_workers is not None:
             return max(0, self.num_workers)
-        return min(8, max(1, (os.cpu_count() or 2) - 1))
+        return min(8, max(1, _cpu_count() - 1))
+
+    def resolved_threads(self) -> int:
+        if self.threads is not None:
+            return max(1, self.threads)
+        return max(1, _cpu_count() - self.resolved_workers())
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 2
 
 
 def add_config_arguments(parser: Any) -> None:

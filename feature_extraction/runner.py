@@ -9,9 +9,12 @@ into ``OUT/<modality>.h5`` and prints the summary.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -459,12 +462,30 @@ def _trainer_hardware(config: ExtractConfig, options: RunOptions) -> dict[str, A
     }
 
 
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hide Lightning's hardware banner, tips and a warning about batch indices that
+    iterable datasets always trigger; our own progress bars and summary say what matters."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def run_extraction(config: ExtractConfig, options: RunOptions, *, log: Any = print) -> Summary | None:
     """Extract features; returns the summary on rank 0 (``None`` on other ranks).
 
     Raises :class:`OutputError` when the output folder cannot be used."""
     options.out = Path(options.out)
     check_writable(options.out)
+    # Busy-waiting OpenMP threads and DataLoader workers must not fight over the same cores.
+    torch.set_num_threads(config.resolved_threads())
     models: ExtractionModels = build_models(config, device=torch.device("cpu"))
     dims = models.dims
     provenances = {m: provenance(models, m) for m in config.modalities}
@@ -494,18 +515,19 @@ def run_extraction(config: ExtractConfig, options: RunOptions, *, log: Any = pri
         class_names=models.detector.class_names if models.detector is not None else (),
         progress=options.progress,
     )
-    trainer = L.Trainer(
-        **_trainer_hardware(config, options),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[sink],
-        inference_mode=True,
-    )
-    started = time.perf_counter()
-    trainer.predict(module, datamodule=data, return_predictions=False)
-    seconds = time.perf_counter() - started
+    with _quiet_lightning():
+        trainer = L.Trainer(
+            **_trainer_hardware(config, options),
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[sink],
+            inference_mode=True,
+        )
+        started = time.perf_counter()
+        trainer.predict(module, datamodule=data, return_predictions=False)
+        seconds = time.perf_counter() - started
     results_dir = options.out / WORK_DIR
     results_dir.mkdir(parents=True, exist_ok=True)
     rank_file = results_dir / f"results.rank{trainer.global_rank}.json"

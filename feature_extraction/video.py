@@ -210,7 +210,8 @@ class TimestampResampler:
         frame_length = (
             self.fps / self.native_fps if self.native_fps else (self._last_interval or 1.0)
         )
-        last = math.floor(position + frame_length + _TIME_EPSILON)
+        # At least frame 1, as the annotations' conversion max(1, floor(...)) clamps to it.
+        last = max(1, math.floor(position + frame_length + _TIME_EPSILON))
         emitted = [(k, payload) for k in range(self._next, last + 1)]
         self._next = max(self._next, last + 1)
         return emitted  # type: ignore[return-value]

@@ -151,7 +151,9 @@ def _ranks_with_unknown(scores: torch.Tensor, labels: np.ndarray) -> np.ndarray:
     ranks = np.zeros((len(labels), *scores.shape[1:-1]), dtype=np.int64)
     known = labels >= 0
     if known.any():
-        ranks[known] = true_class_rank(scores[torch.from_numpy(known)], labels[known])
+        ranks[known] = true_class_rank(
+            scores[torch.from_numpy(known).to(scores.device)], labels[known]
+        )
     return ranks
 
 
@@ -683,6 +685,10 @@ def load_reports(paths: Iterable[str | Path]) -> dict[str, AnticipationReport]:
     """Reports from JSON files, keyed by report name (files that are not reports skipped)."""
     reports: dict[str, AnticipationReport] = {}
     for path in paths:
+        # Peek first: the folder may also hold large challenge JSON files.
+        with open(path, "rb") as handle:
+            if REPORT_KIND.encode() not in handle.read(256):
+                continue
         try:
             report = AnticipationReport.from_json(path)
         except (ValueError, OSError):
@@ -707,6 +713,23 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "model"
 
 
+def datamodule_vocabulary(
+    trainer: L.Trainer, *, num_verbs: int, num_nouns: int
+) -> ActionVocabulary | None:
+    """The action vocabulary of the trainer's DataModule (the model's classes), with at least
+    ``num_verbs`` verbs and ``num_nouns`` nouns; ``None`` without such a DataModule."""
+    vocabulary = getattr(trainer.datamodule, "vocabulary", None)
+    if not isinstance(vocabulary, ActionVocabulary):
+        return None
+    return ActionVocabulary(
+        verbs=vocabulary.verbs,
+        nouns=vocabulary.nouns,
+        names=vocabulary.names,
+        num_verbs=max(vocabulary.num_verbs, num_verbs),
+        num_nouns=max(vocabulary.num_nouns, num_nouns),
+    )
+
+
 class AnticipationEvaluator(L.Callback):
     """Evaluate ``trainer.test`` outputs with the EPIC protocol and write the results.
 
@@ -720,7 +743,8 @@ class AnticipationEvaluator(L.Callback):
 
     Args:
         protocol: ``"ek55"`` or ``"ek100"``.
-        actions: actions.csv (default ``builtin:<protocol>/actions.csv``).
+        actions: actions.csv. Default: the vocabulary of the trainer's DataModule (the one the
+            model was trained on), else ``builtin:<protocol>/actions.csv``.
         out_dir: output folder.
         name: report name (e.g. the modality), used in file names and plot legends.
         alpha: seconds between time steps (anticipation times are ``alpha * S ... alpha``).
@@ -729,6 +753,9 @@ class AnticipationEvaluator(L.Callback):
             (default: the shipped EPIC lists).
         use_official_many_shot_actions: EK55 action recall over EPIC's 819 many-shot actions
             instead of the reference's "verb or noun many-shot" actions.
+        class_lists: ``False`` ignores the many-shot lists (EK55: recall over every class
+            present) and the unseen/tail lists (EK100: overall only), for datasets other than
+            EPIC-KITCHENS such as the quickstart's.
         unseen_ids, tail_verb_ids, tail_noun_ids, tail_action_ids: EK100 subset id lists
             (default: the shipped RU-LSTM validation lists).
         discarded: ``"drop"`` or ``"zeros"`` for samples the reference discards; default the
@@ -753,6 +780,7 @@ class AnticipationEvaluator(L.Callback):
         many_shot_nouns: str | None = None,
         many_shot_actions: str | None = None,
         use_official_many_shot_actions: bool = False,
+        class_lists: bool = True,
         unseen_ids: str | None = None,
         tail_verb_ids: str | None = None,
         tail_noun_ids: str | None = None,
@@ -766,7 +794,8 @@ class AnticipationEvaluator(L.Callback):
         if protocol not in CLASS_COUNTS:
             raise ValueError(f"protocol must be 'ek55' or 'ek100', got {protocol!r}")
         self.protocol: Protocol = protocol
-        self.actions = actions or f"builtin:{protocol}/actions.csv"
+        self.actions = actions
+        self.class_lists = class_lists
         self.out_dir = Path(out_dir)
         self.name = name
         self.alpha = alpha
@@ -802,9 +831,17 @@ class AnticipationEvaluator(L.Callback):
     def vocabulary(self) -> ActionVocabulary:
         if self._vocabulary is None:
             self._vocabulary = read_actions_csv(
-                resolve_path(self.actions), num_verbs=self.num_verbs, num_nouns=self.num_nouns
+                resolve_path(self.actions or f"builtin:{self.protocol}/actions.csv"),
+                num_verbs=self.num_verbs,
+                num_nouns=self.num_nouns,
             )
         return self._vocabulary
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.actions is None:
+            self._vocabulary = datamodule_vocabulary(
+                trainer, num_verbs=self.num_verbs, num_nouns=self.num_nouns
+            )
 
     # ---- accumulation
 
@@ -862,15 +899,28 @@ class AnticipationEvaluator(L.Callback):
     def compute(self, outcomes: RankedOutcomes) -> AnticipationReport:
         times = anticipation_times(alpha=self.alpha, anticipation_steps=outcomes.num_steps)
         if self.protocol == "ek55":
-            many_shot = load_many_shot(
-                self.vocabulary,
-                **self.many_shot_files,
-                official_actions=self.use_official_many_shot_actions,
-            )
+            if self.class_lists:
+                many_shot = load_many_shot(
+                    self.vocabulary,
+                    **self.many_shot_files,
+                    official_actions=self.use_official_many_shot_actions,
+                )
+            else:
+                v = self.vocabulary
+                many_shot = ManyShotClasses(
+                    verbs=frozenset(range(v.num_verbs)),
+                    nouns=frozenset(range(v.num_nouns)),
+                    actions=frozenset(range(v.num_actions)),
+                    source="all classes (class_lists=False)",
+                )
             return evaluate_ek55(
                 outcomes, many_shot=many_shot, times=times, discarded=self.discarded, name=self.name
             )
-        subsets = load_ek100_subsets(**self.subset_files)
+        if self.class_lists:
+            subsets = load_ek100_subsets(**self.subset_files)
+        else:
+            no_ids: frozenset[str] = frozenset()
+            subsets = EK100Subsets(unseen=no_ids, tail=dict.fromkeys(("verb", "noun", "action"), no_ids))
         return evaluate_ek100(
             outcomes, subsets=subsets, times=times, discarded=self.discarded, name=self.name
         )
@@ -889,7 +939,9 @@ class AnticipationEvaluator(L.Callback):
             )
             return
         self.report = self.compute(outcomes)
-        pl_module.log_dict(self.report.metrics(self.log_prefix), sync_dist=False)
+        # Every process holds the same values: the (cheap) mean over processes changes
+        # nothing but keeps Lightning from warning once per key under DDP.
+        pl_module.log_dict(self.report.metrics(self.log_prefix), sync_dist=True)
         json_parts = [p for rank_parts in gather_objects(self._json_parts) for p in rank_parts]
         if trainer.is_global_zero:
             self.write(self.report)

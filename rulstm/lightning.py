@@ -20,6 +20,7 @@ from torch import nn
 from epic_protocol.sampling import anticipation_times
 from rulstm.data.datamodule import AnticipationBatch
 from rulstm.losses import early_recognition_loss
+from rulstm.metrics import accuracy_from_ranks, class_mean_recall_from_ranks, true_class_rank
 
 log = logging.getLogger(__name__)
 
@@ -32,49 +33,42 @@ def time_key(seconds: float) -> str:
     return f"{seconds:.2f}s"
 
 
-class TopKMeter:
-    """Streaming top-k accuracy and class-mean top-k recall per time step.
+class RankMeter:
+    """Streaming top-1/top-5 accuracy and class-mean top-5 recall per scored step.
 
-    Keeps only the top-k indices of each sample, never the (N, S, C) scores, so validation
-    on EK55/EK100 (thousands of classes) stays light.
+    Keeps only the rank of the true class per sample and step (never the (N, S, C) scores),
+    so validation on EK55/EK100 (thousands of classes) stays light. Discarded samples
+    (``valid=False``) are dropped (EK55 reference) or scored as all-zero scores, which never
+    rank the true class in the top k (EK100 reference).
     """
 
-    def __init__(self, *, k: int = 5) -> None:
-        self.k = k
+    def __init__(self, *, discarded: Literal["drop", "zeros"] = "drop") -> None:
+        self.discarded = discarded
         self.reset()
 
     def reset(self) -> None:
-        self._topk: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
+        self.ranks: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> None:
-        # logits (B, S, C); invalid (discarded) samples are scored as all-zero scores, whose
-        # top-k the reference takes as the first k classes (a stable sort of ties).
-        k = min(self.k, logits.shape[-1])
-        topk = logits.detach().topk(k, dim=-1).indices  # (B, S, k)
-        topk[~valid] = torch.arange(k, device=topk.device)
-        self._topk.append(topk.cpu())
-        self._labels.append(labels.detach().cpu())
+        keep = labels >= 0  # unknown labels (test split) cannot be scored
+        if self.discarded == "drop":
+            keep &= valid
+        logits, labels, valid = logits[keep].detach(), labels[keep], valid[keep]
+        ranks = torch.from_numpy(true_class_rank(logits.float(), labels))  # (B, S)
+        ranks[~valid.cpu()] = logits.shape[-1]  # all-zero scores: the true class ranks last
+        self.ranks.append(ranks)
+        self.labels.append(labels.cpu())
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """``top1``, ``top5`` accuracy and ``recall5`` (class-mean top-k recall over the
-        classes present), each of shape (S,), in percent. Unknown labels (-1) are ignored."""
-        topk = torch.cat(self._topk)  # (N, S, k)
-        labels = torch.cat(self._labels)  # (N,)
-        known = labels >= 0
-        topk, labels = topk[known], labels[known]
-        if len(labels) == 0:
+        """``top1``, ``top5`` and ``recall5`` in percent, each of shape (S,)."""
+        if not self.ranks or sum(len(r) for r in self.ranks) == 0:
             return {}
-        hits_k = (topk == labels[:, None, None]).any(-1).float()  # (N, S)
-        hits_1 = (topk[..., 0] == labels[:, None]).float()  # (N, S)
-        classes, inverse = labels.unique(return_inverse=True)
-        # Per class: mean hit rate over its samples; then the mean over classes.
-        per_class = torch.zeros(len(classes), hits_k.shape[1]).index_add_(0, inverse, hits_k)
-        per_class /= torch.bincount(inverse, minlength=len(classes))[:, None]
+        ranks, labels = torch.cat(self.ranks).numpy(), torch.cat(self.labels).numpy()
         return {
-            "top1": hits_1.mean(0) * 100,
-            "top5": hits_k.mean(0) * 100,
-            "recall5": per_class.mean(0) * 100,
+            "top1": torch.as_tensor(accuracy_from_ranks(ranks, k=1) * 100),
+            "top5": torch.as_tensor(accuracy_from_ranks(ranks, k=5) * 100),
+            "recall5": torch.as_tensor(class_mean_recall_from_ranks(ranks, labels, k=5) * 100),
         }
 
 
@@ -95,6 +89,8 @@ class AnticipationModule(L.LightningModule):
         branch_checkpoints: modality -> checkpoint of a trained branch, loaded into
             ``net.branches[modality]`` (MATT fusion starts from the branch bests).
         freeze_branches: train only the fusion attention.
+        discarded: how validation/test metrics treat samples the reference discards: ``drop``
+            them (EK55 reference) or score them as ``zeros`` (EK100 reference).
         optimizer / scheduler: any torch optimiser / LR scheduler; defaults to the reference
             SGD(lr=0.01, momentum=0.9) and no scheduler.
     """
@@ -113,6 +109,7 @@ class AnticipationModule(L.LightningModule):
         init_checkpoint: str | None = None,
         branch_checkpoints: dict[str, str] | None = None,
         freeze_branches: bool = False,
+        discarded: Literal["drop", "zeros"] = "drop",
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -134,9 +131,11 @@ class AnticipationModule(L.LightningModule):
             self.headline_index = len(self.output_times) - round(1.0 / alpha)
         else:
             # Early recognition: observed fraction of the action at each step.
-            self.output_times = tuple((i + 1) / anticipation_steps for i in range(anticipation_steps))
+            self.output_times = tuple(
+                (i + 1) / anticipation_steps for i in range(anticipation_steps)
+            )
             self.headline_index = anticipation_steps - 1
-        self.meters = {"val": TopKMeter(), "test": TopKMeter()}
+        self.meters = {"val": RankMeter(discarded=discarded), "test": RankMeter(discarded=discarded)}
         if init_checkpoint:
             load_weights(self.net, init_checkpoint)
         for modality_name, path in (branch_checkpoints or {}).items():
@@ -202,15 +201,24 @@ class AnticipationModule(L.LightningModule):
         train_mask = batch["valid"] & (labels >= 0)
         if train_mask.any():
             loss = self._loss(logits[train_mask], labels[train_mask])
-            self.log(f"{stage}/loss", loss, batch_size=batch_size, prog_bar=stage == "train",
-                     sync_dist=stage != "train")
+            self.log(
+                f"{stage}/loss",
+                loss,
+                batch_size=batch_size,
+                prog_bar=stage == "train",
+                sync_dist=stage != "train",
+            )
             out["loss"] = loss
         if stage in self.meters:
             self.meters[stage].update(logits, labels, batch["valid"])
         if weights is not None and stage != "train":
             for index, name in enumerate(self.net.branches):
-                self.log(f"{stage}/attention/{name}", weights[..., index].mean(),
-                         batch_size=batch_size, sync_dist=True)
+                self.log(
+                    f"{stage}/attention/{name}",
+                    weights[..., index].mean(),
+                    batch_size=batch_size,
+                    sync_dist=True,
+                )
         return out
 
     def training_step(self, batch: AnticipationBatch, batch_idx: int) -> torch.Tensor:
@@ -250,19 +258,23 @@ class AnticipationModule(L.LightningModule):
 
     def _log_meter(self, stage: str) -> None:
         meter = self.meters[stage]
-        if not meter._labels:
-            return
-        # Each rank holds its share; gather so the numbers cover the whole split.
         if self.trainer.world_size > 1:
-            meter._topk = [self.all_gather(torch.cat(meter._topk)).flatten(0, 1)]
-            meter._labels = [self.all_gather(torch.cat(meter._labels)).flatten()]
+            # Each process holds its share of the split; gather the (small) rank records.
+            gathered = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, (meter.ranks, meter.labels))
+            meter.ranks = [r for ranks, _ in gathered for r in ranks]
+            meter.labels = [label for _, labels in gathered for label in labels]
         values = meter.compute()
         for metric, per_step in values.items():
             for when, value in zip(self.output_times, per_step.tolist()):
                 suffix = time_key(when) if self.task == "anticipation" else f"{when:.1%}"
                 self.log(f"{stage}/action/{metric}/{suffix}", value, rank_zero_only=True)
-            self.log(f"{stage}/action/{metric}", per_step[self.headline_index].item(),
-                     rank_zero_only=True, prog_bar=stage == "val" and metric == "top5")
+            self.log(
+                f"{stage}/action/{metric}",
+                per_step[self.headline_index].item(),
+                rank_zero_only=True,
+                prog_bar=stage == "val" and metric == "top5",
+            )
         meter.reset()
 
     def on_validation_epoch_end(self) -> None:
@@ -295,7 +307,9 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get("state_dict", checkpoint)
     if any(key.startswith("net.") for key in state):
-        state = {key[len("net.") :]: value for key, value in state.items() if key.startswith("net.")}
+        state = {
+            key[len("net.") :]: value for key, value in state.items() if key.startswith("net.")
+        }
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches

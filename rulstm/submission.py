@@ -506,7 +506,8 @@ class SubmissionWriter(L.Callback):
         protocol: ``"ek100"`` (one file for the test split) or ``"ek55"`` (run predict once
             per test split: ``seen.json`` for S1, ``unseen.json`` for S2).
         path: the JSON file to write.
-        actions: actions.csv (default ``builtin:<protocol>/actions.csv``).
+        actions: actions.csv. Default: the vocabulary of the trainer's DataModule, else
+            ``builtin:<protocol>/actions.csv``.
         expected_ids: the split (RU-LSTM or EPIC CSV, or an id list) whose ids the file must
             cover exactly; ``None`` skips that check.
         sls_pt, sls_tl, sls_td: EK100 supervision levels, 0..5 (required there).
@@ -529,7 +530,7 @@ class SubmissionWriter(L.Callback):
         self.format = _format(protocol)
         self.protocol: Protocol = protocol
         self.path = Path(path)
-        self.actions = actions or f"builtin:{protocol}/actions.csv"
+        self.actions = actions
         self.expected_ids = expected_ids
         levels = (sls_pt, sls_tl, sls_td)
         if any(level is not None for level in levels) or self.format.needs_sls:
@@ -548,11 +549,19 @@ class SubmissionWriter(L.Callback):
     def vocabulary(self) -> ActionVocabulary:
         if self._vocabulary is None:
             self._vocabulary = read_actions_csv(
-                resolve_path(self.actions),
+                resolve_path(self.actions or f"builtin:{self.protocol}/actions.csv"),
                 num_verbs=self.format.num_verbs,
                 num_nouns=self.format.num_nouns,
             )
         return self._vocabulary
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.actions is None:
+            from rulstm.evaluation import datamodule_vocabulary
+
+            self._vocabulary = datamodule_vocabulary(
+                trainer, num_verbs=self.format.num_verbs, num_nouns=self.format.num_nouns
+            )
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._parts = []

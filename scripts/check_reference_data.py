@@ -43,13 +43,24 @@ def main() -> None:
         rows = read_epic_csv(epic_csv)
         same = sum(
             (r.start_frame, r.end_frame, r.verb, r.noun)
-            == (split[r.uid].start_frame, split[r.uid].end_frame, split[r.uid].verb,
-                split[r.uid].noun)
+            == (
+                split[r.uid].start_frame,
+                split[r.uid].end_frame,
+                split[r.uid].verb,
+                split[r.uid].noun,
+            )
             for r in rows
         )
-        print(f"{epic_csv.name}: {same}/{len(rows)} rows equal the RU-LSTM split ({', '.join(splits)})")
-    for name in ["ek55/validation.csv", "ek55/test_seen.csv", "ek55/test_unseen.csv",
-                 "ek100/validation.csv", "ek100/test_timestamps.csv"]:
+        print(
+            f"{epic_csv.name}: {same}/{len(rows)} rows equal the RU-LSTM split ({', '.join(splits)})"
+        )
+    for name in [
+        "ek55/validation.csv",
+        "ek55/test_seen.csv",
+        "ek55/test_unseen.csv",
+        "ek100/validation.csv",
+        "ek100/test_timestamps.csv",
+    ]:
         segments = read_rulstm_split(resolve_path(f"builtin:{name}"))
         agree = 0
         for s in segments:

@@ -104,6 +104,7 @@ class RULSTM(nn.Module):
         unroll: ``"parallel"`` (default, fast: all unrollings batched together) or
             ``"sequential"`` (the reference's structure: one ``nn.LSTM`` call per time step;
             slow, kept as a readable cross-check). Both give the same outputs in eval mode.
+            Stored as the attribute ``unroll_mode``, which may be changed after construction.
 
     Training-mode dropout: the reference samples a fresh dropout mask for every repeated copy
     of ``x_t`` fed to the unrolling LSTM (and, in sequence completion, for every unrolling's

@@ -268,7 +268,7 @@ def _draw_open(canvas: _Canvas, ctx: _ActionContext, t: float, duration: float) 
     hinge = (cx - 13, cy - 13)
     radians = math.radians(-angle)
     tip = (hinge[0] + 30 * math.cos(radians), hinge[1] + 30 * math.sin(radians))
-    canvas.line(hinge, tip, _LID, 6)
+    canvas.line(hinge, tip, _LID, 7)
     canvas.disc(hinge, 3, _DARK)
     _hand(canvas, tip)
 
@@ -279,8 +279,8 @@ def _draw_cut(canvas: _Canvas, ctx: _ActionContext, t: float, duration: float) -
     canvas.fill(_transform(ctx.shape, centre=(cx, cy)), ctx.colour)
     edge = cy + 1 + 10 * _wave(t, 0.4, ctx.phase)  # the blade's lower end
     x = cx + 3
-    canvas.line((x, edge), (x, edge - 22), _BLADE, 5)
-    canvas.line((x, edge - 22), (x, edge - 34), _DARK, 5)
+    canvas.line((x, edge), (x, edge - 22), _BLADE, 6)
+    canvas.line((x, edge - 22), (x, edge - 34), _DARK, 6)
     _hand(canvas, (x + 3, edge - 30))
 
 
@@ -307,7 +307,7 @@ def _draw_stir(canvas: _Canvas, ctx: _ActionContext, t: float, duration: float) 
     turn = 2 * math.pi * (t / 0.8 + ctx.phase)
     tip = (cx + 11 * math.cos(turn), cy + 8 * math.sin(turn))
     end = (tip[0] + 16, tip[1] - 24)
-    canvas.line(tip, end, _SPOON, 3)
+    canvas.line(tip, end, _SPOON, 4)
     canvas.disc(tip, 3.5, _SPOON)
     _hand(canvas, end)
 
@@ -363,15 +363,20 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _jitter_path(rng: np.random.Generator, num_frames: int, amplitude: float) -> np.ndarray:
-    """(num_frames, 2) smooth camera offsets within [-amplitude, amplitude] (an AR(1)
-    random walk: hand-held shake rather than white noise)."""
-    offsets = np.zeros((num_frames, 2))
-    current = np.zeros(2)
-    for f in range(num_frames):
-        current = np.clip(0.92 * current + rng.normal(0, 0.35, 2), -amplitude, amplitude)
-        offsets[f] = current
-    return offsets
+def _jitter_path(
+    rng: np.random.Generator, num_frames: int, amplitude: float, fps: float
+) -> np.ndarray:
+    """(num_frames, 2) camera offsets within [-amplitude, amplitude]: a slow sway (two
+    sinusoids per axis, periods 2-6 s). Rendered sub-pixel, so the camera's own motion is a
+    smooth drift of a few hundredths of a pixel per frame that does not swamp the hand's
+    optical flow (integer jumps would move the whole frame by a pixel at once)."""
+    time = np.arange(num_frames)[:, None] / fps  # (F, 1) seconds
+    periods = rng.uniform(2.0, 6.0, (2, 2))  # (component, axis)
+    phases = rng.uniform(0, 2 * np.pi, (2, 2))
+    sway = sum(
+        np.sin(2 * np.pi * time / periods[c] + phases[c]) for c in range(2)
+    )  # (F, 2) in [-2, 2]
+    return amplitude * sway / 2
 
 
 def render_frames(
@@ -394,7 +399,7 @@ def render_frames(
     scale = settings.height / DESIGN_HEIGHT
     margin = math.ceil(settings.jitter * scale) + 1
     background = _background(rng, settings.height + 2 * margin, settings.width + 2 * margin)
-    jitter = np.round(_jitter_path(rng, num_frames, settings.jitter) * scale).astype(int)
+    jitter = _jitter_path(rng, num_frames, settings.jitter, settings.fps) * scale  # (F, 2) pixels
     # A bank of noise frames reused at random (drawing fresh Gaussian noise per frame would
     # cost more than the rest of the rendering), split into its positive and negative parts
     # for OpenCV's saturating add/subtract.
@@ -406,7 +411,7 @@ def render_frames(
         _ActionContext(
             shape=_SHAPES[a.noun % len(_SHAPES)],
             colour=noun_colours[a.noun],
-            rest=(float(rng.uniform(50, 78)), float(rng.uniform(52, 60))),
+            rest=(float(rng.uniform(58, 70)), float(rng.uniform(53, 58))),
             phase=float(rng.random()),
         )
         for a in actions
@@ -428,9 +433,14 @@ def render_frames(
         else:
             _idle(canvas, index / fps)
         dx, dy = jitter[index]
-        view = image[
-            margin + dy : margin + dy + settings.height, margin + dx : margin + dx + settings.width
-        ]
+        crop = np.float32([[1, 0, margin + dx], [0, 1, margin + dy]])  # output -> canvas
+        view = cv2.warpAffine(
+            image,
+            crop,
+            (settings.width, settings.height),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REFLECT,
+        )
         choice = noise_choice[index]
         yield cv2.subtract(cv2.add(view, noise_up[choice]), noise_down[choice])
 

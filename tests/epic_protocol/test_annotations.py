@@ -74,8 +74,13 @@ def test_shipped_splits_parse():
     assert len(read_class_ids(resolve_path("builtin:ek55/EPIC_many_shot_nouns.csv"))) == 71
     actions = read_many_shot_actions(resolve_path("builtin:ek55/epic/EPIC_many_shot_actions.csv"))
     assert len(actions) == 819 and (12, 78) in actions
-    assert len(read_id_list(resolve_path("builtin:ek100/validation_unseen_participants_ids.csv"))) == 1065
-    assert read_id_list(resolve_path("builtin:ek100/epic/EPIC_100_unseen_participant_ids_validation.csv")) == ["P18", "P32"]
+    assert (
+        len(read_id_list(resolve_path("builtin:ek100/validation_unseen_participants_ids.csv")))
+        == 1065
+    )
+    assert read_id_list(
+        resolve_path("builtin:ek100/epic/EPIC_100_unseen_participant_ids_validation.csv")
+    ) == ["P18", "P32"]
     assert len(read_class_names(resolve_path("builtin:ek100/epic/EPIC_100_verb_classes.csv"))) == 97
     assert read_class_names(resolve_path("builtin:ek55/epic/EPIC_noun_classes.csv"))[1] == "pan"
 
@@ -94,7 +99,7 @@ def test_epic_csv_timestamps_match_rulstm_numbering(tmp_path):
         "EPIC_train_action_labels.csv",
         EK55_HEADER
         + "5,P01,P01_01,take cup,00:00:16.51,00:00:18.06,990,1083,take,0,cup,29,['cup'],[29]\n"
-        + '6,P01,P01_01,take x,00:00:18.17,00:00:21.14,1089,1267,take,0,x,159,"[\'x\']",[159]\n',
+        + "6,P01,P01_01,take x,00:00:18.17,00:00:21.14,1089,1267,take,0,x,159,\"['x']\",[159]\n",
     )
     vocabulary = ActionVocabulary.from_segments(
         [Segment("a", "v", 1, 2, 0, 29), Segment("b", "v", 1, 2, 0, 159)]
@@ -154,7 +159,11 @@ def test_vocabulary_keeps_split_action_ids():
 
 
 def test_vocabulary_from_segments_is_order_free():
-    a = [Segment("1", "v", 1, 2, 3, 4), Segment("2", "v", 1, 2, 0, 9), Segment("3", "v", 1, 2, 3, 4)]
+    a = [
+        Segment("1", "v", 1, 2, 3, 4),
+        Segment("2", "v", 1, 2, 0, 9),
+        Segment("3", "v", 1, 2, 3, 4),
+    ]
     vocabulary = ActionVocabulary.from_segments(a)
     assert vocabulary.names == ("0,9", "3,4")
     assert vocabulary == ActionVocabulary.from_segments(a[::-1])
@@ -166,7 +175,11 @@ def test_vocabulary_from_segments_is_order_free():
     [
         ("wide.csv", "1,P01_01,10,20,1,2\n", r"wide.csv:1: a RU-LSTM split row has 7 columns"),
         ("ragged.csv", "1,P01_01,10,20,1,2,3\n2,P01_01,10,20\n", r"ragged.csv:2: expected 7"),
-        ("text.csv", "1,P01_01,10,20,1,2,3\n\n2,P01_01,1x,20,1,2,3\n", r"text.csv:3: column 'start_frame'"),
+        (
+            "text.csv",
+            "1,P01_01,10,20,1,2,3\n\n2,P01_01,1x,20,1,2,3\n",
+            r"text.csv:3: column 'start_frame'",
+        ),
         ("span.csv", "1,P01_01,30,20,1,2,3\n", r"span.csv:1: invalid frame span"),
         ("novideo.csv", "1,,30,40,1,2,3\n", r"novideo.csv:1: empty video_id"),
     ],

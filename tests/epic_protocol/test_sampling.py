@@ -28,7 +28,20 @@ def reference_style_frames(start: int, fps: float, alpha: float, steps: int):
 
 def test_issue_examples():
     assert anticipation_frames(1000).tolist() == [
-        895, 902, 910, 917, 925, 932, 940, 947, 955, 962, 970, 977, 985, 992,
+        895,
+        902,
+        910,
+        917,
+        925,
+        932,
+        940,
+        947,
+        955,
+        962,
+        970,
+        977,
+        985,
+        992,
     ]
     assert anticipation_frames(60).tolist() == [7] * 8 + [15, 22, 30, 37, 45, 52]
 
@@ -85,8 +98,13 @@ def test_properties(start, fps, alpha, steps):
 
 @pytest.mark.parametrize(
     "split",
-    ["ek55/validation.csv", "ek55/test_seen.csv", "ek55/test_unseen.csv",
-     "ek100/validation.csv", "ek100/test_timestamps.csv"],
+    [
+        "ek55/validation.csv",
+        "ek55/test_seen.csv",
+        "ek55/test_unseen.csv",
+        "ek100/validation.csv",
+        "ek100/test_timestamps.csv",
+    ],
 )
 def test_agrees_with_reference_on_every_shipped_row(split):
     segments = read_rulstm_split(resolve_path(f"builtin:{split}"))

@@ -3,6 +3,7 @@ of the reference forward pass, and tiny LMDB databases."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,10 @@ def write_lmdb(path: Path, entries: dict[str, np.ndarray | bytes]) -> Path:
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def ref():
+    """This module's helpers and constants (fixtures work under every pytest import mode,
+    unlike importing a conftest by name)."""
+    return sys.modules[__name__]

@@ -20,6 +20,11 @@ class SyntheticData:
     num_classes: int
 
 
+def pair(action: int) -> tuple[int, int]:
+    """A distinct (verb, noun) per action, within the EK100 verb/noun ranges."""
+    return action % 10, action // 10
+
+
 def make_dataset(
     root: Path,
     *,
@@ -43,11 +48,10 @@ def make_dataset(
             action = int(rng.integers(0, num_labels))
             label_at[start - 130 : start] = action
             split = "val" if v >= videos - 2 else "train"
-            # verb = noun = action keeps the vocabulary consistent with the action ids.
-            rows[split].append((f"{video}_{i}", video, start, start + 60, action, action, action))
+            rows[split].append((f"{video}_{i}", video, start, start + 60, *pair(action), action))
         labels_per_video[video] = label_at
     # Every label must appear in training so the vocabulary built from it is complete.
-    rows["train"] += [(f"extra_{a}", "P01_01", 300, 330, a, a, a) for a in range(num_classes)]
+    rows["train"] += [(f"extra_{a}", "P01_01", 300, 330, *pair(a), a) for a in range(num_classes)]
     paths = {}
     for split, split_rows in rows.items():
         paths[split] = root / f"{split}.csv"

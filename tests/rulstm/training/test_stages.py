@@ -22,7 +22,11 @@ def fit(stage: str, data, run_dir: Path, *extra: str, epochs: int = 12):
 
 
 def fit_args(stage: str, data, run_dir: Path, *extra: str, epochs: int = 12) -> list[str]:
-    modalities = list(DIMS) if "fusion" in stage else [stage.split("_")[-1] if stage.startswith("early") else stage.split("_")[0]]
+    modalities = (
+        list(DIMS)
+        if "fusion" in stage
+        else [stage.split("_")[-1] if stage.startswith("early") else stage.split("_")[0]]
+    )
     net_dims = (
         ["--model.net.init_args.feat_dims", str({m: DIMS[m] for m in modalities})]
         if "fusion" in stage
@@ -30,25 +34,43 @@ def fit_args(stage: str, data, run_dir: Path, *extra: str, epochs: int = 12) -> 
     )
     args = [
         "fit",
-        "-c", str(CONFIGS / "base.yaml"),
-        "-c", str(CONFIGS / f"{stage}.yaml"),
-        "--data.features", str({m: str(data.features[m]) for m in modalities}),
-        "--data.train_annotations", str(data.train),
-        "--data.val_annotations", str(data.val),
-        "--data.actions", "null",
-        "--data.batch_size", "16",
-        "--data.num_workers", "0",
-        "--model.net.init_args.num_classes", str(data.num_classes),
-        "--model.net.init_args.hidden", "16",
-        "--model.net.init_args.dropout", "0.1",
+        "-c",
+        str(CONFIGS / "base.yaml"),
+        "-c",
+        str(CONFIGS / f"{stage}.yaml"),
+        "--data.features",
+        str({m: str(data.features[m]) for m in modalities}),
+        "--data.train_annotations",
+        str(data.train),
+        "--data.val_annotations",
+        str(data.val),
+        "--data.actions",
+        "null",
+        "--data.batch_size",
+        "16",
+        "--data.num_workers",
+        "0",
+        "--model.net.init_args.num_classes",
+        str(data.num_classes),
+        "--model.net.init_args.hidden",
+        "16",
+        "--model.net.init_args.dropout",
+        "0.1",
         *net_dims,
-        "--model.optimizer.init_args.lr", "0.2",
-        "--trainer.max_epochs", str(epochs),
-        "--trainer.logger", "false",
-        "--trainer.accelerator", "cpu",
-        "--trainer.devices", "1",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(run_dir / stage),
+        "--model.optimizer.init_args.lr",
+        "0.2",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.logger",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(run_dir / stage),
         *extra,
     ]
     return args
@@ -70,7 +92,8 @@ def test_reference_stage_sequence_learns(tmp_path, synthetic_data):
             f"{modality}_anticipation",
             data,
             runs,
-            "--model.init_checkpoint", best(runs, f"{modality}_sc"),
+            "--model.init_checkpoint",
+            best(runs, f"{modality}_sc"),
         )
         # Labels are predictable from the features: top-1 at 1 s well above chance (20 %).
         assert cli.trainer.callback_metrics["val/action/top1/1.00s"] > 60
@@ -133,32 +156,59 @@ def test_bad_setup_fails_with_clear_errors(tmp_path, synthetic_data):
     with pytest.raises(ValueError, match="rgb features are 12-d but the net expects 5-d"):
         fit("rgb_sc", data, tmp_path, "--model.net.init_args.feat_dim", "5", epochs=1)
     with pytest.raises(FileNotFoundError, match="checkpoint not found: .*nope.ckpt"):
-        fit("rgb_anticipation", data, tmp_path, "--model.init_checkpoint", str(tmp_path / "nope.ckpt"))
+        fit(
+            "rgb_anticipation",
+            data,
+            tmp_path,
+            "--model.init_checkpoint",
+            str(tmp_path / "nope.ckpt"),
+        )
 
 
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path, synthetic_data):
     data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=4, frames=600)
     command = [
-        sys.executable, "-m", "rulstm.cli", "fit",
-        "-c", str(CONFIGS / "base.yaml"),
-        "-c", str(CONFIGS / "rgb_sc.yaml"),
-        "--data.features", str({"rgb": str(data.features["rgb"])}),
-        "--data.train_annotations", str(data.train),
-        "--data.val_annotations", str(data.val),
-        "--data.actions", "null",
-        "--data.batch_size", "8",
-        "--data.num_workers", "0",
-        "--model.net.init_args.num_classes", "3",
-        "--model.net.init_args.feat_dim", "12",
-        "--model.net.init_args.hidden", "8",
-        "--trainer.max_epochs", "1",
-        "--trainer.logger", "false",
-        "--trainer.accelerator", "cpu",
-        "--trainer.devices", "2",
-        "--trainer.strategy", "ddp",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(tmp_path / "ddp"),
+        sys.executable,
+        "-m",
+        "rulstm.cli",
+        "fit",
+        "-c",
+        str(CONFIGS / "base.yaml"),
+        "-c",
+        str(CONFIGS / "rgb_sc.yaml"),
+        "--data.features",
+        str({"rgb": str(data.features["rgb"])}),
+        "--data.train_annotations",
+        str(data.train),
+        "--data.val_annotations",
+        str(data.val),
+        "--data.actions",
+        "null",
+        "--data.batch_size",
+        "8",
+        "--data.num_workers",
+        "0",
+        "--model.net.init_args.num_classes",
+        "3",
+        "--model.net.init_args.feat_dim",
+        "12",
+        "--model.net.init_args.hidden",
+        "8",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.logger",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path / "ddp"),
     ]
     env = {**os.environ, "WANDB_MODE": "disabled", "PL_DISABLE_FORK": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)

@@ -9,16 +9,6 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import (
-    FEAT_DIMS,
-    HIDDEN,
-    NUM_CLASSES,
-    reference_branch_forward,
-    reference_branch_state_dict,
-    reference_fusion_forward,
-    reference_fusion_state_dict,
-    save_reference_checkpoint,
-)
 from torch.utils.data import DataLoader
 
 from rulstm.compat import (
@@ -33,19 +23,19 @@ STEPS = 5
 
 
 @pytest.mark.parametrize("depth", [1, 2])
-def test_branch_matches_reference(tmp_path: Path, generator: torch.Generator, depth: int):
-    state = reference_branch_state_dict(generator, feat_dim=6, depth=depth)
-    path = save_reference_checkpoint(tmp_path / "rgb_best.pth.tar", state)
+def test_branch_matches_reference(ref, tmp_path: Path, generator: torch.Generator, depth: int):
+    state = ref.reference_branch_state_dict(generator, feat_dim=6, depth=depth)
+    path = ref.save_reference_checkpoint(tmp_path / "rgb_best.pth.tar", state)
     model = load_reference_checkpoint(path).eval()
     assert isinstance(model, RULSTM)
     assert (model.feat_dim, model.hidden, model.num_classes, model.depth) == (
         6,
-        HIDDEN,
-        NUM_CLASSES,
+        ref.HIDDEN,
+        ref.NUM_CLASSES,
         depth,
     )
     x = torch.randn(3, STEPS, 6, generator=generator)
-    expected_scores, expected_context = reference_branch_forward(state, x, depth=depth)
+    expected_scores, expected_context = ref.reference_branch_forward(state, x, depth=depth)
     with torch.no_grad():
         scores = model(x)
         last, context = model(x, last_steps=2, return_context=True)
@@ -55,14 +45,14 @@ def test_branch_matches_reference(tmp_path: Path, generator: torch.Generator, de
         torch.testing.assert_close(context, expected_context[:, -2:], atol=1e-5, rtol=1e-5)
 
 
-def test_fusion_matches_reference(tmp_path: Path, generator: torch.Generator):
-    state = reference_fusion_state_dict(generator)
-    path = save_reference_checkpoint(tmp_path / "fusion_best.pth.tar", state)
+def test_fusion_matches_reference(ref, tmp_path: Path, generator: torch.Generator):
+    state = ref.reference_fusion_state_dict(generator)
+    path = ref.save_reference_checkpoint(tmp_path / "fusion_best.pth.tar", state)
     model = load_reference_checkpoint(path).eval()
     assert isinstance(model, RULSTMFusion)
     assert model.modalities == ("rgb", "flow", "obj")
-    inputs = {m: torch.randn(2, STEPS, d, generator=generator) for m, d in FEAT_DIMS.items()}
-    expected = reference_fusion_forward(state, list(inputs.values()))
+    inputs = {m: torch.randn(2, STEPS, d, generator=generator) for m, d in ref.FEAT_DIMS.items()}
+    expected = ref.reference_fusion_forward(state, list(inputs.values()))
     with torch.no_grad():
         fused = model(inputs)
     torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
@@ -72,15 +62,15 @@ def test_fusion_matches_reference(tmp_path: Path, generator: torch.Generator):
     torch.testing.assert_close(single, expected[:1], atol=1e-5, rtol=1e-5)
 
 
-def test_metadata_and_numpy_scalars_load_safely(tmp_path: Path, generator: torch.Generator):
-    state = reference_branch_state_dict(generator, feat_dim=4)
-    checkpoint = read_reference_checkpoint(save_reference_checkpoint(tmp_path / "a.pth", state))
+def test_metadata_and_numpy_scalars_load_safely(ref, tmp_path: Path, generator: torch.Generator):
+    state = ref.reference_branch_state_dict(generator, feat_dim=4)
+    checkpoint = read_reference_checkpoint(ref.save_reference_checkpoint(tmp_path / "a.pth", state))
     assert (checkpoint.epoch, checkpoint.perf, checkpoint.best_perf) == (42, 31.5, 32.25)
 
 
-def test_numpy1_pickles_load_safely(tmp_path: Path, generator: torch.Generator):
+def test_numpy1_pickles_load_safely(ref, tmp_path: Path, generator: torch.Generator):
     """Released files were pickled by numpy 1.x: ``numpy.core.multiarray.scalar``."""
-    state = reference_branch_state_dict(generator, feat_dim=4)
+    state = ref.reference_branch_state_dict(generator, feat_dim=4)
     legacy = tmp_path / "legacy.pth.tar"
     torch.save(
         {"state_dict": state, "epoch": 1, "perf": np.float64(2.5), "best_perf": np.float64(3.0)},
@@ -94,9 +84,9 @@ def test_numpy1_pickles_load_safely(tmp_path: Path, generator: torch.Generator):
     assert (checkpoint.perf, checkpoint.best_perf) == (2.5, 3.0)
 
 
-def test_other_objects_need_unsafe(tmp_path: Path, generator: torch.Generator):
-    state = reference_branch_state_dict(generator, feat_dim=4)
-    path = save_reference_checkpoint(
+def test_other_objects_need_unsafe(ref, tmp_path: Path, generator: torch.Generator):
+    state = ref.reference_branch_state_dict(generator, feat_dim=4)
+    path = ref.save_reference_checkpoint(
         tmp_path / "args.pth.tar", state, args=argparse.Namespace(lr=0.01)
     )
     with pytest.raises(CheckpointImportError, match="--unsafe"):
@@ -104,19 +94,21 @@ def test_other_objects_need_unsafe(tmp_path: Path, generator: torch.Generator):
     assert read_reference_checkpoint(path, unsafe=True).epoch == 42
 
 
-def test_bad_checkpoints_name_the_key(tmp_path: Path, generator: torch.Generator):
-    state = reference_branch_state_dict(generator, feat_dim=4)
+def test_bad_checkpoints_name_the_key(ref, tmp_path: Path, generator: torch.Generator):
+    state = ref.reference_branch_state_dict(generator, feat_dim=4)
     del state["classifier.1.bias"]
-    path = save_reference_checkpoint(tmp_path / "broken.pth.tar", state)
-    with pytest.raises(CheckpointImportError, match=r"broken.pth.tar: missing key 'classifier.1.bias'"):
+    path = ref.save_reference_checkpoint(tmp_path / "broken.pth.tar", state)
+    with pytest.raises(
+        CheckpointImportError, match=r"broken.pth.tar: missing key 'classifier.1.bias'"
+    ):
         load_reference_checkpoint(path)
-    state = reference_branch_state_dict(generator, feat_dim=4)
+    state = ref.reference_branch_state_dict(generator, feat_dim=4)
     state["extra.weight"] = torch.zeros(1)
-    path = save_reference_checkpoint(tmp_path / "extra.pth.tar", state)
+    path = ref.save_reference_checkpoint(tmp_path / "extra.pth.tar", state)
     with pytest.raises(CheckpointImportError, match="unexpected keys.*extra.weight"):
         load_reference_checkpoint(path)
-    fusion = reference_fusion_state_dict(generator)
-    path = save_reference_checkpoint(tmp_path / "fusion.pth.tar", fusion)
+    fusion = ref.reference_fusion_state_dict(generator)
+    path = ref.save_reference_checkpoint(tmp_path / "fusion.pth.tar", fusion)
     with pytest.raises(CheckpointImportError, match="expected one per modality"):
         load_reference_checkpoint(path, modalities=("rgb", "flow"))
 
@@ -133,9 +125,9 @@ class _Tester(L.LightningModule):
         self.outputs.append(self.net(batch))
 
 
-def test_lightning_checkpoint_loads_into_a_module(tmp_path: Path, generator: torch.Generator):
-    state = reference_branch_state_dict(generator, feat_dim=6)
-    source = save_reference_checkpoint(tmp_path / "rgb_best.pth.tar", state)
+def test_lightning_checkpoint_loads_into_a_module(ref, tmp_path: Path, generator: torch.Generator):
+    state = ref.reference_branch_state_dict(generator, feat_dim=6)
+    source = ref.save_reference_checkpoint(tmp_path / "rgb_best.pth.tar", state)
     converted = import_checkpoint(source, tmp_path / "rgb.ckpt")
     saved = torch.load(tmp_path / "rgb.ckpt", weights_only=True)
     assert saved["hyper_parameters"]["net"] == {
@@ -155,20 +147,25 @@ def test_lightning_checkpoint_loads_into_a_module(tmp_path: Path, generator: tor
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.test(module, dataloaders=DataLoader(x, batch_size=4), ckpt_path=str(tmp_path / "rgb.ckpt"), verbose=False)
-    expected, _ = reference_branch_forward(state, x)
+    trainer.test(
+        module,
+        dataloaders=DataLoader(x, batch_size=4),
+        ckpt_path=str(tmp_path / "rgb.ckpt"),
+        verbose=False,
+    )
+    expected, _ = ref.reference_branch_forward(state, x)
     torch.testing.assert_close(module.outputs[0], expected, atol=1e-5, rtol=1e-5)
 
 
-def test_fusion_lightning_checkpoint(tmp_path: Path, generator: torch.Generator):
-    source = save_reference_checkpoint(
-        tmp_path / "fusion_best.pth.tar", reference_fusion_state_dict(generator)
+def test_fusion_lightning_checkpoint(ref, tmp_path: Path, generator: torch.Generator):
+    source = ref.save_reference_checkpoint(
+        tmp_path / "fusion_best.pth.tar", ref.reference_fusion_state_dict(generator)
     )
     converted = import_checkpoint(source, tmp_path / "fusion.ckpt")
     saved = torch.load(tmp_path / "fusion.ckpt", weights_only=True)
     init_args = saved["hyper_parameters"]["net"]["init_args"]
     assert saved["hyper_parameters"]["net"]["class_path"] == "rulstm.models.RULSTMFusion"
-    assert init_args["feat_dims"] == FEAT_DIMS and init_args["fusion"] == "matt"
+    assert init_args["feat_dims"] == ref.FEAT_DIMS and init_args["fusion"] == "matt"
     network = RULSTMFusion(**init_args)
     network.load_state_dict({k[len("net.") :]: v for k, v in saved["state_dict"].items()})
     assert "attention.6.weight" in converted.state_dict

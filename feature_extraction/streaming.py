@@ -1,0 +1,131 @@
+"""Frame-by-frame feature extraction for live use (the demo).
+
+:class:`StreamingExtractor` computes, for each frame pushed, the same features the batch
+extraction stores for that frame (same models, resizing, causal flow stack and object
+vector), keeping the flow history internally::
+
+    config = load_config("configs/extract/quickstart.yaml", ["--obj.palette", "palette.yaml"])
+    extractor = StreamingExtractor(config)
+    for decoded in decode_video(path, fps=config.fps):
+        features = extractor.push(decoded.image)  # {"rgb": (D,), "flow": (D,), "obj": (C,)}
+        boxes = extractor.last_detections          # for drawing
+
+Frames must be pushed at the config's fps, in order; :meth:`reset` starts a new video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from feature_extraction.config import ExtractConfig, Modality
+from feature_extraction.detectors import Detections
+from feature_extraction.flow import CausalFlow
+from feature_extraction.models import (
+    ExtractionModels,
+    FeatureComputer,
+    RaftStream,
+    build_models,
+    resolve_device,
+)
+from feature_extraction.video import output_size, resize_frame
+
+
+class StreamingExtractor:
+    """Per-frame features of a video pushed one frame at a time (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: ExtractConfig,
+        *,
+        device: str | torch.device | None = None,
+        models: ExtractionModels | None = None,
+    ) -> None:
+        self.config = config
+        self.device = torch.device(device) if device is not None else resolve_device(config.device)
+        self.models = models if models is not None else build_models(config, device=self.device)
+        self.computer = FeatureComputer.from_models(self.models).to(self.device).eval()
+        self._cpu_flow: CausalFlow | None = None
+        self._raft: RaftStream | None = None
+        if self.models.cpu_flow is not None:
+            self._cpu_flow = CausalFlow(
+                estimator=self.models.cpu_flow,
+                length=config.flow.stack,
+                bound=config.flow.bound,
+                quantize=config.flow.quantize,
+            )
+        elif self.models.raft is not None:
+            self._raft = self.computer.new_raft_stream()
+        self.reset()
+
+    @property
+    def modalities(self) -> list[Modality]:
+        return list(self.config.modalities)
+
+    @property
+    def dims(self) -> dict[Modality, int]:
+        return self.models.dims
+
+    @property
+    def class_names(self) -> Sequence[str]:
+        """The object classes (the entries of the ``obj`` vector); empty without obj."""
+        return self.models.detector.class_names if self.models.detector is not None else ()
+
+    @property
+    def frame_number(self) -> int:
+        """1-based number of the last pushed frame (0 before the first)."""
+        return self._frame
+
+    def reset(self) -> None:
+        """Forget the previous video (flow history, frame count, detections)."""
+        self._frame = 0
+        self.last_detections: Detections | None = None
+        self.last_image: np.ndarray | None = None
+        if self._cpu_flow is not None:
+            self._cpu_flow.reset()
+        if self._raft is not None:
+            self._raft.reset()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        precision = self.config.precision
+        if self.device.type == "cuda" and precision in ("auto", "16-mixed", "bf16-mixed"):
+            dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def push(self, frame: np.ndarray) -> dict[str, np.ndarray]:
+        """Features of the next frame: RGB uint8 (H, W, 3) at the config's fps, any size
+        (resized like the batch extraction). Returns ``{modality: (dim,) float32}``."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"push expects an RGB uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
+        self._frame += 1
+        size = output_size(
+            frame.shape[1],
+            frame.shape[0],
+            target_width=self.config.decode.width,
+            target_height=self.config.decode.height,
+        )
+        image = np.ascontiguousarray(resize_frame(frame, size))
+        self.last_image = image
+        batch = torch.from_numpy(image)[None].to(self.device)  # (H, W, 3) -> (1, H, W, 3)
+        features: dict[str, np.ndarray] = {}
+        with self._autocast():
+            if self.computer.rgb is not None:
+                features["rgb"] = self.computer.rgb_features(batch)[0].float().cpu().numpy()
+            if self.computer.flow is not None:
+                if self._cpu_flow is not None:
+                    self._cpu_flow.push(self._frame, image)
+                    stacks = torch.from_numpy(self._cpu_flow.stack())[None].to(self.device)
+                else:
+                    assert self._raft is not None
+                    stacks = self._raft.push([self._frame], batch, [True])
+                features["flow"] = self.computer.flow_features(stacks)[0].float().cpu().numpy()
+            if self.computer.detector is not None:
+                vectors, detections = self.computer.object_features(batch)
+                features["obj"] = vectors[0]
+                self.last_detections = detections[0]
+        return features

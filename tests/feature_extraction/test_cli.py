@@ -1,0 +1,171 @@
+"""``rulstm-extract`` end to end on synthetic videos: layout, failures, reruns, sparse mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from epic_protocol.features import read_file_info
+from epic_protocol.sampling import anticipation_frames
+from feature_extraction.cli import main
+
+
+@pytest.fixture
+def videos(tmp_path: Path, make_video) -> Path:
+    folder = tmp_path / "videos"
+    make_video("videos/P01_01.mp4", num_frames=24, fps=30)
+    make_video("videos/sub/P01_02.mkv", num_frames=40, fps=50)  # 0.8 s -> 24 frames at 30 fps
+    (folder / "notes.txt").write_text("not a video")
+    (folder / "thumb.jpg").write_bytes(b"\xff\xd8")
+    return folder
+
+
+def _extract(videos: Path, out: Path, *extra: str, config: Path, overrides: list[str]) -> int:
+    return main(
+        [
+            "--videos",
+            str(videos),
+            "--out",
+            str(out),
+            "-c",
+            str(config),
+            "--progress",
+            "false",
+            *overrides,
+            *extra,
+        ]
+    )
+
+
+def _read(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    with h5py.File(path, "r") as handle:
+        return {
+            video: (group["frames"][()], group["features"][()])
+            for video, group in handle.items()
+            if group.attrs["complete"]
+        }
+
+
+def test_extracts_every_modality_and_reports_a_corrupt_video(
+    tmp_path: Path, videos: Path, tiny_config: Path, tiny_overrides: list[str], capsys
+) -> None:
+    (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+    out = tmp_path / "features"
+    code = _extract(
+        videos, out, "--obj.keep_detections", "true", config=tiny_config, overrides=tiny_overrides
+    )
+    printed = capsys.readouterr().out
+    assert code == 1  # one video failed
+    assert "2 done, 0 skipped, 1 failed" in printed and "broken" in printed
+    assert sorted(p.name for p in out.iterdir()) == [
+        "flow.h5",
+        "obj.h5",
+        "rgb.h5",
+    ]  # staging cleaned
+    for modality, dim in (("rgb", 512), ("flow", 512), ("obj", 8)):
+        info = read_file_info(out / f"{modality}.h5")
+        assert (info.modality, info.dim, info.fps) == (modality, dim, 30.0)
+        stored = _read(out / f"{modality}.h5")
+        assert sorted(stored) == ["P01_01", "P01_02"]
+        for frames, features in stored.values():
+            assert frames.tolist() == list(range(1, 25))
+            assert features.shape == (24, dim) and np.isfinite(features).all()
+    with h5py.File(out / "obj.h5", "r") as handle:
+        detections = handle["P01_01/detections"]
+        assert set(detections) == {"frame", "boxes", "labels", "scores"}
+        assert "class_names" in read_file_info(out / "obj.h5").provenance
+
+
+def test_rerun_skips_finished_videos_and_overwrite_redoes_them(
+    tmp_path: Path, videos: Path, tiny_config: Path, tiny_overrides: list[str], capsys
+) -> None:
+    out = tmp_path / "features"
+    assert (
+        _extract(videos, out, "--modalities", "rgb", config=tiny_config, overrides=tiny_overrides)
+        == 0
+    )
+    first = _read(out / "rgb.h5")
+    capsys.readouterr()
+    assert (
+        _extract(videos, out, "--modalities", "rgb", config=tiny_config, overrides=tiny_overrides)
+        == 0
+    )
+    assert "0 done, 2 skipped" in capsys.readouterr().out
+    assert (
+        _extract(
+            videos,
+            out,
+            "--modalities",
+            "rgb",
+            "--overwrite",
+            config=tiny_config,
+            overrides=tiny_overrides,
+        )
+        == 0
+    )
+    assert "2 done, 0 skipped" in capsys.readouterr().out
+    again = _read(out / "rgb.h5")
+    for video in first:
+        assert np.array_equal(first[video][0], again[video][0])
+        np.testing.assert_allclose(first[video][1], again[video][1], rtol=1e-5, atol=1e-6)
+    # Different settings in the same folder are refused rather than mixed.
+    code = _extract(
+        videos,
+        out,
+        "--modalities",
+        "rgb",
+        "--rgb.seed",
+        "7",
+        config=tiny_config,
+        overrides=tiny_overrides,
+    )
+    assert code == 2
+    assert "different settings" in capsys.readouterr().err
+
+
+def test_sparse_mode_extracts_only_the_sampled_frames(
+    tmp_path: Path, make_video, tiny_config: Path, tiny_overrides: list[str], capsys
+) -> None:
+    folder = tmp_path / "videos"
+    make_video("videos/P01_01.mp4", num_frames=150, fps=30)
+    make_video("videos/P09_09.mp4", num_frames=10, fps=30)  # not annotated: skipped
+    annotations = tmp_path / "training.csv"
+    annotations.write_text("1,P01_01,120,140,0,0,0\n2,P01_01,60,70,1,1,1\n3,P99_01,50,60,0,0,0\n")
+    sparse, dense = tmp_path / "sparse", tmp_path / "dense"
+    arguments = ["--annotations", str(annotations), "--only-needed", "--modalities", "rgb", "flow"]
+    assert _extract(folder, sparse, *arguments, config=tiny_config, overrides=tiny_overrides) == 0
+    printed = capsys.readouterr().out
+    assert "saved" in printed and "no annotated segments" in printed
+    needed = sorted(set(anticipation_frames(120).tolist()) | set(anticipation_frames(60).tolist()))
+    assert (
+        _extract(
+            folder,
+            dense,
+            "--modalities",
+            "rgb",
+            "flow",
+            config=tiny_config,
+            overrides=tiny_overrides,
+        )
+        == 0
+    )
+    for modality in ("rgb", "flow"):
+        frames, features = _read(sparse / f"{modality}.h5")["P01_01"]
+        assert frames.tolist() == needed
+        dense_frames, dense_features = _read(dense / f"{modality}.h5")["P01_01"]
+        # Same numbers as a dense run at those frames: flow decoded its context frames.
+        np.testing.assert_allclose(features, dense_features[frames - 1], rtol=1e-4, atol=1e-5)
+        assert "P09_09" not in _read(sparse / f"{modality}.h5")
+
+
+def test_unwritable_output_is_a_clear_error(
+    tmp_path: Path, videos: Path, tiny_config: Path, capsys
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code = main(["--videos", str(videos), "--out", str(blocker / "out"), "-c", str(tiny_config)])
+    assert code == 2
+    assert "cannot write to the output folder" in capsys.readouterr().err
