@@ -21,6 +21,7 @@ from epic_protocol.sampling import anticipation_times
 from rulstm.data.datamodule import AnticipationBatch
 from rulstm.losses import early_recognition_loss
 from rulstm.metrics import accuracy_from_ranks, class_mean_recall_from_ranks, true_class_rank
+from rulstm.models.spec import NET_KEY, build_net, describe_net
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +287,12 @@ class AnticipationModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_meter("test")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A .ckpt alone can then rebuild the network (online anticipator, demo).
+        spec = describe_net(self.net)
+        if spec is not None:
+            checkpoint[NET_KEY] = spec
+
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
         parameters = [p for p in self.parameters() if p.requires_grad]
@@ -298,13 +305,38 @@ class AnticipationModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
 
 
-def load_weights(module: nn.Module, path: str | Path) -> None:
-    """Load ``module``'s weights from a Lightning checkpoint (keys under ``net.``) or a plain
-    state dict, with an error that names the file and the mismatched keys."""
+def _read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling errors come in many types
+        raise ValueError(f"{path}: not a readable checkpoint ({error})") from None
+
+
+def load_net(path: str | Path) -> nn.Module:
+    """Rebuild a network and its weights from a checkpoint written by training or by
+    ``rulstm-import checkpoint`` (both record the network under ``rulstm_net``)."""
+    checkpoint = _read_checkpoint(path)
+    spec = checkpoint.get(NET_KEY)
+    if spec is None:
+        raise ValueError(
+            f"{path} does not describe its network (no {NET_KEY!r} entry): it was not written "
+            "by `rulstm fit` or `rulstm-import checkpoint`"
+        )
+    net = build_net(spec)
+    load_weights(net, path, checkpoint=checkpoint)
+    return net.eval()
+
+
+def load_weights(
+    module: nn.Module, path: str | Path, *, checkpoint: dict[str, Any] | None = None
+) -> None:
+    """Load ``module``'s weights from a Lightning checkpoint (keys under ``net.``) or a plain
+    state dict, with an error that names the file and the mismatched keys."""
+    if checkpoint is None:
+        checkpoint = _read_checkpoint(path)
     state = checkpoint.get("state_dict", checkpoint)
     if any(key.startswith("net.") for key in state):
         state = {

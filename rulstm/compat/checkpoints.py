@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rulstm.models.spec import NET_KEY
 from rulstm.models import RULSTM, RULSTMFusion
 
 DEFAULT_MODALITIES = ("rgb", "flow", "obj")
@@ -292,14 +293,13 @@ def lightning_checkpoint(
 ) -> dict[str, Any]:
     """A checkpoint that ``trainer.test(ckpt_path=...)`` of a LightningModule storing the
     network as ``self.net`` can load: parameters prefixed ``net.``, and the network described
-    in ``hyper_parameters["net"]`` as ``{class_path, init_args}`` (jsonargparse style)."""
+    under ``rulstm_net`` as ``{class_path, init_args}`` (jsonargparse style), like the
+    checkpoints ``rulstm fit`` writes."""
     import lightning
 
     checkpoint: dict[str, Any] = {
         "state_dict": {f"net.{k}": v.detach().clone() for k, v in converted.state_dict.items()},
-        "hyper_parameters": {
-            "net": {"class_path": converted.class_path, "init_args": converted.init_args}
-        },
+        NET_KEY: {"class_path": converted.class_path, "init_args": converted.init_args},
         "pytorch-lightning_version": lightning.__version__,
         "epoch": reference.epoch if reference and reference.epoch is not None else 0,
         "global_step": 0,

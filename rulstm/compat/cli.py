@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         "checkpoint",
         help="RU-LSTM .pth.tar -> Lightning .ckpt",
         description="Convert a released branch or fusion checkpoint into a Lightning-style "
-        "checkpoint (weights under 'net.', network described in hyper_parameters['net']).",
+        "checkpoint (weights under 'net.', network described under 'rulstm_net').",
     )
     checkpoint.add_argument("--in", dest="source", required=True, help="reference .pth.tar")
     checkpoint.add_argument("--out", required=True, help="output .ckpt")

@@ -518,17 +518,26 @@ class RULSTMFusion(nn.Module):
             )
             scores.append(branch_scores)  # (B, S, C)
             contexts.append(context)  # (B, S, 2H)
-        stacked = torch.stack(scores, dim=-1)  # M x (B, S, C) -> (B, S, C, M)
-        if self.attention is None:
-            weights = stacked.new_full(
-                (*stacked.shape[:2], len(scores)), 1.0 / len(scores)
-            )  # (B, S, M)
-        else:
-            weights = self.attention(torch.cat(contexts, dim=-1)).softmax(dim=-1)  # (B, S, M)
-        fused = torch.einsum("bscm,bsm->bsc", stacked, weights)  # (B, S, C)
+        fused, weights = self.combine(scores, contexts)
         if return_weights:
             return fused, weights
         return fused
+
+    def combine(self, scores: list[Tensor], contexts: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Fuse per-branch scores (..., C) given their contexts (..., 2H), in branch order.
+
+        Returns the fused scores (..., C) and the modality weights (..., M). ``forward`` uses
+        it on (B, S, ...) tensors; the online anticipator on (K, ...) per-time tensors.
+        """
+        stacked = torch.stack(scores, dim=-1)  # M x (..., C) -> (..., C, M)
+        if self.attention is None:
+            weights = stacked.new_full(
+                (*stacked.shape[:-2], len(scores)), 1.0 / len(scores)
+            )  # (..., M)
+        else:
+            weights = self.attention(torch.cat(contexts, dim=-1)).softmax(dim=-1)  # (..., M)
+        fused = (stacked * weights.unsqueeze(-2)).sum(-1)  # (..., C, M) -> (..., C)
+        return fused, weights
 
     def _check_inputs(self, x: Mapping[str, Tensor]) -> None:
         expected = set(self.branches.keys())

@@ -130,7 +130,7 @@ def test_lightning_checkpoint_loads_into_a_module(ref, tmp_path: Path, generator
     source = ref.save_reference_checkpoint(tmp_path / "rgb_best.pth.tar", state)
     converted = import_checkpoint(source, tmp_path / "rgb.ckpt")
     saved = torch.load(tmp_path / "rgb.ckpt", weights_only=True)
-    assert saved["hyper_parameters"]["net"] == {
+    assert saved["rulstm_net"] == {
         "class_path": "rulstm.models.RULSTM",
         "init_args": {"num_classes": 7, "feat_dim": 6, "hidden": 8, "dropout": 0.8, "depth": 1},
     }
@@ -163,8 +163,8 @@ def test_fusion_lightning_checkpoint(ref, tmp_path: Path, generator: torch.Gener
     )
     converted = import_checkpoint(source, tmp_path / "fusion.ckpt")
     saved = torch.load(tmp_path / "fusion.ckpt", weights_only=True)
-    init_args = saved["hyper_parameters"]["net"]["init_args"]
-    assert saved["hyper_parameters"]["net"]["class_path"] == "rulstm.models.RULSTMFusion"
+    init_args = saved["rulstm_net"]["init_args"]
+    assert saved["rulstm_net"]["class_path"] == "rulstm.models.RULSTMFusion"
     assert init_args["feat_dims"] == ref.FEAT_DIMS and init_args["fusion"] == "matt"
     network = RULSTMFusion(**init_args)
     network.load_state_dict({k[len("net.") :]: v for k, v in saved["state_dict"].items()})

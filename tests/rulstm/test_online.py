@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rulstm.models import RULSTM, RULSTMFusion
+from rulstm.models.spec import NET_KEY, describe_net
+from rulstm.online import OnlineAnticipator
+
+T = 14
+
+
+def test_branch_online_equals_offline_window():
+    torch.manual_seed(0)
+    net = RULSTM(num_classes=7, feat_dim=5, hidden=6, dropout=0.5).eval()
+    x = torch.randn(1, T, 5)
+    offline = net(x)  # (1, T, C)
+    times = tuple(0.25 * k for k in range(T, 0, -1))  # every step's own horizon
+    online = OnlineAnticipator(net, alpha=0.25, times=times)
+    for t in range(T):
+        prediction = online.step({"rgb": x[0, t]})
+        # Step t of a T-step window predicts (T - t) * alpha seconds ahead.
+        index = prediction.times.index(0.25 * (T - t))
+        torch.testing.assert_close(prediction.logits[index], offline[0, t], atol=1e-5, rtol=0)
+        assert prediction.weights is None and prediction.step == t
+    online.reset()
+    again = online.step({"rgb": x[0, 0]})
+    torch.testing.assert_close(again.logits[0], offline[0, 0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fusion", ["matt", "average"])
+def test_fusion_online_equals_offline_window(fusion):
+    torch.manual_seed(1)
+    dims = {"rgb": 5, "flow": 4, "obj": 3}
+    net = RULSTMFusion(num_classes=9, feat_dims=dims, hidden=8, depth=2, fusion=fusion).eval()
+    x = {m: torch.randn(1, T, d) for m, d in dims.items()}
+    offline, offline_weights = net(x, return_weights=True)
+    online = OnlineAnticipator(net)  # default times 2.0 ... 0.25 s
+    assert online.times == (2.0, 1.75, 1.5, 1.25, 1.0, 0.75, 0.5, 0.25)
+    for t in range(T):
+        prediction = online.step({m: x[m][0, t] for m in dims})
+        if T - t <= 8:
+            index = prediction.times.index(0.25 * (T - t))
+            torch.testing.assert_close(prediction.logits[index], offline[0, t], atol=1e-5, rtol=0)
+            for i, m in enumerate(dims):
+                torch.testing.assert_close(
+                    prediction.weights[m][index], offline_weights[0, t, i], atol=1e-5, rtol=0
+                )
+        total = sum(prediction.weights[m] for m in dims)
+        torch.testing.assert_close(total, torch.ones(8))
+        assert torch.allclose(prediction.probabilities.sum(-1), torch.ones(8))
+
+
+def test_from_checkpoint_and_top_k(tmp_path):
+    net = RULSTM(num_classes=6, feat_dim=3, hidden=4).eval()
+    path = tmp_path / "rgb.ckpt"
+    torch.save(
+        {NET_KEY: describe_net(net), "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}},
+        path,
+    )
+    online = OnlineAnticipator.from_checkpoint(path, times=(1.0,))
+    x = torch.randn(3)
+    prediction = online.step({"rgb": x})
+    expected = net.unroll(x[None], net.roll(x[None]), 5)[0]
+    torch.testing.assert_close(prediction.logits[0], expected)
+    top = prediction.top_k(3, time=1.0)
+    assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
+
+
+def test_bad_inputs():
+    net = RULSTMFusion(num_classes=3, feat_dims={"rgb": 2, "obj": 2}, hidden=4)
+    with pytest.raises(ValueError, match="not a multiple of alpha"):
+        OnlineAnticipator(net, times=(0.3,))
+    online = OnlineAnticipator(net)
+    with pytest.raises(KeyError, match="missing features for modality 'obj'"):
+        online.step({"rgb": torch.zeros(2)})
+    with pytest.raises(TypeError, match="RULSTM or RULSTMFusion"):
+        OnlineAnticipator(torch.nn.Linear(2, 2))
+    with pytest.raises(FileNotFoundError, match="nothing.ckpt"):
+        OnlineAnticipator.from_checkpoint("nothing.ckpt")
