@@ -634,11 +634,17 @@ def evaluate_ek100(
 
 
 def plot_accuracy(
-    reports: Mapping[str, AnticipationReport], path: str | Path, *, title: str | None = None
+    reports: Mapping[str, AnticipationReport],
+    path: str | Path,
+    *,
+    title: str | None = None,
+    references: Mapping[str, Mapping[tuple[str, str], Sequence[float]]] | None = None,
 ) -> Path:
     """PNG of every metric against anticipation time, one line per report (modality/fusion).
 
     One panel per (metric, task); all reports must follow the same protocol.
+    ``references`` adds dashed lines, e.g. a known upper bound:
+    ``{"Bayes bound": {("action", "top5_acc"): [values at the reports' times]}}``.
     """
     import matplotlib
 
@@ -664,6 +670,13 @@ def plot_accuracy(
                 except KeyError:
                     continue
                 axis.plot(report.times, series.values, marker="o", label=label)
+            drawn = False
+            for label, lines in (references or {}).items():
+                if (task, metric) in lines:
+                    axis.plot(first.times, lines[(task, metric)], linestyle="--", label=label)
+                    drawn = True
+            if drawn:
+                axis.legend(fontsize="x-small")
             subset_label = "" if subset == "overall" else f"{_SUBSET_LABELS[subset]} "
             axis.set_title(f"{task.capitalize()}: {subset_label}{_METRIC_LABELS[metric]}")
             axis.set_xlabel("anticipation time (s)")

@@ -1,0 +1,340 @@
+"""``rulstm-quickstart``: the whole pipeline on a procedural kitchen, on a laptop CPU, offline.
+
+1. generate first-person kitchen videos whose action sequences follow a known recipe model
+   (``rulstm.synthetic``), with the Bayes-optimal anticipation accuracy;
+2. extract RGB, Flow and Obj features with the real ``rulstm-extract`` CLI (seeded random
+   ResNet-18s, DIS flow, a colour-blob detector for the coloured objects);
+3. train the RGB, Flow and Obj RU-LSTM branches (sequence completion, then anticipation) and
+   MATT fusion with ``rulstm fit`` configs (``configs/quickstart/``);
+4. evaluate every model (``rulstm test``) and compare it with the Bayes bound and chance;
+5. render ``demo.mp4`` on a validation video with ``rulstm-demo``.
+
+Everything lands in one folder (``--out``, default ``quickstart_output``)::
+
+    data/        videos, annotations (RU-LSTM and EPIC formats), recipe.json, bayes.json
+    features/    rgb.h5 flow.h5 obj.h5
+    runs/        one folder per training stage, with checkpoints/best.ckpt
+    evaluation/  per-model reports (JSON/CSV/PNG)
+    metrics.txt  metrics.json  accuracy.png  demo.mp4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+MODALITIES = ("rgb", "flow", "obj")
+
+
+@dataclass(frozen=True)
+class QuickstartPreset:
+    """How big the generated kitchen is and how long each stage trains."""
+
+    dataset: str  # a rulstm.synthetic preset
+    sc_epochs: int
+    anticipation_epochs: int
+    fusion_epochs: int
+    extract_config: str = "quickstart.yaml"
+
+
+PRESETS = {
+    "tiny": QuickstartPreset("tiny", sc_epochs=1, anticipation_epochs=2, fusion_epochs=1),
+    "default": QuickstartPreset("default", sc_epochs=10, anticipation_epochs=30, fusion_epochs=15),
+    "large": QuickstartPreset("large", sc_epochs=15, anticipation_epochs=40, fusion_epochs=20),
+}
+
+
+class QuickstartError(RuntimeError):
+    """A step of the quickstart failed; the message says which and where its logs are."""
+
+
+def _banner(step: str) -> None:
+    print(f"\n=== {step} ===", flush=True)
+
+
+def _config(*parts: str) -> str:
+    path = CONFIGS.joinpath(*parts)
+    if not path.is_file():
+        raise QuickstartError(
+            f"{path} not found: rulstm-quickstart runs from a source checkout "
+            "(pip install -e .), which holds the configs/ folder"
+        )
+    return str(path)
+
+
+def generate(out: Path, preset: QuickstartPreset, seed: int):
+    from rulstm.synthetic.generate import generate_dataset
+
+    return generate_dataset(out / "data", preset=preset.dataset, seed=seed)
+
+
+def extract(out: Path, data, preset: QuickstartPreset) -> dict[str, Path]:
+    """Run the real extraction CLI in a subprocess, on the frames the sampling needs."""
+    features = out / "features"
+    annotations = out / "data" / "all_segments.csv"
+    # --only-needed reads one annotation file: the training and validation segments together.
+    annotations.write_text(data.training_csv.read_text() + data.validation_csv.read_text())
+    command = [
+        sys.executable, "-m", "feature_extraction.cli",
+        "--videos", str(data.videos_dir),
+        "--out", str(features),
+        "-c", _config("extract", preset.extract_config),
+        "--obj.palette", str(data.palette_yaml),
+        "--annotations", str(annotations),
+        "--only-needed",
+    ]  # fmt: skip
+    print(" ".join(command), flush=True)
+    result = subprocess.run(command, env={**os.environ, "WANDB_MODE": "disabled"})
+    if result.returncode != 0:
+        raise QuickstartError(f"feature extraction failed (exit code {result.returncode})")
+    return {m: features / f"{m}.h5" for m in MODALITIES}
+
+
+def _common_args(
+    data, features: dict[str, Path], modalities: Sequence[str], *, log_dir: Path | None = None
+) -> list[str]:
+    """Paths, classes and feature dims for a stage config (read from the generated files)."""
+    from epic_protocol import read_actions_csv, read_file_info
+
+    dims = {m: read_file_info(features[m]).dim for m in modalities}
+    args = [
+        "--data.features", json.dumps({m: str(features[m]) for m in modalities}),
+        "--data.train_annotations", str(data.training_csv),
+        "--data.val_annotations", str(data.validation_csv),
+        "--data.actions", str(data.actions_csv),
+        "--model.net.init_args.num_classes", str(read_actions_csv(data.actions_csv).num_actions),
+    ]  # fmt: skip
+    if log_dir is not None:
+        args += ["--trainer.logger.init_args.save_dir", str(log_dir)]
+    if len(modalities) == 1:
+        args += ["--model.modality", modalities[0]]
+        args += ["--model.net.init_args.feat_dim", str(dims[modalities[0]])]
+    else:
+        args += ["--model.net.init_args.feat_dims", json.dumps(dims)]
+    return args
+
+
+def train(out: Path, data, features: dict[str, Path], preset: QuickstartPreset) -> dict[str, Path]:
+    """SC then anticipation for each branch, then MATT fusion; returns the best checkpoints."""
+    from rulstm.cli import build_cli
+
+    runs = out / "runs"
+    base = _config("quickstart", "base.yaml")
+    best: dict[str, Path] = {}
+
+    def fit(stage: str, config: str, modalities: Sequence[str], epochs: int, *extra: str) -> Path:
+        _banner(f"training {stage}")
+        build_cli(
+            [
+                "fit", "-c", base, "-c", config,
+                *_common_args(data, features, modalities, log_dir=runs / "logs"),
+                "--trainer.max_epochs", str(epochs),
+                "--trainer.default_root_dir", str(runs / stage),
+                *extra,
+            ]  # fmt: skip
+        )
+        checkpoint = runs / stage / "checkpoints" / "best.ckpt"
+        if not checkpoint.is_file():
+            raise QuickstartError(f"stage {stage} wrote no best checkpoint in {checkpoint.parent}")
+        return checkpoint
+
+    for modality in MODALITIES:
+        sc = fit(f"{modality}_sc", _config("quickstart", "sc.yaml"), [modality], preset.sc_epochs)
+        best[modality] = fit(
+            f"{modality}_anticipation",
+            _config("quickstart", "anticipation.yaml"),
+            [modality],
+            preset.anticipation_epochs,
+            "--model.init_checkpoint", str(sc),
+        )  # fmt: skip
+    best["fusion"] = fit(
+        "fusion",
+        _config("quickstart", "fusion.yaml"),
+        MODALITIES,
+        preset.fusion_epochs,
+        "--model.branch_checkpoints", json.dumps({m: str(best[m]) for m in MODALITIES}),
+    )  # fmt: skip
+    return best
+
+
+def evaluate(out: Path, data, features: dict[str, Path], best: dict[str, Path]) -> dict:
+    """``rulstm test`` on the validation split for every model; returns the reports."""
+    from rulstm.cli import build_cli
+    from rulstm.evaluation import AnticipationEvaluator
+
+    reports = {}
+    for name, checkpoint in best.items():
+        _banner(f"evaluating {name}")
+        modalities = MODALITIES if name == "fusion" else (name,)
+        stage = "fusion.yaml" if name == "fusion" else "anticipation.yaml"
+        cli = build_cli(
+            [
+                "test",
+                "-c", _config("quickstart", "base.yaml"),
+                "-c", _config("quickstart", stage),
+                "-c", _config("quickstart", "test.yaml"),
+                *_common_args(data, features, modalities),
+                "--data.test_annotations", str(data.validation_csv),
+                "--model.init_checkpoint", str(checkpoint),
+                "--trainer.callbacks.init_args.name", name,
+                "--trainer.callbacks.init_args.out_dir", str(out / "evaluation"),
+                "--trainer.default_root_dir", str(out / "runs" / f"test_{name}"),
+            ]  # fmt: skip
+        )
+        evaluator = next(c for c in cli.trainer.callbacks if isinstance(c, AnticipationEvaluator))
+        reports[name] = evaluator.report
+    return reports
+
+
+def summarise(out: Path, data, reports: dict) -> dict:
+    """The final table (model vs Bayes bound vs chance), metrics.txt/json and accuracy.png."""
+    from rulstm.evaluation import plot_accuracy
+
+    bayes = json.loads(data.bayes_json.read_text())
+    first = next(iter(reports.values()))
+    times = list(first.times)
+    bound_by_time = {round(entry["time"], 4): entry for entry in bayes["per_time"]}
+    bound = {k: [100 * bound_by_time[round(t, 4)]["action_expected"][k] for t in times] for k in ("top1", "top5")}
+    chance = {k: 100 * bayes["chance"]["prior_expected"][k] for k in ("top1", "top5")}
+    lines = [
+        f"Action anticipation on the procedural kitchen: {first.num_evaluated} validation "
+        "segments, accuracy (%) by anticipation time",
+        f"{'':24}" + "".join(f"{t:>7.2f}s" for t in times),
+    ]
+    table: dict[str, dict[str, list[float]]] = {}
+    for metric, key in (("top5_acc", "top5"), ("top1_acc", "top1")):
+        lines.append(f"-- {key} action accuracy")
+        for name, report in reports.items():
+            values = list(report.get("action", metric).values)
+            table.setdefault(name, {})[key] = values
+            lines.append(f"{name:<24}" + "".join(f"{v:8.2f}" for v in values))
+        lines.append(f"{'Bayes bound (expected)':<24}" + "".join(f"{v:8.2f}" for v in bound[key]))
+        lines.append(f"{'chance (best prior)':<24}" + "".join(f"{chance[key]:8.2f}" for _ in times))
+    index = times.index(1.0) if 1.0 in times else len(times) // 2
+    fusion_top5 = table["fusion"]["top5"][index]
+    ratio = fusion_top5 / bound["top5"][index]
+    lines.append(
+        f"fusion top-5 at 1 s: {fusion_top5:.2f} % = {100 * ratio:.1f} % of the Bayes bound "
+        f"({bound['top5'][index]:.2f} %); chance {chance['top5']:.2f} %"
+    )
+    text = "\n".join(lines)
+    (out / "metrics.txt").write_text(text + "\n")
+    summary = {
+        "times": times,
+        "models": table,
+        "bayes_expected": bound,
+        "chance_prior_expected": chance,
+        "fusion_top5_at_1s_over_bound": ratio,
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+    references = {
+        "Bayes bound": {("action", "top5_acc"): bound["top5"], ("action", "top1_acc"): bound["top1"]},
+        "chance": {
+            ("action", "top5_acc"): [chance["top5"]] * len(times),
+            ("action", "top1_acc"): [chance["top1"]] * len(times),
+        },
+    }
+    plot_accuracy(reports, out / "accuracy.png", title="Quickstart: procedural kitchen", references=references)
+    _banner("results")
+    print(text, flush=True)
+    return summary
+
+
+def demo(out: Path, data, best: dict[str, Path]) -> Path:
+    """``rulstm-demo`` on the first validation video, with the fusion model."""
+    from rulstm_apps.demo import main as demo_main
+
+    video_id = data.validation_videos_csv.read_text().split()[0]
+    path = out / "demo.mp4"
+    _banner(f"demo on validation video {video_id}")
+    exit_code = demo_main(
+        [
+            "--video", str(data.video(video_id)),
+            "--checkpoint", str(best["fusion"]),
+            "--extract-config", _config("extract", "quickstart.yaml"),
+            "--palette", str(data.palette_yaml),
+            "--annotations", str(data.validation_csv),
+            "--actions", str(data.actions_csv),
+            "--verb-classes", str(data.verb_classes_csv),
+            "--noun-classes", str(data.noun_classes_csv),
+            "--out", str(path),
+        ]  # fmt: skip
+    )
+    if exit_code not in (0, None) or not path.is_file():
+        raise QuickstartError(f"the demo failed (exit code {exit_code})")
+    return path
+
+
+@dataclass(frozen=True)
+class QuickstartResult:
+    out: Path
+    checkpoints: dict[str, Path]
+    summary: dict
+    seconds: dict[str, float]
+
+
+def run(out: str | Path, *, preset: str = "default", seed: int = 0, with_demo: bool = True) -> QuickstartResult:
+    if preset not in PRESETS:
+        raise QuickstartError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    settings = PRESETS[preset]
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def timed(name: str, function, *args):
+        begin = time.perf_counter()
+        value = function(*args)
+        seconds[name] = round(time.perf_counter() - begin, 1)
+        return value
+
+    _banner(f"generating the procedural kitchen ({settings.dataset} preset, seed {seed})")
+    data = timed("generate", generate, out, settings, seed)
+    _banner("extracting features with rulstm-extract")
+    features = timed("extract", extract, out, data, settings)
+    best = timed("train", train, out, data, features, settings)
+    reports = timed("evaluate", evaluate, out, data, features, best)
+    summary = timed("summarise", summarise, out, data, reports)
+    if with_demo:
+        timed("demo", demo, out, data, best)
+    seconds["total"] = round(time.perf_counter() - started, 1)
+    (out / "timings.json").write_text(json.dumps(seconds, indent=1) + "\n")
+    print(
+        "\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()),
+        f"\noutputs in {out}: metrics.txt, metrics.json, accuracy.png"
+        + (", demo.mp4" if with_demo else ""),
+        flush=True,
+    )
+    return QuickstartResult(out, best, summary, seconds)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rulstm-quickstart", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--out", type=Path, default=Path("quickstart_output"), help="output folder")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="tiny (seconds, for tests), default (~10 min on 2 cores), large")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-demo", action="store_true", help="skip demo.mp4")
+    args = parser.parse_args(argv)
+    try:
+        run(args.out, preset=args.preset, seed=args.seed, with_demo=not args.no_demo)
+    except QuickstartError as error:
+        print(f"rulstm-quickstart: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
