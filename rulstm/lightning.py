@@ -136,7 +136,10 @@ class AnticipationModule(L.LightningModule):
                 (i + 1) / anticipation_steps for i in range(anticipation_steps)
             )
             self.headline_index = anticipation_steps - 1
-        self.meters = {"val": RankMeter(discarded=discarded), "test": RankMeter(discarded=discarded)}
+        self.meters = {
+            "val": RankMeter(discarded=discarded),
+            "test": RankMeter(discarded=discarded),
+        }
         if init_checkpoint:
             load_weights(self.net, init_checkpoint)
         for modality_name, path in (branch_checkpoints or {}).items():

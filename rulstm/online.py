@@ -107,7 +107,9 @@ class OnlineAnticipator:
         self._states: dict[str, tuple[torch.Tensor, torch.Tensor] | None] = {}
         self._step = 0
 
-    def _features(self, features: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _features(
+        self, features: Mapping[str, np.ndarray | torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         names = self.modalities or tuple(features)
         if not self.branches and len(names) != 1:
             raise KeyError(
@@ -126,7 +128,7 @@ class OnlineAnticipator:
         """Consume one observation per modality (a ``(D,)`` vector each) and predict."""
         inputs = self._features(features)
         if not self.branches:
-            (name, x_t), = inputs.items()
+            ((name, x_t),) = inputs.items()
             branch: RULSTM = self.net  # type: ignore[assignment]
             state = branch.roll(x_t, self._states.get(name))
             self._states[name] = state

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,10 +135,16 @@ def train(out: Path, data, features: dict[str, Path], preset: QuickstartPreset) 
         _banner(f"training {stage}")
         build_cli(
             [
-                "fit", "-c", base, "-c", config,
+                "fit",
+                "-c",
+                base,
+                "-c",
+                config,
                 *_common_args(data, features, modalities, log_dir=runs / "logs"),
-                "--trainer.max_epochs", str(epochs),
-                "--trainer.default_root_dir", str(runs / stage),
+                "--trainer.max_epochs",
+                str(epochs),
+                "--trainer.default_root_dir",
+                str(runs / stage),
                 *extra,
             ]  # fmt: skip
         )
@@ -179,15 +185,23 @@ def evaluate(out: Path, data, features: dict[str, Path], best: dict[str, Path]) 
         cli = build_cli(
             [
                 "test",
-                "-c", _config("quickstart", "base.yaml"),
-                "-c", _config("quickstart", stage),
-                "-c", _config("quickstart", "test.yaml"),
+                "-c",
+                _config("quickstart", "base.yaml"),
+                "-c",
+                _config("quickstart", stage),
+                "-c",
+                _config("quickstart", "test.yaml"),
                 *_common_args(data, features, modalities),
-                "--data.test_annotations", str(data.validation_csv),
-                "--model.init_checkpoint", str(checkpoint),
-                "--trainer.callbacks.init_args.name", name,
-                "--trainer.callbacks.init_args.out_dir", str(out / "evaluation"),
-                "--trainer.default_root_dir", str(out / "runs" / f"test_{name}"),
+                "--data.test_annotations",
+                str(data.validation_csv),
+                "--model.init_checkpoint",
+                str(checkpoint),
+                "--trainer.callbacks.init_args.name",
+                name,
+                "--trainer.callbacks.init_args.out_dir",
+                str(out / "evaluation"),
+                "--trainer.default_root_dir",
+                str(out / "runs" / f"test_{name}"),
             ]  # fmt: skip
         )
         evaluator = next(c for c in cli.trainer.callbacks if isinstance(c, AnticipationEvaluator))
@@ -203,7 +217,10 @@ def summarise(out: Path, data, reports: dict) -> dict:
     first = next(iter(reports.values()))
     times = list(first.times)
     bound_by_time = {round(entry["time"], 4): entry for entry in bayes["per_time"]}
-    bound = {k: [100 * bound_by_time[round(t, 4)]["action_expected"][k] for t in times] for k in ("top1", "top5")}
+    bound = {
+        k: [100 * bound_by_time[round(t, 4)]["action_expected"][k] for t in times]
+        for k in ("top1", "top5")
+    }
     chance = {k: 100 * bayes["chance"]["prior_expected"][k] for k in ("top1", "top5")}
     lines = [
         f"Action anticipation on the procedural kitchen: {first.num_evaluated} validation "
@@ -237,13 +254,18 @@ def summarise(out: Path, data, reports: dict) -> dict:
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
     references = {
-        "Bayes bound": {("action", "top5_acc"): bound["top5"], ("action", "top1_acc"): bound["top1"]},
+        "Bayes bound": {
+            ("action", "top5_acc"): bound["top5"],
+            ("action", "top1_acc"): bound["top1"],
+        },
         "chance": {
             ("action", "top5_acc"): [chance["top5"]] * len(times),
             ("action", "top1_acc"): [chance["top1"]] * len(times),
         },
     }
-    plot_accuracy(reports, out / "accuracy.png", title="Quickstart: procedural kitchen", references=references)
+    plot_accuracy(
+        reports, out / "accuracy.png", title="Quickstart: procedural kitchen", references=references
+    )
     _banner("results")
     print(text, flush=True)
     return summary
@@ -258,15 +280,24 @@ def demo(out: Path, data, best: dict[str, Path]) -> Path:
     _banner(f"demo on validation video {video_id}")
     exit_code = demo_main(
         [
-            "--video", str(data.video(video_id)),
-            "--checkpoint", str(best["fusion"]),
-            "--extract-config", _config("extract", "quickstart.yaml"),
-            "--palette", str(data.palette_yaml),
-            "--annotations", str(data.validation_csv),
-            "--actions", str(data.actions_csv),
-            "--verb-classes", str(data.verb_classes_csv),
-            "--noun-classes", str(data.noun_classes_csv),
-            "--out", str(path),
+            "--video",
+            str(data.video(video_id)),
+            "--checkpoint",
+            str(best["fusion"]),
+            "--extract-config",
+            _config("extract", "quickstart.yaml"),
+            "--palette",
+            str(data.palette_yaml),
+            "--annotations",
+            str(data.validation_csv),
+            "--actions",
+            str(data.actions_csv),
+            "--verb-classes",
+            str(data.verb_classes_csv),
+            "--noun-classes",
+            str(data.noun_classes_csv),
+            "--out",
+            str(path),
         ]  # fmt: skip
     )
     if exit_code not in (0, None) or not path.is_file():
@@ -282,7 +313,9 @@ class QuickstartResult:
     seconds: dict[str, float]
 
 
-def run(out: str | Path, *, preset: str = "default", seed: int = 0, with_demo: bool = True) -> QuickstartResult:
+def run(
+    out: str | Path, *, preset: str = "default", seed: int = 0, with_demo: bool = True
+) -> QuickstartResult:
     if preset not in PRESETS:
         raise QuickstartError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     settings = PRESETS[preset]
@@ -319,12 +352,14 @@ def run(out: str | Path, *, preset: str = "default", seed: int = 0, with_demo: b
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="rulstm-quickstart", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="rulstm-quickstart", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("quickstart_output"), help="output folder")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                        help="tiny (seconds, for tests), default (~10 min on 2 cores), large")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="tiny (seconds, for tests), default (~10 min on 2 cores), large",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-demo", action="store_true", help="skip demo.mp4")
     args = parser.parse_args(argv)
