@@ -107,9 +107,13 @@ class ObjConfig:
         seed: Seed of a random initialisation.
         palette: Palette file (YAML/JSON list of {name, rgb, tolerance?}) for color_blob; null
             uses 8 basic colours.
-        tolerance: Default colour tolerance of palette entries (max channel difference).
+        color_space: 'rgb' (each channel within tolerance) or 'hsv' (hue within hue_tolerance,
+            saturation and value above minimums; robust to shading) thresholding (color_blob).
+        tolerance: RGB tolerance of palette entries (max channel difference, color_blob).
+        hue_tolerance: HSV hue tolerance (OpenCV units 0..179, color_blob).
+        min_saturation: HSV minimum saturation 0..255 (color_blob).
+        min_value: HSV minimum value 0..255 (color_blob).
         min_area: Smallest blob, in pixels, that counts as a detection (color_blob).
-        color_space: 'rgb' or 'hsv' thresholding (color_blob).
         options: Keyword arguments of a custom detector class.
     """
 
@@ -124,9 +128,12 @@ class ObjConfig:
     max_size: int = 1333
     seed: int = 0
     palette: Path | None = None
-    tolerance: float = 30.0
-    min_area: int = 12
     color_space: Literal["rgb", "hsv"] = "rgb"
+    tolerance: float = 30.0
+    hue_tolerance: float = 8.0
+    min_saturation: int = 100
+    min_value: int = 50
+    min_area: int = 12
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -168,36 +168,49 @@ BASIC_PALETTE = (
 class ColorBlobDetector:
     """Detects objects drawn in known flat colours.
 
-    For each palette colour, pixels within its tolerance are connected into blobs
-    (8-connectivity); each blob of at least ``min_area`` pixels is a detection with its
-    bounding box. The score combines how well the blob matches the colour and how big it is:
-    ``(1 - mean_distance / (tolerance + 1)) * (1 - exp(-area / area_scale))``, so small or
-    off-colour blobs score low.
+    A pixel belongs to a palette colour when, in ``color_space="rgb"``, every channel is
+    within ``tolerance`` of it; in ``"hsv"`` (robust to shading), when its hue is within
+    ``hue_tolerance`` (OpenCV units, 0..179) and its saturation and value are at least
+    ``min_saturation`` and ``min_value`` (0..255). A palette entry's own ``tolerance``
+    replaces the default (RGB tolerance, or hue tolerance in HSV).
+
+    Matching pixels are connected into blobs (8-connectivity); each blob of at least
+    ``min_area`` pixels is a detection with its bounding box. The score combines how well the
+    blob matches the colour and how big it is:
+    ``(1 - mean_distance / (tolerance + 1)) * (1 - exp(-area / area_scale))`` (distance: max
+    channel difference in RGB, hue difference in HSV), so small or off-colour blobs score low.
     """
 
     def __init__(
         self,
         *,
         palette: Sequence[PaletteEntry] = BASIC_PALETTE,
+        color_space: Literal["rgb", "hsv"] = "rgb",
         tolerance: float = 30.0,
+        hue_tolerance: float = 8.0,
+        min_saturation: int = 100,
+        min_value: int = 50,
         min_area: int = 12,
         area_scale: float = 200.0,
-        color_space: Literal["rgb", "hsv"] = "rgb",
     ) -> None:
         if not palette:
             raise ValueError("ColorBlobDetector needs at least one palette entry")
+        if color_space not in ("rgb", "hsv"):
+            raise ValueError(f"color_space must be 'rgb' or 'hsv', got {color_space!r}")
         self.palette = list(palette)
-        self.tolerance = tolerance
+        self.color_space = color_space
+        self.min_saturation, self.min_value = min_saturation, min_value
         self.min_area = min_area
         self.area_scale = area_scale
-        self.color_space = color_space
         self._names = tuple(entry.name for entry in self.palette)
         colors = np.array([entry.rgb for entry in self.palette], np.uint8)  # (P, 3)
+        default = tolerance
         if color_space == "hsv":
             colors = cv2.cvtColor(colors[None], cv2.COLOR_RGB2HSV)[0]  # (1, P, 3) -> (P, 3)
+            default = hue_tolerance
         self._colors = colors.astype(np.int16)
         self._tolerances = np.array(
-            [entry.tolerance if entry.tolerance is not None else tolerance for entry in self.palette],
+            [entry.tolerance if entry.tolerance is not None else default for entry in self.palette],
             np.float32,
         )
 
@@ -214,20 +227,35 @@ class ColorBlobDetector:
         return self._names
 
     def _distance(self, pixels: np.ndarray, color: np.ndarray) -> np.ndarray:
-        """Per-pixel max channel distance (hue wraps around in HSV). (..., 3) -> (...)."""
-        diff = np.abs(pixels.astype(np.int16) - color)
+        """Per-pixel distance to a colour: max channel difference (RGB) or circular hue
+        difference (HSV). (..., 3) -> (...)."""
         if self.color_space == "hsv":
-            diff[..., 0] = np.minimum(diff[..., 0], 180 - diff[..., 0])
-        return diff.max(axis=-1)
+            hue = np.abs(pixels[..., 0].astype(np.int16) - color[0])
+            return np.minimum(hue, 180 - hue)
+        return np.abs(pixels.astype(np.int16) - color).max(axis=-1)
 
     def _mask(self, image: np.ndarray, color: np.ndarray, tolerance: float) -> np.ndarray:
-        """(H, W) uint8 mask of the pixels within ``tolerance`` of ``color``."""
+        """(H, W) uint8 mask of the pixels of this colour (OpenCV, in C++)."""
         if self.color_space == "rgb":
-            # A box in RGB space: exactly "max channel distance <= tolerance", in C++.
             low = np.clip(color - int(tolerance), 0, 255).astype(np.uint8)
             high = np.clip(color + int(tolerance), 0, 255).astype(np.uint8)
             return cv2.inRange(image, low, high)
-        return (self._distance(image, color) <= tolerance).astype(np.uint8)
+        hue, tol = int(color[0]), int(tolerance)
+        floor = (self.min_saturation, self.min_value)
+        ranges = [(hue - tol, hue + tol)]
+        if hue - tol < 0:  # hue wraps around 180
+            ranges = [(0, hue + tol), (hue - tol + 180, 179)]
+        elif hue + tol > 179:
+            ranges = [(hue - tol, 179), (0, hue + tol - 180)]
+        mask = None
+        for low_hue, high_hue in ranges:
+            part = cv2.inRange(
+                image,
+                np.array([low_hue, *floor], np.uint8),
+                np.array([high_hue, 255, 255], np.uint8),
+            )
+            mask = part if mask is None else cv2.bitwise_or(mask, part)
+        return mask
 
     def detect_one(self, frame: np.ndarray) -> Detections:
         image = np.ascontiguousarray(frame[..., :3])

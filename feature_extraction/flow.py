@@ -205,10 +205,12 @@ class CausalFlow:
         self.stacker.reset()
         self._previous = None
 
-    def push(self, frame: int, image: np.ndarray) -> None:
+    def push(self, frame: int, image: np.ndarray, *, estimate: bool = True) -> None:
+        """Add a decoded frame. ``estimate=False`` skips its field (cheaper); the stacks of the
+        next ``length - 1`` frames then cannot be built."""
         height, width = image.shape[:2]
         field = None
-        if self._previous is not None and self._previous[0] == frame - 1:
+        if estimate and self._previous is not None and self._previous[0] == frame - 1:
             raw = self.estimator(self._previous[1], image)  # (2, H, W) pixels
             field = flow_to_unit(raw, bound=self.bound, quantize=self.quantize)
         zero = zero_field(height, width, quantize=self.quantize)

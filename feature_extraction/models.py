@@ -95,9 +95,12 @@ def build_detector(config: ObjConfig) -> ObjectDetector:
         palette = read_palette(config.palette) if config.palette is not None else BASIC_PALETTE
         return ColorBlobDetector(
             palette=palette,
-            tolerance=config.tolerance,
-            min_area=config.min_area,
             color_space=config.color_space,
+            tolerance=config.tolerance,
+            hue_tolerance=config.hue_tolerance,
+            min_saturation=config.min_saturation,
+            min_value=config.min_value,
+            min_area=config.min_area,
         )
     if config.detector == "faster_rcnn":
         return build_torchvision_detector(
@@ -307,3 +310,11 @@ class RaftStream:
                 stacks.append(self.stacker.stack())
         self._last = (frames[-1], chw[-1])
         return torch.stack(stacks) if stacks else None
+
+    def skip(self, frame: int, image: torch.Tensor) -> None:
+        """Record a frame without estimating its field: (H, W, 3) uint8."""
+        zero = flow_to_unit_tensor(
+            torch.zeros(2, *image.shape[:2], device=image.device), bound=self.bound, quantize=self.quantize
+        )
+        self.stacker.push(frame, None, zero=zero)
+        self._last = (frame, image.permute(2, 0, 1))  # (H, W, 3) -> (3, H, W)

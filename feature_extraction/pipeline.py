@@ -8,6 +8,8 @@ video's last chunk has ``last=True``; a video that fails yields one chunk with `
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +172,22 @@ class ChunkDataset(IterableDataset):
             jobs = jobs[worker.id :: worker.num_workers]
         for job in jobs:
             yield from VideoChunks(job, self.options)
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Workers start from a fork server, a clean process that only imported our modules.
+
+    Plain fork copies the parent's locks: after the parent used OpenCV's or OpenMP's thread
+    pools (a benchmark, a test, the streaming extractor in the same process), a forked child
+    can deadlock in its first cv2 call. The fork server never runs such code, and preloading
+    the heavy modules keeps worker start-up cheap. Falls back to spawn where fork servers do
+    not exist (Windows).
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["feature_extraction.pipeline", "cv2", "av", "decord"])
+    return context
 
 
 def worker_init(_: int) -> None:

@@ -49,7 +49,13 @@ from feature_extraction.output import (
     clean_work_dir,
     merge_staging,
 )
-from feature_extraction.pipeline import ChunkDataset, ChunkOptions, VideoJob, worker_init
+from feature_extraction.pipeline import (
+    ChunkDataset,
+    ChunkOptions,
+    VideoJob,
+    worker_context,
+    worker_init,
+)
 from feature_extraction.video import find_videos, probe_video
 
 
@@ -94,11 +100,17 @@ class Summary:
     frames: int = 0
     video_frames: int = 0
     seconds: float = 0.0
+    startup_seconds: float = 0.0  # until the first chunk arrived (workers starting, first decode)
     sparse: bool = False
 
     @property
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_frames_per_second(self) -> float:
+        running = self.seconds - self.startup_seconds
+        return self.frames / running if running > 0 else 0.0
 
     @property
     def exit_code(self) -> int:
@@ -107,7 +119,9 @@ class Summary:
     def format(self) -> str:
         lines = [
             f"videos: {len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed",
-            f"frames: {self.frames} extracted in {self.seconds:.1f} s ({self.frames_per_second:.1f} frames/s)",
+            f"frames: {self.frames} extracted in {self.seconds:.1f} s ({self.frames_per_second:.1f} "
+            f"frames/s; {self.steady_frames_per_second:.1f} frames/s after a "
+            f"{self.startup_seconds:.1f} s start)",
         ]
         if self.sparse and self.video_frames:
             saved = 1.0 - self.frames / self.video_frames
@@ -304,6 +318,7 @@ class ExtractionData(L.LightningDataModule):
             worker_init_fn=worker_init if workers else None,
             pin_memory=torch.cuda.is_available() and self.trainer.strategy.root_device.type == "cuda",
             prefetch_factor=4 if workers else None,
+            multiprocessing_context=worker_context() if workers else None,
         )
 
 
@@ -340,6 +355,7 @@ class StagingSink(BasePredictionWriter):
         self.class_names = list(class_names)
         self.progress = progress
         self.results: list[VideoResult] = []
+        self.first_batch_at: float | None = None
         self._open: dict[str, _OpenVideo] = {}
         self._overall: Any = None
 
@@ -401,6 +417,8 @@ class StagingSink(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        if self.first_batch_at is None:
+            self.first_batch_at = time.perf_counter()
         video = batch["video"]
         if batch["error"]:
             state = self._close(video, failed=True)
@@ -551,7 +569,13 @@ def run_extraction(config: ExtractConfig, options: RunOptions, *, log: Any = pri
             replace_old=data.plan.replace_old.get(modality, False),
         )
     clean_work_dir(options.out)
-    summary = Summary(skipped=dict(data.plan.skipped), seconds=seconds, sparse=options.only_needed)
+    startup = (sink.first_batch_at - started) if sink.first_batch_at is not None else seconds
+    summary = Summary(
+        skipped=dict(data.plan.skipped),
+        seconds=seconds,
+        startup_seconds=startup,
+        sparse=options.only_needed,
+    )
     for result in results:
         if result.status == "done":
             summary.done.append(result.video)

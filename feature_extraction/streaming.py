@@ -97,9 +97,17 @@ class StreamingExtractor:
         return contextlib.nullcontext()
 
     @torch.no_grad()
-    def push(self, frame: np.ndarray) -> dict[str, np.ndarray]:
+    def push(
+        self, frame: np.ndarray, *, compute: bool = True, flow: bool = True
+    ) -> dict[str, np.ndarray]:
         """Features of the next frame: RGB uint8 (H, W, 3) at the config's fps, any size
-        (resized like the batch extraction). Returns ``{modality: (dim,) float32}``."""
+        (resized like the batch extraction). Returns ``{modality: (dim,) float32}``.
+
+        ``compute=False`` only advances the frame count and the flow history (returns ``{}``;
+        ``last_detections`` keeps the last computed frame's). ``flow=False`` also skips the
+        flow field of this frame: the caller must keep ``flow=True`` on the ``stack`` frames
+        before any computed frame (the stack of frame k reads the fields of k-stack+1 .. k).
+        """
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"push expects an RGB uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
         self._frame += 1
@@ -113,6 +121,16 @@ class StreamingExtractor:
         self.last_image = image
         batch = torch.from_numpy(image)[None].to(self.device)  # (H, W, 3) -> (1, H, W, 3)
         features: dict[str, np.ndarray] = {}
+        if not compute:
+            if self._cpu_flow is not None:
+                self._cpu_flow.push(self._frame, image, estimate=flow)
+            elif self._raft is not None:
+                if flow:
+                    with self._autocast():
+                        self._raft.push([self._frame], batch, [False])
+                else:
+                    self._raft.skip(self._frame, batch[0])
+            return features
         with self._autocast():
             if self.computer.rgb is not None:
                 features["rgb"] = self.computer.rgb_features(batch)[0].float().cpu().numpy()

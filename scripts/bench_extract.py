@@ -141,10 +141,12 @@ def main() -> None:
             summary = run_extraction(run_config, RunOptions(videos=video, out=out, progress=False), log=lambda *_: None)
             assert summary is not None and not summary.failed, summary and summary.failed
             forward_s = sum(summary.frames / forward_fps[m] for m in modalities)
-            overhead = summary.seconds - forward_s
-            print(f"  {'+'.join(modalities):13s}: {summary.frames_per_second:8.1f} frames/s "
-                  f"({summary.seconds:.2f} s; models alone {forward_s:.2f} s; overhead {overhead:+.2f} s, "
-                  f"{overhead / summary.seconds:+.0%})")
+            running_s = summary.seconds - summary.startup_seconds
+            overhead = running_s - forward_s
+            print(f"  {'+'.join(modalities):13s}: {summary.frames_per_second:8.1f} frames/s overall, "
+                  f"{summary.steady_frames_per_second:8.1f} after the {summary.startup_seconds:.1f} s start "
+                  f"| models alone {forward_s:.2f} s vs {running_s:.2f} s running: overhead "
+                  f"{overhead:+.2f} s ({overhead / running_s:+.0%})")
 
 
 if __name__ == "__main__":

@@ -169,3 +169,25 @@ def test_unwritable_output_is_a_clear_error(
     code = main(["--videos", str(videos), "--out", str(blocker / "out"), "-c", str(tiny_config)])
     assert code == 2
     assert "cannot write to the output folder" in capsys.readouterr().err
+
+
+def test_raft_flow_gives_the_same_stacks_sparse_and_dense(
+    tmp_path: Path, make_video, tiny_config: Path, tiny_overrides: list[str]
+) -> None:
+    make_video("videos/clip.mp4", num_frames=16, fps=30, width=128, height=96, speed=2)
+    annotations = tmp_path / "segments.csv"
+    annotations.write_text("1,clip,14,16,0,0,0\n")  # anticipation frames are clamped to 1..13
+    raft = [
+        "--modalities", "flow", "--flow.method", "raft_small", "--flow.raft_weights", "null",
+        "--flow.raft_iterations", "2", "--decode.width", "128", "--decode.height", "96",
+        "--batch_size", "4",
+    ]  # fmt: skip
+    dense, sparse = tmp_path / "dense", tmp_path / "sparse"
+    assert _extract(tmp_path / "videos", dense, *raft, config=tiny_config, overrides=tiny_overrides) == 0
+    arguments = [*raft, "--annotations", str(annotations), "--only-needed"]
+    assert _extract(tmp_path / "videos", sparse, *arguments, config=tiny_config, overrides=tiny_overrides) == 0
+    frames, features = _read(sparse / "flow.h5")["clip"]
+    dense_frames, dense_features = _read(dense / "flow.h5")["clip"]
+    assert dense_frames.tolist() == list(range(1, 17))
+    assert frames.tolist() == sorted(set(anticipation_frames(14).tolist()))
+    np.testing.assert_allclose(features, dense_features[frames - 1], rtol=1e-4, atol=1e-5)

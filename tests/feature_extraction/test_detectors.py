@@ -57,9 +57,12 @@ def test_color_blobs_are_found_with_their_boxes() -> None:
 
 
 def test_hsv_thresholding_finds_the_same_blobs() -> None:
-    detector = ColorBlobDetector(palette=PALETTE[:2], color_space="hsv", tolerance=40)
-    (found,) = detector.detect(_kitchen_frame()[None])
+    detector = ColorBlobDetector(palette=PALETTE, color_space="hsv", hue_tolerance=6)
+    shaded = _kitchen_frame()
+    shaded[10:30, 40:60] = (150, 20, 20)  # the right half of the tomato in shadow
+    (found,) = detector.detect(shaded[None])
     assert sorted(found.labels.tolist()) == [0, 1, 1]
+    assert found.boxes[found.labels == 0].tolist() == [[20, 10, 60, 30]]  # still one blob
 
 
 def test_class_confidences_sum_above_the_threshold() -> None:

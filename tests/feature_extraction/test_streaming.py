@@ -51,5 +51,13 @@ def test_streaming_matches_the_batch_extraction(
     extractor.reset()
     again = extractor.push(next(iter(decode_video(path, fps=30))).image)
     np.testing.assert_allclose(again["flow"], first_flow, rtol=1e-5, atol=1e-6)
+    # Pushing without computing (the demo computes one frame in 7.5) keeps the flow history.
+    extractor.reset()
+    frames = [decoded.image for decoded in decode_video(path, fps=30)]
+    for index, image in enumerate(frames[:9]):
+        assert extractor.push(image, compute=False, flow=index >= 3) == {}
+    tenth = extractor.push(frames[9])
+    np.testing.assert_allclose(tenth["flow"], streamed[9]["flow"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(tenth["rgb"], streamed[9]["rgb"], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="RGB uint8"):
         extractor.push(np.zeros((4, 4), np.uint8))

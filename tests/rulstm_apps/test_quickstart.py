@@ -1,0 +1,57 @@
+"""The quickstart end to end on the tiny preset: generation, the real extraction CLI,
+training of every stage, evaluation, the final table and the demo."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import pytest
+
+from rulstm_apps.quickstart import PRESETS, main
+
+
+@pytest.mark.slow
+def test_tiny_quickstart_end_to_end(tmp_path, capsys):
+    out = tmp_path / "quickstart"
+    assert main(["--out", str(out), "--preset", "tiny"]) == 0
+    printed = capsys.readouterr().out
+    for name in (
+        "data/bayes.json",
+        "features/rgb.h5",
+        "features/flow.h5",
+        "features/obj.h5",
+        "metrics.txt",
+        "metrics.json",
+        "accuracy.png",
+        "demo.mp4",
+        "timings.json",
+    ):
+        assert (out / name).is_file(), name
+    for stage in (
+        "rgb_sc",
+        "rgb_anticipation",
+        "flow_sc",
+        "flow_anticipation",
+        "obj_sc",
+        "obj_anticipation",
+        "fusion",
+    ):
+        assert (out / "runs" / stage / "checkpoints" / "best.ckpt").is_file(), stage
+    summary = json.loads((out / "metrics.json").read_text())
+    assert set(summary["models"]) == {"rgb", "flow", "obj", "fusion"}
+    assert len(summary["bayes_expected"]["top5"]) == 8
+    for values in summary["models"].values():
+        assert all(0.0 <= v <= 100.0 for v in values["top5"])
+    assert 0.0 < summary["bayes_expected"]["top5"][4] <= 100.0
+    assert "Bayes bound (expected)" in printed and "of the Bayes bound" in printed
+    with av.open(str(out / "demo.mp4")) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(video=0)) > 0
+
+
+def test_presets_and_bad_arguments(tmp_path, capsys):
+    assert {"tiny", "default", "large"} <= set(PRESETS)
+    with pytest.raises(SystemExit):
+        main(["--preset", "huge", "--out", str(tmp_path)])
+    assert "invalid choice" in capsys.readouterr().err
