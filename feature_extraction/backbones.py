@@ -77,7 +77,9 @@ def strip_classifier(model: nn.Module) -> tuple[str, int]:
     """Replace the model's last ``nn.Linear`` by ``nn.Identity`` (in place).
 
     Returns the replaced layer's qualified name and its input size (the feature dim)."""
-    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    linears = [
+        (name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)
+    ]
     if not linears:
         raise ValueError(f"{type(model).__name__} has no nn.Linear classifier to remove")
     name, layer = linears[-1]
@@ -189,7 +191,9 @@ def _build_torchvision(model_name: str, weights: WeightsEnum | None, **kwargs: A
         ) from error
 
 
-def _load_into(model: nn.Module, state: dict[str, torch.Tensor], *, drop_prefix: str, source: Path) -> None:
+def _load_into(
+    model: nn.Module, state: dict[str, torch.Tensor], *, drop_prefix: str, source: Path
+) -> None:
     state = {k: v for k, v in state.items() if not k.startswith(drop_prefix + ".")}
     try:
         result = model.load_state_dict(state, strict=False)
@@ -202,7 +206,9 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], *, drop_prefix:
         )
 
 
-def _normalisation(weights: WeightsEnum | Path | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _normalisation(
+    weights: WeightsEnum | Path | None,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if isinstance(weights, WeightsEnum):
         transforms = weights.transforms()
         mean, std = getattr(transforms, "mean", None), getattr(transforms, "std", None)
@@ -226,7 +232,9 @@ def build_rgb_backbone(
     if isinstance(resolved, Path):
         _load_into(model, load_state_dict(resolved), drop_prefix=head, source=resolved)
     mean, std = _normalisation(resolved)
-    return PooledBackbone(trunk=model.eval(), feature_dim=dim, mean=mean, std=std, input_size=input_size)
+    return PooledBackbone(
+        trunk=model.eval(), feature_dim=dim, mean=mean, std=std, input_size=input_size
+    )
 
 
 def build_flow_backbone(

@@ -32,15 +32,52 @@ def build_parser() -> ArgumentParser:
         "HDF5 files (epic_protocol layout). Reruns skip finished videos.",
         default_env=False,
     )
-    parser.add_argument("-c", "--config", action=ActionConfigFile, help="A YAML config (configs/extract/).")
-    parser.add_argument("--videos", type=Path, required=True, help="A video file, or a folder searched recursively (other files are ignored).")
-    parser.add_argument("--out", type=Path, required=True, help="Output folder for rgb.h5, flow.h5, obj.h5.")
-    parser.add_argument("--annotations", type=Path | None, default=None, help="Segments (RU-LSTM split CSV or original EPIC CSV) for --only-needed.")
-    parser.add_argument("--video_info", type=Path | None, default=None, help="EPIC video-info CSV (native fps), needed for original EPIC CSVs.")
-    parser.add_argument("--only_needed", "--only-needed", type=bool, default=False, help="Extract only the frames the RU-LSTM sampling reads for --annotations.")
-    parser.add_argument("--overwrite", type=bool, default=False, help="Re-extract videos that are already complete.")
-    parser.add_argument("--devices", type=int, default=1, help="Processes per node (GPUs, or CPU processes with gloo); >1 runs DDP.")
-    parser.add_argument("--num_nodes", type=int, default=1, help="Nodes of a distributed run (launched by SLURM/torchrun).")
+    parser.add_argument(
+        "-c", "--config", action=ActionConfigFile, help="A YAML config (configs/extract/)."
+    )
+    parser.add_argument(
+        "--videos",
+        type=Path,
+        required=True,
+        help="A video file, or a folder searched recursively (other files are ignored).",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="Output folder for rgb.h5, flow.h5, obj.h5."
+    )
+    parser.add_argument(
+        "--annotations",
+        type=Path | None,
+        default=None,
+        help="Segments (RU-LSTM split CSV or original EPIC CSV) for --only-needed.",
+    )
+    parser.add_argument(
+        "--video_info",
+        type=Path | None,
+        default=None,
+        help="EPIC video-info CSV (native fps), needed for original EPIC CSVs.",
+    )
+    parser.add_argument(
+        "--only_needed",
+        "--only-needed",
+        type=bool,
+        default=False,
+        help="Extract only the frames the RU-LSTM sampling reads for --annotations.",
+    )
+    parser.add_argument(
+        "--overwrite", type=bool, default=False, help="Re-extract videos that are already complete."
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="Processes per node (GPUs, or CPU processes with gloo); >1 runs DDP.",
+    )
+    parser.add_argument(
+        "--num_nodes",
+        type=int,
+        default=1,
+        help="Nodes of a distributed run (launched by SLURM/torchrun).",
+    )
     parser.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
     add_config_arguments(parser)
     return parser

@@ -140,7 +140,9 @@ def read_palette(source: str | Path | Sequence[Any] | Mapping[str, Any]) -> list
                 break
         else:
             data = [
-                {"name": key, **value} if isinstance(value, Mapping) else {"name": key, "rgb": value}
+                {"name": key, **value}
+                if isinstance(value, Mapping)
+                else {"name": key, "rgb": value}
                 for key, value in data.items()
             ]
     if not isinstance(data, (list, tuple)) or not data:
@@ -281,7 +283,9 @@ class ColorBlobDetector:
         if not boxes:
             return Detections.empty()
         return Detections(
-            np.asarray(boxes, np.float32), np.asarray(labels, np.int64), np.asarray(scores, np.float32)
+            np.asarray(boxes, np.float32),
+            np.asarray(labels, np.int64),
+            np.asarray(scores, np.float32),
         )
 
     def detect(self, frames: np.ndarray | torch.Tensor) -> list[Detections]:

@@ -88,7 +88,13 @@ def make_cpu_flow(
 
 
 class RaftFlow(nn.Module):
-    """A torchvision RAFT model on uint8 frame pairs; pads to a multiple of 8 as RAFT needs."""
+    """A torchvision RAFT model on uint8 frame pairs.
+
+    RAFT needs sides that are multiples of 8 and at least 128 pixels: smaller frames are
+    upsampled (and the flow scaled back to the frame's pixels), then padded to a multiple of 8.
+    """
+
+    MIN_SIDE = 128
 
     def __init__(self, *, raft: nn.Module, num_flow_updates: int = 12) -> None:
         super().__init__()
@@ -98,13 +104,28 @@ class RaftFlow(nn.Module):
     def forward(self, previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) uint8 pairs -> (B, 2, H, W) float32 flow from previous to current."""
         height, width = previous.shape[-2:]
-        pad_h, pad_w = (-height) % 8, (-width) % 8
-        pair = torch.stack([previous, current]).float() / 127.5 - 1.0  # (2, B, 3, H, W) in [-1,1]
+        pair = torch.cat([previous, current]).float() / 127.5 - 1.0  # (2B, 3, H, W) in [-1, 1]
+        scale = max(1.0, self.MIN_SIDE / min(height, width))
+        if scale > 1.0:
+            size = (
+                max(self.MIN_SIDE, round(height * scale)),
+                max(self.MIN_SIDE, round(width * scale)),
+            )
+            pair = nn.functional.interpolate(pair, size=size, mode="bilinear", align_corners=False)
+        inner_h, inner_w = pair.shape[-2:]
+        pad_h, pad_w = (-inner_h) % 8, (-inner_w) % 8
         if pad_h or pad_w:
-            pair = nn.functional.pad(pair.flatten(0, 1), (0, pad_w, 0, pad_h), mode="replicate")
-            pair = pair.unflatten(0, (2, -1))  # (2*B, 3, H', W') -> (2, B, 3, H', W')
-        flows = self.raft(pair[0], pair[1], num_flow_updates=self.num_flow_updates)
-        return flows[-1][..., :height, :width].float()  # last refinement, unpadded
+            pair = nn.functional.pad(pair, (0, pad_w, 0, pad_h), mode="replicate")
+        first, second = pair.chunk(2)  # (2B, 3, H', W') -> 2 x (B, 3, H', W')
+        flows = self.raft(first, second, num_flow_updates=self.num_flow_updates)
+        flow = flows[-1][..., :inner_h, :inner_w].float()  # last refinement, unpadded
+        if scale > 1.0:
+            flow = nn.functional.interpolate(
+                flow, size=(height, width), mode="bilinear", align_corners=False
+            )
+            ratios = torch.tensor([width / inner_w, height / inner_h], device=flow.device)
+            flow = flow * ratios.view(1, 2, 1, 1)  # back to the frame's pixels (u: x, v: y)
+        return flow
 
 
 def flow_to_unit(field: np.ndarray, *, bound: float, quantize: bool) -> np.ndarray:
@@ -153,7 +174,9 @@ class FlowStacker:
     def push(self, frame: int, field: np.ndarray | None, *, zero: np.ndarray) -> None:
         """Record frame ``frame``'s field; ``zero`` is the no-motion field used for frame 1."""
         if self._frame is not None and frame <= self._frame:
-            raise ValueError(f"frames must be pushed in increasing order ({frame} after {self._frame})")
+            raise ValueError(
+                f"frames must be pushed in increasing order ({frame} after {self._frame})"
+            )
         if field is not None:
             if self._fields and self._fields[-1][0] != frame - 1:
                 self._fields.clear()  # a gap: older fields are not the ones this frame needs

@@ -86,7 +86,9 @@ def _import_detector(spec: str, options: dict[str, Any]) -> ObjectDetector:
         )
     detector = getattr(importlib.import_module(module_name), class_name)(**options)
     if not isinstance(detector, ObjectDetector):
-        raise TypeError(f"{spec} does not implement ObjectDetector (num_classes, class_names, detect)")
+        raise TypeError(
+            f"{spec} does not implement ObjectDetector (num_classes, class_names, detect)"
+        )
     return detector
 
 
@@ -254,18 +256,27 @@ class FeatureComputer(nn.Module):
         """(K, H, W, 3) uint8 -> ((K, num_classes) float32 confidences, detections)."""
         assert self.detector is not None
         detections = self.detector.detect(images)
-        vectors = np.stack(
-            [
-                class_confidences(d, num_classes=self.detector.num_classes, threshold=self.threshold)
-                for d in detections
-            ]
-        ) if detections else np.zeros((0, self.detector.num_classes), np.float32)
+        vectors = (
+            np.stack(
+                [
+                    class_confidences(
+                        d, num_classes=self.detector.num_classes, threshold=self.threshold
+                    )
+                    for d in detections
+                ]
+            )
+            if detections
+            else np.zeros((0, self.detector.num_classes), np.float32)
+        )
         return vectors, detections
 
     def new_raft_stream(self) -> RaftStream:
         assert self.raft is not None
         return RaftStream(
-            raft=self.raft, length=self.flow_stack, bound=self.flow_bound, quantize=self.flow_quantize
+            raft=self.raft,
+            length=self.flow_stack,
+            bound=self.flow_bound,
+            quantize=self.flow_quantize,
         )
 
 
@@ -301,7 +312,9 @@ class RaftStream:
             fields = {row: units[n] for n, row in enumerate(pairs)}
         height, width = chw.shape[-2:]
         zero = flow_to_unit_tensor(
-            torch.zeros(2, height, width, device=chw.device), bound=self.bound, quantize=self.quantize
+            torch.zeros(2, height, width, device=chw.device),
+            bound=self.bound,
+            quantize=self.quantize,
         )
         stacks = []
         for row, frame in enumerate(frames):
@@ -314,7 +327,9 @@ class RaftStream:
     def skip(self, frame: int, image: torch.Tensor) -> None:
         """Record a frame without estimating its field: (H, W, 3) uint8."""
         zero = flow_to_unit_tensor(
-            torch.zeros(2, *image.shape[:2], device=image.device), bound=self.bound, quantize=self.quantize
+            torch.zeros(2, *image.shape[:2], device=image.device),
+            bound=self.bound,
+            quantize=self.quantize,
         )
         self.stacker.push(frame, None, zero=zero)
         self._last = (frame, image.permute(2, 0, 1))  # (H, W, 3) -> (3, H, W)

@@ -60,7 +60,9 @@ def check_writable(out: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise OutputError(f"cannot write to the output folder {out}: {error.strerror or error}") from error
+        raise OutputError(
+            f"cannot write to the output folder {out}: {error.strerror or error}"
+        ) from error
 
 
 def complete_videos(path: Path) -> set[str]:
@@ -161,7 +163,9 @@ class DetectionsWriter:
             self._file.close()
 
 
-def check_output_file(path: Path, *, dim: int, fps: float, config_hash: str, overwrite: bool) -> set[str]:
+def check_output_file(
+    path: Path, *, dim: int, fps: float, config_hash: str, overwrite: bool
+) -> set[str]:
     """The complete videos of an existing output file, after checking that it holds the same
     kind of features; with ``overwrite`` a mismatching file is replaced instead."""
     if not path.exists():
@@ -223,7 +227,9 @@ def merge_staging(
     temporary.unlink(missing_ok=True)
     try:
         # The writer creates the file with the layout's root attributes.
-        FeatureFileWriter(temporary, modality=modality, dim=dim, fps=fps, provenance=provenance).close()
+        FeatureFileWriter(
+            temporary, modality=modality, dim=dim, fps=fps, provenance=provenance
+        ).close()
         with h5py.File(temporary, "a") as destination:
             if target.exists() and not replace_old:
                 with h5py.File(target, "r") as old:

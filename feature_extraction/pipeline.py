@@ -70,7 +70,9 @@ class VideoChunks:
         self.raft = self.use_flow and options.raft
         self.need_images = bool(modalities & {"rgb", "obj"}) or self.raft
 
-    def _chunk(self, rows: dict[str, list], *, last: bool, total: int, expected: int) -> dict[str, Any]:
+    def _chunk(
+        self, rows: dict[str, list], *, last: bool, total: int, expected: int
+    ) -> dict[str, Any]:
         images = _empty()
         if rows["images"]:
             images = torch.from_numpy(np.stack(rows["images"]))  # B x (H, W, 3) -> (B, H, W, 3)
@@ -136,14 +138,21 @@ class VideoChunks:
                     rows["images"].append(decoded.image)
                 rows["frames"].append(decoded.frame)
                 rows["keep"].append(decoded.keep)
-                if sum(rows["keep"]) >= options.batch_size or len(rows["frames"]) >= 4 * options.batch_size:
+                if (
+                    sum(rows["keep"]) >= options.batch_size
+                    or len(rows["frames"]) >= 4 * options.batch_size
+                ):
                     yield self._chunk(rows, last=False, total=estimated, expected=expected)
             if decoded_frames == 0:
                 raise VideoError(f"{job.path}: no frames decoded")
             total = last_frame if job.wanted is None else max(estimated, last_frame)
             yield self._chunk(rows, last=True, total=total, expected=expected)
         except Exception as error:  # reported per video; the other videos go on
-            message = str(error) if isinstance(error, VideoError) else f"{job.path}: {type(error).__name__}: {error}"
+            message = (
+                str(error)
+                if isinstance(error, VideoError)
+                else f"{job.path}: {type(error).__name__}: {error}"
+            )
             yield self.error_chunk(message)
 
 

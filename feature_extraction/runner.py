@@ -195,12 +195,16 @@ def plan_extraction(
     if options.only_needed:
         if options.annotations is None:
             raise ValueError("--only-needed needs --annotations (the segments to sample)")
-        segments = read_annotations(options.annotations, video_fps=options.video_info, fps=config.fps)
+        segments = read_annotations(
+            options.annotations, video_fps=options.video_info, fps=config.fps
+        )
         wanted = needed_frames(segments, fps=config.fps, sparse=config.sparse)
         missing = sorted(set(wanted) - {v.video_id for v in videos})
         if missing:
-            log(f"note: {len(missing)} annotated videos have no file under {options.videos} "
-                f"(e.g. {', '.join(missing[:3])})")
+            log(
+                f"note: {len(missing)} annotated videos have no file under {options.videos} "
+                f"(e.g. {', '.join(missing[:3])})"
+            )
     jobs: list[tuple[int, VideoJob]] = []
     skipped: dict[str, str] = {}
     planned = total = 0
@@ -316,7 +320,8 @@ class ExtractionData(L.LightningDataModule):
             batch_size=None,
             num_workers=workers,
             worker_init_fn=worker_init if workers else None,
-            pin_memory=torch.cuda.is_available() and self.trainer.strategy.root_device.type == "cuda",
+            pin_memory=torch.cuda.is_available()
+            and self.trainer.strategy.root_device.type == "cuda",
             prefetch_factor=4 if workers else None,
             multiprocessing_context=worker_context() if workers else None,
         )
@@ -444,7 +449,9 @@ class StagingSink(BasePredictionWriter):
             if state.detections is not None:
                 state.detections.finish()
             self._close(video, failed=False)
-            self.results.append(VideoResult(video, "done", state.frames, int(batch["total_frames"])))
+            self.results.append(
+                VideoResult(video, "done", state.frames, int(batch["total_frames"]))
+            )
             self._overall.update(1)
             self._overall.set_postfix(frames=sum(r.frames for r in self.results))
 
@@ -461,7 +468,9 @@ class StagingSink(BasePredictionWriter):
 def _trainer_hardware(config: ExtractConfig, options: RunOptions) -> dict[str, Any]:
     device = resolve_device(config.device)
     if device.type == "cuda":
-        devices: Any = [device.index] if device.index is not None and options.devices == 1 else options.devices
+        devices: Any = (
+            [device.index] if device.index is not None and options.devices == 1 else options.devices
+        )
         accelerator = "gpu"
     else:
         devices, accelerator = options.devices, "cpu"
@@ -496,7 +505,9 @@ def _quiet_lightning() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def run_extraction(config: ExtractConfig, options: RunOptions, *, log: Any = print) -> Summary | None:
+def run_extraction(
+    config: ExtractConfig, options: RunOptions, *, log: Any = print
+) -> Summary | None:
     """Extract features; returns the summary on rank 0 (``None`` on other ranks).
 
     Raises :class:`OutputError` when the output folder cannot be used."""
@@ -522,7 +533,9 @@ def run_extraction(config: ExtractConfig, options: RunOptions, *, log: Any = pri
     def planner() -> Plan:
         return plan_extraction(config, options, dims=dims, hashes=hashes, log=log)
 
-    data = ExtractionData(planner=planner, options=chunk_options, num_workers=config.resolved_workers())
+    data = ExtractionData(
+        planner=planner, options=chunk_options, num_workers=config.resolved_workers()
+    )
     module = ExtractionModule(computer=FeatureComputer.from_models(models))
     sink = StagingSink(
         out=options.out,

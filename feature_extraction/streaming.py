@@ -109,7 +109,9 @@ class StreamingExtractor:
         before any computed frame (the stack of frame k reads the fields of k-stack+1 .. k).
         """
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"push expects an RGB uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}")
+            raise ValueError(
+                f"push expects an RGB uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}"
+            )
         self._frame += 1
         size = output_size(
             frame.shape[1],

@@ -7,7 +7,9 @@ unrolling per anticipation time per call.
 
 Equivalence with the offline model: after ``reset()`` and the observations ``x_0 .. x_t`` of a
 ``T``-step window, the prediction for anticipation time ``(T - t) * alpha`` equals the offline
-``net(x)[:, t]`` (an unrolling of ``T - t + 1`` steps), which the tests check.
+``net(x)[:, t]`` (an unrolling of ``T - t + 1`` steps), which the tests check. All the
+anticipation times share one unrolling (``RULSTM.unroll_horizons``): its state after ``n``
+steps is the ``n``-step prediction.
 """
 
 from __future__ import annotations
@@ -132,9 +134,7 @@ class OnlineAnticipator:
             branch: RULSTM = self.net  # type: ignore[assignment]
             state = branch.roll(x_t, self._states.get(name))
             self._states[name] = state
-            logits = torch.cat(
-                [branch.unroll(x_t, state, steps) for steps in self.unroll_steps]
-            )  # K x (1, C) -> (K, C)
+            logits = branch.unroll_horizons(x_t, state, self.unroll_steps)[0]  # (K, C)
             weights = None
         else:
             logits, weights = self._fused_step(inputs)
@@ -154,11 +154,10 @@ class OnlineAnticipator:
         for name, branch in self.branches.items():
             state = branch.roll(inputs[name], self._states.get(name))
             self._states[name] = state
-            per_time = [
-                branch.unroll(inputs[name], state, steps, return_context=True)
-                for steps in self.unroll_steps
-            ]
-            branch_logits.append(torch.cat([logit for logit, _ in per_time]))  # (K, C)
-            contexts.append(torch.cat([context for _, context in per_time]))  # (K, 2H)
+            logits, context = branch.unroll_horizons(
+                inputs[name], state, self.unroll_steps, return_context=True
+            )
+            branch_logits.append(logits[0])  # (1, K, C) -> (K, C)
+            contexts.append(context[0])  # (1, K, 2H) -> (K, 2H)
         fused, weights = self.net.combine(branch_logits, contexts)  # (K, C), (K, M)
         return fused, {name: weights[:, i].cpu() for i, name in enumerate(self.branches)}

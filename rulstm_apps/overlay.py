@@ -136,17 +136,31 @@ class _Writer:
         return text.rstrip() + ".."
 
     def put(
-        self, text: str, x: int, baseline: int, colour, font_scale: float | None = None
+        self,
+        text: str,
+        x: int,
+        baseline: int,
+        colour,
+        font_scale: float | None = None,
+        *,
+        outline: bool = False,
     ) -> None:
+        """Draw ``text``; ``outline`` first draws it thicker in black, so that light text
+        stays readable over light bars."""
+        scale = font_scale or self.font_scale
+        if outline:
+            cv2.putText(
+                self.canvas,
+                text,
+                (x, baseline),
+                FONT,
+                scale,
+                (0, 0, 0),
+                self.thickness + 2,
+                cv2.LINE_AA,
+            )
         cv2.putText(
-            self.canvas,
-            text,
-            (x, baseline),
-            FONT,
-            font_scale or self.font_scale,
-            colour,
-            self.thickness,
-            cv2.LINE_AA,
+            self.canvas, text, (x, baseline), FONT, scale, colour, self.thickness, cv2.LINE_AA
         )
 
     def line(self, text: str, colour=TEXT, *, indent: int = 0) -> None:
@@ -174,9 +188,9 @@ class _Writer:
         value_text = value_text if value_text is not None else f"{value:.2f}"
         value_width = self.text_width(value_text)
         baseline = self.y + round(self.row * 0.72)
-        self.put(value_text, x1 - value_width - self.margin // 2, baseline, colour)
-        room = x1 - x0 - value_width - self.margin
-        self.put(self.fit(label, room), x0 + self.margin // 2, baseline, colour)
+        self.put(value_text, x1 - value_width - self.margin // 2, baseline, colour, outline=True)
+        room = x1 - x0 - value_width - 2 * self.margin  # a gap before the value
+        self.put(self.fit(label, room), x0 + self.margin // 2, baseline, colour, outline=True)
         self.y += self.row
 
     def gap(self, fraction: float = 0.4) -> None:

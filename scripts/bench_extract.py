@@ -35,7 +35,9 @@ from feature_extraction.runner import RunOptions, run_extraction  # noqa: E402
 from feature_extraction.video import decode_video  # noqa: E402
 
 
-def synthetic_video(path: Path, *, seconds: float, fps: int = 30, width: int = 640, height: int = 360) -> Path:
+def synthetic_video(
+    path: Path, *, seconds: float, fps: int = 30, width: int = 640, height: int = 360
+) -> Path:
     """Flat-coloured shapes moving over a textured background (H.264)."""
     import av
     import cv2
@@ -71,11 +73,19 @@ def timed(function: Callable[[], object], *, repeat: int = 1) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-c", "--config", type=Path, default=None)
-    parser.add_argument("--video", type=Path, default=None, help="Video to benchmark (default: a synthetic one).")
-    parser.add_argument("--seconds", type=float, default=10.0, help="Length of the synthetic video.")
-    parser.add_argument("--max_frames", type=int, default=300, help="Frames used for the model-only timings.")
+    parser.add_argument(
+        "--video", type=Path, default=None, help="Video to benchmark (default: a synthetic one)."
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="Length of the synthetic video."
+    )
+    parser.add_argument(
+        "--max_frames", type=int, default=300, help="Frames used for the model-only timings."
+    )
     known, overrides = parser.parse_known_args()
     config: ExtractConfig = load_config(known.config, overrides)
     torch.set_num_threads(config.resolved_threads())
@@ -83,48 +93,72 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         video = known.video or synthetic_video(work / "synthetic.mp4", seconds=known.seconds)
-        print(f"video: {video}; device: {device}; torch threads: {torch.get_num_threads()}; "
-              f"workers: {config.resolved_workers()}; batch: {config.batch_size}")
+        print(
+            f"video: {video}; device: {device}; torch threads: {torch.get_num_threads()}; "
+            f"workers: {config.resolved_workers()}; batch: {config.batch_size}"
+        )
 
         started = time.perf_counter()
-        frames = [d.image for d in decode_video(video, fps=config.fps, width=config.decode.width,
-                                                 height=config.decode.height, backend=config.decode.backend)]
+        frames = [
+            d.image
+            for d in decode_video(
+                video,
+                fps=config.fps,
+                width=config.decode.width,
+                height=config.decode.height,
+                backend=config.decode.backend,
+            )
+        ]
         decode_s = time.perf_counter() - started
-        print(f"decode ({config.decode.backend}, {frames[0].shape[1]}x{frames[0].shape[0]}): "
-              f"{len(frames) / decode_s:8.1f} frames/s ({len(frames)} frames)")
+        print(
+            f"decode ({config.decode.backend}, {frames[0].shape[1]}x{frames[0].shape[0]}): "
+            f"{len(frames) / decode_s:8.1f} frames/s ({len(frames)} frames)"
+        )
 
         models = build_models(config, device=device)
         computer = FeatureComputer.from_models(models).to(device).eval()
         sample = frames[: known.max_frames]
-        batches = [torch.from_numpy(np.stack(sample[i : i + config.batch_size])).to(device)
-                   for i in range(0, len(sample), config.batch_size)]
+        batches = [
+            torch.from_numpy(np.stack(sample[i : i + config.batch_size])).to(device)
+            for i in range(0, len(sample), config.batch_size)
+        ]
         forward_fps: dict[str, float] = {}
         stacks = None
         if models.cpu_flow is not None:
-            flow = CausalFlow(estimator=models.cpu_flow, length=config.flow.stack,
-                              bound=config.flow.bound, quantize=config.flow.quantize)
+            flow = CausalFlow(
+                estimator=models.cpu_flow,
+                length=config.flow.stack,
+                bound=config.flow.bound,
+                quantize=config.flow.quantize,
+            )
             started = time.perf_counter()
             stacks = []
             for k, image in enumerate(sample, 1):
                 flow.push(k, image)
                 stacks.append(flow.stack())
             flow_s = time.perf_counter() - started
-            print(f"flow {models.flow_method} (fields + stacks): {len(sample) / flow_s:8.1f} frames/s")
+            print(
+                f"flow {models.flow_method} (fields + stacks): {len(sample) / flow_s:8.1f} frames/s"
+            )
         with torch.no_grad():
             if computer.rgb is not None:
                 seconds = timed(lambda: [computer.rgb_features(b) for b in batches])
                 forward_fps["rgb"] = len(sample) / seconds
             if computer.flow is not None:
                 if stacks is not None:
-                    flow_batches = [torch.from_numpy(np.stack(stacks[i : i + config.batch_size])).to(device)
-                                    for i in range(0, len(stacks), config.batch_size)]
+                    flow_batches = [
+                        torch.from_numpy(np.stack(stacks[i : i + config.batch_size])).to(device)
+                        for i in range(0, len(stacks), config.batch_size)
+                    ]
                     seconds = timed(lambda: [computer.flow_features(b) for b in flow_batches])
                 else:  # RAFT: time fields and backbone together, as they run in the main process
+
                     def raft_and_backbone() -> None:
                         stream = computer.new_raft_stream()
                         for start, batch in zip(range(0, len(sample), config.batch_size), batches):
                             numbers = list(range(start + 1, start + 1 + len(batch)))
                             computer.flow_features(stream.push(numbers, batch, [True] * len(batch)))
+
                     seconds = timed(raft_and_backbone)
                 forward_fps["flow"] = len(sample) / seconds
             if computer.detector is not None:
@@ -134,19 +168,25 @@ def main() -> None:
             print(f"model only {modality:4s}: {fps:8.1f} frames/s")
 
         print("end to end (rulstm-extract, fresh output folder, models built beforehand excluded):")
-        runs = [[m] for m in config.modalities] + ([list(config.modalities)] if len(config.modalities) > 1 else [])
+        runs = [[m] for m in config.modalities] + (
+            [list(config.modalities)] if len(config.modalities) > 1 else []
+        )
         for modalities in runs:
             run_config = replace(config, modalities=modalities)
             out = work / ("out_" + "_".join(modalities))
-            summary = run_extraction(run_config, RunOptions(videos=video, out=out, progress=False), log=lambda *_: None)
+            summary = run_extraction(
+                run_config, RunOptions(videos=video, out=out, progress=False), log=lambda *_: None
+            )
             assert summary is not None and not summary.failed, summary and summary.failed
             forward_s = sum(summary.frames / forward_fps[m] for m in modalities)
             running_s = summary.seconds - summary.startup_seconds
             overhead = running_s - forward_s
-            print(f"  {'+'.join(modalities):13s}: {summary.frames_per_second:8.1f} frames/s overall, "
-                  f"{summary.steady_frames_per_second:8.1f} after the {summary.startup_seconds:.1f} s start "
-                  f"| models alone {forward_s:.2f} s vs {running_s:.2f} s running: overhead "
-                  f"{overhead:+.2f} s ({overhead / running_s:+.0%})")
+            print(
+                f"  {'+'.join(modalities):13s}: {summary.frames_per_second:8.1f} frames/s overall, "
+                f"{summary.steady_frames_per_second:8.1f} after the {summary.startup_seconds:.1f} s start "
+                f"| models alone {forward_s:.2f} s vs {running_s:.2f} s running: overhead "
+                f"{overhead:+.2f} s ({overhead / running_s:+.0%})"
+            )
 
 
 if __name__ == "__main__":

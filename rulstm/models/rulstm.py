@@ -36,7 +36,7 @@ Parameter names are a contract with the checkpoint importer: ``rolling_lstm`` an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence, Mapping
 from typing import Literal
 
 import torch
@@ -397,6 +397,52 @@ class RULSTM(nn.Module):
         if return_context:
             return logits, torch.cat([unrolled, state[1][-1]], dim=-1)  # (B, 2H)
         return logits
+
+
+    def unroll_horizons(
+        self, x_t: Tensor, state: LSTMState, num_steps: Sequence[int], *, return_context: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """:meth:`unroll` for several lengths at once, from the same state and input.
+
+        The input is the constant ``x_t``, so one unrolling of ``max(num_steps)`` steps passes
+        through every shorter one: its hidden state after ``n`` steps is the ``n``-step
+        prediction. Costs ``max(num_steps)`` LSTM steps instead of ``sum(num_steps)``. For the
+        online anticipator (eval mode; in training mode the lengths share dropout masks).
+
+        Returns:
+            logits (B, K, C) for K = ``len(num_steps)``, and with ``return_context`` also the
+            MATT contexts (B, K, 2H).
+        """
+        if x_t.dim() != 2 or x_t.shape[-1] != self.feat_dim:
+            raise ValueError(
+                f"expected x_t of shape (batch, {self.feat_dim}), got {tuple(x_t.shape)}"
+            )
+        if not num_steps or min(num_steps) < 1:
+            raise ValueError(f"num_steps must be >= 1, got {list(num_steps)}")
+        wanted = set(num_steps)
+        h = list(state[0].unbind(0))  # L x (B, H)
+        c = list(state[1].unbind(0))
+        weights = [_layer_weights(self.unrolling_lstm, layer) for layer in range(self.depth)]
+        first_gates = F.linear(self.input_dropout(x_t), weights[0][0], weights[0][2])  # once
+        taps: dict[int, Tensor] = {}
+        for step in range(1, max(num_steps) + 1):
+            layer_input = None
+            for layer, (weight_ih, weight_hh, bias) in enumerate(weights):
+                if layer == 0:
+                    gates = first_gates
+                else:
+                    dropped = F.dropout(layer_input, self.lstm_dropout, self.training)
+                    gates = F.linear(dropped, weight_ih, bias)
+                h[layer], c[layer] = _lstm_cell(gates, (h[layer], c[layer]), weight_hh)
+                layer_input = h[layer]
+            if step in wanted:
+                taps[step] = h[-1]
+        hidden = torch.stack([taps[n] for n in num_steps], dim=1)  # K x (B, H) -> (B, K, H)
+        logits = self.classifier(hidden)  # (B, K, C)
+        if not return_context:
+            return logits
+        rolling_cell = state[1][-1].unsqueeze(1).expand_as(hidden)  # (B, H) -> (B, K, H)
+        return logits, torch.cat([hidden, rolling_cell], dim=-1)  # (B, K, 2H)
 
 
 class RULSTMFusion(nn.Module):

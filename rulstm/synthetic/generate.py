@@ -181,8 +181,9 @@ class _VideoPlan:
 
 
 def _timestamp(frame: int, *, decimals: int) -> str:
-    """``HH:MM:SS.ff`` of a 1-based frame, with frame = floor(seconds * fps) like RU-LSTM."""
-    seconds = frame / FPS
+    """``HH:MM:SS.ff`` inside a 1-based frame: its middle, ``(frame + 0.5) / fps``, so that
+    the EPIC readers' ``floor(seconds * fps)`` gives back ``frame`` despite the rounding."""
+    seconds = round((frame + 0.5) / FPS, decimals)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     width = 3 + decimals

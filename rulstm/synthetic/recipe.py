@@ -104,8 +104,10 @@ class RecipeModel:
         for a, (verb, noun) in enumerate(self.actions):
             if not (0 <= verb < len(self.verbs) and 0 <= noun < len(self.nouns)):
                 raise ValueError(f"action {a} = ({verb}, {noun}) is outside the vocabulary")
-        initial = np.asarray(self.initial, dtype=np.float64)
-        transition = np.asarray(self.transition, dtype=np.float64)
+        # C order: the same values give the same matrix products (and bound) however they
+        # were built, e.g. in the generator or loaded back from recipe.json.
+        initial = np.ascontiguousarray(self.initial, dtype=np.float64)
+        transition = np.ascontiguousarray(self.transition, dtype=np.float64)
         if initial.shape != (num,) or transition.shape != (num, num):
             raise ValueError(
                 f"initial must be ({num},) and transition ({num}, {num}), got "
@@ -414,7 +416,7 @@ def _scores(posteriors: np.ndarray, labels: np.ndarray) -> tuple[Accuracy, Accur
             if not probs.any():
                 continue  # dropped sample: scored as wrong
             chosen = _top_k(probs, k)
-            mass += probs[chosen].sum()
+            mass += float(probs[chosen].sum())
             hit += float(label in chosen)
         expected.append(mass / len(labels))
         realised.append(hit / len(labels))

@@ -83,46 +83,27 @@ def test_rerun_skips_finished_videos_and_overwrite_redoes_them(
     tmp_path: Path, videos: Path, tiny_config: Path, tiny_overrides: list[str], capsys
 ) -> None:
     out = tmp_path / "features"
-    assert (
-        _extract(videos, out, "--modalities", "rgb", config=tiny_config, overrides=tiny_overrides)
-        == 0
-    )
-    first = _read(out / "rgb.h5")
+    both = ["--modalities", "rgb", "flow"]
+    # Two DataLoader workers: the two videos' chunks interleave.
+    two_workers = [*tiny_overrides, "--num_workers", "2", "--batch_size", "4"]
+    assert _extract(videos, out, *both, config=tiny_config, overrides=two_workers) == 0
+    first = {m: _read(out / f"{m}.h5") for m in ("rgb", "flow")}
     capsys.readouterr()
-    assert (
-        _extract(videos, out, "--modalities", "rgb", config=tiny_config, overrides=tiny_overrides)
-        == 0
-    )
+    assert _extract(videos, out, *both, config=tiny_config, overrides=tiny_overrides) == 0
     assert "0 done, 2 skipped" in capsys.readouterr().out
     assert (
-        _extract(
-            videos,
-            out,
-            "--modalities",
-            "rgb",
-            "--overwrite",
-            config=tiny_config,
-            overrides=tiny_overrides,
-        )
+        _extract(videos, out, *both, "--overwrite", config=tiny_config, overrides=tiny_overrides)
         == 0
     )
     assert "2 done, 0 skipped" in capsys.readouterr().out
-    again = _read(out / "rgb.h5")
-    for video in first:
-        assert np.array_equal(first[video][0], again[video][0])
-        np.testing.assert_allclose(first[video][1], again[video][1], rtol=1e-5, atol=1e-6)
+    for modality, before in first.items():
+        after = _read(out / f"{modality}.h5")
+        for video in before:
+            assert np.array_equal(before[video][0], after[video][0])
+            np.testing.assert_allclose(before[video][1], after[video][1], rtol=1e-5, atol=1e-5)
     # Different settings in the same folder are refused rather than mixed.
-    code = _extract(
-        videos,
-        out,
-        "--modalities",
-        "rgb",
-        "--rgb.seed",
-        "7",
-        config=tiny_config,
-        overrides=tiny_overrides,
-    )
-    assert code == 2
+    changed = ["--modalities", "rgb", "--rgb.seed", "7"]
+    assert _extract(videos, out, *changed, config=tiny_config, overrides=tiny_overrides) == 2
     assert "different settings" in capsys.readouterr().err
 
 
@@ -183,11 +164,20 @@ def test_raft_flow_gives_the_same_stacks_sparse_and_dense(
         "--batch_size", "4",
     ]  # fmt: skip
     dense, sparse = tmp_path / "dense", tmp_path / "sparse"
-    assert _extract(tmp_path / "videos", dense, *raft, config=tiny_config, overrides=tiny_overrides) == 0
+    assert (
+        _extract(tmp_path / "videos", dense, *raft, config=tiny_config, overrides=tiny_overrides)
+        == 0
+    )
     arguments = [*raft, "--annotations", str(annotations), "--only-needed"]
-    assert _extract(tmp_path / "videos", sparse, *arguments, config=tiny_config, overrides=tiny_overrides) == 0
+    assert (
+        _extract(
+            tmp_path / "videos", sparse, *arguments, config=tiny_config, overrides=tiny_overrides
+        )
+        == 0
+    )
     frames, features = _read(sparse / "flow.h5")["clip"]
     dense_frames, dense_features = _read(dense / "flow.h5")["clip"]
     assert dense_frames.tolist() == list(range(1, 17))
     assert frames.tolist() == sorted(set(anticipation_frames(14).tolist()))
+    assert not np.allclose(dense_features[1], dense_features[8])  # the stacks do differ
     np.testing.assert_allclose(features, dense_features[frames - 1], rtol=1e-4, atol=1e-5)

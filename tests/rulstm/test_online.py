@@ -78,3 +78,17 @@ def test_bad_inputs():
         OnlineAnticipator(torch.nn.Linear(2, 2))
     with pytest.raises(FileNotFoundError, match="nothing.ckpt"):
         OnlineAnticipator.from_checkpoint("nothing.ckpt")
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_unroll_horizons_equals_separate_unrollings(depth):
+    torch.manual_seed(2)
+    net = RULSTM(num_classes=5, feat_dim=4, hidden=6, depth=depth).eval()
+    x = torch.randn(2, 4)
+    state = net.roll(x, net.roll(torch.randn(2, 4)))
+    lengths = [9, 5, 2, 1]
+    logits, context = net.unroll_horizons(x, state, lengths, return_context=True)
+    for k, n in enumerate(lengths):
+        expected_logits, expected_context = net.unroll(x, state, n, return_context=True)
+        torch.testing.assert_close(logits[:, k], expected_logits, atol=1e-6, rtol=0)
+        torch.testing.assert_close(context[:, k], expected_context, atol=1e-6, rtol=0)
