@@ -117,7 +117,9 @@ class RaftFlow(nn.Module):
         if pad_h or pad_w:
             pair = nn.functional.pad(pair, (0, pad_w, 0, pad_h), mode="replicate")
         first, second = pair.chunk(2)  # (2B, 3, H', W') -> 2 x (B, 3, H', W')
-        flows = self.raft(first, second, num_flow_updates=self.num_flow_updates)
+        # RAFT's iterative refinement is not meant for float16: keep it out of mixed precision.
+        with torch.autocast(device_type=pair.device.type, enabled=False):
+            flows = self.raft(first, second, num_flow_updates=self.num_flow_updates)
         flow = flows[-1][..., :inner_h, :inner_w].float()  # last refinement, unpadded
         if scale > 1.0:
             flow = nn.functional.interpolate(

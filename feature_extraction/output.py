@@ -15,7 +15,9 @@ whole. So the output files are never written in place:
    and the next run merges again.
 
 So at any time ``OUT/<modality>.h5`` is a complete, readable file (or absent), and a rerun
-skips every video that is complete in it or in the staging area.
+skips every video that is complete in it or in the staging area and holds the frames the run
+needs (video attribute ``sparse``: only the frames a sampling protocol reads were stored; a
+dense run redoes such videos, and a sparse run for other segments adds the missing frames).
 
 ``obj.h5`` video groups may hold the raw detections (``keep_detections``) as extra datasets
 in a ``detections`` subgroup: ``frame`` int64 (M,) the 1-based frame of each detection,
@@ -30,13 +32,14 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from epic_protocol.features import COMPLETE, FeatureFileError, FeatureFileWriter
+from epic_protocol.features import COMPLETE, FRAMES, FeatureFileError, FeatureFileWriter
 
 WORK_DIR = ".rulstm-extract"
 DETECTIONS = "detections"
@@ -73,6 +76,39 @@ def complete_videos(path: Path) -> set[str]:
         return {name for name in handle if bool(handle[name].attrs.get(COMPLETE, False))}
 
 
+SPARSE = "sparse"  # video attribute: only the frames a sampling protocol reads were stored
+
+
+@dataclass(frozen=True)
+class StoredVideo:
+    """A complete video of a feature file: its stored frame numbers, and whether it was a
+    sparse extraction (a dense one stores every frame)."""
+
+    frames: np.ndarray
+    sparse: bool
+
+    def covers(self, wanted: np.ndarray | None) -> bool:
+        """Whether a run asking for ``wanted`` frames (``None``: all) can reuse this video.
+        A dense video covers any frame (frames past its end are served by its last frame)."""
+        if wanted is None:
+            return not self.sparse
+        if not self.sparse:
+            return True
+        return bool(np.isin(wanted, self.frames).all())
+
+
+def stored_videos(path: Path) -> dict[str, StoredVideo]:
+    """The complete videos of a feature file, read-only; empty if it is absent."""
+    if not path.is_file():
+        return {}
+    with h5py.File(path, "r") as handle:
+        return {
+            name: StoredVideo(group[FRAMES][()], bool(group.attrs.get(SPARSE, False)))
+            for name, group in handle.items()
+            if bool(group.attrs.get(COMPLETE, False))
+        }
+
+
 def _config_hash(path: Path) -> str | None:
     with h5py.File(path, "r") as handle:
         provenance = handle.attrs.get("provenance", "{}")
@@ -101,18 +137,19 @@ class StagingArea:
             return []
         return sorted(p for p in folder.glob("*.h5") if not p.name.endswith(f".{DETECTIONS}.h5"))
 
-    def complete(self, modality: str, *, config_hash: str) -> set[str]:
+    def complete(self, modality: str, *, config_hash: str) -> dict[str, StoredVideo]:
         """Videos complete in the staging area with this configuration; unreadable,
         incomplete or differently configured staging files are deleted."""
-        done = set()
+        done = {}
         for path in self.staged_files(modality):
             video = path.stem
             try:
-                ok = video in complete_videos(path) and _config_hash(path) == config_hash
+                stored = stored_videos(path).get(video)
+                ok = stored is not None and _config_hash(path) == config_hash
             except OSError:
-                ok = False  # killed while writing it
-            if ok:
-                done.add(video)
+                stored, ok = None, False  # killed while writing it
+            if ok and stored is not None:
+                done[video] = stored
             else:
                 self.discard(modality, video)
         return done
@@ -165,11 +202,11 @@ class DetectionsWriter:
 
 def check_output_file(
     path: Path, *, dim: int, fps: float, config_hash: str, overwrite: bool
-) -> set[str]:
+) -> dict[str, StoredVideo]:
     """The complete videos of an existing output file, after checking that it holds the same
     kind of features; with ``overwrite`` a mismatching file is replaced instead."""
     if not path.exists():
-        return set()
+        return {}
     try:
         with h5py.File(path, "r") as handle:
             attrs = dict(handle.attrs)
@@ -196,7 +233,7 @@ def check_output_file(
             f"{path} holds different features: {'; '.join(problems)}. Use another --out, or "
             "--overwrite to re-extract every video"
         )
-    return set() if problems else complete_videos(path)
+    return {} if problems else stored_videos(path)
 
 
 def merge_staging(

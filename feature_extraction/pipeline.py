@@ -8,8 +8,12 @@ video's last chunk has ``last=True``; a video that fails yields one chunk with `
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import multiprocessing.context
+import os
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +63,7 @@ class VideoChunks:
     (empty when no modality needs them), ``flow`` (K, 2*stack, H, W) CPU flow stacks of the
     kept rows (or empty), ``last`` bool, ``error`` str ("" when fine), ``total_frames`` int
     (the video's frames at the target fps: exact at the end of a dense pass, else estimated),
-    and ``expected`` int (frames that will be kept, for progress bars).
+    ``expected`` int (frames that will be kept, for progress bars) and ``sparse`` bool.
     """
 
     def __init__(self, job: VideoJob, options: ChunkOptions) -> None:
@@ -90,6 +94,7 @@ class VideoChunks:
             "error": "",
             "total_frames": total,
             "expected": expected,
+            "sparse": self.job.wanted is not None,
         }
         for values in rows.values():
             values.clear()
@@ -199,9 +204,32 @@ def worker_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def worker_init(_: int) -> None:
-    """Workers decode and compute CPU flow single-threaded: parallelism is across workers."""
+def worker_init(_: int, *, main_pid: int | None = None) -> None:
+    """Workers decode and compute CPU flow single-threaded: parallelism is across workers.
+
+    ``main_pid``: the extracting process. A fork-server worker's parent is the fork server,
+    so PyTorch's own check (has my parent died?) misses a killed main process and the worker
+    (and the fork server, which waits for its children) would linger forever: watch it here.
+    """
     import cv2
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    if main_pid is not None and main_pid != os.getppid():
+        threading.Thread(target=_exit_when_gone, args=(main_pid,), daemon=True).start()
+
+
+def _exit_when_gone(pid: int, interval: float = 1.0) -> None:
+    while True:
+        time.sleep(interval)
+        try:
+            os.kill(pid, 0)  # signal 0: only checks that the process exists
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass  # exists, owned by someone else (cannot happen for our own parent)
+
+
+def worker_init_for(main_pid: int) -> functools.partial:
+    """A picklable ``worker_init_fn`` that watches ``main_pid``."""
+    return functools.partial(worker_init, main_pid=main_pid)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -40,10 +41,12 @@ from feature_extraction.models import (
     resolve_device,
 )
 from feature_extraction.output import (
+    SPARSE,
     WORK_DIR,
     DetectionsWriter,
     OutputError,
     StagingArea,
+    StoredVideo,
     check_output_file,
     check_writable,
     clean_work_dir,
@@ -54,7 +57,7 @@ from feature_extraction.pipeline import (
     ChunkOptions,
     VideoJob,
     worker_context,
-    worker_init,
+    worker_init_for,
 )
 from feature_extraction.video import find_videos, probe_video
 
@@ -90,6 +93,7 @@ class VideoResult:
     frames: int = 0
     total_frames: int = 0
     error: str = ""
+    rank: int = 0
 
 
 @dataclass
@@ -102,6 +106,7 @@ class Summary:
     seconds: float = 0.0
     startup_seconds: float = 0.0  # until the first chunk arrived (workers starting, first decode)
     sparse: bool = False
+    videos_per_rank: list[int] = field(default_factory=list)  # distributed runs
 
     @property
     def frames_per_second(self) -> float:
@@ -129,6 +134,9 @@ class Summary:
                 f"sparse: extracted {self.frames} of {self.video_frames} frames of the processed "
                 f"videos ({saved:.1%} saved)"
             )
+        if len(self.videos_per_rank) > 1:
+            counts = ", ".join(str(count) for count in self.videos_per_rank)
+            lines.append(f"processes: {len(self.videos_per_rank)} (videos per rank: {counts})")
         reasons: dict[str, int] = {}
         for reason in self.skipped.values():
             reasons[reason] = reasons.get(reason, 0) + 1
@@ -177,7 +185,7 @@ def plan_extraction(
     """Which videos (and frames) to extract; deletes stale staging files (rank 0 only)."""
     videos = find_videos(options.videos)
     staging = StagingArea(options.out)
-    done: dict[Modality, set[str]] = {}
+    done: dict[Modality, dict[str, StoredVideo]] = {}
     replace_old: dict[str, bool] = {}
     for modality in config.modalities:
         main_path = options.out / f"{modality}.h5"
@@ -190,7 +198,7 @@ def plan_extraction(
         )
         replace_old[modality] = options.overwrite and main_path.exists() and not in_main
         staged = staging.complete(modality, config_hash=hashes[modality])
-        done[modality] = set() if options.overwrite else in_main | staged
+        done[modality] = {} if options.overwrite else {**in_main, **staged}
     wanted: dict[str, np.ndarray] | None = None
     if options.only_needed:
         if options.annotations is None:
@@ -209,16 +217,22 @@ def plan_extraction(
     skipped: dict[str, str] = {}
     planned = total = 0
     for video in videos:
-        todo = tuple(m for m in config.modalities if video.video_id not in done[m])
-        if not todo:
-            skipped[video.video_id] = "already complete"
-            continue
         frames = None
         if wanted is not None:
             frames = wanted.get(video.video_id)
             if frames is None:
                 skipped[video.video_id] = "no annotated segments"
                 continue
+        # A complete video is reused only if it holds the frames this run needs: a sparse
+        # extraction for other segments, or a dense run after a sparse one, redoes it.
+        stored = {m: done[m].get(video.video_id) for m in config.modalities}
+        todo = tuple(m for m, s in stored.items() if s is None or not s.covers(frames))
+        if not todo:
+            skipped[video.video_id] = "already complete"
+            continue
+        if frames is not None:  # keep the frames earlier sparse runs stored
+            earlier = [s.frames for m, s in stored.items() if m in todo and s is not None]
+            frames = np.union1d(frames, np.concatenate(earlier)) if earlier else frames
         size = video.path.stat().st_size
         jobs.append((size, VideoJob(video.video_id, video.path, todo, frames)))
         if frames is not None:
@@ -314,12 +328,12 @@ class ExtractionData(L.LightningDataModule):
             rank=self.trainer.global_rank,
             world_size=self.trainer.world_size,
         )
-        workers = min(self.num_workers, max(1, len(dataset.jobs_of_rank())))
+        workers = min(self.num_workers, len(dataset.jobs_of_rank()))
         return DataLoader(
             dataset,
             batch_size=None,
             num_workers=workers,
-            worker_init_fn=worker_init if workers else None,
+            worker_init_fn=worker_init_for(os.getpid()) if workers else None,
             pin_memory=torch.cuda.is_available()
             and self.trainer.strategy.root_device.type == "cuda",
             prefetch_factor=4 if workers else None,
@@ -383,7 +397,7 @@ class StagingSink(BasePredictionWriter):
                 fps=self.fps,
                 provenance=self.provenances[modality],
             )
-            writer.start_video(video)
+            writer.start_video(video, attrs={SPARSE: bool(batch["sparse"])})
             writers[modality] = writer
             if modality == "obj" and self.keep_detections:
                 detections = DetectionsWriter(
@@ -428,7 +442,9 @@ class StagingSink(BasePredictionWriter):
         if batch["error"]:
             state = self._close(video, failed=True)
             frames = state.frames if state else 0
-            self.results.append(VideoResult(video, "failed", frames, 0, batch["error"]))
+            self.results.append(
+                VideoResult(video, "failed", frames, 0, batch["error"], trainer.global_rank)
+            )
             self._overall.update(1)
             return
         state = self._open.get(video)
@@ -450,7 +466,13 @@ class StagingSink(BasePredictionWriter):
                 state.detections.finish()
             self._close(video, failed=False)
             self.results.append(
-                VideoResult(video, "done", state.frames, int(batch["total_frames"]))
+                VideoResult(
+                    video,
+                    "done",
+                    state.frames,
+                    int(batch["total_frames"]),
+                    rank=trainer.global_rank,
+                )
             )
             self._overall.update(1)
             self._overall.set_postfix(frames=sum(r.frames for r in self.results))
@@ -573,7 +595,7 @@ def run_extraction(
         results.extend(VideoResult(**r) for r in json.loads(path.read_text()))
         path.unlink()
     for modality in config.modalities:
-        merge_staging(
+        merged = merge_staging(
             options.out,
             modality,
             dim=dims[modality],
@@ -581,6 +603,8 @@ def run_extraction(
             provenance=provenances[modality],
             replace_old=data.plan.replace_old.get(modality, False),
         )
+        if merged:
+            log(f"{options.out / f'{modality}.h5'}: added {len(merged)} videos")
     clean_work_dir(options.out)
     startup = (sink.first_batch_at - started) if sink.first_batch_at is not None else seconds
     summary = Summary(
@@ -588,6 +612,9 @@ def run_extraction(
         seconds=seconds,
         startup_seconds=startup,
         sparse=options.only_needed,
+        videos_per_rank=[
+            sum(1 for r in results if r.rank == rank) for rank in range(trainer.world_size)
+        ],
     )
     for result in results:
         if result.status == "done":

@@ -933,7 +933,9 @@ class AnticipationEvaluator(L.Callback):
             subsets = load_ek100_subsets(**self.subset_files)
         else:
             no_ids: frozenset[str] = frozenset()
-            subsets = EK100Subsets(unseen=no_ids, tail=dict.fromkeys(("verb", "noun", "action"), no_ids))
+            subsets = EK100Subsets(
+                unseen=no_ids, tail=dict.fromkeys(("verb", "noun", "action"), no_ids)
+            )
         return evaluate_ek100(
             outcomes, subsets=subsets, times=times, discarded=self.discarded, name=self.name
         )

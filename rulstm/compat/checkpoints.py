@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rulstm.models.spec import NET_KEY
 from rulstm.models import RULSTM, RULSTMFusion
+from rulstm.models.spec import NET_KEY
 
 DEFAULT_MODALITIES = ("rgb", "flow", "obj")
 RULSTM_CLASS_PATH = "rulstm.models.RULSTM"

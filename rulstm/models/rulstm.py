@@ -36,7 +36,7 @@ Parameter names are a contract with the checkpoint importer: ``rolling_lstm`` an
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -398,9 +398,13 @@ class RULSTM(nn.Module):
             return logits, torch.cat([unrolled, state[1][-1]], dim=-1)  # (B, 2H)
         return logits
 
-
     def unroll_horizons(
-        self, x_t: Tensor, state: LSTMState, num_steps: Sequence[int], *, return_context: bool = False
+        self,
+        x_t: Tensor,
+        state: LSTMState,
+        num_steps: Sequence[int],
+        *,
+        return_context: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """:meth:`unroll` for several lengths at once, from the same state and input.
 

@@ -20,6 +20,8 @@ from rulstm.synthetic.recipe import (
     ChanceLevel,
     RecipeModel,
     bayes_bound,
+    bayes_posteriors,
+    expected_accuracy,
     make_recipe,
 )
 from rulstm.synthetic.render import RenderSettings, ScheduledAction, palette_rgb, render_video
@@ -37,6 +39,8 @@ __all__ = [
     "ScheduledAction",
     "TimingModel",
     "bayes_bound",
+    "bayes_posteriors",
+    "expected_accuracy",
     "generate_dataset",
     "main",
     "make_recipe",

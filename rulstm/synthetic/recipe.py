@@ -43,7 +43,7 @@ are none.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -423,11 +423,64 @@ def _scores(posteriors: np.ndarray, labels: np.ndarray) -> tuple[Accuracy, Accur
     return Accuracy(*expected), Accuracy(*realised)
 
 
-def _grouped(segments: Iterable[Segment]) -> dict[str, list[Segment]]:
-    videos: dict[str, list[Segment]] = {}
-    for segment in segments:
-        videos.setdefault(segment.video_id, []).append(segment)
-    return {video: sorted(rows, key=lambda s: s.start_frame) for video, rows in videos.items()}
+def _step_indices(times: Sequence[float], *, alpha: float, steps: int) -> list[int]:
+    """Index into :func:`anticipation_frames`' output of each anticipation time."""
+    indices = []
+    for time in times:
+        back = round(time / alpha)
+        if not (np.isclose(back * alpha, time) and 1 <= back <= steps):
+            raise ValueError(f"time {time} is not a multiple of alpha={alpha} within {steps} steps")
+        indices.append(steps - back)
+    return indices
+
+
+def bayes_posteriors(
+    recipe: RecipeModel,
+    segments: Sequence[Segment],
+    *,
+    times: Sequence[float] | None = None,
+    fps: float = 30.0,
+    alpha: float = 0.25,
+    steps: int = 14,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The Bayes posterior over the next action of every segment, at every time.
+
+    Returns ``(posteriors, positions)``: (num_times, N, A) in the order of ``segments``,
+    all zeros for samples the protocol drops, and (N,) each segment's 0-based position in
+    its video. ``segments`` must hold whole videos with ``action`` labels of ``recipe``;
+    raises ``ValueError`` where the current action is not observable (module docstring).
+    """
+    if times is None:
+        times = anticipation_times(alpha=alpha)
+    step_of_time = _step_indices(times, alpha=alpha, steps=steps)
+    if not segments:
+        raise ValueError("no segments")
+    by_video: dict[str, list[int]] = {}
+    for index, segment in enumerate(segments):
+        by_video.setdefault(segment.video_id, []).append(index)
+    posteriors = np.zeros((len(times), len(segments), recipe.num_actions))
+    positions = np.zeros(len(segments), dtype=np.int64)
+    for video, indices in by_video.items():
+        indices.sort(key=lambda i: segments[i].start_frame)
+        for position, index in enumerate(indices):
+            segment = segments[index]
+            positions[index] = position
+            _action(segment)
+            frames = anticipation_frames(segment.start_frame, fps=fps, alpha=alpha, steps=steps)
+            if frames is None:
+                continue  # dropped by the protocol: scored as wrong
+            previous = segments[indices[position - 1]] if position > 0 else None
+            for time, step in zip(times, step_of_time):
+                if previous is not None and previous.start_frame > frames[step]:
+                    raise ValueError(
+                        f"{video}: segment {segment.uid} (start {segment.start_frame}) follows "
+                        f"{previous.uid}, which starts at frame {previous.start_frame}, after "
+                        f"the frame {frames[step]} observed {time} s before: the current "
+                        "action is not observable there and the bound would not be exact"
+                    )
+            history = [] if previous is None else [_action(previous)]
+            posteriors[:, index] = recipe.posterior_next(history)
+    return posteriors, positions
 
 
 def bayes_bound(
@@ -450,44 +503,14 @@ def bayes_bound(
     """
     if times is None:
         times = anticipation_times(alpha=alpha)
-    step_of_time = []
-    for time in times:
-        back = round(time / alpha)
-        if not (np.isclose(back * alpha, time) and 1 <= back <= steps):
-            raise ValueError(f"time {time} is not a multiple of alpha={alpha} within {steps} steps")
-        step_of_time.append(steps - back)  # index into anticipation_frames' output
-    videos = _grouped(segments)
-    ordered = [s for rows in videos.values() for s in rows]
-    if not ordered:
+    if not segments:
         raise ValueError("no segments to bound")
-    labels = np.array([_action(s) for s in ordered])
+    posteriors, positions = bayes_posteriors(
+        recipe, segments, times=times, fps=fps, alpha=alpha, steps=steps
+    )
+    labels = np.array([_action(s) for s in segments])
     verbs, nouns = recipe.action_verbs, recipe.action_nouns
-
-    # (num_times, N, A) posterior per time and sample; zeros for dropped samples.
-    posteriors = np.zeros((len(times), len(ordered), recipe.num_actions))
-    priors = np.zeros((len(ordered), recipe.num_actions))  # (N, A) marginal at the position
-    dropped = 0
-    index = 0
-    for video, rows in videos.items():
-        for position, segment in enumerate(rows):
-            priors[index] = recipe.marginal(position)
-            frames = anticipation_frames(segment.start_frame, fps=fps, alpha=alpha, steps=steps)
-            if frames is None:
-                dropped += 1
-                index += 1
-                continue
-            previous = rows[position - 1] if position > 0 else None
-            for t, step in enumerate(step_of_time):
-                if previous is not None and previous.start_frame > frames[step]:
-                    raise ValueError(
-                        f"{video}: segment {segment.uid} (start {segment.start_frame}) follows "
-                        f"{previous.uid}, which starts at frame {previous.start_frame}, after "
-                        f"the frame {frames[step]} observed {times[t]} s before: the current "
-                        "action is not observable there and the bound would not be exact"
-                    )
-            history = [] if previous is None else [_action(previous)]
-            posteriors[:, index] = recipe.posterior_next(history)
-            index += 1
+    dropped = int((~posteriors[0].any(axis=1)).sum())
 
     per_time = []
     for t, time in enumerate(times):
@@ -509,11 +532,12 @@ def bayes_bound(
             )
         )
 
-    average_prior = priors.mean(axis=0)
+    # (N, A) marginal of each sample's action given only its position, averaged over samples
+    average_prior = np.mean([recipe.marginal(int(p)) for p in positions], axis=0)
     prior_expected = Accuracy(
         *(float(average_prior[_top_k(average_prior, k)].sum()) for k in (1, 5))
     )
-    _, prior_realised = _scores(np.repeat(average_prior[None], len(ordered), axis=0), labels)
+    _, prior_realised = _scores(np.repeat(average_prior[None], len(segments), axis=0), labels)
     num = recipe.num_actions
     chance = ChanceLevel(
         uniform=Accuracy(top1=min(1, num) / num, top5=min(5, num) / num),
@@ -523,9 +547,43 @@ def bayes_bound(
     return BayesBound(
         per_time=tuple(per_time),
         chance=chance,
-        num_samples=len(ordered),
+        num_samples=len(segments),
         num_dropped=dropped,
     )
+
+
+def expected_accuracy(
+    recipe: RecipeModel,
+    segments: Sequence[Segment],
+    scores: np.ndarray,
+    *,
+    fps: float = 30.0,
+    alpha: float = 0.25,
+    steps: int = 14,
+) -> Accuracy:
+    """A model's expected top-1/top-5 action accuracy: the true posterior mass of its top-k
+    guesses, averaged over samples (ties towards the lower action id).
+
+    This is what the model would score on average over all label draws for the same videos,
+    so it compares with :attr:`BoundAtTime.action_expected` without the sampling noise of
+    the realised labels. ``scores`` is (N, A), one row per segment in the order of
+    ``segments`` (whole videos, labelled); rows of dropped samples count as wrong.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (len(segments), recipe.num_actions):
+        raise ValueError(
+            f"scores must be ({len(segments)}, {recipe.num_actions}) for {len(segments)} "
+            f"segments and {recipe.num_actions} actions, got {scores.shape}"
+        )
+    posteriors, _ = bayes_posteriors(recipe, segments, fps=fps, alpha=alpha, steps=steps)
+    posterior = posteriors[0]  # (N, A): the same at every time (module docstring)
+    masses = []
+    for k in (1, 5):
+        mass = 0.0
+        for row, probs in zip(scores, posterior):
+            mass += float(probs[_top_k(row, k)].sum())  # zero for dropped samples
+        masses.append(mass / len(segments))
+    return Accuracy(*masses)
 
 
 def _action(segment: Segment) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +84,17 @@ def coded_video(
         [coded_frame(i + 1, height=height, width=width, shift=speed * i) for i in range(num_frames)]
     )
     return write_video(path, frames, fps=fps)
+
+
+@pytest.fixture(autouse=True)
+def _single_torch_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (and do not fight the other tests' processes)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

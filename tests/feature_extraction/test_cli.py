@@ -84,9 +84,7 @@ def test_rerun_skips_finished_videos_and_overwrite_redoes_them(
 ) -> None:
     out = tmp_path / "features"
     both = ["--modalities", "rgb", "flow"]
-    # Two DataLoader workers: the two videos' chunks interleave.
-    two_workers = [*tiny_overrides, "--num_workers", "2", "--batch_size", "4"]
-    assert _extract(videos, out, *both, config=tiny_config, overrides=two_workers) == 0
+    assert _extract(videos, out, *both, config=tiny_config, overrides=tiny_overrides) == 0
     first = {m: _read(out / f"{m}.h5") for m in ("rgb", "flow")}
     capsys.readouterr()
     assert _extract(videos, out, *both, config=tiny_config, overrides=tiny_overrides) == 0
@@ -105,6 +103,25 @@ def test_rerun_skips_finished_videos_and_overwrite_redoes_them(
     changed = ["--modalities", "rgb", "--rgb.seed", "7"]
     assert _extract(videos, out, *changed, config=tiny_config, overrides=tiny_overrides) == 2
     assert "different settings" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_workers_interleave_videos_without_mixing_them(
+    tmp_path: Path, videos: Path, tiny_config: Path, tiny_overrides: list[str]
+) -> None:
+    both = ["--modalities", "rgb", "flow", "--batch_size", "4"]
+    two_workers = [*tiny_overrides, "--num_workers", "2"]  # chunks of the 2 videos interleave
+    assert _extract(videos, tmp_path / "two", *both, config=tiny_config, overrides=two_workers) == 0
+    assert (
+        _extract(videos, tmp_path / "none", *both, config=tiny_config, overrides=tiny_overrides)
+        == 0
+    )
+    for modality in ("rgb", "flow"):
+        interleaved, sequential = (_read(tmp_path / d / f"{modality}.h5") for d in ("two", "none"))
+        assert sorted(interleaved) == sorted(sequential) == ["P01_01", "P01_02"]
+        for video, (frames, features) in sequential.items():
+            assert np.array_equal(interleaved[video][0], frames)
+            np.testing.assert_allclose(interleaved[video][1], features, rtol=1e-5, atol=1e-5)
 
 
 def test_sparse_mode_extracts_only_the_sampled_frames(
@@ -140,6 +157,19 @@ def test_sparse_mode_extracts_only_the_sampled_frames(
         # Same numbers as a dense run at those frames: flow decoded its context frames.
         np.testing.assert_allclose(features, dense_features[frames - 1], rtol=1e-4, atol=1e-5)
         assert "P09_09" not in _read(sparse / f"{modality}.h5")
+    capsys.readouterr()
+    # Reusing the folder: the same segments are skipped; new segments add their frames; a
+    # dense run redoes the sparse video (a complete sparse video is not a complete video).
+    assert _extract(folder, sparse, *arguments, config=tiny_config, overrides=tiny_overrides) == 0
+    assert "0 done, 2 skipped" in capsys.readouterr().out
+    annotations.write_text("4,P01_01,100,110,0,0,0\n")
+    assert _extract(folder, sparse, *arguments, config=tiny_config, overrides=tiny_overrides) == 0
+    assert "1 done" in capsys.readouterr().out
+    frames, _ = _read(sparse / "rgb.h5")["P01_01"]
+    assert frames.tolist() == sorted(set(needed) | set(anticipation_frames(100).tolist()))
+    dense_again = ["--modalities", "rgb", "flow"]
+    assert _extract(folder, sparse, *dense_again, config=tiny_config, overrides=tiny_overrides) == 0
+    assert _read(sparse / "flow.h5")["P01_01"][0].tolist() == list(range(1, 151))
 
 
 def test_unwritable_output_is_a_clear_error(

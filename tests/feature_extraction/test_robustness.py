@@ -40,6 +40,32 @@ def _environment() -> dict[str, str]:
     return environment
 
 
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            table[int(entry.name)] = (int(fields[1]), fields[0])
+    return table
+
+
+def _descendants(pid: int) -> set[int]:
+    table, found, frontier = _process_table(), set(), {pid}
+    while frontier:
+        frontier = {child for child, (parent, _) in table.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    table = _process_table()
+    return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
+
+
 def _assert_same(left: dict, right: dict) -> None:
     assert sorted(left) == sorted(right)
     for video in left:
@@ -82,9 +108,11 @@ def test_a_run_killed_mid_video_resumes_to_the_same_result(
     )
     for name in ("B", "C", "D"):
         make_video(f"videos/{name}.mp4", num_frames=90)
+    # One DataLoader worker: it must not outlive the killed process.
+    killed_run = [*overrides, "--num_workers", "1"]
     process = subprocess.Popen(
-        _command(videos, out, tiny_config, overrides), env=_environment(), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        _command(videos, out, tiny_config, killed_run), env=_environment(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     staging = out / ".rulstm-extract" / "staging" / "rgb"
     deadline = time.monotonic() + 240
@@ -96,9 +124,15 @@ def test_a_run_killed_mid_video_resumes_to_the_same_result(
                 break
             time.sleep(0.05)
         assert process.poll() is None, "the run finished before it could be killed"
+        helpers = _descendants(process.pid)  # the fork server and the worker
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait()
+    assert helpers, "no worker process was running"
+    deadline = time.monotonic() + 20
+    while _alive(helpers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(helpers), "worker processes outlived the killed extraction"
     # The output written before the crash is untouched and readable; nothing half-done is
     # marked complete.
     assert sorted(_read(out / "rgb.h5")) == ["A"]
@@ -162,6 +196,7 @@ def test_two_cpu_processes_with_ddp_share_the_videos(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "3 done, 0 skipped, 0 failed" in result.stdout
+    assert "processes: 2 (videos per rank: 2, 1)" in result.stdout  # both ranks worked
     single = tmp_path / "single"
     assert (
         main(

@@ -55,7 +55,10 @@ def test_from_checkpoint_and_top_k(tmp_path):
     net = RULSTM(num_classes=6, feat_dim=3, hidden=4).eval()
     path = tmp_path / "rgb.ckpt"
     torch.save(
-        {NET_KEY: describe_net(net), "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}},
+        {
+            NET_KEY: describe_net(net),
+            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+        },
         path,
     )
     online = OnlineAnticipator.from_checkpoint(path, times=(1.0,))

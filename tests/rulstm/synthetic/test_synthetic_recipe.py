@@ -14,6 +14,7 @@ from rulstm.synthetic.recipe import (
     BayesBound,
     RecipeModel,
     bayes_bound,
+    expected_accuracy,
     make_recipe,
 )
 
@@ -118,6 +119,22 @@ def test_rejects_a_current_action_that_is_not_yet_visible(hand_recipe: RecipeMod
 def test_bayes_bound_needs_labels(hand_recipe: RecipeModel) -> None:
     with pytest.raises(ValueError, match="no action label"):
         bayes_bound(hand_recipe, [Segment("P01_01_0", "P01_01", 100, 189)])
+
+
+def test_expected_accuracy_of_a_model(hand_recipe: RecipeModel) -> None:
+    segments = _video("P01_01", [0, 1, 2])
+    bound = bayes_bound(hand_recipe, segments).at(1.0)
+    # The Bayes posterior itself as the model's scores reaches the bound.
+    optimal = np.stack([HAND_INITIAL, HAND_TRANSITION[0], HAND_TRANSITION[1]])
+    assert expected_accuracy(hand_recipe, segments, optimal) == bound.action_expected
+    # A model that always ranks a5 first, then a4, a3, a2, a1: top-1 mass is the posterior
+    # of a5 (0, 0.05, 0.1); top-5 misses a0 (0.5, 0.05, 0.3).
+    fixed = np.tile(np.arange(6, dtype=float), (3, 1))
+    accuracy = expected_accuracy(hand_recipe, segments, fixed)
+    assert accuracy.top1 == pytest.approx((0 + 0.05 + 0.1) / 3)
+    assert accuracy.top5 == pytest.approx((0.5 + 0.95 + 0.7) / 3)
+    with pytest.raises(ValueError, match="scores must be"):
+        expected_accuracy(hand_recipe, segments, fixed[:2])
 
 
 def test_bound_round_trips_through_json(hand_recipe: RecipeModel) -> None:

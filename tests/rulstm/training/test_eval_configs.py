@@ -19,17 +19,28 @@ PREDICT_CONFIGS = sorted(CONFIGS.glob("ek*/predict_*.yaml"))
 def overrides(config: Path, data, tmp_path: Path) -> list[str]:
     modalities = list(yaml.safe_load(config.read_text())["data"]["features"])
     return [
-        "--data.features", str({m: str(data.features[m]) for m in modalities}),
-        "--data.actions", "null",
-        "--data.train_annotations", str(data.train),
-        "--data.num_workers", "0",
-        "--data.batch_size", "8",
-        "--model.init_checkpoint", "null",
-        "--model.net.init_args.num_classes", str(data.num_classes),
-        "--model.net.init_args.hidden", "8",
-        "--trainer.logger", "false",
-        "--trainer.accelerator", "cpu",
-        "--trainer.default_root_dir", str(tmp_path / "run"),
+        "--data.features",
+        str({m: str(data.features[m]) for m in modalities}),
+        "--data.actions",
+        "null",
+        "--data.train_annotations",
+        str(data.train),
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "8",
+        "--model.init_checkpoint",
+        "null",
+        "--model.net.init_args.num_classes",
+        str(data.num_classes),
+        "--model.net.init_args.hidden",
+        "8",
+        "--trainer.logger",
+        "false",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
     ]
 
 
@@ -38,8 +49,12 @@ def test_test_config_evaluates_and_writes_outputs(config, tmp_path, synthetic_da
     monkeypatch.chdir(tmp_path)
     data = synthetic_data(dims=DIMS, num_classes=4, videos=3, frames=600)
     args = [
-        "test", "-c", str(config), *overrides(config, data, tmp_path),
-        "--data.test_annotations", str(data.val),
+        "test",
+        "-c",
+        str(config),
+        *overrides(config, data, tmp_path),
+        "--data.test_annotations",
+        str(data.val),
     ]
     args += ["--trainer.callbacks.init_args.class_lists", "false"]  # synthetic classes
     cli = build_cli(args)
@@ -61,13 +76,26 @@ def test_predict_config_writes_a_valid_submission(config, tmp_path, synthetic_da
         "".join(",".join(line.split(",")[:4]) + "\n" for line in data.val.read_text().splitlines())
     )
     args = [
-        "predict", "-c", str(CONFIGS / dataset / "test_fusion.yaml"), "-c", str(config),
+        "predict",
+        "-c",
+        str(CONFIGS / dataset / "test_fusion.yaml"),
+        "-c",
+        str(config),
         *overrides(CONFIGS / dataset / "test_fusion.yaml", data, tmp_path),
-        "--data.predict_annotations", str(test_split),
-        "--trainer.callbacks.init_args.expected_ids", str(test_split),
-        "--return_predictions", "false",
+        "--data.predict_annotations",
+        str(test_split),
+        "--trainer.callbacks.init_args.expected_ids",
+        str(test_split),
+        "--return_predictions",
+        "false",
     ]
     build_cli(args)
-    submission = json.loads((tmp_path / "submission" / dataset / f"{config.stem.removeprefix('predict_')}.json").read_text())
+    submission = json.loads(
+        (
+            tmp_path / "submission" / dataset / f"{config.stem.removeprefix('predict_')}.json"
+        ).read_text()
+    )
     assert submission["challenge"] == "action_anticipation"
-    assert set(submission["results"]) == {line.split(",")[0] for line in test_split.read_text().splitlines()}
+    assert set(submission["results"]) == {
+        line.split(",")[0] for line in test_split.read_text().splitlines()
+    }
