@@ -12,6 +12,12 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+import torch  # noqa: E402
+
+# The suite runs one pytest-xdist worker per core with tiny models: one intra-op thread per
+# worker avoids oversubscription (two contending threads were several times slower here).
+torch.set_num_threads(1)
+
 from epic_protocol.features import FeatureFileWriter  # noqa: E402
 
 

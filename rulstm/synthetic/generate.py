@@ -339,6 +339,17 @@ def _write_annotations(
     return segments
 
 
+def _remove_stale_videos(paths: DatasetPaths, keep: set[str]) -> None:
+    """Delete the videos of an earlier, larger generation into the same folder (only when
+    the folder holds a generator's recipe.json, and only ``P??_??.mp4`` files), so that the
+    folder never holds videos without annotations."""
+    if not paths.recipe_json.is_file():
+        return
+    for video in paths.videos_dir.glob("P[0-9][0-9]_[0-9][0-9].mp4"):
+        if video.stem not in keep:
+            video.unlink()
+
+
 def resolve_size(preset: Preset | DatasetSize) -> DatasetSize:
     if isinstance(preset, DatasetSize):
         return preset
@@ -357,7 +368,8 @@ def generate_dataset(
     timing: TimingModel | None = None,
     progress: bool = True,
 ) -> DatasetPaths:
-    """Generate the dataset into ``out_dir`` (created; existing files are overwritten).
+    """Generate the dataset into ``out_dir`` (created; existing files are overwritten, and
+    videos left by an earlier generation that this one does not make are removed).
 
     ``preset`` is a name from :data:`PRESETS` or a :class:`DatasetSize`. The recipe depends
     only on ``seed`` (all presets of a seed share it); each video's content on ``seed`` and
@@ -404,6 +416,7 @@ def generate_dataset(
     settings = RenderSettings(width=size.width, height=size.height, fps=FPS)
     colours = palette_rgb(len(recipe.nouns))
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    _remove_stale_videos(paths, {plan.video_id for plan in plans})
     bar = tqdm(total=len(plans), desc="rendering videos", unit="video", disable=not progress)
     if workers <= 1:
         for plan in plans:

@@ -42,6 +42,7 @@ import numpy as np
 DESIGN_WIDTH, DESIGN_HEIGHT = 128.0, 96.0
 _SHIFT = 4  # cv2 fixed-point bits: sub-pixel drawing, smooth motion at low resolution
 _ONE = 1 << _SHIFT
+_SUBPIXEL = 4  # camera-shake positions per pixel
 
 Colour = tuple[int, int, int]
 
@@ -144,15 +145,16 @@ def _transform(
 
 
 class _Canvas:
-    """Drawing in design units onto a frame with a jitter margin."""
+    """Drawing in design units onto a frame; ``offset`` (x, y) is added in pixels after
+    scaling (the camera shake, sub-pixel)."""
 
-    def __init__(self, image: np.ndarray, *, scale: float, margin: int) -> None:
+    def __init__(self, image: np.ndarray, *, scale: float, offset: np.ndarray) -> None:
         self.image = image
         self.scale = scale
-        self.offset = margin
+        self.offset = offset
 
     def _fixed(self, points: np.ndarray) -> np.ndarray:
-        # (P, 2) design units -> (P, 2) int32 fixed-point pixels of the margin canvas
+        # (P, 2) design units -> (P, 2) int32 fixed-point pixels
         return np.round((points * self.scale + self.offset) * _ONE).astype(np.int32)
 
     def fill(self, points: np.ndarray, rgb: Colour) -> None:
@@ -242,7 +244,7 @@ def _draw_take(canvas: _Canvas, ctx: _ActionContext, t: float, duration: float) 
     progress = t / duration
     cx, cy = ctx.rest
     carry = _ease((progress - 0.2) / 0.8)
-    centre = _lerp((cx, cy), (cx + 14, 104), carry)
+    centre = _lerp((cx, cy), (cx + 14, 94), carry)
     canvas.fill(_transform(ctx.shape, centre=centre, scale=1 + 0.7 * carry), ctx.colour)
     grip = (centre[0] + 5, centre[1] + 8)
     _hand(canvas, _lerp(_REST_HAND, grip, _ease(progress / 0.2)) if progress < 0.2 else grip)
@@ -253,7 +255,7 @@ def _draw_put(canvas: _Canvas, ctx: _ActionContext, t: float, duration: float) -
     cx, cy = ctx.rest
     canvas.rect((cx, cy + 9), 44, 12, _MAT)
     place = _ease(progress / 0.8)
-    centre = _lerp((cx + 14, 104), (cx, cy), place)
+    centre = _lerp((cx + 14, 94), (cx, cy), place)
     canvas.fill(_transform(ctx.shape, centre=centre, scale=1.7 - 0.7 * place), ctx.colour)
     grip = (centre[0] + 5, centre[1] + 8)
     _hand(
@@ -399,7 +401,23 @@ def render_frames(
     scale = settings.height / DESIGN_HEIGHT
     margin = math.ceil(settings.jitter * scale) + 1
     background = _background(rng, settings.height + 2 * margin, settings.width + 2 * margin)
-    jitter = _jitter_path(rng, num_frames, settings.jitter, settings.fps) * scale  # (F, 2) pixels
+    # The camera shake, quantised to 1/4 pixel: the background is pre-shifted once per
+    # quarter-pixel phase (a per-frame warp would cost as much as all the drawing), each
+    # frame crops it at the integer part, and the scene is drawn with the exact sub-pixel
+    # offset.
+    jitter = _jitter_path(rng, num_frames, settings.jitter, settings.fps) * scale  # (F, 2)
+    origins = np.round((margin + jitter) * _SUBPIXEL) / _SUBPIXEL  # (F, 2) crop origins
+    shifted = {
+        (qx, qy): cv2.warpAffine(
+            background,
+            np.float32([[1, 0, qx / _SUBPIXEL], [0, 1, qy / _SUBPIXEL]]),
+            background.shape[1::-1],
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REFLECT,
+        )
+        for qx in range(_SUBPIXEL)
+        for qy in range(_SUBPIXEL)
+    }
     # A bank of noise frames reused at random (drawing fresh Gaussian noise per frame would
     # cost more than the rest of the rendering), split into its positive and negative parts
     # for OpenCV's saturating add/subtract.
@@ -423,8 +441,13 @@ def render_frames(
         frame_number = index + 1
         while cursor < len(ordered) and actions[ordered[cursor]].end_frame < frame_number:
             cursor += 1
-        image = background.copy()
-        canvas = _Canvas(image, scale=scale, margin=margin)
+        origin = origins[index]
+        whole = np.floor(origin).astype(int)
+        phase = np.round((origin - whole) * _SUBPIXEL).astype(int)
+        image = shifted[phase[0], phase[1]][
+            whole[1] : whole[1] + settings.height, whole[0] : whole[0] + settings.width
+        ].copy()
+        canvas = _Canvas(image, scale=scale, offset=margin - origin)
         current = actions[ordered[cursor]] if cursor < len(ordered) else None
         if current is not None and current.start_frame <= frame_number:
             t = (frame_number - current.start_frame) / fps
@@ -432,17 +455,8 @@ def render_frames(
             _MOTIONS[verbs[current.verb]](canvas, contexts[ordered[cursor]], t, duration)
         else:
             _idle(canvas, index / fps)
-        dx, dy = jitter[index]
-        crop = np.float32([[1, 0, margin + dx], [0, 1, margin + dy]])  # output -> canvas
-        view = cv2.warpAffine(
-            image,
-            crop,
-            (settings.width, settings.height),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REFLECT,
-        )
         choice = noise_choice[index]
-        yield cv2.subtract(cv2.add(view, noise_up[choice]), noise_down[choice])
+        yield cv2.subtract(cv2.add(image, noise_up[choice]), noise_down[choice])
 
 
 def write_video(path: str | Path, frames, *, settings: RenderSettings) -> int:

@@ -4,7 +4,7 @@ other, and are reproducible byte for byte."""
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import av
@@ -153,7 +153,7 @@ def test_same_seed_same_bytes_whatever_the_workers(
 def test_another_seed_gives_another_dataset(tiny_dataset: DatasetPaths, tmp_path: Path) -> None:
     size = DatasetSize(
         participants=1,
-        videos_per_participant=2,
+        videos_per_participant=3,
         validation_videos_per_participant=1,
         actions_per_video=3,
         width=64,
@@ -163,7 +163,11 @@ def test_another_seed_gives_another_dataset(tiny_dataset: DatasetPaths, tmp_path
     first = RecipeModel.load(tiny_dataset.recipe_json)
     second = RecipeModel.load(other.recipe_json)
     assert not np.array_equal(first.transition, second.transition)
-    assert len(read_rulstm_split(other.training_csv)) == 3
+    assert len(read_rulstm_split(other.training_csv)) == 2 * 3
+    # regenerating smaller into the same folder leaves no video without annotations
+    smaller = replace(size, videos_per_participant=2)
+    generate_dataset(other.root, preset=smaller, seed=1, workers=1, progress=False)
+    assert sorted(p.stem for p in other.videos_dir.glob("*.mp4")) == ["P01_01", "P01_02"]
 
 
 def test_cli_writes_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
