@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -18,10 +17,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from epic_protocol.sampling import anticipation_times
+from rulstm.checkpoints import load_weights
 from rulstm.data.datamodule import AnticipationBatch
 from rulstm.losses import early_recognition_loss
 from rulstm.metrics import accuracy_from_ranks, class_mean_recall_from_ranks, true_class_rank
-from rulstm.models.spec import NET_KEY, build_net, describe_net
+from rulstm.models.spec import NET_KEY, describe_net
 
 log = logging.getLogger(__name__)
 
@@ -306,52 +306,3 @@ class AnticipationModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
-
-
-def _read_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors come in many types
-        raise ValueError(f"{path}: not a readable checkpoint ({error})") from None
-
-
-def load_net(path: str | Path) -> nn.Module:
-    """Rebuild a network and its weights from a checkpoint written by training or by
-    ``rulstm-import checkpoint`` (both record the network under ``rulstm_net``)."""
-    checkpoint = _read_checkpoint(path)
-    spec = checkpoint.get(NET_KEY)
-    if spec is None:
-        raise ValueError(
-            f"{path} does not describe its network (no {NET_KEY!r} entry): it was not written "
-            "by `rulstm fit` or `rulstm-import checkpoint`"
-        )
-    net = build_net(spec)
-    load_weights(net, path, checkpoint=checkpoint)
-    return net.eval()
-
-
-def load_weights(
-    module: nn.Module, path: str | Path, *, checkpoint: dict[str, Any] | None = None
-) -> None:
-    """Load ``module``'s weights from a Lightning checkpoint (keys under ``net.``) or a plain
-    state dict, with an error that names the file and the mismatched keys."""
-    if checkpoint is None:
-        checkpoint = _read_checkpoint(path)
-    state = checkpoint.get("state_dict", checkpoint)
-    if any(key.startswith("net.") for key in state):
-        state = {
-            key[len("net.") :]: value for key, value in state.items() if key.startswith("net.")
-        }
-    try:
-        result = module.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches
-        raise ValueError(f"{path} does not fit {type(module).__name__}: {error}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise KeyError(
-            f"{path} does not fit {type(module).__name__}: missing {result.missing_keys[:6]}, "
-            f"unexpected {result.unexpected_keys[:6]}"
-        )
-    log.info("initialised %s from %s", type(module).__name__, path)

@@ -90,7 +90,7 @@ class OnlineAnticipator:
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> OnlineAnticipator:
         """Build from a checkpoint written by ``rulstm fit`` or ``rulstm-import checkpoint``."""
-        from rulstm.lightning import load_net
+        from rulstm.checkpoints import load_net
 
         return cls(load_net(path), **kwargs)
 

@@ -125,27 +125,16 @@ def load_model(
     was written by ``rulstm fit``; otherwise from the arguments (a branch's modality may also
     be inferred when ``available`` holds a single modality).
     """
+    from rulstm.checkpoints import load_net, read_checkpoint
     from rulstm.models import RULSTM, RULSTMFusion
-    from rulstm.models.spec import NET_KEY, build_net
     from rulstm.online import OnlineAnticipator
 
     path = Path(path)
-    if not path.is_file():
-        raise DemoError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors come in many types
-        raise DemoError(f"{path}: not a readable checkpoint ({error})") from None
-    if not isinstance(checkpoint, dict) or NET_KEY not in checkpoint:
-        raise DemoError(
-            f"{path} does not describe its network (no {NET_KEY!r} entry): use a checkpoint "
-            "written by `rulstm fit` or `rulstm-import checkpoint`"
-        )
-    try:
-        net = build_net(checkpoint[NET_KEY])
-    except (KeyError, ValueError, TypeError, ImportError, AttributeError) as error:
-        raise DemoError(f"{path}: cannot rebuild the network ({error})") from None
-    _load_state(net, checkpoint, path)
+        checkpoint = read_checkpoint(path)
+        net = load_net(path, checkpoint=checkpoint)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        raise DemoError(str(error)) from None
     if not isinstance(net, RULSTM | RULSTMFusion):
         raise DemoError(
             f"{path} holds a {type(net).__name__}; the demo runs a RU-LSTM branch or fusion"
@@ -178,31 +167,6 @@ def load_model(
     except ValueError as error:
         raise DemoError(f"--horizon {horizon}: {error}") from None
     return LoadedModel(anticipator=anticipator, dims=dims, alpha=alpha)
-
-
-def _load_state(net: torch.nn.Module, checkpoint: Mapping[str, Any], path: Path) -> None:
-    """Load the ``net.``-prefixed weights of a Lightning-style checkpoint (or a plain state
-    dict under ``state_dict``). Done here rather than with ``rulstm.lightning.load_weights``
-    so that the demo does not import Lightning (seconds of start-up)."""
-    state = checkpoint.get("state_dict")
-    if not isinstance(state, Mapping):
-        raise DemoError(f"{path} has no 'state_dict' with the network's weights")
-    if any(key.startswith("net.") for key in state):
-        state = {
-            key[len("net.") :]: value for key, value in state.items() if key.startswith("net.")
-        }
-    try:
-        result = net.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches
-        raise DemoError(
-            f"{path}: the weights do not fit the network it describes ({error})"
-        ) from None
-    if result.missing_keys or result.unexpected_keys:
-        raise DemoError(
-            f"{path}: the weights do not fit the network it describes: missing "
-            f"{result.missing_keys[:6]}, unexpected {result.unexpected_keys[:6]}"
-        )
-    net.eval()
 
 
 # --------------------------------------------------------------------------- extraction

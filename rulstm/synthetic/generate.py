@@ -112,6 +112,19 @@ class TimingModel:
     gap: tuple[int, int] = (6, 15)
     tail: int = 24
 
+    def __post_init__(self) -> None:
+        for name in ("lead_in", "duration", "gap"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high")
+        if self.duration[0] + self.gap[0] <= 2 * FPS:
+            raise ValueError(
+                "the shortest action + gap must exceed 2 s (60 frames), the longest "
+                "anticipation time, or the Bayes bound is not exact"
+            )
+        if self.lead_in[0] < 8:
+            raise ValueError("lead_in must be >= 8 frames, or first actions would be dropped")
+
     def schedule(self, rng: np.random.Generator, count: int) -> tuple[list[tuple[int, int]], int]:
         """``count`` (start, end) 1-based inclusive frame spans and the video's frame count."""
         spans = []

@@ -235,5 +235,5 @@ def test_checkpoint_weights_that_do_not_fit_are_named(make_checkpoint, tmp_path)
     checkpoint = torch.load(path, weights_only=True)
     checkpoint["state_dict"].pop(next(iter(checkpoint["state_dict"])))
     torch.save(checkpoint, path)
-    with pytest.raises(DemoError, match=f"{path}: the weights do not fit.*missing"):
+    with pytest.raises(DemoError, match=f"{path} does not fit RULSTMFusion: missing"):
         load_model(path, device=torch.device("cpu"))

@@ -27,6 +27,7 @@ from rulstm.synthetic import (
     DatasetPaths,
     DatasetSize,
     RecipeModel,
+    TimingModel,
     bayes_bound,
     generate_dataset,
     main,
@@ -189,3 +190,17 @@ def test_bad_sizes_are_rejected(tmp_path: Path) -> None:
             width=64,
             height=48,
         )
+
+
+def test_timing_keeps_the_bound_exact() -> None:
+    timing = TimingModel()
+    spans, num_frames = timing.schedule(np.random.default_rng(0), 50)
+    starts = np.array([start for start, _ in spans])
+    assert starts[0] > 8  # no sample dropped
+    assert (np.diff(starts) > 60).all()  # the current action has started 2 s before the next
+    assert all(end < next_start for (_, end), next_start in zip(spans, starts[1:]))
+    assert spans[-1][1] < num_frames
+    with pytest.raises(ValueError, match="exceed 2 s"):
+        TimingModel(duration=(40, 50), gap=(5, 10))
+    with pytest.raises(ValueError, match="dropped"):
+        TimingModel(lead_in=(2, 5))

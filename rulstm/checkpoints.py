@@ -1,0 +1,71 @@
+"""Reading checkpoints without Lightning: weights into a module, or a whole network from the
+``rulstm_net`` description that ``rulstm fit`` and ``rulstm-import checkpoint`` write.
+
+Kept free of Lightning imports so that the demo and the online anticipator start quickly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rulstm.models.spec import NET_KEY, build_net
+
+log = logging.getLogger(__name__)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling errors come in many types
+        raise ValueError(f"{path}: not a readable checkpoint ({error})") from None
+
+
+def load_net(path: str | Path, *, checkpoint: dict[str, Any] | None = None) -> nn.Module:
+    """Rebuild a network and its weights from a checkpoint written by training or by
+    ``rulstm-import checkpoint`` (both record the network under ``rulstm_net``)."""
+    if checkpoint is None:
+        checkpoint = read_checkpoint(path)
+    spec = checkpoint.get(NET_KEY)
+    if spec is None:
+        raise ValueError(
+            f"{path} does not describe its network (no {NET_KEY!r} entry): it was not written "
+            "by `rulstm fit` or `rulstm-import checkpoint`"
+        )
+    try:
+        net = build_net(spec)
+    except (KeyError, TypeError, ImportError, AttributeError) as error:
+        raise ValueError(f"{path}: cannot rebuild the network {spec!r} ({error})") from None
+    load_weights(net, path, checkpoint=checkpoint)
+    return net.eval()
+
+
+def load_weights(
+    module: nn.Module, path: str | Path, *, checkpoint: dict[str, Any] | None = None
+) -> None:
+    """Load ``module``'s weights from a Lightning checkpoint (keys under ``net.``) or a plain
+    state dict, with an error that names the file and the mismatched keys."""
+    if checkpoint is None:
+        checkpoint = read_checkpoint(path)
+    state = checkpoint.get("state_dict", checkpoint)
+    if any(key.startswith("net.") for key in state):
+        state = {
+            key[len("net.") :]: value for key, value in state.items() if key.startswith("net.")
+        }
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"{path} does not fit {type(module).__name__}: {error}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{path} does not fit {type(module).__name__}: missing {result.missing_keys[:6]}, "
+            f"unexpected {result.unexpected_keys[:6]}"
+        )
+    log.info("initialised %s from %s", type(module).__name__, path)
