@@ -33,7 +33,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 MODALITIES = ("rgb", "flow", "obj")
-DEMO_SECONDS = 20  # of the validation video: enough to see several anticipated actions
 
 
 @dataclass(frozen=True)
@@ -273,7 +272,7 @@ def summarise(out: Path, data, reports: dict) -> dict:
 
 
 def demo(out: Path, data, best: dict[str, Path]) -> Path:
-    """``rulstm-demo`` on the first ``DEMO_SECONDS`` of a validation video, with fusion."""
+    """``rulstm-demo`` on the first validation video, with the fusion model."""
     from rulstm_apps.demo import main as demo_main
 
     video_id = data.validation_videos_csv.read_text().split()[0]
