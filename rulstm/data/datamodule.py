@@ -1,0 +1,307 @@
+"""Datasets and the LightningDataModule: annotations + sampling + per-modality feature stores."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypedDict
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from epic_protocol.annotations import (
+    ActionVocabulary,
+    Segment,
+    read_actions_csv,
+    read_annotations,
+    with_actions,
+)
+from epic_protocol.sampling import anticipation_frames, early_recognition_frames
+from rulstm.data.features import FeatureStore
+from rulstm.resources import resolve_path
+
+log = logging.getLogger(__name__)
+
+Task = Literal["anticipation", "early_recognition"]
+
+
+class AnticipationBatch(TypedDict):
+    """What every dataloader yields (after default collation)."""
+
+    features: dict[str, torch.Tensor]  # modality -> (B, T, D) float32
+    action: torch.Tensor  # (B,) long, -1 when unknown (test split, or pair not in vocabulary)
+    verb: torch.Tensor  # (B,) long, -1 when unknown
+    noun: torch.Tensor  # (B,) long, -1 when unknown
+    valid: torch.Tensor  # (B,) bool; False = a sample the reference discards (zero features)
+    uid: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One segment and the frames its time steps read (``None`` if the reference drops it)."""
+
+    segment: Segment
+    frames: np.ndarray | None
+
+
+def sample_frames(
+    segment: Segment,
+    *,
+    task: Task,
+    fps: float,
+    alpha: float,
+    steps: int,
+) -> np.ndarray | None:
+    if task == "anticipation":
+        return anticipation_frames(segment.start_frame, fps=fps, alpha=alpha, steps=steps)
+    return early_recognition_frames(segment.start_frame, segment.end_frame, steps=steps)
+
+
+def _label(value: int | None) -> int:
+    return -1 if value is None else int(value)
+
+
+class AnticipationDataset(Dataset):
+    """Features at the sampled frames of each segment, for every modality.
+
+    With ``keep_dropped=False`` (training) samples the reference discards are removed; with
+    ``keep_dropped=True`` (validation/test) they stay, with zero features and
+    ``valid=False``, so that evaluation can score them as zeros like the reference.
+    """
+
+    def __init__(
+        self,
+        *,
+        segments: Sequence[Segment],
+        stores: Mapping[str, FeatureStore],
+        task: Task = "anticipation",
+        fps: float = 30.0,
+        alpha: float = 0.25,
+        steps: int = 14,
+        keep_dropped: bool = False,
+        name: str = "dataset",
+    ) -> None:
+        if not stores:
+            raise ValueError("at least one modality feature store is needed")
+        self.stores = dict(stores)
+        self.steps = steps
+        samples = [
+            Sample(s, sample_frames(s, task=task, fps=fps, alpha=alpha, steps=steps))
+            for s in segments
+        ]
+        dropped = sum(sample.frames is None for sample in samples)
+        if dropped:
+            action = "kept as invalid (scored as zeros)" if keep_dropped else "dropped"
+            log.info(
+                "%s: %d of %d segments start too early to sample: %s",
+                name,
+                dropped,
+                len(samples),
+                action,
+            )
+        self.samples = samples if keep_dropped else [s for s in samples if s.frames is not None]
+        self.num_dropped = dropped
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.samples[index]
+        segment = sample.segment
+        features = {}
+        for modality, store in self.stores.items():
+            if sample.frames is None:
+                features[modality] = torch.zeros(self.steps, store.dim)
+            else:
+                rows = store.lookup(segment.video_id, sample.frames)  # (T, D)
+                features[modality] = torch.from_numpy(rows)
+        return {
+            "features": features,
+            "action": _label(segment.action),
+            "verb": _label(segment.verb),
+            "noun": _label(segment.noun),
+            "valid": sample.frames is not None,
+            "uid": segment.uid,
+        }
+
+
+class AnticipationDataModule(L.LightningDataModule):
+    """EPIC-style splits (RU-LSTM CSVs or original EPIC CSVs) over HDF5 feature files.
+
+    Args:
+        features: modality -> HDF5 file, e.g. ``{"rgb": "data/ek55/rgb.h5"}``; the order is
+            the modality order the fusion model sees.
+        train_annotations / val_annotations / test_annotations / predict_annotations: split
+            files; ``builtin:ek55/training.csv`` names a shipped file.
+        actions: the action vocabulary (``actions.csv``); built from the training split when
+            omitted.
+        video_info: EPIC video-info CSV, only for EPIC CSVs converted from native frames.
+        task: ``anticipation`` (frames before the action start) or ``early_recognition``
+            (progressive observations inside the action).
+        fps, alpha, encoding_steps, anticipation_steps: the sampling protocol (reference:
+            30 fps, 0.25 s, 6 + 8 steps).
+        early_recognition_steps: observations inside the action (reference: 8).
+        in_memory: hold each modality in RAM (per worker process) for fast epochs.
+    """
+
+    def __init__(
+        self,
+        *,
+        features: dict[str, str],
+        train_annotations: str | None = None,
+        val_annotations: str | None = None,
+        test_annotations: str | None = None,
+        predict_annotations: str | None = None,
+        actions: str | None = None,
+        video_info: str | None = None,
+        task: Task = "anticipation",
+        fps: float = 30.0,
+        alpha: float = 0.25,
+        encoding_steps: int = 6,
+        anticipation_steps: int = 8,
+        early_recognition_steps: int = 8,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        in_memory: bool = False,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if not features:
+            raise ValueError("features: give at least one modality, e.g. {'rgb': 'rgb.h5'}")
+        self.feature_paths = {m: resolve_path(p) for m, p in features.items()}
+        self.split_paths = {
+            split: resolve_path(path) if path is not None else None
+            for split, path in (
+                ("train", train_annotations),
+                ("val", val_annotations),
+                ("test", test_annotations),
+                ("predict", predict_annotations),
+            )
+        }
+        self.actions_path = resolve_path(actions) if actions is not None else None
+        self.video_info = resolve_path(video_info) if video_info is not None else None
+        self.task: Task = task
+        self.fps, self.alpha = fps, alpha
+        self.encoding_steps, self.anticipation_steps = encoding_steps, anticipation_steps
+        self.steps = (
+            encoding_steps + anticipation_steps
+            if task == "anticipation"
+            else early_recognition_steps
+        )
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.in_memory, self.pin_memory = in_memory, pin_memory
+        # Metadata only: files are opened lazily in each worker.
+        self.stores = {
+            modality: FeatureStore(path, in_memory=in_memory, expected_fps=fps)
+            for modality, path in self.feature_paths.items()
+        }
+        self._vocabulary: ActionVocabulary | None = None
+        self._datasets: dict[str, AnticipationDataset] = {}
+
+    @property
+    def feature_dims(self) -> dict[str, int]:
+        return {modality: store.dim for modality, store in self.stores.items()}
+
+    @property
+    def vocabulary(self) -> ActionVocabulary:
+        if self._vocabulary is None:
+            if self.actions_path is not None:
+                self._vocabulary = read_actions_csv(self.actions_path)
+            else:
+                train = self.split_paths["train"]
+                if train is None:
+                    raise ValueError(
+                        "no action vocabulary: pass actions=<actions.csv> or train_annotations"
+                    )
+                self._vocabulary = ActionVocabulary.from_segments(
+                    read_annotations(train, video_fps=self.video_info, fps=self.fps)
+                )
+        return self._vocabulary
+
+    @property
+    def num_actions(self) -> int:
+        return self.vocabulary.num_actions
+
+    def segments(self, split: str) -> list[Segment]:
+        path = self.split_paths[split]
+        if path is None:
+            raise ValueError(f"no {split} annotations were configured ({split}_annotations)")
+        segments = read_annotations(
+            path, video_fps=self.video_info, fps=self.fps, vocabulary=self.vocabulary
+        )
+        # EPIC CSVs read before the vocabulary existed carry action=None.
+        if any(s.labelled and s.action is None for s in segments):
+            segments = with_actions(segments, self.vocabulary)
+        return segments
+
+    def dataset(self, split: str) -> AnticipationDataset:
+        if split not in self._datasets:
+            self._datasets[split] = AnticipationDataset(
+                segments=self.segments(split),
+                stores=self.stores,
+                task=self.task,
+                fps=self.fps,
+                alpha=self.alpha,
+                steps=self.steps,
+                keep_dropped=split != "train",
+                name=f"{split} ({self.split_paths[split]})",
+            )
+        return self._datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("predict",),
+            None: tuple(s for s, p in self.split_paths.items() if p is not None),
+        }[stage]
+        for split in splits:
+            if self.split_paths[split] is not None or split != "val":
+                self.dataset(split)
+
+    def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.split_paths["val"] is None:
+            return []
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)
+
+    def teardown(self, stage: str | None = None) -> None:
+        for store in self.stores.values():
+            store.close()
+
+
+def describe(path: str | Path) -> str:
+    """One line about a feature file, for logs: modality, dim, fps, number of videos."""
+    store = FeatureStore(path)
+    try:
+        return (
+            f"{path}: {store.modality} {store.dim}-d at {store.info.fps} fps, "
+            f"{len(store.videos())} complete videos"
+        )
+    finally:
+        store.close()

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from epic_protocol.features import FeatureFileError
+from epic_protocol.sampling import anticipation_frames, early_recognition_frames
+from rulstm.data import AnticipationDataModule, MissingFeaturesError
+
+
+def write(path: Path, rows: list[tuple]) -> str:
+    path.write_text("".join(",".join(str(c) for c in row) + "\n" for row in rows))
+    return str(path)
+
+
+@pytest.fixture
+def splits(tmp_path):
+    train = write(
+        tmp_path / "training.csv",
+        [
+            (i, "P01_01", 100 + 20 * i, 130 + 20 * i, i % 3, i % 2, 2 * (i % 3) + i % 2)
+            for i in range(10)
+        ]
+        + [(99, "P01_01", 5, 30, 0, 0, 0)],  # starts too early: dropped in training
+    )
+    val = write(
+        tmp_path / "validation.csv",
+        [(f"P02_01_{i}", "P02_01", 200 + 7 * i, 260 + 7 * i, 1, 1, 3) for i in range(5)]
+        + [("P02_01_early", "P02_01", 3, 40, 2, 0, 2)],
+    )
+    test = write(tmp_path / "test.csv", [("P02_01_9", "P02_01", 150, 170)])
+    return train, val, test
+
+
+def test_batches_are_typed_dicts_with_two_workers(tmp_path, splits, feature_file):
+    train, val, test = splits
+    rgb = feature_file("rgb.h5", videos={"P01_01": 400, "P02_01": 400}, dim=6)
+    obj = feature_file(
+        "obj.h5", videos={"P01_01": 400, "P02_01": 400}, dim=3, modality="obj", every=4
+    )
+    dm = AnticipationDataModule(
+        features={"rgb": str(rgb), "obj": str(obj)},
+        train_annotations=train,
+        val_annotations=val,
+        test_annotations=test,
+        batch_size=4,
+        num_workers=2,
+    )
+    assert dm.feature_dims == {"rgb": 6, "obj": 3}
+    assert dm.num_actions == 6  # built from the training split's action ids
+    dm.setup("fit")
+    assert len(dm.dataset("train")) == 10 and dm.dataset("train").num_dropped == 1
+    batches = list(dm.train_dataloader())
+    assert sum(len(b["uid"]) for b in batches) == 10
+    batch = batches[0]
+    assert batch["features"]["rgb"].shape == (4, 14, 6)
+    assert batch["features"]["obj"].shape == (4, 14, 3)
+    assert batch["action"].dtype == torch.long and batch["valid"].all()
+    # Row i of the rgb file stores frame i in column 0: the sampled frames come back.
+    first_uid = batch["uid"][0]
+    start = 100 + 20 * int(first_uid)
+    assert batch["features"]["rgb"][0, :, 0].tolist() == anticipation_frames(start).tolist()
+    # obj is sparse (every 4th frame): the latest stored frame at or before each sample.
+    expected = [f - (f - 1) % 4 for f in anticipation_frames(start).tolist()]
+    assert batch["features"]["obj"][0, :, 0].tolist() == expected
+
+    (val_batch, val_tail) = list(dm.val_dataloader())
+    assert val_batch["action"].tolist() == [3, 3, 3, 3]
+    assert val_tail["uid"] == ["P02_01_4", "P02_01_early"]
+    assert val_tail["valid"].tolist() == [True, False]
+    assert val_tail["features"]["rgb"][1].abs().sum() == 0  # dropped sample kept as zeros
+
+    dm.setup("test")
+    (test_batch,) = list(dm.test_dataloader())
+    assert test_batch["action"].tolist() == [-1] and test_batch["verb"].tolist() == [-1]
+
+
+def test_early_recognition_task(tmp_path, splits, feature_file):
+    train, val, _ = splits
+    rgb = feature_file("rgb.h5", videos={"P01_01": 400, "P02_01": 400}, dim=2)
+    dm = AnticipationDataModule(
+        features={"rgb": str(rgb)},
+        train_annotations=train,
+        val_annotations=val,
+        task="early_recognition",
+        batch_size=11,
+        num_workers=0,
+        in_memory=True,
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["features"]["rgb"].shape == (11, 8, 2)  # early samples are never dropped
+    uid = batch["uid"].index("3")
+    assert (
+        batch["features"]["rgb"][uid, :, 0].tolist() == early_recognition_frames(160, 190).tolist()
+    )
+
+
+def test_shipped_ek55_split_with_a_feature_file(tmp_path, feature_file):
+    from epic_protocol.annotations import read_rulstm_split
+    from rulstm.resources import resolve_path
+
+    segments = read_rulstm_split(resolve_path("builtin:ek55/validation.csv"))
+    videos = {}
+    for s in segments:
+        videos[s.video_id] = max(videos.get(s.video_id, 0), s.start_frame)
+    rgb = feature_file("rgb.h5", videos=videos, dim=1, every=30)
+    dm = AnticipationDataModule(
+        features={"rgb": str(rgb)},
+        val_annotations="builtin:ek55/validation.csv",
+        actions="builtin:ek55/actions.csv",
+        batch_size=128,
+        num_workers=0,
+    )
+    assert dm.num_actions == 2513
+    dm.setup("validate")
+    assert len(dm.dataset("val")) == 4979
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["features"]["rgb"].shape == (128, 14, 1)
+
+
+def test_errors_name_the_problem(tmp_path, splits, feature_file):
+    train, val, _ = splits
+    rgb = feature_file("rgb.h5", videos={"P01_01": 400}, dim=2)
+    dm = AnticipationDataModule(
+        features={"rgb": str(rgb)}, train_annotations=train, val_annotations=val, num_workers=0
+    )
+    dm.setup("fit")
+    with pytest.raises(MissingFeaturesError, match="video 'P02_01' is not in"):
+        next(iter(dm.val_dataloader()))
+    with pytest.raises(FileNotFoundError, match="nope.h5"):
+        AnticipationDataModule(features={"rgb": str(tmp_path / "nope.h5")})
+    fifty = feature_file("fifty.h5", videos={"P01_01": 10}, dim=2, fps=50.0)
+    with pytest.raises(FeatureFileError, match="50.0 fps"):
+        AnticipationDataModule(features={"rgb": str(fifty)})
+    with pytest.raises(ValueError, match="no test annotations"):
+        AnticipationDataModule(features={"rgb": str(rgb)}).dataset("test")

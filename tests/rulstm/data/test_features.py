@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from epic_protocol.features import FeatureFileError, FeatureFileWriter
+from rulstm.data import FeatureStore, MissingFeaturesError
+
+
+@pytest.mark.parametrize(("in_memory", "max_block_rows"), [(False, 1024), (False, 2), (True, 0)])
+def test_sparse_lookup_returns_latest_stored_frame(feature_file, in_memory, max_block_rows):
+    path = feature_file(videos={"P01_01": 20, "P01_02": 5}, dim=4, every=5)  # 1, 6, 11, 16
+    store = FeatureStore(path, in_memory=in_memory)
+    store.max_block_rows = max_block_rows  # 2 forces the row-by-row read path
+    rows = store.lookup("P01_01", np.array([1, 5, 6, 7, 16, 100, 6]))
+    assert rows[:, 0].tolist() == [1, 1, 6, 6, 16, 16, 6]
+    assert store.lookup("P01_02", np.array([3]))[0, 1] == 1
+    assert rows.dtype == np.float32 and rows.shape == (7, 4)
+    assert sorted(store.videos()) == ["P01_01", "P01_02"]
+
+
+def test_clear_errors(feature_file, tmp_path):
+    path = feature_file(videos={"P01_01": 20}, dim=4, every=5)
+    store = FeatureStore(path)
+    with pytest.raises(MissingFeaturesError, match=r"video 'P09_09' is not in .*rgb.h5"):
+        store.lookup("P09_09", np.array([1]))
+    sparse = feature_file(name="late.h5", videos={"P01_01": 0}, dim=4)
+    with FeatureFileWriter(sparse, modality="rgb", dim=4, fps=30.0) as writer:
+        writer.write_video("P02_01", np.array([10, 20]), np.zeros((2, 4)))
+        writer.start_video("P03_01")  # interrupted
+    with pytest.raises(
+        MissingFeaturesError, match=r"frame 3 of video 'P02_01' .*first stored frame: 10"
+    ):
+        FeatureStore(sparse).lookup("P02_01", np.array([12, 3]))
+    with pytest.raises(MissingFeaturesError, match="P03_01.*incomplete"):
+        FeatureStore(sparse).lookup("P03_01", np.array([1]))
+    with pytest.raises(FeatureFileError, match="4-d but the model expects 1024-d"):
+        FeatureStore(path, expected_dim=1024)
+    with pytest.raises(FeatureFileError, match="at 30.0 fps but sampling uses 50.0"):
+        FeatureStore(path, expected_fps=50.0)
+
+
+def test_store_pickles_without_handle(feature_file):
+    store = FeatureStore(feature_file(videos={"v": 3}, dim=2))
+    store.lookup("v", np.array([2]))
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone._handle is None
+    assert clone.lookup("v", np.array([3]))[0, 0] == 3
