@@ -353,9 +353,11 @@ def _write_annotations(
 
 
 def _remove_stale_videos(paths: DatasetPaths, keep: set[str]) -> None:
-    """Delete the videos of an earlier, larger generation into the same folder (only when
-    the folder holds a generator's recipe.json, and only ``P??_??.mp4`` files), so that the
-    folder never holds videos without annotations."""
+    """Delete interrupted renders, and the videos of an earlier, larger generation into the
+    same folder (only when the folder holds a generator's recipe.json, and only
+    ``P??_??.mp4`` files), so that the folder never holds videos without annotations."""
+    for partial in paths.videos_dir.glob("*.mp4.partial"):  # an interrupted render
+        partial.unlink()
     if not paths.recipe_json.is_file():
         return
     for video in paths.videos_dir.glob("P[0-9][0-9]_[0-9][0-9].mp4"):

@@ -21,7 +21,7 @@ action ``a`` (the last one started), the next action is independent of everythin
 that is observable, and the Bayes posterior is exactly ``transition[a]``; before a video's
 first action (an empty counter) it is ``initial``. This needs the action before ``s`` to
 have started by ``s - tau`` for every ``tau`` evaluated: :func:`bayes_bound` checks it and
-raises otherwise (the generator guarantees it with actions of at least 2.8 s).
+raises otherwise (the generator guarantees it: every action + gap lasts at least 2.8 s).
 
 The bound is the same at every anticipation time because the current action is already
 visible at 2 s; it is reported per time anyway, in the layout of the evaluation.

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -389,7 +389,7 @@ def render_frames(
     noun_colours: Sequence[Colour],
     settings: RenderSettings,
     rng: np.random.Generator,
-):
+) -> Iterator[np.ndarray]:
     """Yield ``num_frames`` (height, width, 3) BGR uint8 frames of one video.
 
     ``verbs`` names the verb ids of ``actions`` (each must be in :data:`SUPPORTED_VERBS`);
@@ -459,14 +459,16 @@ def render_frames(
         yield cv2.subtract(cv2.add(image, noise_up[choice]), noise_down[choice])
 
 
-def write_video(path: str | Path, frames, *, settings: RenderSettings) -> int:
+def write_video(path: str | Path, frames: Iterable[np.ndarray], *, settings: RenderSettings) -> int:
     """Encode BGR frames to an H.264 (libx264, yuv420p) mp4 at ``settings.fps``; returns the
     number of frames. Single-threaded and without B-frames, so that the bytes are
-    reproducible and every decoder (PyAV, decord) seeks simply."""
+    reproducible and every decoder (PyAV, decord) seeks simply. Written to a temporary name
+    and renamed, so an interrupted run never leaves a truncated video under ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
     count = 0
-    with av.open(str(path), mode="w", format="mp4") as container:
+    with av.open(str(partial), mode="w", format="mp4") as container:
         stream = container.add_stream(
             "libx264",
             rate=settings.fps,
@@ -483,6 +485,7 @@ def write_video(path: str | Path, frames, *, settings: RenderSettings) -> int:
             container.mux(stream.encode(frame))
             count += 1
         container.mux(stream.encode(None))
+    partial.replace(path)
     return count
 
 
