@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, TypedDict
 
 import lightning as L
@@ -262,8 +261,9 @@ class AnticipationDataModule(L.LightningDataModule):
             None: tuple(s for s, p in self.split_paths.items() if p is not None),
         }[stage]
         for split in splits:
-            if self.split_paths[split] is not None or split != "val":
-                self.dataset(split)
+            if split == "val" and self.split_paths["val"] is None:
+                continue  # validation is optional; the other splits fail clearly if missing
+            self.dataset(split)
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -293,15 +293,3 @@ class AnticipationDataModule(L.LightningDataModule):
     def teardown(self, stage: str | None = None) -> None:
         for store in self.stores.values():
             store.close()
-
-
-def describe(path: str | Path) -> str:
-    """One line about a feature file, for logs: modality, dim, fps, number of videos."""
-    store = FeatureStore(path)
-    try:
-        return (
-            f"{path}: {store.modality} {store.dim}-d at {store.info.fps} fps, "
-            f"{len(store.videos())} complete videos"
-        )
-    finally:
-        store.close()
