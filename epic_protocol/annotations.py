@@ -492,3 +492,130 @@ def read_class_names(path: PathLike) -> list[str]:
             raise AnnotationError(f"{path}:{line}: class ids must run 0, 1, 2, ... in order")
         names.append(cells[1])
     return names
+
+
+# --------------------------------------------------------------------------- writers
+# The inverse of the readers above, for datasets a program makes (the synthetic kitchen,
+# conversions): each writes what the matching reader reads back unchanged.
+
+EPIC_100_HEADER = (
+    "narration_id",
+    "participant_id",
+    "video_id",
+    "narration_timestamp",
+    "start_timestamp",
+    "stop_timestamp",
+    "start_frame",
+    "stop_frame",
+    "narration",
+    "verb",
+    "verb_class",
+    "noun",
+    "noun_class",
+    "all_nouns",
+    "all_noun_classes",
+)
+
+
+def _write_rows(
+    path: PathLike, rows: Iterable[Sequence[object]], header: Sequence[str] | None = None
+) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        if header is not None:
+            writer.writerow(header)
+        writer.writerows(rows)
+
+
+def frame_timestamp(frame: int, *, fps: float = 30.0, decimals: int = 2) -> str:
+    """``HH:MM:SS.ff`` in the middle of 1-based ``frame`` (``(frame + 0.5) / fps``), so that
+    :func:`timestamp_to_frame` (``floor(seconds * fps)``) gives ``frame`` back despite the
+    rounding to ``decimals`` digits."""
+    seconds = round((frame + 0.5) / fps, decimals)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    width = 3 + decimals
+    return f"{int(hours):02d}:{int(minutes):02d}:{secs:0{width}.{decimals}f}"
+
+
+def write_rulstm_split(path: PathLike, segments: Iterable[Segment]) -> None:
+    """RU-LSTM split CSV (no header): ``uid, video_id, start_frame, end_frame, verb, noun,
+    action`` for labelled segments, ``uid, video_id, start_frame, end_frame`` otherwise."""
+    rows = []
+    for s in segments:
+        labels = [s.verb, s.noun, s.action] if s.verb is not None else []
+        rows.append([s.uid, s.video_id, s.start_frame, s.end_frame, *labels])
+    _write_rows(path, rows)
+
+
+def write_epic_100_csv(
+    path: PathLike,
+    segments: Iterable[Segment],
+    *,
+    verb_names: Sequence[str],
+    noun_names: Sequence[str],
+    fps: float = 30.0,
+) -> None:
+    """``EPIC_100_{train,validation}.csv`` rows for labelled segments whose frames are at
+    ``fps`` (timestamps from :func:`frame_timestamp`); the participant is the video id's
+    prefix (``P01`` of ``P01_03``)."""
+    rows = []
+    for s in segments:
+        if s.verb is None or s.noun is None:
+            raise ValueError(f"segment {s.uid}: EPIC-100 rows need verb and noun labels")
+        verb_name, noun_name = verb_names[s.verb], noun_names[s.noun]
+        rows.append(
+            [
+                s.uid,
+                s.video_id.split("_", 1)[0],
+                s.video_id,
+                frame_timestamp(s.start_frame, fps=fps, decimals=3),
+                frame_timestamp(s.start_frame, fps=fps),
+                frame_timestamp(s.end_frame, fps=fps),
+                s.start_frame,
+                s.end_frame,
+                f"{verb_name} {noun_name}",
+                verb_name,
+                s.verb,
+                noun_name,
+                s.noun,
+                f"['{noun_name}']",
+                f"[{s.noun}]",
+            ]
+        )
+    _write_rows(path, rows, EPIC_100_HEADER)
+
+
+def write_video_info(
+    path: PathLike, videos: Mapping[str, int], *, fps: float, resolution: tuple[int, int]
+) -> None:
+    """``EPIC_100_video_info.csv``: ``video_id, duration, fps, resolution`` for videos given
+    as ``{video_id: number of frames}``; ``resolution`` is ``(width, height)``."""
+    width, height = resolution
+    rows = [
+        [v, f"{frames / fps:.6f}", f"{fps:.1f}", f"{width}x{height}"]
+        for v, frames in videos.items()
+    ]
+    _write_rows(path, rows, ["video_id", "duration", "fps", "resolution"])
+
+
+def write_class_names(path: PathLike, names: Sequence[str], *, category: str = "") -> None:
+    """``EPIC_100_{verb,noun}_classes.csv`` style: ``id, key, instances, category``."""
+    rows = [[i, name, f"['{name}']", category] for i, name in enumerate(names)]
+    _write_rows(path, rows, ["id", "key", "instances", "category"])
+
+
+def write_actions_csv(path: PathLike, vocabulary: ActionVocabulary) -> None:
+    """EK100-style ``actions.csv``: ``id, verb, noun, action`` (read by :func:`read_actions_csv`)."""
+    rows = [
+        [a, int(v), int(n), name]
+        for a, (v, n, name) in enumerate(zip(vocabulary.verbs, vocabulary.nouns, vocabulary.names))
+    ]
+    _write_rows(path, rows, ["id", "verb", "noun", "action"])
+
+
+def write_id_list(path: PathLike, ids: Iterable[str]) -> None:
+    """One id per line, no header (RU-LSTM ``*_videos.csv`` and ``*_ids.csv``)."""
+    _write_rows(path, [[i] for i in ids])

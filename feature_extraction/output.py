@@ -39,7 +39,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from epic_protocol.features import COMPLETE, FRAMES, FeatureFileError, FeatureFileWriter
+from epic_protocol.features import (
+    COMPLETE,
+    FRAMES,
+    SPARSE,
+    FeatureFileError,
+    FeatureFileWriter,
+)
 
 WORK_DIR = ".rulstm-extract"
 DETECTIONS = "detections"
@@ -74,9 +80,6 @@ def complete_videos(path: Path) -> set[str]:
         return set()
     with h5py.File(path, "r") as handle:
         return {name for name in handle if bool(handle[name].attrs.get(COMPLETE, False))}
-
-
-SPARSE = "sparse"  # video attribute: only the frames a sampling protocol reads were stored
 
 
 @dataclass(frozen=True)

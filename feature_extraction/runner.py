@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from epic_protocol.annotations import read_annotations
-from epic_protocol.features import FeatureFileWriter
+from epic_protocol.features import SPARSE, FeatureFileWriter
 from epic_protocol.sampling import anticipation_frames, early_recognition_frames
 from feature_extraction.config import MODALITIES, ExtractConfig, Modality, SparseConfig
 from feature_extraction.models import (
@@ -41,7 +41,6 @@ from feature_extraction.models import (
     resolve_device,
 )
 from feature_extraction.output import (
-    SPARSE,
     WORK_DIR,
     DetectionsWriter,
     OutputError,

@@ -1,7 +1,7 @@
 """``rulstm-quickstart``: the whole pipeline on a procedural kitchen, on a laptop CPU, offline.
 
 1. generate first-person kitchen videos whose action sequences follow a known recipe model
-   (``rulstm.synthetic``), with the Bayes-optimal anticipation accuracy;
+   (``synthetic_kitchen``), with the Bayes-optimal anticipation accuracy;
 2. extract RGB, Flow and Obj features with the real ``rulstm-extract`` CLI (seeded random
    ResNet-18s, DIS flow, a colour-blob detector for the coloured objects);
 3. train the RGB, Flow and Obj RU-LSTM branches (sequence completion, then anticipation) and
@@ -39,7 +39,7 @@ MODALITIES = ("rgb", "flow", "obj")
 class QuickstartPreset:
     """How big the generated kitchen is and how long each stage trains."""
 
-    dataset: str  # a rulstm.synthetic preset
+    dataset: str  # a synthetic_kitchen preset
     sc_epochs: int
     anticipation_epochs: int
     fusion_epochs: int
@@ -72,7 +72,7 @@ def _config(*parts: str) -> str:
 
 
 def generate(out: Path, preset: QuickstartPreset, seed: int):
-    from rulstm.synthetic.generate import generate_dataset
+    from synthetic_kitchen.generate import generate_dataset
 
     return generate_dataset(out / "data", preset=preset.dataset, seed=seed)
 

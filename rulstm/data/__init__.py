@@ -18,7 +18,12 @@ from epic_protocol.annotations import (
     timestamp_to_frame,
     with_actions,
 )
-from epic_protocol.features import FeatureFileError, FeatureFileWriter
+from epic_protocol.features import (
+    FeatureFileError,
+    FeatureFileWriter,
+    FeatureStore,
+    MissingFeaturesError,
+)
 from epic_protocol.sampling import (
     anticipation_frames,
     anticipation_times,
@@ -30,7 +35,6 @@ from rulstm.data.datamodule import (
     AnticipationDataset,
     Sample,
 )
-from rulstm.data.features import FeatureStore, MissingFeaturesError
 
 __all__ = [
     "ActionVocabulary",

@@ -19,8 +19,8 @@ from epic_protocol.annotations import (
     read_annotations,
     with_actions,
 )
+from epic_protocol.features import FeatureStore
 from epic_protocol.sampling import anticipation_frames, early_recognition_frames
-from rulstm.data.features import FeatureStore
 from rulstm.resources import resolve_path
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,12 @@ import pickle
 import numpy as np
 import pytest
 
-from epic_protocol.features import FeatureFileError, FeatureFileWriter
-from rulstm.data import FeatureStore, MissingFeaturesError
+from epic_protocol.features import (
+    FeatureFileError,
+    FeatureFileWriter,
+    FeatureStore,
+    MissingFeaturesError,
+)
 
 
 @pytest.mark.parametrize(("in_memory", "max_block_rows"), [(False, 1024), (False, 2), (True, 0)])

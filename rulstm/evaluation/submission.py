@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 
-from epic_protocol.annotations import ActionVocabulary, read_actions_csv
+from epic_protocol.annotations import ActionVocabulary
+from rulstm.evaluation.classes import CLASS_COUNTS
+from rulstm.evaluation.records import SegmentRecords
 from rulstm.metrics import ArrayLike, marginalize
 from rulstm.resources import resolve_path
 
@@ -53,8 +54,8 @@ class SubmissionFormat:
 
 
 FORMATS: dict[str, SubmissionFormat] = {
-    "ek55": SubmissionFormat(version="0.1", num_verbs=125, num_nouns=352, needs_sls=False),
-    "ek100": SubmissionFormat(version="0.2", num_verbs=97, num_nouns=300, needs_sls=True),
+    "ek55": SubmissionFormat("0.1", *CLASS_COUNTS["ek55"], needs_sls=False),
+    "ek100": SubmissionFormat("0.2", *CLASS_COUNTS["ek100"], needs_sls=True),
 }
 
 
@@ -98,7 +99,7 @@ class SupervisionLevels:
 
 
 @dataclass
-class SubmissionScores:
+class SubmissionScores(SegmentRecords):
     """What a challenge file holds, per sample: verb and noun probabilities ``(N, V)`` and
     ``(N, Nn)``, and the top actions ``(N, K)`` (ids and scores, best first)."""
 
@@ -107,39 +108,6 @@ class SubmissionScores:
     noun: np.ndarray
     top_actions: np.ndarray
     top_action_scores: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.uids)
-
-    def select(self, mask: np.ndarray) -> SubmissionScores:
-        return SubmissionScores(
-            uids=[uid for uid, keep in zip(self.uids, mask) if keep],
-            verb=self.verb[mask],
-            noun=self.noun[mask],
-            top_actions=self.top_actions[mask],
-            top_action_scores=self.top_action_scores[mask],
-        )
-
-    def deduplicated(self) -> SubmissionScores:
-        """Keep the first occurrence of each uid (DistributedSampler pads with repeats)."""
-        _, first = np.unique(np.asarray(self.uids, dtype=object), return_index=True)
-        if len(first) == len(self.uids):
-            return self
-        mask = np.zeros(len(self.uids), dtype=bool)
-        mask[first] = True
-        return self.select(mask)
-
-    @classmethod
-    def concatenate(cls, parts: Sequence[SubmissionScores]) -> SubmissionScores:
-        if not parts:
-            raise ValueError("no scores to concatenate")
-        return cls(
-            uids=[uid for p in parts for uid in p.uids],
-            verb=np.concatenate([p.verb for p in parts]),
-            noun=np.concatenate([p.noun for p in parts]),
-            top_actions=np.concatenate([p.top_actions for p in parts]),
-            top_action_scores=np.concatenate([p.top_action_scores for p in parts]),
-        )
 
 
 def submission_scores(
@@ -491,140 +459,3 @@ def read_split_ids(path: str | Path) -> list[str]:
             index = header.index(column)
             return [row[index] for row in rows[1:]]
     return [(row[0].lstrip("0") or "0") if row[0].isdigit() else row[0] for row in rows]
-
-
-# --------------------------------------------------------------------------- callback
-
-
-class SubmissionWriter(L.Callback):
-    """Write a challenge file from ``trainer.predict`` outputs.
-
-    ``predict_step`` must return the same dict as ``test_step`` (``scores`` (B, S, A),
-    ``valid``, ``uid``); the scores at 1 s (``step_index`` -4) are written.
-
-    Args:
-        protocol: ``"ek100"`` (one file for the test split) or ``"ek55"`` (run predict once
-            per test split: ``seen.json`` for S1, ``unseen.json`` for S2).
-        path: the JSON file to write.
-        actions: actions.csv. Default: the vocabulary of the trainer's DataModule, else
-            ``builtin:<protocol>/actions.csv``.
-        expected_ids: the split (RU-LSTM or EPIC CSV, or an id list) whose ids the file must
-            cover exactly; ``None`` skips that check.
-        sls_pt, sls_tl, sls_td: EK100 supervision levels, 0..5 (required there).
-        step_index: which anticipation step to submit (default 1 s of 2.0 ... 0.25 s).
-    """
-
-    def __init__(
-        self,
-        *,
-        protocol: Protocol,
-        path: str,
-        actions: str | None = None,
-        expected_ids: str | None = None,
-        sls_pt: int | None = None,
-        sls_tl: int | None = None,
-        sls_td: int | None = None,
-        step_index: int = -4,
-    ) -> None:
-        super().__init__()
-        self.format = _format(protocol)
-        self.protocol: Protocol = protocol
-        self.path = Path(path)
-        self.actions = actions
-        self.expected_ids = expected_ids
-        levels = (sls_pt, sls_tl, sls_td)
-        if any(level is not None for level in levels) or self.format.needs_sls:
-            if any(level is None for level in levels):
-                raise SubmissionError(
-                    "sls", f"{protocol} submissions need sls_pt, sls_tl and sls_td (0..5)"
-                )
-            self.sls: SupervisionLevels | None = SupervisionLevels(*levels)
-        else:
-            self.sls = None
-        self.step_index = step_index
-        self._vocabulary: ActionVocabulary | None = None
-        self._parts: list[SubmissionScores] = []
-
-    @property
-    def vocabulary(self) -> ActionVocabulary:
-        if self._vocabulary is None:
-            self._vocabulary = read_actions_csv(
-                resolve_path(self.actions or f"builtin:{self.protocol}/actions.csv"),
-                num_verbs=self.format.num_verbs,
-                num_nouns=self.format.num_nouns,
-            )
-        return self._vocabulary
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.actions is None:
-            from rulstm.evaluation import datamodule_vocabulary
-
-            self._vocabulary = datamodule_vocabulary(
-                trainer, num_verbs=self.format.num_verbs, num_nouns=self.format.num_nouns
-            )
-
-    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._parts = []
-
-    def on_predict_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self.add(outputs)
-
-    def add(self, outputs: Mapping[str, Any]) -> None:
-        """Accumulate one ``predict_step`` output (usable without a Trainer)."""
-        if not isinstance(outputs, Mapping) or not {"scores", "uid"} <= outputs.keys():
-            raise TypeError(
-                "SubmissionWriter needs predict_step to return a dict with 'scores', 'valid' "
-                f"and 'uid'; got {type(outputs).__name__}"
-            )
-        scores = outputs["scores"]
-        self._parts.append(
-            submission_scores(
-                scores[:, self.step_index],
-                vocabulary=self.vocabulary,
-                uids=list(outputs["uid"]),
-                valid=outputs.get("valid"),
-            )
-        )
-
-    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from rulstm.evaluation import gather_objects
-
-        parts = [p for rank_parts in gather_objects(self._parts) for p in rank_parts]
-        if trainer.is_global_zero and parts:
-            self.write(SubmissionScores.concatenate(parts).deduplicated())
-
-    def write(self, scores: SubmissionScores) -> Path:
-        expected = read_split_ids(self.expected_ids) if self.expected_ids else None
-        path = write_submission(
-            self.path,
-            scores,
-            vocabulary=self.vocabulary,
-            protocol=self.protocol,
-            sls=self.sls,
-            expected_ids=expected,
-        )
-        print(f"challenge file written: {path} ({len(scores)} segments)", flush=True)
-        return path
-
-
-__all__ = [
-    "FORMATS",
-    "SubmissionError",
-    "SubmissionScores",
-    "SubmissionWriter",
-    "SupervisionLevels",
-    "build_submission",
-    "read_split_ids",
-    "submission_scores",
-    "validate_entry",
-    "validate_submission",
-    "write_submission",
-]

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from epic_protocol.annotations import ActionVocabulary
-from rulstm.submission import (
+from rulstm.evaluation import (
     SubmissionError,
     SubmissionWriter,
     SupervisionLevels,

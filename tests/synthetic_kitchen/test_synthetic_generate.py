@@ -21,7 +21,7 @@ from epic_protocol import (
     read_rulstm_split,
     read_video_info,
 )
-from rulstm.synthetic import (
+from synthetic_kitchen import (
     PRESETS,
     BayesBound,
     DatasetPaths,
@@ -32,7 +32,7 @@ from rulstm.synthetic import (
     generate_dataset,
     main,
 )
-from rulstm.synthetic.render import palette_rgb
+from synthetic_kitchen.render import palette_rgb
 
 
 def _flat(tree: object) -> list[float]:

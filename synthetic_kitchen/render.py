@@ -18,7 +18,7 @@ wash   scrubs the object side to side fast (0.33 s period) in a sink, under drop
 
 Between actions the counter is empty and the hand rests at the bottom right. Nothing of an
 action is drawn before its first frame, so the frames before an action carry no
-information about it (the premise of the Bayes bound in :mod:`rulstm.synthetic.recipe`).
+information about it (the premise of the Bayes bound in :mod:`synthetic_kitchen.recipe`).
 
 Colour guarantee for the colour-blob detector: palette colours have HSV saturation 1 and
 value 0.9; every other drawn colour (counter, wall, hand, props) has saturation <= 0.3.

@@ -21,7 +21,6 @@ participant are validation.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import time
@@ -34,9 +33,18 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from epic_protocol.annotations import Segment
-from rulstm.synthetic.recipe import BayesBound, RecipeModel, bayes_bound, make_recipe
-from rulstm.synthetic.render import (
+from epic_protocol.annotations import (
+    ActionVocabulary,
+    Segment,
+    write_actions_csv,
+    write_class_names,
+    write_epic_100_csv,
+    write_id_list,
+    write_rulstm_split,
+    write_video_info,
+)
+from synthetic_kitchen.recipe import BayesBound, RecipeModel, bayes_bound, make_recipe
+from synthetic_kitchen.render import (
     RenderSettings,
     ScheduledAction,
     palette_rgb,
@@ -193,16 +201,6 @@ class _VideoPlan:
     seed: tuple[int, ...]  # the SeedSequence entropy + spawn key of its render randomness
 
 
-def _timestamp(frame: int, *, decimals: int) -> str:
-    """``HH:MM:SS.ff`` inside a 1-based frame: its middle, ``(frame + 0.5) / fps``, so that
-    the EPIC readers' ``floor(seconds * fps)`` gives back ``frame`` despite the rounding."""
-    seconds = round((frame + 0.5) / FPS, decimals)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    width = 3 + decimals
-    return f"{int(hours):02d}:{int(minutes):02d}:{secs:0{width}.{decimals}f}"
-
-
 def _render(
     plan: _VideoPlan,
     verbs: Sequence[str],
@@ -220,15 +218,6 @@ def _render(
         settings=settings,
         rng=rng,
     )
-
-
-def _write_csv(path: Path, rows: Sequence[Sequence[object]], header: Sequence[str] | None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        if header is not None:
-            writer.writerow(header)
-        writer.writerows(rows)
 
 
 def _write_palette(path: Path, recipe: RecipeModel) -> None:
@@ -253,101 +242,49 @@ def _write_annotations(
     size: DatasetSize,
 ) -> dict[str, list[Segment]]:
     """Both annotation formats, class and action lists; returns the segments per split."""
-    split_rows: dict[str, list[list[object]]] = {"training": [], "validation": []}
-    epic_rows: dict[str, list[list[object]]] = {"training": [], "validation": []}
     segments: dict[str, list[Segment]] = {"training": [], "validation": []}
     for plan in plans:
         split = "validation" if plan.video_id in validation else "training"
-        participant = plan.video_id.split("_", 1)[0]
         for index, (scheduled, action) in enumerate(zip(plan.actions, labels[plan.video_id])):
-            uid = f"{plan.video_id}_{index}"
-            verb, noun = scheduled.verb, scheduled.noun
-            split_rows[split].append(
-                [uid, plan.video_id, scheduled.start_frame, scheduled.end_frame, verb, noun, action]
-            )
-            verb_name, noun_name = recipe.verbs[verb], recipe.nouns[noun]
-            epic_rows[split].append(
-                [
-                    uid,
-                    participant,
-                    plan.video_id,
-                    _timestamp(scheduled.start_frame, decimals=3),
-                    _timestamp(scheduled.start_frame, decimals=2),
-                    _timestamp(scheduled.end_frame, decimals=2),
-                    scheduled.start_frame,
-                    scheduled.end_frame,
-                    f"{verb_name} {noun_name}",
-                    verb_name,
-                    verb,
-                    noun_name,
-                    noun,
-                    f"['{noun_name}']",
-                    f"[{noun}]",
-                ]
-            )
             segments[split].append(
                 Segment(
-                    uid,
+                    f"{plan.video_id}_{index}",
                     plan.video_id,
                     scheduled.start_frame,
                     scheduled.end_frame,
-                    verb,
-                    noun,
+                    scheduled.verb,
+                    scheduled.noun,
                     int(action),
                 )
             )
-    for split, path in (("training", paths.training_csv), ("validation", paths.validation_csv)):
-        _write_csv(path, split_rows[split], header=None)
-    epic_header = [
-        "narration_id",
-        "participant_id",
-        "video_id",
-        "narration_timestamp",
-        "start_timestamp",
-        "stop_timestamp",
-        "start_frame",
-        "stop_frame",
-        "narration",
-        "verb",
-        "verb_class",
-        "noun",
-        "noun_class",
-        "all_nouns",
-        "all_noun_classes",
-    ]
-    _write_csv(paths.epic_train_csv, epic_rows["training"], epic_header)
-    _write_csv(paths.epic_validation_csv, epic_rows["validation"], epic_header)
-    _write_csv(
+    names = {"verb_names": recipe.verbs, "noun_names": recipe.nouns, "fps": FPS}
+    write_rulstm_split(paths.training_csv, segments["training"])
+    write_rulstm_split(paths.validation_csv, segments["validation"])
+    write_epic_100_csv(paths.epic_train_csv, segments["training"], **names)
+    write_epic_100_csv(paths.epic_validation_csv, segments["validation"], **names)
+    write_video_info(
         paths.video_info_csv,
-        [
-            [p.video_id, f"{p.num_frames / FPS:.6f}", f"{FPS:.1f}", f"{size.width}x{size.height}"]
-            for p in plans
-        ],
-        ["video_id", "duration", "fps", "resolution"],
+        {p.video_id: p.num_frames for p in plans},
+        fps=FPS,
+        resolution=(size.width, size.height),
     )
-    for path, names in (
-        (paths.verb_classes_csv, recipe.verbs),
-        (paths.noun_classes_csv, recipe.nouns),
-    ):
-        _write_csv(
-            path,
-            [[i, name, f"['{name}']", "synthetic"] for i, name in enumerate(names)],
-            ["id", "key", "instances", "category"],
-        )
-    _write_csv(
+    write_class_names(paths.verb_classes_csv, recipe.verbs, category="synthetic")
+    write_class_names(paths.noun_classes_csv, recipe.nouns, category="synthetic")
+    write_actions_csv(
         paths.actions_csv,
-        [[a, v, n, recipe.action_name(a)] for a, (v, n) in enumerate(recipe.actions)],
-        ["id", "verb", "noun", "action"],
+        ActionVocabulary(
+            verbs=np.array([v for v, _ in recipe.actions], dtype=np.int64),
+            nouns=np.array([n for _, n in recipe.actions], dtype=np.int64),
+            names=tuple(recipe.action_name(a) for a in range(len(recipe.actions))),
+            num_verbs=len(recipe.verbs),
+            num_nouns=len(recipe.nouns),
+        ),
     )
-    _write_csv(
-        paths.training_videos_csv,
-        [[p.video_id] for p in plans if p.video_id not in validation],
-        header=None,
+    write_id_list(
+        paths.training_videos_csv, [p.video_id for p in plans if p.video_id not in validation]
     )
-    _write_csv(
-        paths.validation_videos_csv,
-        [[p.video_id] for p in plans if p.video_id in validation],
-        header=None,
+    write_id_list(
+        paths.validation_videos_csv, [p.video_id for p in plans if p.video_id in validation]
     )
     return segments
 
@@ -458,7 +395,7 @@ def generate_dataset(
         "note": (
             "Bayes-optimal accuracy of anticipating each validation action from everything "
             "observable before it; compare models with action_expected (see "
-            "rulstm.synthetic.recipe)."
+            "synthetic_kitchen.recipe)."
         ),
         **bound.to_dict(),
     }
@@ -480,9 +417,9 @@ def summarise(bound: BayesBound, *, time_s: float = 1.0) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m rulstm.synthetic --out DIR [--preset tiny|default|large] [--seed N]``."""
+    """``python -m synthetic_kitchen --out DIR [--preset tiny|default|large] [--seed N]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m rulstm.synthetic",
+        prog="python -m synthetic_kitchen",
         description="Generate the synthetic kitchen dataset (videos, annotations, Bayes bound).",
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from epic_protocol import Segment
-from rulstm.synthetic.recipe import (
+from synthetic_kitchen.recipe import (
     Accuracy,
     BayesBound,
     RecipeModel,

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from rulstm.synthetic.recipe import NOUNS, VERBS
-from rulstm.synthetic.render import (
+from synthetic_kitchen.recipe import NOUNS, VERBS
+from synthetic_kitchen.render import (
     SUPPORTED_VERBS,
     RenderSettings,
     ScheduledAction,

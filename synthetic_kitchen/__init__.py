@@ -1,11 +1,11 @@
 """A procedural first-person kitchen: videos whose actions follow a known stochastic recipe,
 so that the best achievable anticipation accuracy (the Bayes bound) is known exactly.
 
-``python -m rulstm.synthetic --out DIR --preset tiny`` writes a dataset; see
-:func:`generate_dataset` for the layout and :mod:`rulstm.synthetic.recipe` for the bound.
+``python -m synthetic_kitchen --out DIR --preset tiny`` writes a dataset; see
+:func:`generate_dataset` for the layout and :mod:`synthetic_kitchen.recipe` for the bound.
 """
 
-from rulstm.synthetic.generate import (
+from synthetic_kitchen.generate import (
     PRESETS,
     DatasetPaths,
     DatasetSize,
@@ -13,7 +13,7 @@ from rulstm.synthetic.generate import (
     generate_dataset,
     main,
 )
-from rulstm.synthetic.recipe import (
+from synthetic_kitchen.recipe import (
     Accuracy,
     BayesBound,
     BoundAtTime,
@@ -24,7 +24,7 @@ from rulstm.synthetic.recipe import (
     expected_accuracy,
     make_recipe,
 )
-from rulstm.synthetic.render import RenderSettings, ScheduledAction, palette_rgb, render_video
+from synthetic_kitchen.render import RenderSettings, ScheduledAction, palette_rgb, render_video
 
 __all__ = [
     "PRESETS",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rulstm.synthetic import DatasetPaths, generate_dataset
+from synthetic_kitchen import DatasetPaths, generate_dataset
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,89 @@
+"""Per-segment result records and how they are collected across processes.
+
+Evaluation and challenge-file writing both accumulate one record per test/predict batch, gather
+the records of every process, concatenate them and drop the repeats that Lightning's
+``DistributedSampler`` pads the split with. That logic lives here once:
+:class:`SegmentRecords` (a dataclass of ``uids`` plus per-segment arrays, ``(N, ...)``) and
+:func:`gather_records`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+R = TypeVar("R", bound="SegmentRecords")
+
+
+def _take(value: Any, mask: np.ndarray) -> Any:
+    if isinstance(value, dict):
+        return {key: _take(item, mask) for key, item in value.items()}
+    if isinstance(value, list):
+        return [item for item, keep in zip(value, mask) if keep]
+    return value[mask]
+
+
+def _join(values: Sequence[Any]) -> Any:
+    first = values[0]
+    if isinstance(first, dict):
+        return {key: _join([v[key] for v in values]) for key in first}
+    if isinstance(first, list):
+        return [item for v in values for item in v]
+    return np.concatenate(values)
+
+
+class SegmentRecords:
+    """Mixin for dataclasses whose fields are per-segment: ``uids`` (a list of N ids) and
+    arrays (or dicts of arrays) with N rows. Gives selection, de-duplication by uid and
+    concatenation, generic over the fields."""
+
+    uids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def select(self: R, mask: np.ndarray) -> R:
+        """The records where ``mask`` (N,) is true, in order."""
+        mask = np.asarray(mask, dtype=bool)
+        values = {f.name: _take(getattr(self, f.name), mask) for f in dataclasses.fields(self)}
+        return type(self)(**values)
+
+    def deduplicated(self: R) -> R:
+        """Keep the first occurrence of each uid (DistributedSampler pads with repeats)."""
+        _, first = np.unique(np.asarray(self.uids, dtype=object), return_index=True)
+        if len(first) == len(self.uids):
+            return self
+        mask = np.zeros(len(self.uids), dtype=bool)
+        mask[first] = True
+        return self.select(mask)
+
+    @classmethod
+    def concatenate(cls: type[R], parts: Sequence[R]) -> R:
+        """One record of all ``parts``, in order (empty parts skipped)."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            raise ValueError(f"no {cls.__name__} to concatenate")
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{name: _join([getattr(p, name) for p in parts]) for name in names})
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every process's ``obj`` (just ``[obj]`` without torch.distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, obj)
+        return gathered
+    return [obj]
+
+
+def gather_records(parts: Sequence[R]) -> R | None:
+    """The records of every process, concatenated, each uid once; ``None`` when empty."""
+    everything = [part for rank_parts in gather_objects(list(parts)) for part in rank_parts]
+    everything = [part for part in everything if len(part)]
+    if not everything:
+        return None
+    return type(everything[0]).concatenate(everything).deduplicated()

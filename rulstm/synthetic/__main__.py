@@ -1,3 +1,0 @@
-from rulstm.synthetic.generate import main
-
-main()

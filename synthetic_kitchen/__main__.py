@@ -1,0 +1,3 @@
+from synthetic_kitchen.generate import main
+
+main()
