@@ -10,7 +10,11 @@ floating-point rounding and therefore, for some rows, the frame that is read.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+
+Task = Literal["anticipation", "early_recognition"]
 
 
 def anticipation_frames(
@@ -54,3 +58,24 @@ def anticipation_times(*, alpha: float = 0.25, anticipation_steps: int = 8) -> t
     """Seconds before the action of each anticipation output, oldest first:
     (2.0, 1.75, ..., 0.25) for the defaults."""
     return tuple(alpha * k for k in range(anticipation_steps, 0, -1))
+
+
+def sample_frames(
+    start_frame: int,
+    end_frame: int,
+    *,
+    task: Task,
+    fps: float = 30.0,
+    alpha: float = 0.25,
+    steps: int = 14,
+) -> np.ndarray | None:
+    """The frames one sample of a segment reads, oldest first: :func:`anticipation_frames`
+    (``None`` when the reference discards the sample) or :func:`early_recognition_frames`.
+
+    The single choice both sides make: the DataModule reads these frames and sparse
+    extraction (``--only-needed``) stores their union."""
+    if task == "anticipation":
+        return anticipation_frames(start_frame, fps=fps, alpha=alpha, steps=steps)
+    if task == "early_recognition":
+        return early_recognition_frames(start_frame, end_frame, steps=steps)
+    raise ValueError(f"task must be 'anticipation' or 'early_recognition', got {task!r}")

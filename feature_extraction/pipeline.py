@@ -8,6 +8,7 @@ video's last chunk has ``last=True``; a video that fails yields one chunk with `
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import multiprocessing
 import multiprocessing.context
@@ -17,7 +18,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -54,16 +54,43 @@ def _empty(dtype: torch.dtype = torch.uint8) -> torch.Tensor:
     return torch.zeros(0, dtype=dtype)
 
 
+@dataclass
+class Chunk:
+    """A run of consecutive decoded frames of one video, as a worker hands it to the models.
+
+    ``images`` holds every row for RAFT (which needs the context frames too) and only the kept
+    rows otherwise; it is empty when no modality needs images. ``total_frames`` is the
+    video's frame count at the target fps: exact in the last chunk of a dense pass, else
+    estimated.
+    """
+
+    video: str
+    modalities: tuple[Modality, ...]
+    frames: torch.Tensor  # int64 (B,): 1-based frame numbers at the target fps
+    keep: torch.Tensor  # bool (B,): False for context frames decoded only for flow
+    images: torch.Tensor  # uint8 RGB (B, H, W, 3), (K, H, W, 3) of the kept rows, or (0,)
+    flow: torch.Tensor  # CPU flow stacks of the kept rows (K, 2 * stack, H, W), or (0,)
+    last: bool  # the video's last chunk
+    error: str = ""  # why the video failed ("" when fine); such a chunk is the last
+    total_frames: int = 0
+    expected: int = 0  # frames that will be kept, for progress bars
+    sparse: bool = False  # only the frames a sampling reads (--only-needed)
+
+    def pin_memory(self) -> Chunk:
+        """Called by the DataLoader's pin-memory thread (CUDA runs)."""
+        return dataclasses.replace(
+            self,
+            frames=self.frames.pin_memory(),
+            keep=self.keep.pin_memory(),
+            images=self.images.pin_memory(),
+            flow=self.flow.pin_memory(),
+        )
+
+
 class VideoChunks:
     """Chunks of one video (a generator wrapped in a class for clarity).
 
-    A chunk is a dict: ``video`` (str), ``modalities`` ("rgb,flow"), ``frames`` int64 (B,)
-    1-based, ``keep`` bool (B,) (False for context frames decoded only for flow),
-    ``images`` uint8 RGB (B, H, W, 3) for RAFT or (K, H, W, 3) of the kept rows otherwise
-    (empty when no modality needs them), ``flow`` (K, 2*stack, H, W) CPU flow stacks of the
-    kept rows (or empty), ``last`` bool, ``error`` str ("" when fine), ``total_frames`` int
-    (the video's frames at the target fps: exact at the end of a dense pass, else estimated),
-    ``expected`` int (frames that will be kept, for progress bars) and ``sparse`` bool.
+    Yields :class:`Chunk` records of at most ``batch_size`` kept frames.
     """
 
     def __init__(self, job: VideoJob, options: ChunkOptions) -> None:
@@ -74,39 +101,34 @@ class VideoChunks:
         self.raft = self.use_flow and options.raft
         self.need_images = bool(modalities & {"rgb", "obj"}) or self.raft
 
-    def _chunk(
-        self, rows: dict[str, list], *, last: bool, total: int, expected: int
-    ) -> dict[str, Any]:
+    def _chunk(self, rows: dict[str, list], *, last: bool, total: int, expected: int) -> Chunk:
         images = _empty()
         if rows["images"]:
             images = torch.from_numpy(np.stack(rows["images"]))  # B x (H, W, 3) -> (B, H, W, 3)
         flow = _empty()
         if rows["flow"]:
             flow = torch.from_numpy(np.stack(rows["flow"]))  # K x (2L, H, W) -> (K, 2L, H, W)
-        chunk = {
-            "video": self.job.video_id,
-            "modalities": ",".join(self.job.modalities),
-            "frames": torch.tensor(rows["frames"], dtype=torch.int64),
-            "keep": torch.tensor(rows["keep"], dtype=torch.bool),
-            "images": images,
-            "flow": flow,
-            "last": last,
-            "error": "",
-            "total_frames": total,
-            "expected": expected,
-            "sparse": self.job.wanted is not None,
-        }
+        chunk = Chunk(
+            video=self.job.video_id,
+            modalities=tuple(self.job.modalities),
+            frames=torch.tensor(rows["frames"], dtype=torch.int64),
+            keep=torch.tensor(rows["keep"], dtype=torch.bool),
+            images=images,
+            flow=flow,
+            last=last,
+            total_frames=total,
+            expected=expected,
+            sparse=self.job.wanted is not None,
+        )
         for values in rows.values():
             values.clear()
         return chunk
 
-    def error_chunk(self, message: str) -> dict[str, Any]:
+    def error_chunk(self, message: str) -> Chunk:
         rows: dict[str, list] = {"frames": [], "keep": [], "images": [], "flow": []}
-        chunk = self._chunk(rows, last=True, total=0, expected=0)
-        chunk["error"] = message
-        return chunk
+        return dataclasses.replace(self._chunk(rows, last=True, total=0, expected=0), error=message)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Chunk]:
         job, options = self.job, self.options
         try:
             info = probe_video(job.path)
@@ -179,7 +201,7 @@ class ChunkDataset(IterableDataset):
     def jobs_of_rank(self) -> list[VideoJob]:
         return self.jobs[self.rank :: self.world_size]
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Chunk]:
         jobs = self.jobs_of_rank()
         worker = get_worker_info()
         if worker is not None:

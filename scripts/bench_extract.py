@@ -28,11 +28,17 @@ import torch
 os.environ.setdefault("WANDB_MODE", "disabled")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from feature_extraction.config import ExtractConfig, load_config  # noqa: E402
-from feature_extraction.flow import CausalFlow  # noqa: E402
-from feature_extraction.models import FeatureComputer, build_models, resolve_device  # noqa: E402
-from feature_extraction.runner import RunOptions, run_extraction  # noqa: E402
-from feature_extraction.video import decode_video  # noqa: E402
+from feature_extraction import (  # noqa: E402
+    CausalFlow,
+    ExtractConfig,
+    FeatureComputer,
+    RunOptions,
+    build_models,
+    decode_video,
+    load_config,
+    resolve_device,
+    run_extraction,
+)
 
 
 def synthetic_video(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import TypedDict
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from epic_protocol import sampling
 from epic_protocol.annotations import (
     ActionVocabulary,
     Segment,
@@ -20,12 +21,10 @@ from epic_protocol.annotations import (
     with_actions,
 )
 from epic_protocol.features import FeatureStore
-from epic_protocol.sampling import anticipation_frames, early_recognition_frames
+from epic_protocol.sampling import Task
 from rulstm.resources import resolve_path
 
 log = logging.getLogger(__name__)
-
-Task = Literal["anticipation", "early_recognition"]
 
 
 class AnticipationBatch(TypedDict):
@@ -48,16 +47,12 @@ class Sample:
 
 
 def sample_frames(
-    segment: Segment,
-    *,
-    task: Task,
-    fps: float,
-    alpha: float,
-    steps: int,
+    segment: Segment, *, task: Task, fps: float, alpha: float, steps: int
 ) -> np.ndarray | None:
-    if task == "anticipation":
-        return anticipation_frames(segment.start_frame, fps=fps, alpha=alpha, steps=steps)
-    return early_recognition_frames(segment.start_frame, segment.end_frame, steps=steps)
+    """The frames a sample of ``segment`` reads (see :func:`epic_protocol.sampling.sample_frames`)."""
+    return sampling.sample_frames(
+        segment.start_frame, segment.end_frame, task=task, fps=fps, alpha=alpha, steps=steps
+    )
 
 
 def _label(value: int | None) -> int:

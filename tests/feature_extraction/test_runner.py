@@ -7,7 +7,8 @@ import numpy as np
 from epic_protocol.annotations import Segment
 from epic_protocol.sampling import anticipation_frames, early_recognition_frames
 from feature_extraction.config import SparseConfig
-from feature_extraction.runner import Summary, needed_frames
+from feature_extraction.planning import needed_frames
+from feature_extraction.runner import Summary
 
 
 def test_needed_frames_follow_the_sampling_protocol() -> None:

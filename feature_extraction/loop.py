@@ -1,0 +1,268 @@
+"""The Lightning parts of an extraction: the module that runs the models on each chunk, the
+DataModule that plans (rank 0) and deals chunks to ranks and workers, and the prediction
+writer that stores each chunk's features in the video's staging files.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from epic_protocol.features import SPARSE, FeatureFileWriter
+from feature_extraction.config import Modality
+from feature_extraction.models import FeatureComputer, RaftStream
+from feature_extraction.output import DetectionsWriter, OutputError, StagingArea
+from feature_extraction.pipeline import (
+    Chunk,
+    ChunkDataset,
+    ChunkOptions,
+    worker_context,
+    worker_init_for,
+)
+from feature_extraction.planning import Plan, PlanningError
+
+
+@dataclass
+class VideoResult:
+    video: str
+    status: Literal["done", "failed"]
+    frames: int = 0
+    total_frames: int = 0
+    error: str = ""
+    rank: int = 0
+
+
+class ExtractionModule(L.LightningModule):
+    """Runs the models on each chunk; the writer callback stores the results."""
+
+    def __init__(self, *, computer: FeatureComputer) -> None:
+        super().__init__()
+        self.computer = computer
+        self._raft_streams: dict[str, RaftStream] = {}
+
+    def predict_step(self, batch: Chunk, batch_idx: int) -> dict[str, Any]:
+        video = batch.video
+        if batch.error:
+            self._raft_streams.pop(video, None)
+            return {}
+        modalities = batch.modalities
+        keep = batch.keep
+        images = batch.images
+        raft = self.computer.raft is not None and "flow" in modalities
+        kept_images = images[keep] if raft and images.numel() else images
+        out: dict[str, Any] = {}
+        if int(keep.sum()) > 0:
+            if "rgb" in modalities:
+                out["rgb"] = self.computer.rgb_features(kept_images).cpu().numpy()
+            if "flow" in modalities:
+                if raft:
+                    stream = self._raft_streams.get(video)
+                    if stream is None:
+                        stream = self._raft_streams[video] = self.computer.new_raft_stream()
+                    stacks = stream.push(batch.frames.tolist(), images, keep.tolist())
+                else:
+                    stacks = batch.flow
+                out["flow"] = self.computer.flow_features(stacks).cpu().numpy()
+            if "obj" in modalities:
+                vectors, detections = self.computer.object_features(kept_images)
+                out["obj"], out["detections"] = vectors, detections
+        elif raft and len(batch.frames):
+            stream = self._raft_streams.setdefault(video, self.computer.new_raft_stream())
+            stream.push(batch.frames.tolist(), images, keep.tolist())
+        if batch.last:
+            self._raft_streams.pop(video, None)
+        return out
+
+
+class ExtractionData(L.LightningDataModule):
+    """Rank 0 plans and broadcasts; each rank iterates its share of the chunks."""
+
+    def __init__(
+        self, *, planner: Callable[[], Plan], options: ChunkOptions, num_workers: int
+    ) -> None:
+        super().__init__()
+        self.planner = planner
+        self.options = options
+        self.num_workers = num_workers
+        self.plan: Plan | None = None
+
+    def setup(self, stage: str) -> None:
+        result: tuple[Plan | None, str] = (None, "")
+        if self.trainer.global_rank == 0:
+            try:
+                result = (self.planner(), "")
+            except (OutputError, ValueError, FileNotFoundError) as error:
+                result = (None, f"{type(error).__name__}: {error}")
+        plan, error = self.trainer.strategy.broadcast(result, src=0)
+        if error:
+            raise PlanningError(error)
+        self.plan = plan
+
+    def predict_dataloader(self) -> DataLoader:
+        assert self.plan is not None
+        dataset = ChunkDataset(
+            jobs=self.plan.jobs,
+            options=self.options,
+            rank=self.trainer.global_rank,
+            world_size=self.trainer.world_size,
+        )
+        workers = min(self.num_workers, len(dataset.jobs_of_rank()))
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=workers,
+            worker_init_fn=worker_init_for(os.getpid()) if workers else None,
+            pin_memory=torch.cuda.is_available()
+            and self.trainer.strategy.root_device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+            multiprocessing_context=worker_context() if workers else None,
+        )
+
+
+@dataclass
+class _OpenVideo:
+    writers: dict[str, FeatureFileWriter]
+    detections: DetectionsWriter | None
+    bar: Any
+    frames: int = 0
+
+
+class StagingSink(BasePredictionWriter):
+    """Writes each chunk's features to the video's staging files; tracks results and bars."""
+
+    def __init__(
+        self,
+        *,
+        out: Path,
+        dims: dict[Modality, int],
+        fps: float,
+        provenances: dict[Modality, dict[str, Any]],
+        keep_detections: bool,
+        class_names: Sequence[str],
+        progress: bool,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.staging = StagingArea(out)
+        self.dims, self.fps, self.provenances = dims, fps, provenances
+        self.keep_detections = keep_detections
+        self.class_names = list(class_names)
+        self.progress = progress
+        self.results: list[VideoResult] = []
+        self.first_batch_at: float | None = None
+        self._open: dict[str, _OpenVideo] = {}
+        self._overall: Any = None
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        jobs = len(datamodule.plan.jobs[trainer.global_rank :: trainer.world_size])
+        show = self.progress and trainer.global_rank == 0
+        self._overall = tqdm(total=jobs, unit="video", desc="videos", disable=not show, position=0)
+
+    def _begin(self, batch: Chunk, rank_zero: bool) -> _OpenVideo:
+        video = batch.video
+        writers = {}
+        detections = None
+        for modality in batch.modalities:
+            self.staging.discard(modality, video)
+            writer = FeatureFileWriter(
+                self.staging.path(modality, video),
+                modality=modality,
+                dim=self.dims[modality],
+                fps=self.fps,
+                provenance=self.provenances[modality],
+            )
+            writer.start_video(video, attrs={SPARSE: batch.sparse})
+            writers[modality] = writer
+            if modality == "obj" and self.keep_detections:
+                detections = DetectionsWriter(
+                    self.staging.detections_path(video), class_names=self.class_names
+                )
+        bar = tqdm(
+            total=batch.expected or None,
+            unit="frame",
+            desc=video,
+            leave=False,
+            disable=not (self.progress and rank_zero),
+        )
+        return _OpenVideo(writers, detections, bar)
+
+    def _close(self, video: str, *, failed: bool) -> _OpenVideo | None:
+        state = self._open.pop(video, None)
+        if state is None:
+            return None
+        for writer in state.writers.values():
+            writer.close()
+        if state.detections is not None:
+            state.detections.close()
+        state.bar.close()
+        if failed:
+            for modality in state.writers:
+                self.staging.discard(modality, video)
+        return state
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self.first_batch_at is None:
+            self.first_batch_at = time.perf_counter()
+        video = batch.video
+        if batch.error:
+            state = self._close(video, failed=True)
+            frames = state.frames if state else 0
+            self.results.append(
+                VideoResult(video, "failed", frames, 0, batch.error, trainer.global_rank)
+            )
+            self._overall.update(1)
+            return
+        state = self._open.get(video)
+        if state is None:
+            state = self._open[video] = self._begin(batch, trainer.global_rank == 0)
+        kept_frames = batch.frames[batch.keep].cpu().numpy()
+        if len(kept_frames):
+            for modality, writer in state.writers.items():
+                writer.append(video, kept_frames, prediction[modality])
+            if state.detections is not None:
+                for frame, found in zip(kept_frames, prediction["detections"]):
+                    state.detections.append(int(frame), found.boxes, found.labels, found.scores)
+            state.frames += len(kept_frames)
+            state.bar.update(len(kept_frames))
+        if batch.last:
+            for writer in state.writers.values():
+                writer.finish_video(video)  # marks complete and flushes: only after all rows
+            if state.detections is not None:
+                state.detections.finish()
+            self._close(video, failed=False)
+            self.results.append(
+                VideoResult(
+                    video,
+                    "done",
+                    state.frames,
+                    batch.total_frames,
+                    rank=trainer.global_rank,
+                )
+            )
+            self._overall.update(1)
+            self._overall.set_postfix(frames=sum(r.frames for r in self.results))
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for video in list(self._open):
+            self._close(video, failed=False)  # left incomplete: redone on the next run
+        if self._overall is not None:
+            self._overall.close()

@@ -1,0 +1,154 @@
+"""Planning an extraction: which videos, which frames (``--only-needed``), which modalities.
+
+Runs on rank 0 only; the plan is broadcast to the other ranks (see
+:mod:`feature_extraction.loop`). A complete video is reused only if it holds the frames this
+run needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from epic_protocol.annotations import Segment, read_annotations
+from epic_protocol.sampling import sample_frames
+from feature_extraction.config import ExtractConfig, Modality, SparseConfig
+from feature_extraction.output import StagingArea, StoredVideo, check_output_file
+from feature_extraction.pipeline import VideoJob
+from feature_extraction.video import find_videos, probe_video
+
+
+class PlanningError(RuntimeError):
+    """The plan could not be made (bad output folder, annotations, ...); rank 0's message."""
+
+
+@dataclass
+class RunOptions:
+    """What to extract and where (the per-run part of the command line)."""
+
+    videos: Path
+    out: Path
+    annotations: Path | None = None
+    video_info: Path | None = None
+    only_needed: bool = False
+    overwrite: bool = False
+    devices: int = 1
+    num_nodes: int = 1
+    progress: bool = True
+
+
+@dataclass
+class Plan:
+    jobs: list[VideoJob]
+    skipped: dict[str, str]  # video -> why
+    replace_old: dict[str, bool]  # modality -> drop the old file's videos when merging
+    planned_frames: int = 0
+    video_frames: int = 0
+
+
+def needed_frames(
+    segments: Sequence[Segment], *, fps: float, sparse: SparseConfig
+) -> dict[str, np.ndarray]:
+    """Per video, the sorted unique frames the RU-LSTM sampling reads for these segments
+    (the union of :func:`epic_protocol.sampling.sample_frames` over tasks and segments)."""
+    tasks = [("anticipation", sparse.steps)]
+    if sparse.early_recognition:
+        tasks.append(("early_recognition", sparse.early_steps))
+    per_video: dict[str, set[int]] = {}
+    for segment in segments:
+        frames = per_video.setdefault(segment.video_id, set())
+        for task, steps in tasks:
+            chosen = sample_frames(
+                segment.start_frame,
+                segment.end_frame,
+                task=task,
+                fps=fps,
+                alpha=sparse.alpha,
+                steps=steps,
+            )
+            if chosen is not None:
+                frames.update(int(f) for f in chosen if f >= 1)
+    return {video: np.array(sorted(f), np.int64) for video, f in per_video.items() if f}
+
+
+def plan_extraction(
+    config: ExtractConfig,
+    options: RunOptions,
+    *,
+    dims: dict[Modality, int],
+    hashes: dict[Modality, str],
+    log: Any = print,
+) -> Plan:
+    """Which videos (and frames) to extract; deletes stale staging files (rank 0 only)."""
+    videos = find_videos(options.videos)
+    staging = StagingArea(options.out)
+    done: dict[Modality, dict[str, StoredVideo]] = {}
+    replace_old: dict[str, bool] = {}
+    for modality in config.modalities:
+        main_path = options.out / f"{modality}.h5"
+        in_main = check_output_file(
+            main_path,
+            dim=dims[modality],
+            fps=config.fps,
+            config_hash=hashes[modality],
+            overwrite=options.overwrite,
+        )
+        replace_old[modality] = options.overwrite and main_path.exists() and not in_main
+        staged = staging.complete(modality, config_hash=hashes[modality])
+        done[modality] = {} if options.overwrite else {**in_main, **staged}
+    wanted: dict[str, np.ndarray] | None = None
+    if options.only_needed:
+        if options.annotations is None:
+            raise ValueError("--only-needed needs --annotations (the segments to sample)")
+        segments = read_annotations(
+            options.annotations, video_fps=options.video_info, fps=config.fps
+        )
+        wanted = needed_frames(segments, fps=config.fps, sparse=config.sparse)
+        missing = sorted(set(wanted) - {v.video_id for v in videos})
+        if missing:
+            log(
+                f"note: {len(missing)} annotated videos have no file under {options.videos} "
+                f"(e.g. {', '.join(missing[:3])})"
+            )
+    jobs: list[tuple[int, VideoJob]] = []
+    skipped: dict[str, str] = {}
+    planned = total = 0
+    for video in videos:
+        frames = None
+        if wanted is not None:
+            frames = wanted.get(video.video_id)
+            if frames is None:
+                skipped[video.video_id] = "no annotated segments"
+                continue
+        # A complete video is reused only if it holds the frames this run needs: a sparse
+        # extraction for other segments, or a dense run after a sparse one, redoes it.
+        stored = {m: done[m].get(video.video_id) for m in config.modalities}
+        todo = tuple(m for m, s in stored.items() if s is None or not s.covers(frames))
+        if not todo:
+            skipped[video.video_id] = "already complete"
+            continue
+        if frames is not None:  # keep the frames earlier sparse runs stored
+            earlier = [s.frames for m, s in stored.items() if m in todo and s is not None]
+            frames = np.union1d(frames, np.concatenate(earlier)) if earlier else frames
+        size = video.path.stat().st_size
+        jobs.append((size, VideoJob(video.video_id, video.path, todo, frames)))
+        if frames is not None:
+            planned += len(frames)
+            try:
+                estimated = probe_video(video.path).estimated_frames(config.fps)
+            except Exception:  # reported when the video is processed
+                estimated = 0
+            total += max(estimated, int(frames.max()) if len(frames) else 0)
+    # Largest first, so that round-robin dealing to ranks and workers balances the load.
+    ordered = [job for _, job in sorted(jobs, key=lambda item: -item[0])]
+    if wanted is not None and total:
+        log(
+            f"sparse extraction: {planned} of ~{total} frames needed by the sampling "
+            f"({1 - planned / total:.1%} saved; flow also decodes {config.flow.stack} frames "
+            "before each)"
+        )
+    return Plan(ordered, skipped, replace_old, planned, total)
