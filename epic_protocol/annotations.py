@@ -4,7 +4,8 @@ Readers for the two formats users hold:
 
 * the RU-LSTM split CSVs (``training.csv``, ``validation.csv``, ``test_*.csv``): no header;
   EK55 values are zero-padded with leading spaces (``00330, P01_02, 0000000152, ...``);
-  EK100 uids are narration ids (``P01_01_0``); frames are 1-based at 30 fps;
+  EK100 uids are narration ids (``P01_01_0``); frames are 1-based at 30 fps. The EGTEA
+  Gaze+ splits of the same authors (``training{1,2,3}.csv``) share the format;
 * the original EPIC CSVs (``EPIC_train_action_labels.csv``, ``EPIC_test_s1_timestamps.csv``,
   ``EPIC_100_*.csv``), whose frames are at each video's native fps and are converted to the
   target fps with the video-info CSV.
@@ -232,7 +233,9 @@ def read_rulstm_split(path: PathLike) -> list[Segment]:
 def read_actions_csv(
     path: PathLike, *, num_verbs: int | None = None, num_nouns: int | None = None
 ) -> ActionVocabulary:
-    """Read an action vocabulary: EK55 ``id,action,verb,noun`` or EK100 ``id,verb,noun,action``.
+    """Read an action vocabulary: EK55 ``id,action,verb,noun``, EK100 ``id,verb,noun,action``,
+    or the headerless EGTEA Gaze+ file of the RU-LSTM authors (rows ``id, verb_noun, name``,
+    e.g. ``0, 0_0, Inspect/Read_recipe``).
 
     Ids must be 0..A-1 in order. Names are stripped of the leading space the EK55 file has.
     """
@@ -241,6 +244,10 @@ def read_actions_csv(
         line, header = next(rows)
     except StopIteration:
         raise AnnotationError(f"{path}: empty action vocabulary") from None
+    if header and header[0].isdigit():
+        return _read_headerless_actions(
+            path, [(line, header), *rows], num_verbs=num_verbs, num_nouns=num_nouns
+        )
     required = {"id", "action", "verb", "noun"}
     if set(header) != required:
         raise AnnotationError(
@@ -260,6 +267,50 @@ def read_actions_csv(
         verbs.append(_int(path, line, "verb", cells[column["verb"]]))
         nouns.append(_int(path, line, "noun", cells[column["noun"]]))
         names.append(cells[column["action"]])
+    return _vocabulary(path, verbs, nouns, names, num_verbs=num_verbs, num_nouns=num_nouns)
+
+
+def _read_headerless_actions(
+    path: PathLike,
+    rows: Sequence[tuple[int, list[str]]],
+    *,
+    num_verbs: int | None,
+    num_nouns: int | None,
+) -> ActionVocabulary:
+    """EGTEA Gaze+ ``actions.csv`` (RU-LSTM format): no header, ``id, verb_noun, name``."""
+    verbs, nouns, names = [], [], []
+    for line, cells in rows:
+        if len(cells) != 3:
+            raise AnnotationError(
+                f"{path}:{line}: a headerless action row has 3 columns (id, verb_noun, name), "
+                f"got {cells}"
+            )
+        action_id = _int(path, line, "id", cells[0])
+        if action_id != len(names):
+            raise AnnotationError(
+                f"{path}:{line}: action ids must run 0, 1, 2, ... in order; "
+                f"expected {len(names)}, got {action_id}"
+            )
+        verb, separator, noun = cells[1].partition("_")
+        if not separator:
+            raise AnnotationError(
+                f"{path}:{line}: column 'verb_noun' must look like 3_10, got {cells[1]!r}"
+            )
+        verbs.append(_int(path, line, "verb", verb))
+        nouns.append(_int(path, line, "noun", noun))
+        names.append(cells[2])
+    return _vocabulary(path, verbs, nouns, names, num_verbs=num_verbs, num_nouns=num_nouns)
+
+
+def _vocabulary(
+    path: PathLike,
+    verbs: list[int],
+    nouns: list[int],
+    names: list[str],
+    *,
+    num_verbs: int | None,
+    num_nouns: int | None,
+) -> ActionVocabulary:
     if not names:
         raise AnnotationError(f"{path}: the action vocabulary has no rows")
     verb_array = np.array(verbs, dtype=np.int64)

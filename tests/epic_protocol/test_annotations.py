@@ -85,6 +85,40 @@ def test_shipped_splits_parse():
     assert read_class_names(resolve_path("builtin:ek55/epic/EPIC_noun_classes.csv"))[1] == "pan"
 
 
+def test_shipped_egtea_vocabulary_and_splits_parse():
+    vocabulary = read_actions_csv(resolve_path("builtin:egtea/actions.csv"))
+    assert (vocabulary.num_actions, vocabulary.num_verbs, vocabulary.num_nouns) == (106, 19, 51)
+    assert vocabulary.names[0] == "Inspect/Read_recipe" and vocabulary.action_of(0, 0) == 0
+    assert vocabulary.names[105] == "Put_oil:container" and vocabulary.action_of(5, 35) == 105
+    counts = {1: (8299, 2022), 2: (8299, 2022), 3: (8300, 2021)}
+    for split, (train_rows, val_rows) in counts.items():
+        for name, rows in ((f"training{split}", train_rows), (f"validation{split}", val_rows)):
+            path = resolve_path(f"builtin:egtea/{name}.csv")
+            segments = read_annotations(path, vocabulary=vocabulary)
+            assert len(segments) == rows, name
+            # Every row's action id names its own (verb, noun) in the vocabulary.
+            assert all(vocabulary.action_of(s.verb, s.noun) == s.action for s in segments)
+    first = read_rulstm_split(resolve_path("builtin:egtea/training1.csv"))[0]
+    assert (first.uid, first.video_id, first.start_frame, first.end_frame) == (
+        "2",
+        "P07-R01-PastaSalad",
+        2751,
+        2808,
+    )
+
+
+def test_headerless_vocabulary_rejects_malformed_rows(tmp_path):
+    bad_pair = write(tmp_path, "a.csv", "0, 0_0, Open_fridge\n1, 12, Cut_tomato\n")
+    with pytest.raises(AnnotationError, match=r"a.csv:2: column 'verb_noun' must look like"):
+        read_actions_csv(bad_pair)
+    gap = write(tmp_path, "b.csv", "0, 0_0, Open_fridge\n2, 1_1, Cut_tomato\n")
+    with pytest.raises(AnnotationError, match=r"b.csv:2: action ids must run"):
+        read_actions_csv(gap)
+    short = write(tmp_path, "c.csv", "0, 0_0\n")
+    with pytest.raises(AnnotationError, match=r"c.csv:1: a headerless action row has 3"):
+        read_actions_csv(short)
+
+
 EK55_HEADER = (
     "uid,participant_id,video_id,narration,start_timestamp,stop_timestamp,start_frame,"
     "stop_frame,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes\n"
