@@ -3,11 +3,27 @@
 Configs are plain YAML under ``configs/``; every argument is typed by the constructors'
 signatures (see ``rulstm fit --help``). W&B logs offline by default so nothing ever blocks on
 the network; ``--trainer.logger`` switches to CSV or anything else.
+
+Values the data and the model must agree on are set once, on the data side, and reach the
+model through jsonargparse links applied when the classes are instantiated:
+
+* the sampling protocol: ``data.alpha`` -> ``model.alpha``, ``data.task`` -> ``model.task``,
+  the scored steps (``data.anticipation_steps``, or ``data.early_recognition_steps`` for early
+  recognition) -> ``model.anticipation_steps``;
+* the sizes: ``num_classes`` from the action vocabulary, ``feat_dim`` (single branch) or
+  ``feat_dims`` (fusion) from the HDF5 files' ``dim`` attribute.
+
+A config may still set a model-side value; if it disagrees with the data, the run stops
+before training with an error naming both values (:func:`check_compatibility`).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -20,10 +36,94 @@ DEFAULT_LOGGER = {
 }
 
 
+def _scored_steps(datamodule: AnticipationDataModule) -> int:
+    if datamodule.task == "anticipation":
+        return datamodule.anticipation_steps
+    return datamodule.steps  # early recognition: every observation is scored
+
+
+def _module_default(name: str) -> Any:
+    return inspect.signature(AnticipationModule.__init__).parameters[name].default
+
+
+# Link target -> (what the data says, the value that means "not set by the config").
+DERIVED: dict[str, tuple[Callable[[AnticipationDataModule], Any], Any]] = {
+    "model.alpha": (lambda dm: dm.alpha, _module_default("alpha")),
+    "model.task": (lambda dm: dm.task, _module_default("task")),
+    "model.anticipation_steps": (_scored_steps, _module_default("anticipation_steps")),
+    "model.net.init_args.num_classes": (lambda dm: dm.num_actions, None),
+}
+
+
 class RulstmCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        self._configured: dict[str, Any] = {}
+        for target, (derive, unset) in DERIVED.items():
+            parser.link_arguments(
+                "data",
+                target,
+                compute_fn=partial(self._from_data, target, derive, unset),
+                apply_on="instantiate",
+            )
+        # Nets without these arguments (fusion has feat_dims, branches feat_dim) skip the link.
+        parser.link_arguments(
+            "data", "model.net.init_args.feat_dim", self._feat_dim, apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "data", "model.net.init_args.feat_dims", self._feat_dims, apply_on="instantiate"
+        )
+
     def before_instantiate_classes(self) -> None:
         # W&B must never block on a machine without network: offline unless asked otherwise.
         os.environ.setdefault("WANDB_MODE", "offline")
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        # What the config itself says, before the links overwrite it at instantiation.
+        self._configured = {
+            key: config.get(key)
+            for key in (
+                *DERIVED,
+                "model.modality",
+                "model.net.init_args.feat_dim",
+                "model.net.init_args.feat_dims",
+            )
+        }
+        self._net_args = set(vars(config.get("model.net.init_args") or {}))
+
+    def _from_data(
+        self,
+        target: str,
+        derive: Callable[[AnticipationDataModule], Any],
+        unset: Any,
+        datamodule: AnticipationDataModule,
+    ) -> Any:
+        configured = self._configured.get(target)
+        if configured is not None and configured != unset:
+            return configured  # a disagreement is reported by check_compatibility
+        return derive(datamodule)
+
+    def _feat_dim(self, datamodule: AnticipationDataModule) -> int | None:
+        configured = self._configured.get("model.net.init_args.feat_dim")
+        if configured is not None or "feat_dim" not in self._net_args:
+            return configured
+        dims = datamodule.feature_dims
+        modality = self._configured.get("model.modality")
+        if modality is None and len(dims) != 1:
+            raise ValueError(
+                f"data.features holds {list(dims)}: set model.modality to the one this "
+                "single-branch net reads (its feat_dim is then read from that file)"
+            )
+        modality = modality or next(iter(dims))
+        if modality not in dims:
+            raise KeyError(
+                f"model.modality is {modality!r} but data.features only has {list(dims)}"
+            )
+        return dims[modality]
+
+    def _feat_dims(self, datamodule: AnticipationDataModule) -> dict[str, int] | None:
+        configured = self._configured.get("model.net.init_args.feat_dims")
+        if configured is not None or "feat_dims" not in self._net_args:
+            return configured
+        return dict(datamodule.feature_dims)
 
     def before_fit(self) -> None:
         self._check_shapes()
@@ -48,6 +148,19 @@ class RulstmCLI(LightningCLI):
 
 
 def check_compatibility(model: AnticipationModule, datamodule: AnticipationDataModule) -> None:
+    """Fail with one line naming both values when the model and the data disagree: the
+    sampling protocol (alpha, task, scored steps), the classes, or a modality's feature size."""
+    hparams = model.hparams
+    for name, have, want in (
+        ("alpha", hparams.get("alpha"), datamodule.alpha),
+        ("task", hparams.get("task"), datamodule.task),
+        ("anticipation_steps", hparams.get("anticipation_steps"), _scored_steps(datamodule)),
+    ):
+        if have is not None and have != want:
+            raise ValueError(
+                f"model.{name} is {have!r} but the data gives {want!r} (set it once, under "
+                f"data: alpha, task, anticipation_steps / early_recognition_steps)"
+            )
     net = model.net
     num_classes = getattr(net, "num_classes", None)
     if num_classes is not None and num_classes != datamodule.num_actions:

@@ -31,8 +31,6 @@ def overrides(config: Path, data, tmp_path: Path) -> list[str]:
         "8",
         "--model.init_checkpoint",
         "null",
-        "--model.net.init_args.num_classes",
-        str(data.num_classes),
         "--model.net.init_args.hidden",
         "8",
         "--trainer.logger",
@@ -50,6 +48,8 @@ def test_test_config_evaluates_and_writes_outputs(config, tmp_path, synthetic_da
     data = synthetic_data(dims=DIMS, num_classes=4, videos=3, frames=600)
     args = [
         "test",
+        "-c",
+        str(config.parent / "base.yaml"),
         "-c",
         str(config),
         *overrides(config, data, tmp_path),
@@ -77,6 +77,8 @@ def test_predict_config_writes_a_valid_submission(config, tmp_path, synthetic_da
     )
     args = [
         "predict",
+        "-c",
+        str(CONFIGS / dataset / "base.yaml"),
         "-c",
         str(CONFIGS / dataset / "test_fusion.yaml"),
         "-c",

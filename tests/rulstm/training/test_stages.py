@@ -27,11 +27,6 @@ def fit_args(stage: str, data, run_dir: Path, *extra: str, epochs: int = 12) -> 
         if "fusion" in stage
         else [stage.split("_")[-1] if stage.startswith("early") else stage.split("_")[0]]
     )
-    net_dims = (
-        ["--model.net.init_args.feat_dims", str({m: DIMS[m] for m in modalities})]
-        if "fusion" in stage
-        else ["--model.net.init_args.feat_dim", str(DIMS[modalities[0]])]
-    )
     args = [
         "fit",
         "-c",
@@ -50,13 +45,10 @@ def fit_args(stage: str, data, run_dir: Path, *extra: str, epochs: int = 12) -> 
         "16",
         "--data.num_workers",
         "0",
-        "--model.net.init_args.num_classes",
-        str(data.num_classes),
         "--model.net.init_args.hidden",
         "16",
         "--model.net.init_args.dropout",
         "0.1",
-        *net_dims,
         "--model.optimizer.init_args.lr",
         "0.2",
         "--trainer.max_epochs",
@@ -189,10 +181,6 @@ def test_two_process_ddp_on_cpu(tmp_path, synthetic_data):
         "8",
         "--data.num_workers",
         "0",
-        "--model.net.init_args.num_classes",
-        "3",
-        "--model.net.init_args.feat_dim",
-        "12",
         "--model.net.init_args.hidden",
         "8",
         "--trainer.max_epochs",
