@@ -1,6 +1,6 @@
 """Pure ``nn.Module`` models: RU-LSTM branches, their fusion and baselines."""
 
-from rulstm.models.baselines import LSTMBaseline, TCNBaseline
+from rulstm.models.baselines import LSTMBaseline, TCNBaseline, TransformerBaseline
 from rulstm.models.rulstm import RULSTM, RULSTMFusion
 
-__all__ = ["RULSTM", "LSTMBaseline", "RULSTMFusion", "TCNBaseline"]
+__all__ = ["RULSTM", "LSTMBaseline", "RULSTMFusion", "TCNBaseline", "TransformerBaseline"]

@@ -1,13 +1,23 @@
 """Baselines with the same forward contract as :class:`rulstm.models.RULSTM`.
 
 ``forward(x (B, T, D), *, sequence_completion=False, last_steps=None) -> logits (B, S, C)``
-where ``S = last_steps or T``. Neither baseline has a sequence-completion mode: passing
-``sequence_completion=True`` raises a ``ValueError`` (so a pre-training config cannot silently
-train the wrong objective).
+where ``S = last_steps or T``; output ``t`` depends only on ``x[:, :t+1]``. No baseline has a
+sequence-completion mode: passing ``sequence_completion=True`` raises a ``ValueError`` (so a
+pre-training config cannot silently train the wrong objective).
+
+* :class:`LSTMBaseline`: one LSTM encodes and predicts;
+* :class:`TCNBaseline`: causal dilated convolutions (Bai et al., 2018);
+* :class:`TransformerBaseline`: a causal Transformer encoder (Vaswani et al., 2017).
+
+The RU-GRU baseline is :class:`rulstm.models.RULSTM` with ``cell="gru"``.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -166,3 +176,105 @@ class TCNBaseline(nn.Module):
         channels_first = self.input_dropout(x).transpose(1, 2)  # (B, T, D) -> (B, D, T)
         features = self.blocks(channels_first).transpose(1, 2)  # (B, hidden, T) -> (B, T, hidden)
         return self.classifier(features[:, -kept:])  # (B, S, hidden) -> (B, S, C)
+
+
+class TransformerBaseline(nn.Module):
+    """A causal Transformer encoder over the observed steps, one prediction per step.
+
+    The features are projected to ``hidden``, given positions (``"sinusoidal"``, fixed as in
+    Vaswani et al. 2017, or ``"learned"``, one vector per step up to ``max_steps``) and run
+    through ``layers`` pre-norm encoder layers whose attention is masked so that step ``t``
+    sees steps ``<= t`` only. A linear classifier reads every step.
+
+    Args:
+        num_classes: number of classes ``C``.
+        feat_dim: input feature size ``D``.
+        hidden: model width (must be divisible by ``heads``).
+        heads: attention heads per layer.
+        layers: encoder layers.
+        feedforward: width of each layer's feed-forward network (default ``4 * hidden``).
+        dropout: on the input features, inside the encoder and before the classifier.
+        positions: ``"sinusoidal"`` or ``"learned"``.
+        max_steps: longest sequence for learned positions (longer input raises ``ValueError``).
+
+    Raises:
+        ValueError: ``hidden`` not divisible by ``heads``, an unknown ``positions``, or (in
+            ``forward``) a bad input shape or a sequence longer than ``max_steps`` with learned
+            positions.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        feat_dim: int,
+        hidden: int = 256,
+        heads: int = 4,
+        layers: int = 2,
+        feedforward: int | None = None,
+        dropout: float = 0.1,
+        positions: Literal["sinusoidal", "learned"] = "sinusoidal",
+        max_steps: int = 64,
+    ) -> None:
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        if positions not in ("sinusoidal", "learned"):
+            raise ValueError(f"positions must be 'sinusoidal' or 'learned', got {positions!r}")
+        self.num_classes = num_classes
+        self.feat_dim = feat_dim
+        self.hidden = hidden
+        self.positions = positions
+        self.max_steps = max_steps
+        self.input_dropout = nn.Dropout(dropout)
+        self.project = nn.Linear(feat_dim, hidden)
+        self.position_table = (
+            nn.Parameter(torch.zeros(max_steps, hidden)) if positions == "learned" else None
+        )
+        if self.position_table is not None:
+            nn.init.normal_(self.position_table, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            hidden,
+            heads,
+            dim_feedforward=feedforward or 4 * hidden,
+            dropout=dropout,
+            batch_first=True,
+            norm_first=True,
+        )
+        # Nested tensors only apply without a mask; disabling them avoids a warning.
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(hidden)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+    def _positions(self, steps: int, like: Tensor) -> Tensor:
+        """Position vectors (T, hidden) for steps 0..T-1."""
+        if self.position_table is not None:
+            if steps > self.max_steps:
+                raise ValueError(
+                    f"TransformerBaseline: {steps} steps but learned positions cover "
+                    f"max_steps={self.max_steps}"
+                )
+            return self.position_table[:steps]
+        position = torch.arange(steps, device=like.device, dtype=like.dtype)[:, None]  # (T, 1)
+        frequency = torch.exp(
+            torch.arange(0, self.hidden, 2, device=like.device, dtype=like.dtype)
+            * (-math.log(10000.0) / self.hidden)
+        )  # (ceil(hidden/2),)
+        table = like.new_zeros(steps, self.hidden)
+        table[:, 0::2] = torch.sin(position * frequency)
+        table[:, 1::2] = torch.cos(position * frequency[: self.hidden // 2])
+        return table
+
+    def forward(
+        self, x: Tensor, *, sequence_completion: bool = False, last_steps: int | None = None
+    ) -> Tensor:
+        """Logits (B, S, C) of the last ``S = last_steps or T`` steps of x (B, T, D)."""
+        _no_sequence_completion(sequence_completion, type(self).__name__)
+        kept = _check_input(x, self.feat_dim, last_steps, type(self).__name__)
+        steps = x.shape[1]
+        tokens = self.project(self.input_dropout(x))  # (B, T, D) -> (B, T, hidden)
+        tokens = tokens + self._positions(steps, tokens)  # broadcast (T, hidden)
+        # -inf above the diagonal: step t attends to steps <= t only.
+        mask = nn.Transformer.generate_square_subsequent_mask(steps, device=x.device, dtype=x.dtype)
+        encoded = self.norm(self.encoder(tokens, mask=mask, is_causal=True))  # (B, T, hidden)
+        return self.classifier(encoded[:, -kept:])  # (B, S, hidden) -> (B, S, C)

@@ -32,6 +32,11 @@ The default ``unroll="parallel"`` path gives the same outputs much faster:
 Parameter names are a contract with the checkpoint importer: ``rolling_lstm`` and
 ``unrolling_lstm`` are standard :class:`torch.nn.LSTM` modules (``weight_ih_l0``, ...),
 ``classifier.1`` is the linear classifier and ``attention.{0,3,6}`` are MATT's linear layers.
+
+``cell="gru"`` (RU-GRU, a baseline from the course material) uses :class:`torch.nn.GRU` for both
+networks under the same attribute names. A GRU has no cell state, so its state is carried as
+``(h, h)``: the unrolling starts from the rolling hidden state, and the MATT context is the two
+hidden states (unrolling ``h``, rolling ``h_t``).
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ from torch import Tensor, nn
 
 UnrollMode = Literal["parallel", "sequential"]
 FusionMode = Literal["matt", "average"]
-LSTMState = tuple[Tensor, Tensor]  # (h, c), each (L, B, H)
+Cell = Literal["lstm", "gru"]
+LSTMState = tuple[Tensor, Tensor]  # (h, c), each (L, B, H); (h, h) for a GRU
 
 
 def _lstm_cell(
@@ -67,12 +73,50 @@ def _lstm_cell(
     return hidden, cell
 
 
-def _layer_weights(lstm: nn.LSTM, layer: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(W_ih, W_hh, b_ih + b_hh) of one layer of a standard nn.LSTM."""
-    weight_ih = getattr(lstm, f"weight_ih_l{layer}")
-    weight_hh = getattr(lstm, f"weight_hh_l{layer}")
-    bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
-    return weight_ih, weight_hh, bias
+def _gru_cell(
+    input_gates: Tensor, state: LSTMState | None, weight_hh: Tensor, bias_hn: Tensor
+) -> tuple[Tensor, Tensor]:
+    """One GRU step (PyTorch's equations and gate order: reset, update, new).
+
+    ``input_gates`` (N, 3H) is ``W_ih x + b_ih`` plus the recurrent biases of the reset and
+    update gates; ``bias_hn`` (H,) is the recurrent bias of the new gate, which the reset gate
+    multiplies and so cannot be folded in. Returns ``(h, h)`` (a GRU has no cell state).
+    """
+    size = bias_hn.shape[0]
+    if state is None:
+        recurrent = bias_hn.new_zeros(1, 3 * size)  # h = 0: only the biases remain
+        previous = None
+    else:
+        recurrent = state[0] @ weight_hh.t()  # (N, 3H)
+        previous = state[0]
+    reset, update = torch.sigmoid(input_gates[:, : 2 * size] + recurrent[:, : 2 * size]).chunk(2, 1)
+    new = torch.tanh(input_gates[:, 2 * size :] + reset * (recurrent[:, 2 * size :] + bias_hn))
+    hidden = (1 - update) * new if previous is None else new + update * (previous - new)
+    return hidden, hidden
+
+
+def _layer_weights(rnn: nn.LSTM | nn.GRU, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """(W_ih, W_hh, input bias, GRU new-gate recurrent bias or None) of one layer.
+
+    LSTM: the input bias is ``b_ih + b_hh``. GRU: ``b_ih`` plus the reset/update part of
+    ``b_hh`` (see :func:`_gru_cell`)."""
+    weight_ih = getattr(rnn, f"weight_ih_l{layer}")
+    weight_hh = getattr(rnn, f"weight_hh_l{layer}")
+    bias_ih, bias_hh = getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")
+    if isinstance(rnn, nn.GRU):
+        size = weight_hh.shape[1]
+        folded = torch.cat([bias_hh[: 2 * size], bias_hh.new_zeros(size)])  # (3H,)
+        return weight_ih, weight_hh, bias_ih + folded, bias_hh[2 * size :]
+    return weight_ih, weight_hh, bias_ih + bias_hh, None
+
+
+def _cell_step(
+    input_gates: Tensor, state: LSTMState | None, weight_hh: Tensor, bias_hn: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """One LSTM step, or one GRU step when the layer has a new-gate bias (GRU)."""
+    if bias_hn is None:
+        return _lstm_cell(input_gates, state, weight_hh)
+    return _gru_cell(input_gates, state, weight_hh, bias_hn)
 
 
 def _last_rows(step_values: list[Tensor], sizes: list[int]) -> Tensor:
@@ -105,6 +149,8 @@ class RULSTM(nn.Module):
             ``"sequential"`` (the reference's structure: one ``nn.LSTM`` call per time step;
             slow, kept as a readable cross-check). Both give the same outputs in eval mode.
             Stored as the attribute ``unroll_mode``, which may be changed after construction.
+        cell: ``"lstm"`` (RU-LSTM, the reference) or ``"gru"`` (RU-GRU: both networks are GRUs;
+            the context for fusion is then the unrolling and rolling hidden states).
 
     Training-mode dropout: the reference samples a fresh dropout mask for every repeated copy
     of ``x_t`` fed to the unrolling LSTM (and, in sequence completion, for every unrolling's
@@ -126,8 +172,11 @@ class RULSTM(nn.Module):
         dropout: float = 0.8,
         depth: int = 1,
         unroll: UnrollMode = "parallel",
+        cell: Cell = "lstm",
     ) -> None:
         super().__init__()
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
         if min(num_classes, feat_dim, hidden, depth) < 1:
             raise ValueError(
                 "num_classes, feat_dim, hidden and depth must be >= 1, got "
@@ -141,13 +190,15 @@ class RULSTM(nn.Module):
         self.feat_dim = feat_dim
         self.hidden = hidden
         self.depth = depth
+        self.cell: Cell = cell
         self.unroll_mode: UnrollMode = unroll
         # nn.LSTM warns about (and ignores) inter-layer dropout with a single layer.
         self.lstm_dropout = dropout if depth > 1 else 0.0
 
         self.input_dropout = nn.Dropout(dropout)
-        self.rolling_lstm = nn.LSTM(feat_dim, hidden, num_layers=depth, dropout=self.lstm_dropout)
-        self.unrolling_lstm = nn.LSTM(feat_dim, hidden, num_layers=depth, dropout=self.lstm_dropout)
+        rnn = nn.GRU if cell == "gru" else nn.LSTM
+        self.rolling_lstm = rnn(feat_dim, hidden, num_layers=depth, dropout=self.lstm_dropout)
+        self.unrolling_lstm = rnn(feat_dim, hidden, num_layers=depth, dropout=self.lstm_dropout)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
     @staticmethod
@@ -245,15 +296,15 @@ class RULSTM(nn.Module):
         layer_input = steps
         all_h, all_c = [], []
         for layer in range(self.depth):
-            weight_ih, weight_hh, bias = _layer_weights(self.rolling_lstm, layer)
+            weight_ih, weight_hh, bias, bias_hn = _layer_weights(self.rolling_lstm, layer)
             if layer > 0:
                 layer_input = F.dropout(layer_input, self.lstm_dropout, self.training)
             # The input projection of all T steps is one matrix product.
-            input_gates = F.linear(layer_input, weight_ih, bias)  # (T, B, 4H)
+            input_gates = F.linear(layer_input, weight_ih, bias)  # (T, B, 4H) (GRU: 3H)
             state = None
             hs, cs = [], []
             for gates in input_gates:
-                state = _lstm_cell(gates, state, weight_hh)
+                state = _cell_step(gates, state, weight_hh, bias_hn)
                 hs.append(state[0])
                 cs.append(state[1])
             layer_input = torch.stack(hs)  # (T, B, H)
@@ -287,7 +338,7 @@ class RULSTM(nn.Module):
         # are sorted by decreasing length.
         sizes = [batch * sum(length > k for length in lengths) for k in range(lengths[0])]
 
-        weight_ih, weight_hh, bias = _layer_weights(self.unrolling_lstm, 0)
+        weight_ih, weight_hh, bias, bias_hn = _layer_weights(self.unrolling_lstm, 0)
         gates = F.linear(inputs, weight_ih, bias)  # (S, B, D) -> (S, B, 4H), once per x_t
         if sequence_completion:
             if lengths != list(range(num_seqs, 0, -1)):
@@ -301,7 +352,7 @@ class RULSTM(nn.Module):
         outputs: list[Tensor] = []  # the current layer's hidden states, one entry per step
         for layer in range(self.depth):
             if layer > 0:
-                weight_ih, weight_hh, bias = _layer_weights(self.unrolling_lstm, layer)
+                weight_ih, weight_hh, bias, bias_hn = _layer_weights(self.unrolling_lstm, layer)
                 # Packed outputs of the layer below: one projection for all steps.
                 packed = F.dropout(torch.cat(outputs), self.lstm_dropout, self.training)
                 step_gates = list(F.linear(packed, weight_ih, bias).split(sizes))
@@ -310,7 +361,7 @@ class RULSTM(nn.Module):
             for gates_k, size in zip(step_gates, sizes):
                 if size < h.shape[0]:  # drop the sequences that have finished
                     h, c = h[:size], c[:size]
-                h, c = _lstm_cell(gates_k, (h, c), weight_hh)  # (size, H)
+                h, c = _cell_step(gates_k, (h, c), weight_hh, bias_hn)  # (size, H)
                 outputs.append(h)
         return _last_rows(outputs, sizes)
 
@@ -324,8 +375,10 @@ class RULSTM(nn.Module):
         state = None
         rolling_states: list[LSTMState] = []
         for t in range(num_steps):
-            _, state = self.rolling_lstm(dropped[t : t + 1], state)  # state: (L, B, H) x 2
-            rolling_states.append(state)
+            _, state = self.rolling_lstm(dropped[t : t + 1], self._rnn_state(state))
+            if self.cell == "gru":
+                state = (state, state)  # (L, B, H): the GRU hidden state stands in for c
+            rolling_states.append(state)  # (L, B, H) x 2
 
         unrolled = []
         for t in range(first, num_steps):
@@ -333,10 +386,18 @@ class RULSTM(nn.Module):
                 future = steps[t:]  # (T-t, B, D)
             else:
                 future = steps[t].expand(num_steps - t + 1, batch, self.feat_dim)  # (T-t+1, B, D)
-            outputs, _ = self.unrolling_lstm(self.input_dropout(future), rolling_states[t])
+            outputs, _ = self.unrolling_lstm(
+                self.input_dropout(future), self._rnn_state(rolling_states[t])
+            )
             unrolled.append(outputs[-1])  # (B, H)
         rolling_cell = [rolling_states[t][1][-1] for t in range(first, num_steps)]
         return torch.stack(unrolled, dim=1), torch.stack(rolling_cell, dim=1)  # (B, S, H)
+
+    def _rnn_state(self, state: LSTMState | None) -> LSTMState | Tensor | None:
+        """What nn.LSTM / nn.GRU take as the initial state: ``(h, c)`` or ``h``."""
+        if state is None or self.cell == "lstm":
+            return state
+        return state[0]
 
     # ------------------------------------------------------------------ online use
 
@@ -358,11 +419,12 @@ class RULSTM(nn.Module):
         layer_input = self.input_dropout(x_t)
         new_h, new_c = [], []
         for layer in range(self.depth):
-            weight_ih, weight_hh, bias = _layer_weights(self.rolling_lstm, layer)
+            weight_ih, weight_hh, bias, bias_hn = _layer_weights(self.rolling_lstm, layer)
             if layer > 0:
                 layer_input = F.dropout(layer_input, self.lstm_dropout, self.training)
             layer_state = None if state is None else (state[0][layer], state[1][layer])
-            h, c = _lstm_cell(F.linear(layer_input, weight_ih, bias), layer_state, weight_hh)
+            input_gates = F.linear(layer_input, weight_ih, bias)
+            h, c = _cell_step(input_gates, layer_state, weight_hh, bias_hn)
             new_h.append(h)
             new_c.append(c)
             layer_input = h
@@ -431,13 +493,14 @@ class RULSTM(nn.Module):
         taps: dict[int, Tensor] = {}
         for step in range(1, max(num_steps) + 1):
             layer_input = None
-            for layer, (weight_ih, weight_hh, bias) in enumerate(weights):
+            for layer, (weight_ih, weight_hh, bias, bias_hn) in enumerate(weights):
                 if layer == 0:
                     gates = first_gates
                 else:
                     dropped = F.dropout(layer_input, self.lstm_dropout, self.training)
                     gates = F.linear(dropped, weight_ih, bias)
-                h[layer], c[layer] = _lstm_cell(gates, (h[layer], c[layer]), weight_hh)
+                layer_state = (h[layer], c[layer])
+                h[layer], c[layer] = _cell_step(gates, layer_state, weight_hh, bias_hn)
                 layer_input = h[layer]
             if step in wanted:
                 taps[step] = h[-1]
@@ -456,7 +519,7 @@ class RULSTMFusion(nn.Module):
         num_classes: number of classes ``C`` (shared by all branches).
         feat_dims: feature size of each modality, in fusion order, e.g.
             ``{"rgb": 1024, "flow": 1024, "obj": 352}``.
-        hidden, depth: of every branch (see :class:`RULSTM`).
+        hidden, depth, cell: of every branch (see :class:`RULSTM`).
         dropout: of every branch and of the MATT network.
         fusion: ``"matt"``: an MLP on the branches' contexts gives softmax weights over the
             modalities at every time step; ``"average"``: late fusion, the mean of the
@@ -474,13 +537,19 @@ class RULSTMFusion(nn.Module):
         dropout: float = 0.8,
         depth: int = 1,
         fusion: FusionMode = "matt",
+        cell: Cell = "lstm",
     ) -> None:
         super().__init__()
         if not feat_dims:
             raise ValueError("feat_dims must name at least one modality")
         branches = {
             name: RULSTM(
-                num_classes=num_classes, feat_dim=dim, hidden=hidden, dropout=dropout, depth=depth
+                num_classes=num_classes,
+                feat_dim=dim,
+                hidden=hidden,
+                dropout=dropout,
+                depth=depth,
+                cell=cell,
             )
             for name, dim in feat_dims.items()
         }
@@ -521,7 +590,7 @@ class RULSTMFusion(nn.Module):
         self.branches = nn.ModuleDict(branches)
         self.attention: nn.Sequential | None = None
         if fusion == "matt":
-            # Context: (unrolled hidden, rolling cell) of every branch, concatenated.
+            # Context: (unrolled hidden, rolling cell or GRU hidden) of every branch, concatenated.
             in_size = 2 * len(branches) * self.hidden
             self.attention = nn.Sequential(
                 nn.Linear(in_size, in_size // 4),

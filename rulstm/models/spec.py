@@ -25,6 +25,7 @@ def describe_net(net: nn.Module) -> dict[str, Any] | None:
                 "hidden": net.hidden,
                 "dropout": float(net.input_dropout.p),
                 "depth": net.depth,
+                "cell": net.cell,
             },
         }
     if isinstance(net, RULSTMFusion):
@@ -38,6 +39,7 @@ def describe_net(net: nn.Module) -> dict[str, Any] | None:
                 "dropout": float(first.input_dropout.p),
                 "depth": first.depth,
                 "fusion": net.fusion,
+                "cell": first.cell,
             },
         }
     return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from rulstm.cli import build_cli
@@ -28,9 +29,9 @@ def test_every_dataset_has_all_stages():
         for modality in REFERENCE_DIMS:
             assert {f"{modality}_sc", f"{modality}_anticipation"} <= names
         assert {"fusion", "baseline_lstm_rgb", "baseline_tcn_rgb"} <= names
-    assert {"early_rgb", "early_flow", "early_obj", "early_fusion"} <= {
-        p.stem for p in STAGES if p.parent.name == "ek55"
-    }
+    ek55 = {p.stem for p in STAGES if p.parent.name == "ek55"}
+    assert {"early_rgb", "early_flow", "early_obj", "early_fusion"} <= ek55
+    assert {"baseline_rugru_rgb", "baseline_transformer_rgb"} <= ek55
 
 
 @pytest.mark.parametrize("stage", STAGES, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -76,6 +77,11 @@ def test_config_runs_fast_dev_run(stage, tmp_path, synthetic_data):
         "--trainer.default_root_dir",
         str(tmp_path / "run"),
     ]
+    if stage.stem == "baseline_transformer_rgb":
+        args += ["--model.net.init_args.heads", "2"]  # hidden 8 above
     cli = build_cli(args)
     assert cli.trainer.state.finished
     assert "train/loss" in cli.trainer.callback_metrics
+    net_args = stage_config["model"].get("net", {}).get("init_args", {})
+    if net_args.get("cell") == "gru":
+        assert isinstance(cli.model.net.rolling_lstm, torch.nn.GRU)
