@@ -4,7 +4,7 @@ Examples::
 
     rulstm-extract --videos videos/ --out features/ -c configs/extract/default.yaml
     rulstm-extract --videos videos/ --out features/ --modalities rgb flow \\
-        -c configs/extract/cpu.yaml --annotations training.csv --only-needed
+        -c configs/extract/cpu.yaml --annotations training.csv validation.csv --only-needed
     rulstm-extract ... -c configs/extract/quickstart.yaml --obj.palette palette.yaml
 
 Every config field is an option (``--rgb.backbone resnet18``, ``--flow.method dis``);
@@ -46,9 +46,11 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "--annotations",
-        type=Path | None,
+        type=Path,
+        nargs="+",
         default=None,
-        help="Segments (RU-LSTM split CSV or original EPIC CSV) for --only-needed.",
+        help="Segments for --only-needed: one or more RU-LSTM split CSVs or original EPIC CSVs "
+        "(e.g. training.csv validation.csv test.csv); the frames of all of them are extracted.",
     )
     parser.add_argument(
         "--video_info",
@@ -110,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = RunOptions(
         videos=namespace.videos,
         out=namespace.out,
-        annotations=namespace.annotations,
+        annotations=tuple(namespace.annotations or ()) or None,
         video_info=namespace.video_info,
         only_needed=namespace.only_needed,
         overwrite=namespace.overwrite,

@@ -32,7 +32,7 @@ class RunOptions:
 
     videos: Path
     out: Path
-    annotations: Path | None = None
+    annotations: Path | Sequence[Path] | None = None  # one or several split files
     video_info: Path | None = None
     only_needed: bool = False
     overwrite: bool = False
@@ -104,9 +104,13 @@ def plan_extraction(
     if options.only_needed:
         if options.annotations is None:
             raise ValueError("--only-needed needs --annotations (the segments to sample)")
-        segments = read_annotations(
-            options.annotations, video_fps=options.video_info, fps=config.fps
-        )
+        files = options.annotations
+        files = [files] if isinstance(files, (str, Path)) else list(files)
+        segments = [
+            segment
+            for path in files
+            for segment in read_annotations(path, video_fps=options.video_info, fps=config.fps)
+        ]
         wanted = needed_frames(segments, fps=config.fps, sparse=config.sparse)
         missing = sorted(set(wanted) - {v.video_id for v in videos})
         if missing:

@@ -172,6 +172,22 @@ def test_sparse_mode_extracts_only_the_sampled_frames(
     assert _read(sparse / "flow.h5")["P01_01"][0].tolist() == list(range(1, 151))
 
 
+def test_only_needed_reads_several_annotation_files(
+    tmp_path: Path, make_video, tiny_config: Path, tiny_overrides: list[str]
+) -> None:
+    folder = tmp_path / "videos"
+    make_video("videos/P01_01.mp4", num_frames=150, fps=30)
+    training, validation = tmp_path / "training.csv", tmp_path / "validation.csv"
+    training.write_text("1,P01_01,120,140,0,0,0\n")
+    validation.write_text("2,P01_01,60,70,1,1,1\n")
+    out = tmp_path / "sparse"
+    arguments = ["--annotations", str(training), str(validation), "--only-needed"]
+    arguments += ["--modalities", "rgb"]
+    assert _extract(folder, out, *arguments, config=tiny_config, overrides=tiny_overrides) == 0
+    needed = sorted(set(anticipation_frames(120).tolist()) | set(anticipation_frames(60).tolist()))
+    assert _read(out / "rgb.h5")["P01_01"][0].tolist() == needed
+
+
 def test_unwritable_output_is_a_clear_error(
     tmp_path: Path, videos: Path, tiny_config: Path, capsys
 ) -> None:
