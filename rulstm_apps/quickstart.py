@@ -9,6 +9,11 @@
 4. evaluate every model (``rulstm test``) and compare it with the Bayes bound and chance;
 5. render ``demo.mp4`` on a validation video with ``rulstm-demo``.
 
+Every command is printed as it runs (``$ rulstm fit ...``, ``$ rulstm test ...``,
+``$ rulstm-demo ...``) and saved in ``commands.sh``, so each step can be copied and rerun.
+With ``--baselines`` (or ``--preset baselines``) the LSTM, TCN, RU-GRU and Transformer
+baselines are trained on RGB too and appear as extra rows of the table.
+
 Everything lands in one folder (``--out``, default ``quickstart_output``)::
 
     data/        videos, annotations (RU-LSTM and EPIC formats), recipe.json, bayes.json
@@ -23,16 +28,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 MODALITIES = ("rgb", "flow", "obj")
+# Baselines on RGB features: report name -> stage config under configs/quickstart/.
+BASELINES = {
+    "lstm_rgb": "baseline_lstm.yaml",
+    "tcn_rgb": "baseline_tcn.yaml",
+    "rugru_rgb": "baseline_rugru.yaml",
+    "transformer_rgb": "baseline_transformer.yaml",
+}
 
 
 @dataclass(frozen=True)
@@ -44,12 +57,16 @@ class QuickstartPreset:
     anticipation_epochs: int
     fusion_epochs: int
     extract_config: str = "quickstart.yaml"
+    baselines: bool = False  # also train and tabulate the baselines (BASELINES)
 
 
 PRESETS = {
     "tiny": QuickstartPreset("tiny", sc_epochs=1, anticipation_epochs=2, fusion_epochs=1),
     "default": QuickstartPreset("default", sc_epochs=5, anticipation_epochs=20, fusion_epochs=8),
     "large": QuickstartPreset("large", sc_epochs=10, anticipation_epochs=30, fusion_epochs=15),
+    "baselines": QuickstartPreset(
+        "default", sc_epochs=5, anticipation_epochs=20, fusion_epochs=8, baselines=True
+    ),
 }
 
 
@@ -59,6 +76,23 @@ class QuickstartError(RuntimeError):
 
 def _banner(step: str) -> None:
     print(f"\n=== {step} ===", flush=True)
+
+
+COMMANDS: list[str] = []  # every command of this run, in order (written to commands.sh)
+
+
+def _show(program: str, args: Sequence[str]) -> None:
+    """Print the command line a user would type for this step (and record it)."""
+    line = f"{program} {shlex.join(args)}"
+    COMMANDS.append(line)
+    print(f"$ {line}", flush=True)
+
+
+def _rulstm(args: list[str]):
+    from rulstm.cli import build_cli
+
+    _show("rulstm", args)
+    return build_cli(args)
 
 
 def _config(*parts: str) -> str:
@@ -80,19 +114,16 @@ def generate(out: Path, preset: QuickstartPreset, seed: int):
 def extract(out: Path, data, preset: QuickstartPreset) -> dict[str, Path]:
     """Run the real extraction CLI in a subprocess, on the frames the sampling needs."""
     features = out / "features"
-    annotations = out / "data" / "all_segments.csv"
-    # --only-needed reads one annotation file: the training and validation segments together.
-    annotations.write_text(data.training_csv.read_text() + data.validation_csv.read_text())
-    command = [
-        sys.executable, "-m", "feature_extraction.cli",
+    args = [
         "--videos", str(data.videos_dir),
         "--out", str(features),
         "-c", _config("extract", preset.extract_config),
         "--obj.palette", str(data.palette_yaml),
-        "--annotations", str(annotations),
+        "--annotations", str(data.training_csv), str(data.validation_csv),
         "--only-needed",
     ]  # fmt: skip
-    print(" ".join(command), flush=True)
+    _show("rulstm-extract", args)
+    command = [sys.executable, "-m", "feature_extraction.cli", *args]
     result = subprocess.run(command, env={**os.environ, "WANDB_MODE": "disabled"})
     if result.returncode != 0:
         raise QuickstartError(f"feature extraction failed (exit code {result.returncode})")
@@ -102,38 +133,31 @@ def extract(out: Path, data, preset: QuickstartPreset) -> dict[str, Path]:
 def _common_args(
     data, features: dict[str, Path], modalities: Sequence[str], *, log_dir: Path | None = None
 ) -> list[str]:
-    """Paths, classes and feature dims for a stage config (read from the generated files)."""
-    from epic_protocol import read_actions_csv, read_file_info
-
-    dims = {m: read_file_info(features[m]).dim for m in modalities}
+    """Paths and the modality for a stage config (classes and feature sizes are read from
+    actions.csv and the feature files by ``rulstm`` itself)."""
     args = [
         "--data.features", json.dumps({m: str(features[m]) for m in modalities}),
         "--data.train_annotations", str(data.training_csv),
         "--data.val_annotations", str(data.validation_csv),
         "--data.actions", str(data.actions_csv),
-        "--model.net.init_args.num_classes", str(read_actions_csv(data.actions_csv).num_actions),
     ]  # fmt: skip
     if log_dir is not None:
         args += ["--trainer.logger.init_args.save_dir", str(log_dir)]
     if len(modalities) == 1:
         args += ["--model.modality", modalities[0]]
-        args += ["--model.net.init_args.feat_dim", str(dims[modalities[0]])]
-    else:
-        args += ["--model.net.init_args.feat_dims", json.dumps(dims)]
     return args
 
 
 def train(out: Path, data, features: dict[str, Path], preset: QuickstartPreset) -> dict[str, Path]:
-    """SC then anticipation for each branch, then MATT fusion; returns the best checkpoints."""
-    from rulstm.cli import build_cli
-
+    """SC then anticipation for each branch, then MATT fusion (and the baselines with
+    ``preset.baselines``); returns the best checkpoints."""
     runs = out / "runs"
     base = _config("quickstart", "base.yaml")
     best: dict[str, Path] = {}
 
     def fit(stage: str, config: str, modalities: Sequence[str], epochs: int, *extra: str) -> Path:
         _banner(f"training {stage}")
-        build_cli(
+        _rulstm(
             [
                 "fit",
                 "-c",
@@ -169,20 +193,27 @@ def train(out: Path, data, features: dict[str, Path], preset: QuickstartPreset) 
         preset.fusion_epochs,
         "--model.branch_checkpoints", json.dumps({m: str(best[m]) for m in MODALITIES}),
     )  # fmt: skip
+    if preset.baselines:
+        for name, config in BASELINES.items():
+            best[name] = fit(
+                f"baseline_{name}",
+                _config("quickstart", config),
+                ["rgb"],
+                preset.anticipation_epochs,
+            )
     return best
 
 
 def evaluate(out: Path, data, features: dict[str, Path], best: dict[str, Path]) -> dict:
     """``rulstm test`` on the validation split for every model; returns the reports."""
-    from rulstm.cli import build_cli
     from rulstm.evaluation import AnticipationEvaluator
 
     reports = {}
     for name, checkpoint in best.items():
         _banner(f"evaluating {name}")
-        modalities = MODALITIES if name == "fusion" else (name,)
-        stage = "fusion.yaml" if name == "fusion" else "anticipation.yaml"
-        cli = build_cli(
+        modalities = MODALITIES if name == "fusion" else ("rgb",) if name in BASELINES else (name,)
+        stage = BASELINES.get(name, "fusion.yaml" if name == "fusion" else "anticipation.yaml")
+        cli = _rulstm(
             [
                 "test",
                 "-c",
@@ -288,8 +319,7 @@ def demo(out: Path, data, best: dict[str, Path]) -> Path:
     video_id = data.validation_videos_csv.read_text().split()[0]
     path = out / "demo.mp4"
     _banner(f"demo on validation video {video_id}")
-    exit_code = demo_main(
-        [
+    args = [
             "--video",
             str(data.video(video_id)),
             "--checkpoint",
@@ -309,7 +339,8 @@ def demo(out: Path, data, best: dict[str, Path]) -> Path:
             "--out",
             str(path),
         ]  # fmt: skip
-    )
+    _show("rulstm-demo", args)
+    exit_code = demo_main(args)
     if exit_code not in (0, None) or not path.is_file():
         raise QuickstartError(f"the demo failed (exit code {exit_code})")
     return path
@@ -324,11 +355,19 @@ class QuickstartResult:
 
 
 def run(
-    out: str | Path, *, preset: str = "default", seed: int = 0, with_demo: bool = True
+    out: str | Path,
+    *,
+    preset: str = "default",
+    seed: int = 0,
+    with_demo: bool = True,
+    baselines: bool = False,
 ) -> QuickstartResult:
     if preset not in PRESETS:
         raise QuickstartError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     settings = PRESETS[preset]
+    if baselines and not settings.baselines:
+        settings = replace(settings, baselines=True)
+    COMMANDS.clear()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -356,10 +395,13 @@ def run(
     if with_demo:
         timed("demo", demo, out, data, best)
     seconds["total"] = round(time.perf_counter() - started, 1)
+    (out / "commands.sh").write_text(
+        "# The commands rulstm-quickstart ran, in order.\n" + "\n".join(COMMANDS) + "\n"
+    )
     (out / "timings.json").write_text(json.dumps(seconds, indent=1) + "\n")
     print(
         "\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()),
-        f"\noutputs in {out}: metrics.txt, metrics.json, accuracy.png"
+        f"\noutputs in {out}: metrics.txt, metrics.json, accuracy.png, commands.sh"
         + (", demo.mp4" if with_demo else ""),
         flush=True,
     )
@@ -373,13 +415,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--preset",
         choices=sorted(PRESETS),
         default="default",
-        help="tiny (seconds, for tests), default (~10 min on 2 cores), large",
+        help="tiny (seconds, for tests), default (~10 min on 2 cores), large, baselines "
+        "(default plus the LSTM, TCN, RU-GRU and Transformer baselines)",
+    )
+    parser.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also train the RGB baselines (LSTM, TCN, RU-GRU, Transformer) with any preset",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-demo", action="store_true", help="skip demo.mp4")
     args = parser.parse_args(argv)
     try:
-        run(args.out, preset=args.preset, seed=args.seed, with_demo=not args.no_demo)
+        run(
+            args.out,
+            preset=args.preset,
+            seed=args.seed,
+            with_demo=not args.no_demo,
+            baselines=args.baselines,
+        )
     except QuickstartError as error:
         print(f"rulstm-quickstart: error: {error}", file=sys.stderr)
         return 1

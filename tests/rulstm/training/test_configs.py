@@ -85,3 +85,34 @@ def test_config_runs_fast_dev_run(stage, tmp_path, synthetic_data):
     net_args = stage_config["model"].get("net", {}).get("init_args", {})
     if net_args.get("cell") == "gru":
         assert isinstance(cli.model.net.rolling_lstm, torch.nn.GRU)
+
+
+QUICKSTART_STAGES = sorted((CONFIGS / "quickstart").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [p for p in QUICKSTART_STAGES if p.stem not in ("base", "test")],
+    ids=lambda p: f"quickstart/{p.stem}",
+)
+def test_quickstart_config_runs_fast_dev_run(stage, tmp_path, synthetic_data):
+    """The quickstart's stage and baseline configs, as rulstm-quickstart runs them (no sizes)."""
+    modalities = ["rgb", "obj"] if stage.stem == "fusion" else ["rgb"]
+    data = synthetic_data(dims={"rgb": 12, "obj": 6}, videos=3, frames=600, num_classes=4)
+    args = [
+        "fit",
+        "-c", str(CONFIGS / "quickstart" / "base.yaml"),
+        "-c", str(stage),
+        "--data.features", str({m: str(data.features[m]) for m in modalities}),
+        "--data.train_annotations", str(data.train),
+        "--data.val_annotations", str(data.val),
+        "--data.batch_size", "4",
+        "--trainer.fast_dev_run", "true",
+        "--trainer.logger", "false",
+        "--trainer.default_root_dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    if stage.stem != "fusion":
+        args += ["--model.modality", "rgb"]
+    cli = build_cli(args)
+    assert cli.trainer.state.finished and "train/loss" in cli.trainer.callback_metrics
+    assert cli.model.net.num_classes == 4
