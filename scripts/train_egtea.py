@@ -76,8 +76,10 @@ def train_split(
             [
                 "fit",
                 *_configs(split, f"{stage}.yaml"),
-                "--data.features", json.dumps(features_arg),
-                "--trainer.default_root_dir", str(run_dir / stage),
+                "--data.features",
+                json.dumps(features_arg),
+                "--trainer.default_root_dir",
+                str(run_dir / stage),
                 *stage_extra,
                 *extra,
             ]  # fmt: skip
@@ -98,11 +100,16 @@ def train_split(
             [
                 "test",
                 *_configs(split, f"{stage}.yaml", "test.yaml"),
-                "--data.features", json.dumps(features_arg),
-                "--model.init_checkpoint", best(stage),
-                "--trainer.callbacks.init_args.name", model,
-                "--trainer.callbacks.init_args.out_dir", str(out / f"split{split}"),
-                "--trainer.default_root_dir", str(run_dir / f"test_{model}"),
+                "--data.features",
+                json.dumps(features_arg),
+                "--model.init_checkpoint",
+                best(stage),
+                "--trainer.callbacks.init_args.name",
+                model,
+                "--trainer.callbacks.init_args.out_dir",
+                str(out / f"split{split}"),
+                "--trainer.default_root_dir",
+                str(run_dir / f"test_{model}"),
                 *extra,
             ]  # fmt: skip
         )
@@ -191,7 +198,15 @@ def write_summary(summary: dict, out: Path) -> None:
                 task, metric = key.split("/")
                 for time, mean, std in zip(summary["times"], stats["mean"], stats["std"]):
                     writer.writerow(
-                        [model, task, metric, time, f"{mean:.4f}", f"{std:.4f}", len(summary["splits"])]
+                        [
+                            model,
+                            task,
+                            metric,
+                            time,
+                            f"{mean:.4f}",
+                            f"{std:.4f}",
+                            len(summary["splits"]),
+                        ]
                     )
 
 
@@ -201,9 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in argv:
         at = argv.index("--")
         argv, extra = argv[:at], argv[at + 1 :]
-    parser = argparse.ArgumentParser(
-        prog="train_egtea.py", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="train_egtea.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--features", type=Path, default=Path("data/egtea"))
     parser.add_argument("--runs", type=Path, default=Path("runs/egtea"))
     parser.add_argument("--out", type=Path, default=Path("evaluation/egtea"))

@@ -95,7 +95,9 @@ def _gru_cell(
     return hidden, hidden
 
 
-def _layer_weights(rnn: nn.LSTM | nn.GRU, layer: int) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+def _layer_weights(
+    rnn: nn.LSTM | nn.GRU, layer: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """(W_ih, W_hh, input bias, GRU new-gate recurrent bias or None) of one layer.
 
     LSTM: the input bias is ``b_ih + b_hh``. GRU: ``b_ih`` plus the reset/update part of

@@ -67,12 +67,18 @@ def test_config_runs_fast_dev_run(split, stage, egtea_features, tmp_path):
     cli = build_cli(
         [
             "fit",
-            "-c", str(CONFIGS / "base.yaml"),
-            "-c", str(CONFIGS / f"split{split}.yaml"),
-            "-c", str(CONFIGS / f"{stage}.yaml"),
-            "--data.features", json.dumps({m: str(egtea_features[m]) for m in modalities}),
-            "--trainer.fast_dev_run", "true",
-            "--trainer.default_root_dir", str(tmp_path / stage),
+            "-c",
+            str(CONFIGS / "base.yaml"),
+            "-c",
+            str(CONFIGS / f"split{split}.yaml"),
+            "-c",
+            str(CONFIGS / f"{stage}.yaml"),
+            "--data.features",
+            json.dumps({m: str(egtea_features[m]) for m in modalities}),
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.default_root_dir",
+            str(tmp_path / stage),
             *COMMON,
         ]  # fmt: skip
     )
@@ -90,7 +96,9 @@ def test_config_runs_fast_dev_run(split, stage, egtea_features, tmp_path):
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("train_egtea", REPO / "scripts" / "train_egtea.py")
+    spec = importlib.util.spec_from_file_location(
+        "train_egtea", REPO / "scripts" / "train_egtea.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -107,15 +115,22 @@ def test_script_trains_evaluates_and_summarises_three_splits(egtea_features, tmp
     out = tmp_path / "evaluation"
     code = script.main(
         [
-            "--features", str(features),
-            "--runs", str(tmp_path / "runs"),
-            "--out", str(out),
+            "--features",
+            str(features),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(out),
             "--",
             *COMMON,
-            "--trainer.max_epochs", "1",
-            "--trainer.limit_train_batches", "2",
-            "--trainer.limit_val_batches", "2",
-            "--trainer.limit_test_batches", "3",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.limit_val_batches",
+            "2",
+            "--trainer.limit_test_batches",
+            "3",
         ]  # fmt: skip
     )
     assert code == 0
