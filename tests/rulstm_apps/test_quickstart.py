@@ -1,5 +1,6 @@
 """The quickstart end to end on the tiny preset: generation, the real extraction CLI,
-training of every stage, evaluation, the final table and the demo."""
+training of every stage and of the baselines, evaluation, the final table, the printed
+commands and the demo."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from rulstm_apps.quickstart import PRESETS, main
 @pytest.mark.slow
 def test_tiny_quickstart_end_to_end(tmp_path, capsys):
     out = tmp_path / "quickstart"
-    assert main(["--out", str(out), "--preset", "tiny"]) == 0
+    assert main(["--out", str(out), "--preset", "tiny", "--baselines"]) == 0
     printed = capsys.readouterr().out
     for name in (
         "data/bayes.json",
@@ -26,6 +27,7 @@ def test_tiny_quickstart_end_to_end(tmp_path, capsys):
         "accuracy.png",
         "demo.mp4",
         "timings.json",
+        "commands.sh",
     ):
         assert (out / name).is_file(), name
     for stage in (
@@ -39,7 +41,20 @@ def test_tiny_quickstart_end_to_end(tmp_path, capsys):
     ):
         assert (out / "runs" / stage / "checkpoints" / "best.ckpt").is_file(), stage
     summary = json.loads((out / "metrics.json").read_text())
-    assert set(summary["models"]) == {"rgb", "flow", "obj", "fusion"}
+    baselines = {"lstm_rgb", "tcn_rgb", "rugru_rgb", "transformer_rgb"}
+    assert set(summary["models"]) == {"rgb", "flow", "obj", "fusion"} | baselines
+    table = printed[printed.index("=== results ===") :]
+    assert all(f"\n{name} " in table for name in baselines)
+    # The exact commands, printed as they run and saved, with no size options.
+    commands = (out / "commands.sh").read_text()
+    for program in (
+        "rulstm-extract --videos",
+        "rulstm fit -c",
+        "rulstm test -c",
+        "rulstm-demo --video",
+    ):
+        assert f"$ {program}" in printed and f"\n{program}" in commands, program
+    assert "num_classes" not in commands and "feat_dim" not in commands
     assert len(summary["bayes_expected"]["top5"]) == 8
     for values in summary["models"].values():
         assert all(0.0 <= v <= 100.0 for v in values["top5"])
@@ -51,7 +66,8 @@ def test_tiny_quickstart_end_to_end(tmp_path, capsys):
 
 
 def test_presets_and_bad_arguments(tmp_path, capsys):
-    assert {"tiny", "default", "large"} <= set(PRESETS)
+    assert {"tiny", "default", "large", "baselines"} <= set(PRESETS)
+    assert PRESETS["baselines"].baselines and not PRESETS["default"].baselines
     with pytest.raises(SystemExit):
         main(["--preset", "huge", "--out", str(tmp_path)])
     assert "invalid choice" in capsys.readouterr().err
