@@ -58,19 +58,23 @@ DERIVED: dict[str, tuple[Callable[[AnticipationDataModule], Any], Any]] = {
 class RulstmCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         self._configured: dict[str, Any] = {}
+        self._net_args: set[str] = set()
         for target, (derive, unset) in DERIVED.items():
-            parser.link_arguments(
-                "data",
-                target,
-                compute_fn=partial(self._from_data, target, derive, unset),
-                apply_on="instantiate",
-            )
+            compute = partial(self._from_data, target, derive, unset)
+            compute.__name__ = "from_the_data"  # what --help shows for the link
+            parser.link_arguments("data", target, compute_fn=compute, apply_on="instantiate")
         # Nets without these arguments (fusion has feat_dims, branches feat_dim) skip the link.
         parser.link_arguments(
-            "data", "model.net.init_args.feat_dim", self._feat_dim, apply_on="instantiate"
+            "data",
+            "model.net.init_args.feat_dim",
+            self.feat_dim_from_the_files,
+            apply_on="instantiate",
         )
         parser.link_arguments(
-            "data", "model.net.init_args.feat_dims", self._feat_dims, apply_on="instantiate"
+            "data",
+            "model.net.init_args.feat_dims",
+            self.feat_dims_from_the_files,
+            apply_on="instantiate",
         )
 
     def before_instantiate_classes(self) -> None:
@@ -101,7 +105,9 @@ class RulstmCLI(LightningCLI):
             return configured  # a disagreement is reported by check_compatibility
         return derive(datamodule)
 
-    def _feat_dim(self, datamodule: AnticipationDataModule) -> int | None:
+    def feat_dim_from_the_files(self, datamodule: AnticipationDataModule) -> int | None:
+        """A single-branch net's ``feat_dim``: the ``dim`` of ``model.modality``'s file (of
+        the only file when there is one); the configured value when the config sets one."""
         configured = self._configured.get("model.net.init_args.feat_dim")
         if configured is not None or "feat_dim" not in self._net_args:
             return configured
@@ -119,7 +125,9 @@ class RulstmCLI(LightningCLI):
             )
         return dims[modality]
 
-    def _feat_dims(self, datamodule: AnticipationDataModule) -> dict[str, int] | None:
+    def feat_dims_from_the_files(self, datamodule: AnticipationDataModule) -> dict[str, int] | None:
+        """A fusion net's ``feat_dims``: every feature file's ``dim``, in ``data.features``
+        order; the configured value when the config sets one."""
         configured = self._configured.get("model.net.init_args.feat_dims")
         if configured is not None or "feat_dims" not in self._net_args:
             return configured
