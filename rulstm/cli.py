@@ -151,8 +151,16 @@ class RulstmCLI(LightningCLI):
         self._check_shapes()
 
     def _check_shapes(self) -> None:
-        """Fail before training if the net does not fit the data (classes, feature dims)."""
+        """Fail before training if the net does not fit the data (classes, feature dims), or
+        an evaluation callback times its steps with another alpha than the data."""
         check_compatibility(self.model, self.datamodule)
+        for callback in self.trainer.callbacks:
+            alpha = getattr(callback, "alpha", None)
+            if isinstance(alpha, float) and abs(alpha - self.datamodule.alpha) > 1e-9:
+                raise ValueError(
+                    f"trainer.callbacks {type(callback).__name__}.alpha is {alpha} but "
+                    f"data.alpha is {self.datamodule.alpha}; set init_args.alpha to match"
+                )
 
 
 def check_compatibility(model: AnticipationModule, datamodule: AnticipationDataModule) -> None:

@@ -141,3 +141,27 @@ def test_single_branch_net_on_several_modalities_needs_model_modality(tmp_path, 
         run("rgb_sc", data.features, data, tmp_path, "--model.modality", "null")
     cli = run("rgb_sc", data.features, data, tmp_path, "--model.modality", "flow")
     assert cli.model.net.feat_dim == 6
+
+
+def test_evaluator_alpha_must_agree_with_the_data(tmp_path, synthetic_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+    args = [
+        "test",
+        "-c", str(CONFIGS / "base.yaml"),
+        "-c", str(CONFIGS / "test_rgb.yaml"),
+        "--data.features", str({"rgb": str(data.features["rgb"])}),
+        "--data.test_annotations", str(data.val),
+        "--data.train_annotations", str(data.train),
+        "--data.actions", "null",
+        "--data.num_workers", "0",
+        "--data.alpha", "0.5",
+        "--model.init_checkpoint", "null",
+        "--model.net.init_args.hidden", "8",
+        "--trainer.logger", "false",
+        "--trainer.accelerator", "cpu",
+    ]  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"AnticipationEvaluator.alpha is 0.25 but data.alpha is 0.5"
+    ):
+        build_cli(args)
