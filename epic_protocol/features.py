@@ -211,6 +211,13 @@ class FeatureFileWriter:
         stored_frames[n:] = frames
         stored_features[n:] = features
 
+    def set_video_attrs(self, video: str, attrs: Mapping[str, Any]) -> None:
+        """Add free-form attributes (extractor notes) to a started video."""
+        if video not in self._file:
+            raise FeatureFileError(f"{self.path}: video {video!r} was never started")
+        for key, value in attrs.items():
+            self._file[video].attrs[key] = value
+
     def finish_video(self, video: str) -> None:
         """Mark a video complete and flush it to disk."""
         if video not in self._file:

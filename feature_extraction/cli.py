@@ -69,6 +69,15 @@ def build_parser() -> ArgumentParser:
         "--overwrite", type=bool, default=False, help="Re-extract videos that are already complete."
     )
     parser.add_argument(
+        "--allow_truncated",
+        "--allow-truncated",
+        type=bool,
+        default=False,
+        help="Keep the decoded part of a video that ends before its container says "
+        "(a file cut short) and mark it complete, recording decoded_frames and "
+        "announced_frames in its attributes; without it such a video fails.",
+    )
+    parser.add_argument(
         "--devices",
         type=int,
         default=1,
@@ -87,7 +96,14 @@ def build_parser() -> ArgumentParser:
 
 def _flag_style(argv: Sequence[str]) -> list[str]:
     """Let boolean flags be given bare (``--only-needed``), as well as ``--only-needed true``."""
-    flags = {"--only-needed", "--only_needed", "--overwrite", "--progress"}
+    flags = {
+        "--only-needed",
+        "--only_needed",
+        "--overwrite",
+        "--progress",
+        "--allow-truncated",
+        "--allow_truncated",
+    }
     result: list[str] = []
     for index, argument in enumerate(argv):
         result.append(argument)
@@ -116,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         video_info=namespace.video_info,
         only_needed=namespace.only_needed,
         overwrite=namespace.overwrite,
+        allow_truncated=namespace.allow_truncated,
         devices=namespace.devices,
         num_nodes=namespace.num_nodes,
         progress=namespace.progress,

@@ -245,6 +245,8 @@ class StagingSink(BasePredictionWriter):
             state.bar.update(len(kept_frames))
         if batch.last:
             for writer in state.writers.values():
+                if batch.attrs:
+                    writer.set_video_attrs(video, batch.attrs)
                 writer.finish_video(video)  # marks complete and flushes: only after all rows
             if state.detections is not None:
                 state.detections.finish()

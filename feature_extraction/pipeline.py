@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from feature_extraction.config import DecodeConfig, Modality
 from feature_extraction.flow import CausalFlow, FlowEstimator
-from feature_extraction.video import VideoError, decode_video, probe_video
+from feature_extraction.video import DecodeReport, VideoError, decode_video, probe_video
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ChunkOptions:
     flow_stack: int
     flow_bound: float
     flow_quantize: bool
+    allow_truncated: bool = False  # keep the decoded part of videos cut short
 
 
 def _empty(dtype: torch.dtype = torch.uint8) -> torch.Tensor:
@@ -75,6 +77,8 @@ class Chunk:
     total_frames: int = 0
     expected: int = 0  # frames that will be kept, for progress bars
     sparse: bool = False  # only the frames a sampling reads (--only-needed)
+    # Attributes for the video's group, set in its last chunk (e.g. truncation counts).
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def pin_memory(self) -> Chunk:
         """Called by the DataLoader's pin-memory thread (CUDA runs)."""
@@ -144,6 +148,7 @@ class VideoChunks:
                 )
             rows: dict[str, list] = {"frames": [], "keep": [], "images": [], "flow": []}
             kept = decoded_frames = last_frame = 0
+            report = DecodeReport()
             for decoded in decode_video(
                 job.path,
                 fps=options.fps,
@@ -152,6 +157,8 @@ class VideoChunks:
                 backend=options.decode.backend,
                 wanted=job.wanted,
                 context=options.flow_stack if self.use_flow else 0,
+                allow_truncated=options.allow_truncated,
+                report=report,
             ):
                 decoded_frames += 1
                 last_frame = decoded.frame
@@ -173,7 +180,14 @@ class VideoChunks:
             if decoded_frames == 0:
                 raise VideoError(f"{job.path}: no frames decoded")
             total = last_frame if job.wanted is None else max(estimated, last_frame)
-            yield self._chunk(rows, last=True, total=total, expected=expected)
+            chunk = self._chunk(rows, last=True, total=total, expected=expected)
+            if report.truncated:  # kept with --allow-truncated: say so in the file
+                chunk.attrs.update(
+                    truncated=True,
+                    decoded_frames=report.decoded_frames,
+                    announced_frames=report.announced_frames,
+                )
+            yield chunk
         except Exception as error:  # reported per video; the other videos go on
             message = (
                 str(error)

@@ -19,7 +19,7 @@ from epic_protocol.sampling import sample_frames
 from feature_extraction.config import ExtractConfig, Modality, SparseConfig
 from feature_extraction.output import StagingArea, StoredVideo, check_output_file
 from feature_extraction.pipeline import VideoJob
-from feature_extraction.video import find_videos, probe_video
+from feature_extraction.video import probe_video, scan_videos
 
 
 class PlanningError(RuntimeError):
@@ -36,6 +36,7 @@ class RunOptions:
     video_info: Path | None = None
     only_needed: bool = False
     overwrite: bool = False
+    allow_truncated: bool = False  # keep the decoded part of videos cut short
     devices: int = 1
     num_nodes: int = 1
     progress: bool = True
@@ -48,6 +49,7 @@ class Plan:
     replace_old: dict[str, bool]  # modality -> drop the old file's videos when merging
     planned_frames: int = 0
     video_frames: int = 0
+    ignored_files: int = 0  # files under --videos that are not videos
 
 
 def needed_frames(
@@ -84,7 +86,13 @@ def plan_extraction(
     log: Any = print,
 ) -> Plan:
     """Which videos (and frames) to extract; deletes stale staging files (rank 0 only)."""
-    videos = find_videos(options.videos)
+    scan = scan_videos(options.videos)
+    videos = scan.videos
+    if not videos:
+        raise ValueError(
+            f"--videos {options.videos} holds no video file ({len(scan.ignored)} other files "
+            f"ignored; video extensions: .mp4, .mkv, .avi, .mov, ...)"
+        )
     staging = StagingArea(options.out)
     done: dict[Modality, dict[str, StoredVideo]] = {}
     replace_old: dict[str, bool] = {}
@@ -155,4 +163,4 @@ def plan_extraction(
             f"({1 - planned / total:.1%} saved; flow also decodes {config.flow.stack} frames "
             "before each)"
         )
-    return Plan(ordered, skipped, replace_old, planned, total)
+    return Plan(ordered, skipped, replace_old, planned, total, len(scan.ignored))

@@ -53,6 +53,7 @@ class Summary:
     seconds: float = 0.0
     startup_seconds: float = 0.0  # until the first chunk arrived (workers starting, first decode)
     sparse: bool = False
+    ignored_files: int = 0  # non-video files under --videos
     videos_per_rank: list[int] = field(default_factory=list)  # distributed runs
 
     @property
@@ -89,6 +90,8 @@ class Summary:
             reasons[reason] = reasons.get(reason, 0) + 1
         for reason, count in sorted(reasons.items()):
             lines.append(f"skipped ({reason}): {count}")
+        if self.ignored_files:
+            lines.append(f"ignored (not a video file): {self.ignored_files}")
         if self.failed:
             lines.append("failed:")
             lines.extend(f"  {video}: {error}" for video, error in sorted(self.failed.items()))
@@ -158,6 +161,7 @@ def run_extraction(
         flow_stack=config.flow.stack,
         flow_bound=config.flow.bound,
         flow_quantize=config.flow.quantize,
+        allow_truncated=options.allow_truncated,
     )
 
     def planner() -> Plan:
@@ -220,6 +224,7 @@ def run_extraction(
         seconds=seconds,
         startup_seconds=startup,
         sparse=options.only_needed,
+        ignored_files=data.plan.ignored_files,
         videos_per_rank=[
             sum(1 for r in results if r.rank == rank) for rank in range(trainer.world_size)
         ],

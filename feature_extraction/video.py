@@ -1,32 +1,53 @@
-"""Finding videos and decoding them at a target frame rate.
+"""Finding videos and decoding them at a target frame rate, upright and complete.
 
-Frame numbering
+Frame numbering (one rule for every backend)
+--------------------------------------------
+Frames are numbered 1-based at the target ``fps``, like the RU-LSTM split CSVs. **Target frame
+``k`` shows the latest source frame whose presentation time is at or before ``(k-1)/fps``**
+(what is on screen at the start of its interval; times relative to the first frame). The
+comparison is exact: source times are the container's integer timestamps (ticks of the
+stream's time base, read by PyAV for both backends, never decord's float32 seconds), and the
+instant ``(k-1)/fps`` is converted to ticks in rational arithmetic and rounded to the nearest
+tick, as a muxer rounds the time it stores (Matroska stores milliseconds: 0, 33, 67 ms at
+30 fps are frames 1, 2, 3). Variable frame-rate streams follow the same rule on their raw
+times; nothing is snapped to a grid guessed from the average rate. A video has the target
+frames whose instants lie before the end of its last frame (its time plus its duration).
+
+For a constant-rate source at ``native_fps`` target frame ``k`` is source frame
+``n = floor((k-1) * native_fps / fps) + 1``, and a video of ``M`` source frames has
+``ceil(M * fps / native_fps)`` target frames. With ``fps == native_fps`` frame ``k`` is source
+frame ``k``. The annotations' conversion ``max(1, floor(n * fps / native_fps))``
+(:func:`epic_protocol.convert_frame`) lands within one target frame of this rule.
+
+Display rotation
+----------------
+Phones store portrait video as landscape pictures plus a display matrix. Every decoded frame
+is turned upright (multiples of 90 degrees, with the mirror the matrix may add) before
+resizing, so a portrait clip gives portrait frames. decord 0.6 ignores or garbles the matrix,
+so rotated videos are decoded with PyAV (logged).
+
+Truncated files
 ---------------
-Frames are numbered 1-based at the target ``fps``, like the RU-LSTM split CSVs. Target frame
-``k`` stands for the interval ``[(k-1)/fps, k/fps)`` and shows **the last source frame whose
-presentation time is before ``k/fps``** (times relative to the first frame). For a constant
-frame-rate source whose frames ``n = 1, 2, ...`` start at ``(n-1)/native_fps`` this is source
-frame ``n = ceil(k * native_fps / fps)``, the exact inverse of the annotations' conversion
-``max(1, floor(n * fps / native_fps))`` (:func:`epic_protocol.convert_frame`): a segment
-annotated at native frame ``n`` starts at target frame ``k = convert_frame(n)``, and the
-frame extracted as ``k`` is converted back to ``k``. With ``fps == native_fps`` target frame
-``k`` is source frame ``k``. A video of ``M`` source frames has ``floor(M * fps / native_fps)``
-target frames (again ``convert_frame(M)``).
+A file cut short still announces its full length (the MP4 index, the Matroska duration). The
+container's packets are counted before decoding; when the decodable frames end more than
+:data:`TRUNCATION_TOLERANCE` source frames before the announced end, decoding raises
+:class:`TruncatedVideoError` naming the file and both counts, unless ``allow_truncated`` is
+set (then the decoded frames are used and the counts are reported in :class:`DecodeReport`).
+The tolerance absorbs containers whose duration counts a last frame's display time or rounds
+it; a real cut loses far more.
 
-Container timestamps are often rounded (Matroska stores milliseconds: 33, 67, 100 ms at
-30 fps), so times within a tenth of a source frame of the nominal grid are snapped to it;
-genuinely variable frame-rate streams keep their raw times.
-
-Decoding uses decord when it is installed and PyAV otherwise, or when decord fails on a file
-(PyAV then resumes after the last frame decord produced).
+Decoding uses decord when it is installed and PyAV otherwise, when decord fails on a file
+(PyAV then resumes after the last frame decord produced), or when decord cannot honour the
+file (rotation, frame count or timestamps disagreeing with the container's packets).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -51,17 +72,29 @@ VIDEO_EXTENSIONS = frozenset(
     }
 )
 
-# Tolerance in target-frame units on "before k/fps": far below one frame, far above float error.
-_TIME_EPSILON = 1e-6
-# Source times within this fraction of a source frame of the nominal grid are snapped onto it.
-_SNAP_TOLERANCE = 0.1
+#: Source frames a video may end before its announced end without counting as truncated.
+TRUNCATION_TOLERANCE = 2
 
 DecoderBackend = Literal["auto", "decord", "pyav"]
 Payload = TypeVar("Payload")
 
+log = logging.getLogger(__name__)
+
 
 class VideoError(RuntimeError):
     """A video that cannot be read; the message names the file."""
+
+
+class TruncatedVideoError(VideoError):
+    """A file that decodes to fewer frames than its container announces (cut short)."""
+
+    def __init__(self, path: Path, *, decoded: int, announced: int, detail: str = "") -> None:
+        self.path, self.decoded, self.announced = path, decoded, announced
+        message = (
+            f"{path}: truncated: {decoded} frames decoded of {announced} announced by the "
+            "container (use --allow-truncated to keep the decoded part)"
+        )
+        super().__init__(message + (f"; {detail}" if detail else ""))
 
 
 @dataclass(frozen=True)
@@ -71,25 +104,90 @@ class VideoFile:
 
 
 @dataclass(frozen=True)
+class Orientation:
+    """How to turn a decoded picture upright: ``quarter_turns`` counter-clockwise, then a
+    left-right mirror (from the stream's display matrix)."""
+
+    quarter_turns: int = 0
+    mirrored: bool = False
+
+    @property
+    def identity(self) -> bool:
+        return self.quarter_turns == 0 and not self.mirrored
+
+    @property
+    def swaps_sides(self) -> bool:
+        return self.quarter_turns % 2 == 1
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, C) coded picture -> upright picture ((W, H, C) for quarter turns)."""
+        if self.identity:
+            return image
+        upright = np.rot90(image, self.quarter_turns)
+        if self.mirrored:
+            upright = upright[:, ::-1]
+        return np.ascontiguousarray(upright)
+
+
+def orientation_of(matrix: np.ndarray | None, *, path: Path) -> Orientation:
+    """The :class:`Orientation` of an FFmpeg display matrix (9 int32, 16.16 fixed point;
+    ``None``: upright). Raises :class:`VideoError` for angles that are not multiples of 90
+    degrees. Checked against the ``ffmpeg`` command line's autorotation for all 8 cases."""
+    if matrix is None:
+        return Orientation()
+    a, b, c, d = (float(matrix[i]) / 65536 for i in (0, 1, 3, 4))
+    mirrored = a * d - b * c < 0
+    if mirrored:  # a left-right mirror negates the first column
+        a, c = -a, -c
+    degrees = math.degrees(math.atan2(-b, a))
+    turns = round(degrees / 90)
+    if abs(degrees - 90 * turns) > 1:
+        raise VideoError(
+            f"{path}: display rotation of {degrees:.1f} degrees is not a multiple of 90; "
+            "rotate the video first (e.g. ffmpeg -i IN OUT applies it)"
+        )
+    return Orientation(turns % 4, mirrored)
+
+
+def _display_matrix(frame) -> np.ndarray | None:  # av.VideoFrame
+    for side_data in frame.side_data:
+        if side_data.type.name == "DISPLAYMATRIX":
+            return np.frombuffer(bytes(side_data), np.int32)[:9]  # (9,) 16.16 fixed point
+    return None
+
+
+@dataclass(frozen=True)
 class VideoInfo:
-    """Container metadata read without decoding."""
+    """Container metadata (PyAV; only the first frame is decoded, for the orientation).
+
+    ``width`` and ``height`` are the upright (displayed) size; ``announced_frames`` is the
+    container's frame count (the MP4 index, else duration x rate)."""
 
     path: Path
     native_fps: float
     duration_s: float
     width: int
     height: int
+    announced_frames: int = 0
+    orientation: Orientation = field(default_factory=Orientation)
 
     def estimated_frames(self, fps: float) -> int:
-        return max(0, math.floor(self.duration_s * fps + _TIME_EPSILON))
+        """Target frames of the announced duration: instants (k-1)/fps before its end."""
+        return max(0, math.ceil(self.duration_s * fps - 1e-6))
 
 
-def find_videos(
-    root: str | Path, *, extensions: Iterable[str] = VIDEO_EXTENSIONS
-) -> list[VideoFile]:
+@dataclass(frozen=True)
+class VideoScan:
+    """What :func:`scan_videos` found: the videos, and the other (non-hidden) files."""
+
+    videos: list[VideoFile]
+    ignored: list[Path]
+
+
+def scan_videos(root: str | Path, *, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> VideoScan:
     """Videos under ``root`` (recursively; hidden files and folders skipped), or ``root``
-    itself when it is a video file. The video id is the file name without its extension;
-    files with other extensions are ignored."""
+    itself when it is a video file, plus the files ignored for their extension. The video id
+    is the file name without its extension; two videos with the same id raise ``ValueError``."""
     root = Path(root)
     allowed = {ext.lower() for ext in extensions}
     if root.is_file():
@@ -104,8 +202,10 @@ def find_videos(
     else:
         raise FileNotFoundError(f"video folder not found: {root}")
     videos: dict[str, VideoFile] = {}
+    ignored: list[Path] = []
     for path in candidates:
         if path.suffix.lower() not in allowed:
+            ignored.append(path)
             continue
         video_id = path.stem
         if video_id in videos:
@@ -114,18 +214,32 @@ def find_videos(
                 "video ids (file names without extension) must be unique"
             )
         videos[video_id] = VideoFile(video_id, path)
-    return list(videos.values())
+    return VideoScan(list(videos.values()), ignored)
 
 
-def probe_video(path: str | Path) -> VideoInfo:
-    """Read a video's frame rate, duration and size from its container (PyAV, no decoding)."""
-    import av
+def find_videos(
+    root: str | Path, *, extensions: Iterable[str] = VIDEO_EXTENSIONS
+) -> list[VideoFile]:
+    """The videos of :func:`scan_videos`."""
+    return scan_videos(root, extensions=extensions).videos
 
-    path = Path(path)
+
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Read a video's frame rate, duration, upright size, announced frame count and
+    orientation from its container (PyAV; decodes only the first frame).
+
+    Raises :class:`VideoError` naming the file when it is not a readable video."""
+    import av
+
+    path = Path(path)
+    _check_file(path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -140,12 +254,25 @@ def probe_video(path: str | Path) -> VideoInfo:
                 duration = container.duration / 1_000_000  # av.time_base is microseconds
             else:
                 duration = (stream.frames or 0) / float(rate)
+            announced = int(stream.frames or 0) or round(duration * float(rate))
+            width, height = stream.codec_context.width, stream.codec_context.height
+            orientation = Orientation()
+            try:
+                first = next(container.decode(stream), None)
+            except av.FFmpegError:
+                first = None  # decoding reports it
+            if first is not None:
+                orientation = orientation_of(_display_matrix(first), path=path)
+            if orientation.swaps_sides:
+                width, height = height, width
             return VideoInfo(
                 path=path,
                 native_fps=float(rate),
                 duration_s=duration,
-                width=stream.codec_context.width,
-                height=stream.codec_context.height,
+                width=width,
+                height=height,
+                announced_frames=announced,
+                orientation=orientation,
             )
     except VideoError:
         raise
@@ -153,53 +280,65 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise VideoError(f"{path}: cannot open as a video ({error})") from error
 
 
+def exact_rate(fps: float | Fraction) -> Fraction:
+    """A frame rate as a fraction (29.97 -> 2997/100, 30000/1001 stays exact)."""
+    return Fraction(fps).limit_denominator(1001)
+
+
 class TimestampResampler:
     """Assigns source frames, fed in presentation order, to target frame numbers.
 
-    ``push(time, payload)`` returns the target frames whose source frame became known (the
-    previous one, once the next frame's time shows where it ends); ``finish()`` returns the
-    rest, up to the video's last target frame. See the module docstring for the rule.
+    ``push(pts, payload, duration)`` takes the frame's presentation time and duration in
+    integer ticks of ``time_base`` and returns the target frames whose source frame became
+    known (the previous one, once this frame's time shows where it stops being the latest);
+    ``finish()`` returns the rest, up to the video's last target frame. See the module
+    docstring for the rule. ``frame_ticks``: the nominal frame duration, for frames without
+    one.
     """
 
-    def __init__(self, *, fps: float, native_fps: float | Fraction | None) -> None:
+    def __init__(
+        self, *, fps: float | Fraction, time_base: Fraction, frame_ticks: int | None = None
+    ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
-        self.fps = float(fps)
-        self.native_fps = float(native_fps) if native_fps and native_fps > 0 else None
-        self._first_time: float | None = None
-        self._previous: tuple[float, object] | None = None
-        self._last_interval: float | None = None
+        self.fps = exact_rate(fps)
+        self.time_base = Fraction(time_base)
+        self.frame_ticks = frame_ticks if frame_ticks and frame_ticks > 0 else None
+        self._first: int | None = None
+        self._previous: tuple[int, object] | None = None
+        self._duration = 0  # of the previous frame, in ticks
         self._next = 1
 
-    def _position(self, time_s: float | None) -> float:
-        """Source time in target-frame units since the first frame, snapped to the grid."""
-        if time_s is None:  # no timestamp: assume one nominal frame after the previous one
-            if self._previous is None:
-                return 0.0
-            return self._previous[0] + (self._last_interval or 1.0)
-        if self._first_time is None:
-            self._first_time = time_s
-        elapsed = time_s - self._first_time
-        if self.native_fps is None:
-            return elapsed * self.fps
-        in_source_frames = elapsed * self.native_fps
-        nearest = round(in_source_frames)
-        if abs(in_source_frames - nearest) <= _SNAP_TOLERANCE:
-            in_source_frames = nearest
-        return in_source_frames * self.fps / self.native_fps
+    def instant(self, frame: int) -> int:
+        """Ticks after the first frame of target frame ``frame``'s instant (frame-1)/fps,
+        rounded to the nearest tick (halves up)."""
+        exact = Fraction(frame - 1) / (self.fps * self.time_base)
+        return math.floor(exact + Fraction(1, 2))
 
-    def push(self, time_s: float | None, payload: Payload) -> list[tuple[int, Payload]]:
-        position = self._position(time_s)
+    def push(
+        self, pts: int | None, payload: Payload, duration: int | None = None
+    ) -> list[tuple[int, Payload]]:
+        if pts is None:  # no timestamp: one frame after the previous one
+            position = 0 if self._previous is None else self._previous[0] + self._duration
+        else:
+            if self._first is None:
+                self._first = int(pts)
+            position = int(pts) - self._first
         emitted: list[tuple[int, Payload]] = []
         if self._previous is not None:
             previous_position, previous_payload = self._previous
             if position <= previous_position:
                 return emitted  # out-of-order or duplicate timestamp: keep the earlier frame
-            self._last_interval = position - previous_position
-            # Target frame k takes the previous frame while this one starts at or after k/fps.
-            while position >= self._next - _TIME_EPSILON:
+            # Target frame k takes the previous frame while this one starts after its instant.
+            while self.instant(self._next) < position:
                 emitted.append((self._next, previous_payload))  # type: ignore[arg-type]
                 self._next += 1
+            interval = position - previous_position
+        else:
+            interval = 0
+        self._duration = (
+            int(duration) if duration and duration > 0 else (self.frame_ticks or interval or 1)
+        )
         self._previous = (position, payload)
         return emitted
 
@@ -207,26 +346,27 @@ class TimestampResampler:
         if self._previous is None:
             return []
         position, payload = self._previous
-        frame_length = (
-            self.fps / self.native_fps if self.native_fps else (self._last_interval or 1.0)
-        )
+        end = position + self._duration
+        emitted: list[tuple[int, Payload]] = []
         # At least frame 1, as the annotations' conversion max(1, floor(...)) clamps to it.
-        last = max(1, math.floor(position + frame_length + _TIME_EPSILON))
-        emitted = [(k, payload) for k in range(self._next, last + 1)]
-        self._next = max(self._next, last + 1)
-        return emitted  # type: ignore[return-value]
+        while self._next == 1 or self.instant(self._next) < end:
+            emitted.append((self._next, payload))  # type: ignore[arg-type]
+            self._next += 1
+        return emitted
 
 
 def resample(
-    timed: Iterable[tuple[float | None, Payload]],
+    timed: Iterable[tuple[int | None, int | None, Payload]],
     *,
-    fps: float,
-    native_fps: float | Fraction | None,
+    fps: float | Fraction,
+    time_base: Fraction,
+    frame_ticks: int | None = None,
 ) -> Iterator[tuple[int, Payload]]:
-    """``(target frame, payload)`` for a stream of ``(source time, payload)``."""
-    resampler = TimestampResampler(fps=fps, native_fps=native_fps)
-    for time_s, payload in timed:
-        yield from resampler.push(time_s, payload)
+    """``(target frame, payload)`` for a stream of ``(pts, duration, payload)`` in ticks of
+    ``time_base`` (see :class:`TimestampResampler`)."""
+    resampler = TimestampResampler(fps=fps, time_base=time_base, frame_ticks=frame_ticks)
+    for pts, duration, payload in timed:
+        yield from resampler.push(pts, payload, duration)
     yield from resampler.finish()
 
 
@@ -302,8 +442,76 @@ def output_size(
 @dataclass(frozen=True)
 class DecodedFrame:
     frame: int  # 1-based at the target fps
-    image: np.ndarray  # (H, W, 3) uint8 RGB
+    image: np.ndarray  # (H, W, 3) uint8 RGB, upright
     keep: bool  # False for context frames decoded only for optical flow
+
+
+@dataclass
+class DecodeReport:
+    """What :func:`decode_video` found, filled in as it runs (pass one to read it).
+
+    ``decoded_frames``: source frames the file holds (its packets), or fewer when decoding
+    stopped on an error; ``announced_frames``: the container's count (see :class:`VideoInfo`).
+    """
+
+    backend: str = ""
+    announced_frames: int = 0
+    decoded_frames: int = 0
+    truncated: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Packets:
+    """The video stream's packet times: the exact presentation times of its frames."""
+
+    pts: list[int]  # sorted, in ticks of time_base
+    durations: list[int]  # per packet of ``pts`` (0: unknown)
+    time_base: Fraction
+    frame_ticks: int | None  # nominal duration of a frame (1 / average rate)
+
+    def seconds(self) -> float:
+        """Presentation time from the first frame to the end of the last one."""
+        if not self.pts:
+            return 0.0
+        last = self.durations[-1] or self.frame_ticks or 0
+        return float((self.pts[-1] - self.pts[0] + last) * self.time_base)
+
+
+def _frame_ticks(stream) -> int | None:  # av.VideoStream
+    rate = stream.average_rate or stream.guessed_rate
+    if not rate or not stream.time_base:
+        return None
+    return max(1, round(1 / (Fraction(rate) * Fraction(stream.time_base))))
+
+
+def _scan_packets(path: Path) -> _Packets | None:
+    """Demux (no decoding) the video stream's packets; ``None`` when some have no time."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            timed: list[tuple[int, int]] = []
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue  # the demuxer's final flush packet
+                if packet.pts is None:
+                    return None
+                timed.append((int(packet.pts), int(packet.duration or 0)))
+            timed.sort()
+            return _Packets(
+                pts=[t for t, _ in timed],
+                durations=[d for _, d in timed],
+                time_base=Fraction(stream.time_base),
+                frame_ticks=_frame_ticks(stream),
+            )
+    except Exception as error:  # PyAV raises many error types for broken files
+        raise VideoError(f"{path}: cannot read its packets ({error})") from error
+
+
+class _Unsuitable(Exception):
+    """decord cannot decode this file correctly; PyAV is used (the message says why)."""
 
 
 def _decode_with_decord(
@@ -314,21 +522,32 @@ def _decode_with_decord(
     context: int,
     size_of: _SizeRule,
     start_after: int,
+    packets: _Packets | None,
+    orientation: Orientation,
     batch: int = 16,
 ) -> Iterator[DecodedFrame]:
     import decord
 
+    if not orientation.identity:
+        raise _Unsuitable("decord 0.6 does not apply the display rotation (it garbles it)")
+    if packets is None:
+        raise _Unsuitable("the container's packets lack timestamps")
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     count = len(reader)
     if count == 0:
         raise VideoError(f"{path}: the video has no frames")
-    starts = reader.get_frame_timestamp(np.arange(count))[:, 0]  # (count,) seconds
-    native_fps = reader.get_avg_fps()
-    # Map target frames to source indices from timestamps alone, then decode only those.
+    if count != len(packets.pts):
+        raise _Unsuitable(f"decord indexes {count} frames, the container has {len(packets.pts)}")
+    # decord's float32 seconds only confirm that its frame i is the packet of i-th time.
+    starts = reader.get_frame_timestamp(np.arange(count))[:, 0].astype(np.float64)  # (count,)
+    exact = np.array([float(t * packets.time_base) for t in packets.pts])  # (count,) seconds
+    if np.abs(starts - exact).max() > 2e-3:
+        raise _Unsuitable("decord's frame times disagree with the container's timestamps")
+    timed = zip(packets.pts, packets.durations, range(count))
     plan = [
         (frame, index, keep)
         for frame, index, keep in select_frames(
-            resample(zip(starts.tolist(), range(count)), fps=fps, native_fps=native_fps),
+            resample(timed, fps=fps, time_base=packets.time_base, frame_ticks=packets.frame_ticks),
             wanted=wanted,
             context=context,
         )
@@ -347,6 +566,13 @@ def _decode_with_decord(
             yield DecodedFrame(frame, resize_frame(image, size), keep)
 
 
+@dataclass
+class _PyavProgress:
+    decoded: int = 0
+    finished: bool = False  # reached the end of the stream (or a decoding error)
+    error: str = ""
+
+
 def _decode_with_pyav(
     path: Path,
     *,
@@ -355,6 +581,8 @@ def _decode_with_pyav(
     context: int,
     size_of: _SizeRule,
     start_after: int,
+    orientation: Orientation,
+    progress: _PyavProgress,
 ) -> Iterator[DecodedFrame]:
     import av
 
@@ -363,17 +591,33 @@ def _decode_with_pyav(
             raise VideoError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        native_fps = stream.average_rate or stream.guessed_rate
-        timed = ((frame.time, frame) for frame in container.decode(stream))
+
+        def timed() -> Iterator[tuple[int | None, int | None, av.VideoFrame]]:
+            frames = container.decode(stream)
+            while True:
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                except av.FFmpegError as error:
+                    if progress.decoded == 0:
+                        raise
+                    progress.error = str(error)  # a damaged or cut tail: the frames so far
+                    break
+                progress.decoded += 1
+                yield frame.pts, frame.duration, frame
+            progress.finished = True
+
         size: tuple[int, int] | None = None
-        for frame, source, keep in select_frames(
-            resample(timed, fps=fps, native_fps=native_fps), wanted=wanted, context=context
-        ):
+        resampled = resample(
+            timed(), fps=fps, time_base=Fraction(stream.time_base), frame_ticks=_frame_ticks(stream)
+        )
+        for frame, source, keep in select_frames(resampled, wanted=wanted, context=context):
             if frame <= start_after:
                 continue
+            image = orientation.apply(source.to_ndarray(format="rgb24"))  # (H, W, 3) uint8
             if size is None:
-                size = size_of(source.width, source.height)
-            image = source.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+                size = size_of(image.shape[1], image.shape[0])
             yield DecodedFrame(frame, resize_frame(image, size), keep)
 
 
@@ -393,6 +637,14 @@ def decord_available() -> bool:
     return True
 
 
+def _is_truncated(decoded: int, seconds: float, info: VideoInfo) -> bool:
+    """Fewer frames than announced, and ending early, by more than the tolerance (both, so
+    that a rate guessed from a variable-rate stream's first frames does not count)."""
+    short_by_count = decoded + TRUNCATION_TOLERANCE < info.announced_frames
+    short_by_time = seconds < info.duration_s - TRUNCATION_TOLERANCE / info.native_fps
+    return short_by_count and short_by_time
+
+
 def decode_video(
     path: str | Path,
     *,
@@ -402,36 +654,55 @@ def decode_video(
     backend: DecoderBackend = "auto",
     wanted: np.ndarray | None = None,
     context: int = 0,
+    allow_truncated: bool = False,
+    report: DecodeReport | None = None,
 ) -> Iterator[DecodedFrame]:
-    """Decode ``path`` at ``fps`` (see the module docstring for the frame rule), resized to
-    ``width`` x ``height`` (one of them alone keeps the aspect ratio).
+    """Decode ``path`` at ``fps`` (see the module docstring for the frame rule), upright,
+    resized to ``width`` x ``height`` (one of them alone keeps the aspect ratio).
 
     ``wanted`` (1-based target frames) restricts decoding to those frames plus ``context``
-    frames before each (see :func:`select_frames`). Raises :class:`VideoError` naming the
-    file when no decoder can read it.
+    frames before each (see :func:`select_frames`). Raises :class:`TruncatedVideoError` for a
+    file cut short (see the module docstring) unless ``allow_truncated``, and
+    :class:`VideoError` naming the file when no decoder can read it. ``report`` is filled in
+    with the backend used and the frame counts.
     """
     path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise VideoError(f"{path}: empty file (0 bytes)")
+    _check_file(path)
+    report = report if report is not None else DecodeReport()
+    info = probe_video(path)
+    packets = _scan_packets(path)
+    report.announced_frames = info.announced_frames
+    if packets is not None:
+        report.decoded_frames = len(packets.pts)
+        if not packets.pts:
+            raise VideoError(f"{path}: the video has no frames")
+        if _is_truncated(len(packets.pts), packets.seconds(), info):
+            _truncated(path, report, allow_truncated)
     size_of = _SizeRule(width, height)
     options = {"fps": fps, "wanted": wanted, "context": context, "size_of": size_of}
+    options["orientation"] = info.orientation
     last = 0
     decord_error: Exception | None = None
     if backend == "decord" or (backend == "auto" and decord_available()):
+        report.backend = "decord"
         try:
-            for decoded in _decode_with_decord(path, start_after=0, **options):
+            for decoded in _decode_with_decord(path, start_after=0, packets=packets, **options):
                 last = decoded.frame
                 yield decoded
             return
+        except _Unsuitable as why:
+            note = f"{path}: decoded with PyAV: {why}"
+            report.notes.append(note)
+            log.warning(note)
         except Exception as error:  # decord raises its own DECORDError and others
             if backend == "decord":
                 raise VideoError(f"{path}: decord cannot decode it ({error})") from error
             decord_error = error
+    report.backend = "pyav"
+    progress = _PyavProgress()
     try:
         produced = False
-        for decoded in _decode_with_pyav(path, start_after=last, **options):
+        for decoded in _decode_with_pyav(path, start_after=last, progress=progress, **options):
             produced = True
             yield decoded
         if not produced and last == 0:
@@ -443,3 +714,24 @@ def decode_video(
         if decord_error is not None:
             detail = f"decord: {decord_error}; {detail}"
         raise VideoError(f"{path}: cannot decode ({detail})") from error
+    if progress.finished and progress.decoded < report.decoded_frames:
+        # Decoding stopped before the packets did: count what was decoded.
+        report.decoded_frames = progress.decoded
+        seconds = progress.decoded / info.native_fps
+        if not report.truncated and _is_truncated(progress.decoded, seconds, info):
+            _truncated(path, report, allow_truncated, detail=progress.error)
+
+
+def _truncated(path: Path, report: DecodeReport, allow: bool, *, detail: str = "") -> None:
+    error = TruncatedVideoError(
+        path, decoded=report.decoded_frames, announced=report.announced_frames, detail=detail
+    )
+    if not allow:
+        raise error
+    report.truncated = True
+    note = (
+        f"{path}: truncated: {report.decoded_frames} frames decoded of "
+        f"{report.announced_frames} announced; keeping them (--allow-truncated)"
+    )
+    report.notes.append(note)
+    log.warning(note)

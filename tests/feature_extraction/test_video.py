@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -24,58 +25,82 @@ from feature_extraction.video import (
 
 
 def _source_of_each_target(
-    times: list[float], *, fps: float, native_fps: float | None
+    pts: list[int], *, fps: float, time_base: Fraction, frame_ticks: int | None = None
 ) -> list[int]:
     """1-based source frame of each target frame."""
+    timed = ((t, None, index) for index, t in enumerate(pts))
     return [
         index + 1
-        for _, index in resample(zip(times, range(len(times))), fps=fps, native_fps=native_fps)
+        for _, index in resample(timed, fps=fps, time_base=time_base, frame_ticks=frame_ticks)
     ]
 
 
+def _rule(times: list[Fraction], *, fps: Fraction, end: Fraction) -> list[int]:
+    """The rule in exact arithmetic: target frame k shows the latest source frame whose time
+    is at or before (k-1)/fps, for every instant (k-1)/fps before the end."""
+    chosen = []
+    k = 1
+    while Fraction(k - 1) / fps < end:
+        chosen.append(max(i + 1 for i, t in enumerate(times) if t <= Fraction(k - 1) / fps))
+        k += 1
+    return chosen
+
+
 def test_same_fps_is_identity_even_with_millisecond_timestamps() -> None:
-    times = [round(i / 30, 3) for i in range(100)]  # Matroska stores milliseconds: 0.033, 0.067
-    assert _source_of_each_target(times, fps=30, native_fps=30) == list(range(1, 101))
+    pts = [round(i * 1000 / 30) for i in range(100)]  # Matroska stores ms: 0, 33, 67, 100
+    sources = _source_of_each_target(pts, fps=30, time_base=Fraction(1, 1000), frame_ticks=33)
+    assert sources == list(range(1, 101))
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    native=st.sampled_from(
-        [30.0, 30000 / 1001, 47.95, 48.0, 50.0, 60000 / 1001, 60.0, 90.0, 100.0]
+    clock=st.sampled_from(
+        [  # (native rate, time base, whether the container rounds times to its ticks)
+            (Fraction(30), Fraction(1, 15360), False),
+            (Fraction(30000, 1001), Fraction(1, 30000), False),
+            (Fraction(50), Fraction(1, 12800), False),
+            (Fraction(60), Fraction(1, 15360), False),
+            (Fraction(25), Fraction(1, 1000), False),
+            (Fraction(90), Fraction(1, 90000), False),
+            (Fraction(60), Fraction(1, 1000), True),
+            (Fraction(48), Fraction(1, 1000), True),
+            (Fraction(30), Fraction(1, 1000), True),
+        ]
     ),
     count=st.integers(1, 400),
-    rounded=st.booleans(),
 )
-def test_frame_k_is_the_inverse_of_convert_frame(native: float, count: int, rounded: bool) -> None:
-    times = [i / native for i in range(count)]
-    if rounded:
-        times = [round(t, 3) for t in times]
-    sources = _source_of_each_target(times, fps=30, native_fps=native)
-    # As many target frames as the annotations' conversion of the last frame gives ...
-    assert len(sources) == convert_frame(count, native_fps=native, fps=30)
-    # ... and each target frame's source converts back to it (for every frame that exists).
-    assert all(convert_frame(n, native_fps=native, fps=30) == k for k, n in enumerate(sources, 1))
-    assert sources == sorted(sources)
+def test_constant_rate_sources_follow_the_rule(clock, count: int) -> None:
+    native, time_base, rounded = clock
+    times = [Fraction(i) / native for i in range(count)]  # true times
+    ticks = [t / time_base for t in times]
+    pts = [round(t) for t in ticks] if rounded else [int(t) for t in ticks]
+    assert rounded or all(t.denominator == 1 for t in ticks)
+    frame_ticks = round(1 / (native * time_base))
+    sources = _source_of_each_target(pts, fps=30, time_base=time_base, frame_ticks=frame_ticks)
+    assert sources == _rule(times, fps=Fraction(30), end=Fraction(count) / native)
+    # The closed form for constant rates, and the frame count.
+    assert sources == [math.floor((k - 1) * native / 30) + 1 for k in range(1, len(sources) + 1)]
+    assert len(sources) == math.ceil(count * 30 / native)
+    # The annotations' conversion lands within one target frame of it.
+    for k, n in enumerate(sources, 1):
+        assert abs(convert_frame(n, native_fps=float(native), fps=30) - k) <= 1
 
 
 def test_upsampling_repeats_the_frame_on_screen() -> None:
-    times = [i / 25 for i in range(25)]  # 1 s at 25 fps -> 30 target frames
-    sources = _source_of_each_target(times, fps=30, native_fps=25)
+    pts = [i * 40 for i in range(25)]  # 1 s at 25 fps (ms) -> 30 target frames
+    sources = _source_of_each_target(pts, fps=30, time_base=Fraction(1, 1000), frame_ticks=40)
     assert len(sources) == 30
     for k, n in enumerate(sources, 1):
-        assert times[n - 1] < k / 30  # starts before the end of target frame k ...
-        assert n == len(times) or times[n] >= k / 30 - 1e-9  # ... and is the last one that does
+        assert Fraction(pts[n - 1], 1000) <= Fraction(k - 1, 30)  # on screen at (k-1)/30 ...
+        assert n == len(pts) or Fraction(pts[n], 1000) > Fraction(k - 1, 30)  # ... the latest
 
 
 def test_variable_frame_rate_uses_raw_times() -> None:
-    times = [0.0, 0.010, 0.050, 0.051, 0.120, 0.200]  # irregular; lasts ~0.28 s
-    sources = _source_of_each_target(times, fps=30, native_fps=None)
-    expected = [
-        max(i + 1 for i, t in enumerate(times) if t < k / 30 - 1e-9)
-        for k in range(1, len(sources) + 1)
-    ]
-    assert sources == expected
-    assert sources[:4] == [2, 4, 4, 5]
+    pts = [0, 10, 50, 51, 120, 200]  # irregular, in ms; the last frame lasts 80 ms
+    sources = _source_of_each_target(pts, fps=30, time_base=Fraction(1, 1000))
+    times = [Fraction(t, 1000) for t in pts]
+    assert sources == _rule(times, fps=Fraction(30), end=Fraction(280, 1000))
+    assert sources[:5] == [1, 2, 4, 4, 5]
 
 
 def test_select_frames_adds_flow_context_and_clamps_past_the_end() -> None:
@@ -111,8 +136,7 @@ def test_decoding_a_50_fps_source_at_30_fps(
     frames = [d.frame for d in decoded]
     sources = [read_code(d.image) for d in decoded]
     assert frames == list(range(1, 61))  # 2 s at 30 fps, numbered from 1
-    assert sources == [math.ceil(k * 50 / 30) for k in frames]
-    assert all(convert_frame(n, native_fps=50, fps=30) == k for k, n in zip(frames, sources))
+    assert sources == [math.floor((k - 1) * 50 / 30) + 1 for k in frames]
 
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
