@@ -11,7 +11,8 @@ instant ``(k-1)/fps`` is converted to ticks in rational arithmetic and rounded t
 tick, as a muxer rounds the time it stores (Matroska stores milliseconds: 0, 33, 67 ms at
 30 fps are frames 1, 2, 3). Variable frame-rate streams follow the same rule on their raw
 times; nothing is snapped to a grid guessed from the average rate. A video has the target
-frames whose instants lie before the end of its last frame (its time plus its duration).
+frames whose instants lie before the end of its last frame (its time plus its duration, less
+one tick for the rounding of both).
 
 For a constant-rate source at ``native_fps`` target frame ``k`` is source frame
 ``n = floor((k-1) * native_fps / fps) + 1``, and a video of ``M`` source frames has
@@ -348,8 +349,10 @@ class TimestampResampler:
         position, payload = self._previous
         end = position + self._duration
         emitted: list[tuple[int, Payload]] = []
-        # At least frame 1, as the annotations' conversion max(1, floor(...)) clamps to it.
-        while self._next == 1 or self.instant(self._next) < end:
+        # Instants more than one tick before the end: the margin absorbs the rounding of the
+        # last frame's time and duration in coarse time bases (Matroska's milliseconds). At
+        # least frame 1, as the annotations' conversion max(1, floor(...)) clamps to it.
+        while self._next == 1 or self.instant(self._next) < end - 1:
             emitted.append((self._next, payload))  # type: ignore[arg-type]
             self._next += 1
         return emitted

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -48,21 +49,39 @@ def write_video(
     *,
     fps: float = 30.0,
     codec: str = "libx264",
+    times: Sequence[Fraction] | None = None,
+    rotation: int = 0,
+    mirrored: bool = False,
+    faststart: bool = False,
 ) -> Path:
-    """Encode (T, H, W, 3) uint8 RGB frames."""
-    from fractions import Fraction
+    """Encode (T, H, W, 3) uint8 RGB frames.
 
+    ``times``: each frame's presentation time in seconds (variable frame rate; default
+    i / fps). ``rotation``/``mirrored``: a display matrix turning the picture ``rotation``
+    degrees counter-clockwise, then mirroring it, as phones write for portrait video.
+    ``faststart``: the MP4 index before the data, so that a file cut short still announces
+    every frame.
+    """
     import av
 
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), "w") as container:
+    options = {"movflags": "faststart"} if faststart else {}
+    time_base = Fraction(1, 600)  # a multiple of every rate the tests use (10, 25, 30, 50, 60)
+    with av.open(str(path), "w", options=options) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
+        if times is not None:
+            stream.codec_context.time_base = time_base
+            stream.time_base = time_base
+        if rotation or mirrored:
+            stream.set_display_rotation(rotation, hflip=mirrored)
         if codec == "libx264":
             stream.options = {"crf": "10", "preset": "ultrafast"}
-        for image in frames:
+        for index, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if times is not None:
+                frame.pts, frame.time_base = int(Fraction(times[index]) / time_base), time_base
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
@@ -78,12 +97,25 @@ def coded_video(
     height: int = 48,
     width: int = 64,
     speed: int = 1,
+    **options,
 ) -> Path:
-    """A video whose frame i (0-based) shows the code i+1 and texture shifted by speed*i."""
+    """A video whose frame i (0-based) shows the code i+1 and texture shifted by speed*i
+    (``options``: see :func:`write_video`)."""
     frames = np.stack(
         [coded_frame(i + 1, height=height, width=width, shift=speed * i) for i in range(num_frames)]
     )
-    return write_video(path, frames, fps=fps)
+    return write_video(path, frames, fps=fps, **options)
+
+
+def cut_after_packets(path: Path, out: Path, *, packets: int) -> Path:
+    """Copy ``path`` cut short right before its packet number ``packets`` (in file order), as
+    an interrupted copy or download leaves it: the container still announces every frame."""
+    import av
+
+    with av.open(str(path)) as container:
+        positions = sorted(p.pos for p in container.demux(video=0) if p.size)
+    out.write_bytes(path.read_bytes()[: positions[packets]])
+    return out
 
 
 @pytest.fixture(autouse=True)

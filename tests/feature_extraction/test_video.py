@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from epic_protocol.annotations import convert_frame
 from feature_extraction import video as video_module
 from feature_extraction.video import (
+    DecodeReport,
+    TruncatedVideoError,
     VideoError,
     decode_video,
     find_videos,
@@ -202,3 +204,131 @@ def test_output_size_keeps_aspect_when_one_side_is_given() -> None:
     assert output_size(1920, 1080, target_width=None, target_height=256) == (456, 256)
     assert output_size(640, 480, target_width=None, target_height=None) is None
     assert output_size(640, 480, target_width=456, target_height=256) == (456, 256)
+
+
+# --------------------------------------------------------------------------- one rule
+
+
+def _vfr_times() -> list[Fraction]:
+    """1 s at 30 fps, 1 s at 10 fps, 1 s at 60 fps."""
+    times, start = [], Fraction(0)
+    for rate in (30, 10, 60):
+        times += [start + Fraction(i, rate) for i in range(rate)]
+        start += 1
+    return times
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_variable_frame_rate_clip_gives_the_rule_with_both_backends(
+    make_video, read_code, suffix: str
+) -> None:
+    times = _vfr_times()
+    path = make_video(f"vfr{suffix}", num_frames=len(times), fps=60, times=times)
+    expected = _rule(times, fps=Fraction(30), end=Fraction(3))
+    assert len(expected) == 90 and expected[29:34] == [30, 31, 31, 31, 32]  # 10 fps: held
+    chosen = {}
+    for backend in ("decord", "pyav"):
+        decoded = list(decode_video(path, fps=30, backend=backend))
+        assert [d.frame for d in decoded] == list(range(1, 91))
+        chosen[backend] = [read_code(d.image) for d in decoded]
+    assert chosen["decord"] == chosen["pyav"] == expected
+
+
+# --------------------------------------------------------------------------- truncation
+
+
+@pytest.fixture
+def cut_video(make_video, tmp_path: Path) -> Path:
+    """10 s announced (300 frames at 30 fps, index first), the first 180 frames present."""
+    from tests.feature_extraction.conftest import cut_after_packets
+
+    full = make_video("full.mp4", num_frames=300, fps=30, faststart=True)
+    return cut_after_packets(full, tmp_path / "cut.mp4", packets=180)
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_a_truncated_video_fails_naming_both_counts(cut_video: Path, backend: str) -> None:
+    info = probe_video(cut_video)
+    assert (info.announced_frames, info.duration_s) == (300, pytest.approx(10.0))
+    with pytest.raises(TruncatedVideoError, match=r"cut\.mp4: truncated: 180 .* of 300") as error:
+        list(decode_video(cut_video, fps=30, backend=backend))
+    assert (error.value.decoded, error.value.announced) == (180, 300)
+    # Sparse decoding of frames before the cut is refused too: the file is not what it says.
+    with pytest.raises(TruncatedVideoError):
+        list(decode_video(cut_video, fps=30, backend=backend, wanted=np.array([5])))
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_allow_truncated_keeps_the_decoded_frames(cut_video: Path, read_code, backend) -> None:
+    report = DecodeReport()
+    decoded = list(
+        decode_video(cut_video, fps=30, backend=backend, allow_truncated=True, report=report)
+    )
+    assert [d.frame for d in decoded] == list(range(1, 181))
+    assert [read_code(d.image) for d in decoded] == list(range(1, 181))
+    assert (report.truncated, report.decoded_frames, report.announced_frames) == (True, 180, 300)
+
+
+def test_a_cut_matroska_file_is_truncated_too(make_video, tmp_path: Path) -> None:
+    from tests.feature_extraction.conftest import cut_after_packets
+
+    full = make_video("full.mkv", num_frames=300, fps=30)
+    cut = cut_after_packets(full, tmp_path / "cut.mkv", packets=150)
+    with pytest.raises(TruncatedVideoError, match=r"of 300 announced"):
+        list(decode_video(cut, fps=30))
+    # A complete file whose duration counts its last frame (or rounds) is not truncated.
+    assert len(list(decode_video(full, fps=30))) == 300
+
+
+def test_a_packet_cut_in_half_is_truncated_with_pyav(make_video, tmp_path: Path) -> None:
+    full = make_video("full.mp4", num_frames=300, fps=30, faststart=True)
+    data = full.read_bytes()
+    cut = tmp_path / "half.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])  # mid-packet: decord cannot open it at all
+    with pytest.raises(TruncatedVideoError):
+        list(decode_video(cut, fps=30))
+    report = DecodeReport()
+    decoded = list(decode_video(cut, fps=30, allow_truncated=True, report=report))
+    assert report.truncated and len(decoded) == report.decoded_frames < 300
+
+
+# --------------------------------------------------------------------------- rotation
+
+
+# (degrees counter-clockwise, mirrored) -> the upright picture, as `ffmpeg -i clip.mp4` shows
+# it (checked by hand against ffmpeg 5.1's autorotation for all eight cases).
+ORIENTATIONS = {
+    (0, False): lambda image: image,
+    (90, False): lambda image: np.rot90(image, 1),
+    (180, False): lambda image: np.rot90(image, 2),
+    (270, False): lambda image: np.rot90(image, 3),
+    (0, True): lambda image: image[:, ::-1],
+    (90, True): lambda image: np.rot90(image, 1)[:, ::-1],
+    (180, True): lambda image: np.rot90(image, 2)[:, ::-1],
+    (270, True): lambda image: np.rot90(image, 3)[:, ::-1],
+}
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize(("degrees", "mirrored"), list(ORIENTATIONS))
+def test_display_rotation_is_applied_before_resizing(
+    tmp_path: Path, backend: str, degrees: int, mirrored: bool, caplog
+) -> None:
+    from tests.feature_extraction.conftest import write_video
+
+    rng = np.random.default_rng(degrees)
+    coded = np.kron(rng.integers(0, 2, (3, 6, 8, 1)) * 255, np.ones((1, 8, 8, 3))).astype(np.uint8)
+    path = write_video(
+        tmp_path / "phone.mp4", coded, fps=30, rotation=degrees, mirrored=mirrored
+    )  # (3, 48, 64, 3) landscape pictures
+    upright = ORIENTATIONS[(degrees, mirrored)](coded[0])
+    info = probe_video(path)
+    assert (info.height, info.width) == upright.shape[:2]
+    decoded = list(decode_video(path, fps=30, backend=backend))
+    assert decoded[0].image.shape == upright.shape
+    assert np.abs(decoded[0].image.astype(int) - upright).mean() < 8
+    # Resizing to a width keeps the upright aspect ratio: portrait stays portrait.
+    small = next(iter(decode_video(path, fps=30, backend=backend, width=24)))
+    assert small.image.shape == (24 * upright.shape[0] // upright.shape[1], 24, 3)
+    if backend == "decord" and (degrees or mirrored):
+        assert "decoded with PyAV: decord 0.6 does not apply the display rotation" in caplog.text
