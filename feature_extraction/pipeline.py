@@ -172,9 +172,10 @@ class VideoChunks:
                     rows["images"].append(decoded.image)
                 rows["frames"].append(decoded.frame)
                 rows["keep"].append(decoded.keep)
-                if (
-                    sum(rows["keep"]) >= options.batch_size
-                    or len(rows["frames"]) >= 4 * options.batch_size
+                # A chunk holds batch_size kept frames (the models' fixed batch); RAFT, which
+                # keeps the context frames' images too, also caps the rows held in memory.
+                if sum(rows["keep"]) >= options.batch_size or (
+                    self.raft and len(rows["frames"]) >= 4 * options.batch_size
                 ):
                     yield self._chunk(rows, last=False, total=estimated, expected=expected)
             if decoded_frames == 0:

@@ -170,7 +170,9 @@ def run_extraction(
     data = ExtractionData(
         planner=planner, options=chunk_options, num_workers=config.resolved_workers()
     )
-    module = ExtractionModule(computer=FeatureComputer.from_models(models))
+    module = ExtractionModule(
+        computer=FeatureComputer.from_models(models), batch_size=config.batch_size
+    )
     sink = StagingSink(
         out=options.out,
         dims=dims,

@@ -121,7 +121,7 @@ def test_two_workers_interleave_videos_without_mixing_them(
         assert sorted(interleaved) == sorted(sequential) == ["P01_01", "P01_02"]
         for video, (frames, features) in sequential.items():
             assert np.array_equal(interleaved[video][0], frames)
-            np.testing.assert_allclose(interleaved[video][1], features, rtol=1e-5, atol=1e-5)
+            np.testing.assert_array_equal(interleaved[video][1], features)
 
 
 def test_sparse_mode_extracts_only_the_sampled_frames(
@@ -154,8 +154,9 @@ def test_sparse_mode_extracts_only_the_sampled_frames(
         frames, features = _read(sparse / f"{modality}.h5")["P01_01"]
         assert frames.tolist() == needed
         dense_frames, dense_features = _read(dense / f"{modality}.h5")["P01_01"]
-        # Same numbers as a dense run at those frames: flow decoded its context frames.
-        np.testing.assert_allclose(features, dense_features[frames - 1], rtol=1e-4, atol=1e-5)
+        # Same numbers as a dense run at those frames, bit for bit although the chunks differ
+        # (fixed model batches): flow decoded its context frames.
+        np.testing.assert_array_equal(features, dense_features[frames - 1])
         assert "P09_09" not in _read(sparse / f"{modality}.h5")
     capsys.readouterr()
     # Reusing the folder: the same segments are skipped; new segments add their frames; a
@@ -227,3 +228,100 @@ def test_raft_flow_gives_the_same_stacks_sparse_and_dense(
     assert frames.tolist() == sorted(set(anticipation_frames(14).tolist()))
     assert not np.allclose(dense_features[1], dense_features[8])  # the stacks do differ
     np.testing.assert_allclose(features, dense_features[frames - 1], rtol=1e-4, atol=1e-5)
+
+
+def test_two_runs_with_two_workers_give_bit_identical_features(
+    tmp_path: Path, make_video, tiny_config: Path, tiny_overrides: list[str]
+) -> None:
+    folder = tmp_path / "videos"
+    for index, frames in enumerate((9, 17, 25)):  # chunks of 8 with 1-frame remainders
+        make_video(f"videos/P0{index}_01.mp4", num_frames=frames, fps=30, speed=index + 1)
+    two_workers = [*tiny_overrides, "--num_workers", "2", "--threads", "2"]
+    runs = []
+    for run in ("first", "second"):
+        assert _extract(folder, tmp_path / run, config=tiny_config, overrides=two_workers) == 0
+        runs.append({m: _read(tmp_path / run / f"{m}.h5") for m in ("rgb", "flow", "obj")})
+    for modality, first in runs[0].items():
+        assert sorted(first) == ["P00_01", "P01_01", "P02_01"]
+        for video, (frames, features) in first.items():
+            np.testing.assert_array_equal(runs[1][modality][video][0], frames)
+            np.testing.assert_array_equal(runs[1][modality][video][1], features)
+
+
+def test_a_frame_gets_the_same_features_in_any_batch(tiny_config: Path, tiny_overrides) -> None:
+    import torch
+
+    from feature_extraction.config import load_config
+    from feature_extraction.loop import in_fixed_batches
+    from feature_extraction.models import FeatureComputer, build_models
+
+    config = load_config(tiny_config, tiny_overrides)
+    computer = FeatureComputer.from_models(build_models(config, device=torch.device("cpu")))
+    images = torch.from_numpy(
+        np.random.default_rng(0).integers(0, 256, (9, 48, 64, 3), dtype=np.uint8)
+    )
+    together = in_fixed_batches(computer.rgb_features, images, 8)  # batches of 8 and 1 (+7)
+    alone = [in_fixed_batches(computer.rgb_features, images[i : i + 1], 8) for i in range(9)]
+    assert together.shape == (9, 512)
+    np.testing.assert_array_equal(torch.cat(alone).numpy(), together.numpy())
+
+
+def test_a_truncated_video_fails_unless_allowed(
+    tmp_path: Path, make_video, tiny_config: Path, tiny_overrides: list[str], capsys
+) -> None:
+    from tests.feature_extraction.conftest import cut_after_packets
+
+    folder = tmp_path / "videos"
+    make_video("videos/P01_01.mp4", num_frames=12, fps=30)
+    full = make_video("P01_02.mp4", num_frames=60, fps=30, faststart=True)
+    cut_after_packets(full, folder / "P01_02.mp4", packets=36)  # 2 s announced, 1.2 s there
+    modalities = ["--modalities", "rgb", "flow"]
+    out = tmp_path / "strict"
+    assert _extract(folder, out, *modalities, config=tiny_config, overrides=tiny_overrides) == 1
+    printed = capsys.readouterr().out
+    assert "1 done, 0 skipped, 1 failed" in printed
+    assert "P01_02.mp4: truncated: 36 frames decoded of 60 announced" in printed
+    assert sorted(_read(out / "rgb.h5")) == ["P01_01"]  # never marked complete
+    # --allow-truncated keeps what was decoded and says so in the video's attributes.
+    allowed = tmp_path / "allowed"
+    assert (
+        _extract(
+            folder,
+            allowed,
+            *modalities,
+            "--allow-truncated",
+            config=tiny_config,
+            overrides=tiny_overrides,
+        )
+        == 0
+    )
+    for modality in ("rgb", "flow"):
+        assert _read(allowed / f"{modality}.h5")["P01_02"][0].tolist() == list(range(1, 37))
+        with h5py.File(allowed / f"{modality}.h5", "r") as handle:
+            attrs = handle["P01_02"].attrs
+            assert (attrs["truncated"], attrs["decoded_frames"], attrs["announced_frames"]) == (
+                True,
+                36,
+                60,
+            )
+            assert "truncated" not in handle["P01_01"].attrs
+
+
+def test_a_folder_without_videos_is_an_error_and_ignored_files_are_counted(
+    tmp_path: Path, videos: Path, tiny_config: Path, tiny_overrides: list[str], capsys
+) -> None:
+    empty = tmp_path / "no_videos"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("x")
+    assert _extract(empty, tmp_path / "out", config=tiny_config, overrides=tiny_overrides) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "holds no video file (1 other files ignored" in error[0]
+    assert error[0].startswith("rulstm-extract: error:") and str(empty) in error[0]
+    modalities = ["--modalities", "rgb"]
+    assert (
+        _extract(
+            videos, tmp_path / "out", *modalities, config=tiny_config, overrides=tiny_overrides
+        )
+        == 0
+    )
+    assert "ignored (not a video file): 2" in capsys.readouterr().out  # notes.txt, thumb.jpg
