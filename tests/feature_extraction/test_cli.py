@@ -248,22 +248,40 @@ def test_two_runs_with_two_workers_give_bit_identical_features(
             np.testing.assert_array_equal(runs[1][modality][video][1], features)
 
 
-def test_a_frame_gets_the_same_features_in_any_batch(tiny_config: Path, tiny_overrides) -> None:
+def test_a_frame_gets_the_same_features_in_any_chunk(tiny_config: Path, tiny_overrides) -> None:
     import torch
 
     from feature_extraction.config import load_config
-    from feature_extraction.loop import in_fixed_batches
+    from feature_extraction.loop import ExtractionModule
     from feature_extraction.models import FeatureComputer, build_models
+    from feature_extraction.pipeline import Chunk
 
-    config = load_config(tiny_config, tiny_overrides)
+    config = load_config(tiny_config, [*tiny_overrides, "--modalities", "rgb"])
     computer = FeatureComputer.from_models(build_models(config, device=torch.device("cpu")))
+    module = ExtractionModule(computer=computer, batch_size=config.batch_size)
     images = torch.from_numpy(
         np.random.default_rng(0).integers(0, 256, (9, 48, 64, 3), dtype=np.uint8)
     )
-    together = in_fixed_batches(computer.rgb_features, images, 8)  # batches of 8 and 1 (+7)
-    alone = [in_fixed_batches(computer.rgb_features, images[i : i + 1], 8) for i in range(9)]
-    assert together.shape == (9, 512)
-    np.testing.assert_array_equal(torch.cat(alone).numpy(), together.numpy())
+
+    def features(rows: slice) -> np.ndarray:
+        frames = torch.arange(1, 10)[rows]
+        chunk = Chunk(
+            video="v",
+            modalities=("rgb",),
+            frames=frames,
+            keep=torch.ones(len(frames), dtype=torch.bool),
+            images=images[rows],
+            flow=torch.zeros(0),
+            last=False,
+        )
+        return module.predict_step(chunk, 0)["rgb"]
+
+    # Frame 9 alone (the last chunk of a 25-frame video in batches of 8), with one other
+    # frame, and in a full chunk: kernels for a batch of 1 differ in the last bits (measured
+    # 1.5e-6 on this project's CI CPU) unless the model batch has a fixed size.
+    whole = features(slice(0, 9))
+    np.testing.assert_array_equal(features(slice(8, 9))[0], whole[8])
+    np.testing.assert_array_equal(features(slice(7, 9)), whole[7:9])
 
 
 def test_a_truncated_video_fails_unless_allowed(
