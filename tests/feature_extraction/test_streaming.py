@@ -61,3 +61,20 @@ def test_streaming_matches_the_batch_extraction(
     np.testing.assert_allclose(tenth["rgb"], streamed[9]["rgb"], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="RGB uint8"):
         extractor.push(np.zeros((4, 4), np.uint8))
+
+
+def test_a_portrait_phone_clip_streams_upright(
+    tmp_path: Path, make_video, tiny_config: Path, tiny_overrides: list[str]
+) -> None:
+    # Coded as 64x48 landscape with a display matrix turning it 90 degrees: 48x64 portrait,
+    # resized to height 96 with its portrait aspect kept (72x96).
+    path = make_video("phone.mp4", num_frames=4, fps=30, rotation=90)
+    config = load_config(
+        tiny_config, [*tiny_overrides, "--decode.width", "null", "--decode.height", "96"]
+    )
+    extractor = StreamingExtractor(config)
+    for decoded in decode_video(path, fps=30):
+        assert decoded.image.shape == (64, 48, 3)
+        features = extractor.push(decoded.image)
+        assert extractor.last_image is not None and extractor.last_image.shape == (96, 72, 3)
+        assert set(features) == {"rgb", "flow", "obj"}
