@@ -497,8 +497,8 @@ def _scan_packets(path: Path) -> _Packets | None:
             stream = container.streams.video[0]
             timed: list[tuple[int, int]] = []
             for packet in container.demux(stream):
-                if packet.size == 0:
-                    continue  # the demuxer's final flush packet
+                if packet.size == 0 or packet.is_discard:
+                    continue  # the final flush packet; frames an edit list cuts away
                 if packet.pts is None:
                     return None
                 timed.append((int(packet.pts), int(packet.duration or 0)))
