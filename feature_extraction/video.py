@@ -11,8 +11,9 @@ instant ``(k-1)/fps`` is converted to ticks in rational arithmetic and rounded t
 tick, as a muxer rounds the time it stores (Matroska stores milliseconds: 0, 33, 67 ms at
 30 fps are frames 1, 2, 3). Variable frame-rate streams follow the same rule on their raw
 times; nothing is snapped to a grid guessed from the average rate. A video has the target
-frames whose instants lie before the end of its last frame (its time plus its duration, less
-one tick for the rounding of both).
+frames whose instants lie before the end of its last frame (its time plus its duration; less
+one tick when the nominal frame duration is not a whole number of ticks, i.e. the container
+rounded both).
 
 For a constant-rate source at ``native_fps`` target frame ``k`` is source frame
 ``n = floor((k-1) * native_fps / fps) + 1``, and a video of ``M`` source frames has
@@ -293,18 +294,25 @@ class TimestampResampler:
     integer ticks of ``time_base`` and returns the target frames whose source frame became
     known (the previous one, once this frame's time shows where it stops being the latest);
     ``finish()`` returns the rest, up to the video's last target frame. See the module
-    docstring for the rule. ``frame_ticks``: the nominal frame duration, for frames without
-    one.
+    docstring for the rule. ``frame_ticks``: the nominal frame duration (1 / average rate, in
+    ticks), for frames without one; when it is not a whole number of ticks the container must
+    have rounded the times, and the end gets one tick of margin.
     """
 
     def __init__(
-        self, *, fps: float | Fraction, time_base: Fraction, frame_ticks: int | None = None
+        self,
+        *,
+        fps: float | Fraction,
+        time_base: Fraction,
+        frame_ticks: Fraction | int | None = None,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.fps = exact_rate(fps)
         self.time_base = Fraction(time_base)
-        self.frame_ticks = frame_ticks if frame_ticks and frame_ticks > 0 else None
+        nominal = Fraction(frame_ticks) if frame_ticks and frame_ticks > 0 else None
+        self.frame_ticks = max(1, round(nominal)) if nominal is not None else None
+        self._margin = 1 if nominal is not None and nominal.denominator != 1 else 0
         self._first: int | None = None
         self._previous: tuple[int, object] | None = None
         self._duration = 0  # of the previous frame, in ticks
@@ -349,10 +357,10 @@ class TimestampResampler:
         position, payload = self._previous
         end = position + self._duration
         emitted: list[tuple[int, Payload]] = []
-        # Instants more than one tick before the end: the margin absorbs the rounding of the
-        # last frame's time and duration in coarse time bases (Matroska's milliseconds). At
-        # least frame 1, as the annotations' conversion max(1, floor(...)) clamps to it.
-        while self._next == 1 or self.instant(self._next) < end - 1:
+        # In rounded time bases (Matroska's milliseconds) the last frame's time and duration
+        # are each off by up to half a tick: one tick of margin. At least frame 1, as the
+        # annotations' conversion max(1, floor(...)) clamps to it.
+        while self._next == 1 or self.instant(self._next) < end - self._margin:
             emitted.append((self._next, payload))  # type: ignore[arg-type]
             self._next += 1
         return emitted
@@ -363,7 +371,7 @@ def resample(
     *,
     fps: float | Fraction,
     time_base: Fraction,
-    frame_ticks: int | None = None,
+    frame_ticks: Fraction | int | None = None,
 ) -> Iterator[tuple[int, Payload]]:
     """``(target frame, payload)`` for a stream of ``(pts, duration, payload)`` in ticks of
     ``time_base`` (see :class:`TimestampResampler`)."""
@@ -471,7 +479,7 @@ class _Packets:
     pts: list[int]  # sorted, in ticks of time_base
     durations: list[int]  # per packet of ``pts`` (0: unknown)
     time_base: Fraction
-    frame_ticks: int | None  # nominal duration of a frame (1 / average rate)
+    frame_ticks: Fraction | None  # nominal duration of a frame (1 / average rate)
 
     def seconds(self) -> float:
         """Presentation time from the first frame to the end of the last one."""
@@ -481,11 +489,11 @@ class _Packets:
         return float((self.pts[-1] - self.pts[0] + last) * self.time_base)
 
 
-def _frame_ticks(stream) -> int | None:  # av.VideoStream
+def _frame_ticks(stream) -> Fraction | None:  # av.VideoStream
     rate = stream.average_rate or stream.guessed_rate
     if not rate or not stream.time_base:
         return None
-    return max(1, round(1 / (Fraction(rate) * Fraction(stream.time_base))))
+    return 1 / (Fraction(rate) * Fraction(stream.time_base))
 
 
 def _scan_packets(path: Path) -> _Packets | None:

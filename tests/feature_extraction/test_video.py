@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from epic_protocol.annotations import convert_frame
@@ -27,7 +27,7 @@ from feature_extraction.video import (
 
 
 def _source_of_each_target(
-    pts: list[int], *, fps: float, time_base: Fraction, frame_ticks: int | None = None
+    pts: list[int], *, fps: float, time_base: Fraction, frame_ticks: Fraction | None = None
 ) -> list[int]:
     """1-based source frame of each target frame."""
     timed = ((t, None, index) for index, t in enumerate(pts))
@@ -50,7 +50,10 @@ def _rule(times: list[Fraction], *, fps: Fraction, end: Fraction) -> list[int]:
 
 def test_same_fps_is_identity_even_with_millisecond_timestamps() -> None:
     pts = [round(i * 1000 / 30) for i in range(100)]  # Matroska stores ms: 0, 33, 67, 100
-    sources = _source_of_each_target(pts, fps=30, time_base=Fraction(1, 1000), frame_ticks=33)
+    frame_ticks = Fraction(1000, 30)
+    sources = _source_of_each_target(
+        pts, fps=30, time_base=Fraction(1, 1000), frame_ticks=frame_ticks
+    )
     assert sources == list(range(1, 101))
 
 
@@ -71,13 +74,17 @@ def test_same_fps_is_identity_even_with_millisecond_timestamps() -> None:
     ),
     count=st.integers(1, 400),
 )
+# Exact ticks: a 1-frame 29.97 fps clip lasts 1 tick past frame 2's instant (2 frames).
+@example(clock=(Fraction(30000, 1001), Fraction(1, 30000), False), count=1)
+# Rounded ticks: 80 frames at 60 fps end at 1333.3 ms, stored as 1317 + 17 = 1334 ms (40 frames).
+@example(clock=(Fraction(60), Fraction(1, 1000), True), count=80)
 def test_constant_rate_sources_follow_the_rule(clock, count: int) -> None:
     native, time_base, rounded = clock
     times = [Fraction(i) / native for i in range(count)]  # true times
     ticks = [t / time_base for t in times]
     pts = [round(t) for t in ticks] if rounded else [int(t) for t in ticks]
     assert rounded or all(t.denominator == 1 for t in ticks)
-    frame_ticks = round(1 / (native * time_base))
+    frame_ticks = 1 / (native * time_base)  # not whole when the container rounds
     sources = _source_of_each_target(pts, fps=30, time_base=time_base, frame_ticks=frame_ticks)
     assert sources == _rule(times, fps=Fraction(30), end=Fraction(count) / native)
     # The closed form for constant rates, and the frame count.
@@ -90,7 +97,9 @@ def test_constant_rate_sources_follow_the_rule(clock, count: int) -> None:
 
 def test_upsampling_repeats_the_frame_on_screen() -> None:
     pts = [i * 40 for i in range(25)]  # 1 s at 25 fps (ms) -> 30 target frames
-    sources = _source_of_each_target(pts, fps=30, time_base=Fraction(1, 1000), frame_ticks=40)
+    sources = _source_of_each_target(
+        pts, fps=30, time_base=Fraction(1, 1000), frame_ticks=Fraction(40)
+    )
     assert len(sources) == 30
     for k, n in enumerate(sources, 1):
         assert Fraction(pts[n - 1], 1000) <= Fraction(k - 1, 30)  # on screen at (k-1)/30 ...
