@@ -490,7 +490,8 @@ def read_annotations(
     segments = read_rulstm_split(path)
     if vocabulary is not None:
         for segment in segments:
-            if segment.action is not None and not 0 <= segment.action < vocabulary.num_actions:
+            # -1: a labelled pair that is not an action of the vocabulary (as EPIC CSVs get).
+            if segment.action is not None and not -1 <= segment.action < vocabulary.num_actions:
                 raise AnnotationError(
                     f"{path}: segment {segment.uid} has action {segment.action}, outside the "
                     f"vocabulary of {vocabulary.num_actions} actions"

@@ -79,3 +79,38 @@ def sample_frames(
     if task == "early_recognition":
         return early_recognition_frames(start_frame, end_frame, steps=steps)
     raise ValueError(f"task must be 'anticipation' or 'early_recognition', got {task!r}")
+
+
+#: The anticipation time every EPIC-KITCHENS table headlines and selects models on.
+HEADLINE_SECONDS = 1.0
+
+
+def anticipation_step(
+    seconds: float = HEADLINE_SECONDS, *, alpha: float = 0.25, anticipation_steps: int = 8
+) -> int:
+    """Index (negative, from the last output) of the output ``seconds`` before the action.
+
+    Outputs are at ``alpha * k`` s for ``k = anticipation_steps .. 1`` (oldest first), so the
+    output at ``seconds`` is ``-k`` with ``k = seconds / alpha``: -4 for the reference's 1.0 s
+    at 0.25 s, -2 at ``alpha=0.5``. Negative indices also hold for score arrays that keep
+    every step, encoding included.
+
+    Raises:
+        ValueError: ``seconds`` is not ``alpha`` times an integer in ``1..anticipation_steps``
+            (e.g. 1.0 s with ``alpha=0.3``, or with too few steps).
+    """
+    if alpha <= 0 or anticipation_steps < 1:
+        raise ValueError(
+            f"alpha must be positive and anticipation_steps >= 1, got alpha={alpha}, "
+            f"anticipation_steps={anticipation_steps}"
+        )
+    k = round(seconds / alpha)
+    if not 1 <= k <= anticipation_steps or abs(k * alpha - seconds) > 1e-9:
+        times = ", ".join(
+            f"{t:g}" for t in anticipation_times(alpha=alpha, anticipation_steps=anticipation_steps)
+        )
+        raise ValueError(
+            f"no output is {seconds:g} s before the action with alpha={alpha:g} and "
+            f"anticipation_steps={anticipation_steps} (outputs at {times} s)"
+        )
+    return -k

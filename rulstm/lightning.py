@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from epic_protocol.sampling import anticipation_times
+from epic_protocol.sampling import HEADLINE_SECONDS, anticipation_step, anticipation_times
 from rulstm.checkpoints import load_weights
 from rulstm.data.datamodule import AnticipationBatch
 from rulstm.losses import early_recognition_loss
-from rulstm.metrics import accuracy_from_ranks, class_mean_recall_from_ranks, true_class_rank
+from rulstm.metrics import SplitMetrics, uid_index
 from rulstm.models.spec import NET_KEY, describe_net
 
 log = logging.getLogger(__name__)
@@ -32,45 +32,6 @@ Ranking = Literal["none", "detection", "margin"]
 def time_key(seconds: float) -> str:
     """``1.0 -> "1.00s"``: the suffix of per-anticipation-time metric names."""
     return f"{seconds:.2f}s"
-
-
-class RankMeter:
-    """Streaming top-1/top-5 accuracy and class-mean top-5 recall per scored step.
-
-    Keeps only the rank of the true class per sample and step (never the (N, S, C) scores),
-    so validation on EK55/EK100 (thousands of classes) stays light. Discarded samples
-    (``valid=False``) are dropped (EK55 reference) or scored as all-zero scores, which never
-    rank the true class in the top k (EK100 reference).
-    """
-
-    def __init__(self, *, discarded: Literal["drop", "zeros"] = "drop") -> None:
-        self.discarded = discarded
-        self.reset()
-
-    def reset(self) -> None:
-        self.ranks: list[torch.Tensor] = []
-        self.labels: list[torch.Tensor] = []
-
-    def update(self, logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> None:
-        keep = labels >= 0  # unknown labels (test split) cannot be scored
-        if self.discarded == "drop":
-            keep &= valid
-        logits, labels, valid = logits[keep].detach(), labels[keep], valid[keep]
-        ranks = torch.from_numpy(true_class_rank(logits.float(), labels))  # (B, S)
-        ranks[~valid.cpu()] = logits.shape[-1]  # all-zero scores: the true class ranks last
-        self.ranks.append(ranks)
-        self.labels.append(labels.cpu())
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        """``top1``, ``top5`` and ``recall5`` in percent, each of shape (S,)."""
-        if not self.ranks or sum(len(r) for r in self.ranks) == 0:
-            return {}
-        ranks, labels = torch.cat(self.ranks).numpy(), torch.cat(self.labels).numpy()
-        return {
-            "top1": torch.as_tensor(accuracy_from_ranks(ranks, k=1) * 100),
-            "top5": torch.as_tensor(accuracy_from_ranks(ranks, k=5) * 100),
-            "recall5": torch.as_tensor(class_mean_recall_from_ranks(ranks, labels, k=5) * 100),
-        }
 
 
 class AnticipationModule(L.LightningModule):
@@ -128,18 +89,19 @@ class AnticipationModule(L.LightningModule):
             self.output_times = anticipation_times(
                 alpha=alpha, anticipation_steps=anticipation_steps
             )
-            # Model selection reads 1 s before the action (index -4 for the reference).
-            self.headline_index = len(self.output_times) - round(1.0 / alpha)
+            # Model selection reads 1 s before the action (-4 for the reference, -2 at 0.5 s).
+            self.headline_index = anticipation_step(
+                HEADLINE_SECONDS, alpha=alpha, anticipation_steps=anticipation_steps
+            )
         else:
             # Early recognition: observed fraction of the action at each step.
             self.output_times = tuple(
                 (i + 1) / anticipation_steps for i in range(anticipation_steps)
             )
-            self.headline_index = anticipation_steps - 1
-        self.meters = {
-            "val": RankMeter(discarded=discarded),
-            "test": RankMeter(discarded=discarded),
-        }
+            self.headline_index = -1
+        # One metric per split; torchmetrics syncs their cat states across processes.
+        self.val_metrics = SplitMetrics(discarded=discarded)
+        self.test_metrics = SplitMetrics(discarded=discarded)
         if init_checkpoint:
             load_weights(self.net, init_checkpoint)
         for modality_name, path in (branch_checkpoints or {}).items():
@@ -185,16 +147,29 @@ class AnticipationModule(L.LightningModule):
         return self.net(self._inputs(features), **kwargs), None
 
     # ------------------------------------------------------------------ steps
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, *, per_sample: bool = False
+    ) -> torch.Tensor:
+        """The batch loss, or each sample's loss (B,) whose mean it is."""
         if self.task == "early_recognition":
             ranking = self.ranking_loss if self.ranking_weight > 0 else "none"
             return early_recognition_loss(
-                logits, labels, ranking=ranking, weight=self.ranking_weight
+                logits,
+                labels,
+                ranking=ranking,
+                weight=self.ranking_weight,
+                reduction="none" if per_sample else "mean",
             )
         # (B, S, C) -> (B*S, C): every anticipation step predicts the same label.
         flat_logits = logits.reshape(-1, logits.shape[-1])
         flat_labels = labels[:, None].expand(-1, logits.shape[1]).reshape(-1)  # (B*S,)
-        return F.cross_entropy(flat_logits, flat_labels, ignore_index=-1)
+        if not per_sample:
+            return F.cross_entropy(flat_logits, flat_labels, ignore_index=-1)
+        losses = F.cross_entropy(flat_logits, flat_labels, reduction="none")  # (B*S,)
+        return losses.view(logits.shape[:2]).mean(dim=1)  # (B*S,) -> (B, S) -> (B,)
+
+    def _split_metrics(self, stage: str) -> SplitMetrics | None:
+        return {"val": self.val_metrics, "test": self.test_metrics}.get(stage)
 
     def _shared_step(self, batch: AnticipationBatch, stage: str) -> dict[str, Any]:
         logits, weights = self(batch["features"])
@@ -203,26 +178,31 @@ class AnticipationModule(L.LightningModule):
         out: dict[str, Any] = {"logits": logits, "weights": weights}
         # Discarded samples (valid=False) carry zero features; they never enter the loss.
         train_mask = batch["valid"] & (labels >= 0)
+        metrics = self._split_metrics(stage)
+        if metrics is None:
+            if train_mask.any():
+                loss = self._loss(logits[train_mask], labels[train_mask])
+                self.log(f"{stage}/loss", loss, batch_size=batch_size, prog_bar=True)
+                out["loss"] = loss
+            return out
+        # Validation and test: per-segment records, each segment counted once (see
+        # SplitMetrics); logged at the end of the epoch.
+        losses = torch.full((batch_size,), float("nan"), device=logits.device)
         if train_mask.any():
-            loss = self._loss(logits[train_mask], labels[train_mask])
-            self.log(
-                f"{stage}/loss",
-                loss,
-                batch_size=batch_size,
-                prog_bar=stage == "train",
-                sync_dist=stage != "train",
-            )
-            out["loss"] = loss
-        if stage in self.meters:
-            self.meters[stage].update(logits, labels, batch["valid"])
-        if weights is not None and stage != "train":
-            for index, name in enumerate(self.net.branches):
-                self.log(
-                    f"{stage}/attention/{name}",
-                    weights[..., index].mean(),
-                    batch_size=batch_size,
-                    sync_dist=True,
-                )
+            losses[train_mask] = self._loss(
+                logits[train_mask], labels[train_mask], per_sample=True
+            ).float()
+        index = batch.get("index")
+        metrics.update(
+            logits,
+            action=labels,
+            verb=batch["verb"],
+            noun=batch["noun"],
+            valid=batch["valid"],
+            index=uid_index(batch["uid"]) if index is None else index,
+            losses=losses,
+            weights=weights,
+        )
         return out
 
     def training_step(self, batch: AnticipationBatch, batch_idx: int) -> torch.Tensor:
@@ -255,40 +235,43 @@ class AnticipationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ metrics
     def on_validation_epoch_start(self) -> None:
-        self.meters["val"].reset()
+        self.val_metrics.reset()
 
     def on_test_epoch_start(self) -> None:
-        self.meters["test"].reset()
+        self.test_metrics.reset()
 
-    def _log_meter(self, stage: str) -> None:
-        meter = self.meters[stage]
-        if self.trainer.world_size > 1:
-            # Each process holds its share of the split; gather the (small) rank records.
-            gathered = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, (meter.ranks, meter.labels))
-            meter.ranks = [r for ranks, _ in gathered for r in ranks]
-            meter.labels = [label for _, labels in gathered for label in labels]
-        values = meter.compute()
-        for metric, per_step in values.items():
+    def _log_split(self, stage: str) -> None:
+        metrics = self._split_metrics(stage)
+        # compute() gathers every process's records (torchmetrics) and drops repeats, so
+        # every process logs the same values: no sync_dist needed.
+        values = metrics.compute() if metrics.update_called else {}
+        metrics.reset()
+        if "loss" in values:
+            self.log(f"{stage}/loss", values["loss"].item())
+        if "weights" in values:
+            for name, weight in zip(self.net.branches, values["weights"].tolist()):
+                self.log(f"{stage}/attention/{name}", weight)
+        for metric in ("top1", "top5", "recall5"):
+            if metric not in values:
+                continue
+            per_step = values[metric]
             for when, value in zip(self.output_times, per_step.tolist()):
                 suffix = time_key(when) if self.task == "anticipation" else f"{when:.1%}"
-                self.log(f"{stage}/action/{metric}/{suffix}", value, rank_zero_only=True)
+                self.log(f"{stage}/action/{metric}/{suffix}", value)
             self.log(
                 f"{stage}/action/{metric}",
                 per_step[self.headline_index].item(),
-                rank_zero_only=True,
                 prog_bar=stage == "val" and metric == "top5",
             )
-        meter.reset()
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
-            self._log_meter("val")
+            self._log_split("val")
         else:
-            self.meters["val"].reset()
+            self.val_metrics.reset()
 
     def on_test_epoch_end(self) -> None:
-        self._log_meter("test")
+        self._log_split("test")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A .ckpt alone can then rebuild the network (online anticipator, demo).

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Ranking = Literal["none", "detection", "margin"]
+Reduction = Literal["mean", "none"]
 
 
 def _check(logits: Tensor, labels: Tensor) -> None:
@@ -57,17 +58,26 @@ def ranking_scores(logits: Tensor, labels: Tensor, *, ranking: Ranking = "detect
     raise ValueError(f"ranking must be 'detection' or 'margin', got {ranking!r}")
 
 
-def ranking_loss(logits: Tensor, labels: Tensor, *, ranking: Ranking = "detection") -> Tensor:
-    """Mean over ``t >= 1`` and the batch of ``max(0, max_{t'<t} s_{t'} - s_t)`` (a scalar).
+def ranking_loss(
+    logits: Tensor,
+    labels: Tensor,
+    *,
+    ranking: Ranking = "detection",
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Mean over ``t >= 1`` and the batch of ``max(0, max_{t'<t} s_{t'} - s_t)`` (a scalar;
+    ``reduction="none"``: the mean over ``t >= 1`` of each sample, (B,)).
 
     Zero when the scores never decrease; zero (with a gradient graph) when T == 1.
     """
     scores = ranking_scores(logits, labels, ranking=ranking)  # (B, T)
     if scores.shape[1] < 2:
-        return scores.sum() * 0.0
+        zero = scores[:, 0] * 0.0  # (B,)
+        return zero if reduction == "none" else zero.sum()
     # Detached: the best earlier score is a target, see the module docstring.
     best_before = torch.cummax(scores.detach(), dim=1).values[:, :-1]  # (B, T-1)
-    return F.relu(best_before - scores[:, 1:]).mean()
+    per_sample = F.relu(best_before - scores[:, 1:]).mean(dim=1)  # (B,)
+    return per_sample if reduction == "none" else per_sample.mean()
 
 
 def early_recognition_loss(
@@ -76,6 +86,7 @@ def early_recognition_loss(
     *,
     ranking: Ranking = "detection",
     weight: float = 1.0,
+    reduction: Reduction = "mean",
 ) -> Tensor:
     """Cross-entropy averaged over all T steps and the batch, plus ``weight`` times the
     ranking loss (``ranking="none"`` or ``weight=0`` give plain cross-entropy).
@@ -83,13 +94,20 @@ def early_recognition_loss(
     Args:
         logits: (B, T, C) scores after each of T progressive observations.
         labels: (B,) class indices.
+        reduction: ``"mean"`` (a scalar) or ``"none"`` (each sample's loss, (B,), whose
+            mean is the ``"mean"`` value).
     """
     _check(logits, labels)
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     batch, num_steps, num_classes = logits.shape
     step_labels = labels.view(-1, 1).expand(batch, num_steps)  # (B,) -> (B, T)
-    loss = F.cross_entropy(logits.reshape(-1, num_classes), step_labels.reshape(-1))
-    if ranking == "none" or weight == 0:
-        if ranking not in ("none", "detection", "margin"):
-            raise ValueError(f"ranking must be 'none', 'detection' or 'margin', got {ranking!r}")
-        return loss
-    return loss + weight * ranking_loss(logits, labels, ranking=ranking)
+    loss = F.cross_entropy(
+        logits.reshape(-1, num_classes), step_labels.reshape(-1), reduction="none"
+    ).view(batch, num_steps)  # (B*T,) -> (B, T)
+    loss = loss.mean(dim=1)  # (B,)
+    if ranking != "none" and weight != 0:
+        loss = loss + weight * ranking_loss(logits, labels, ranking=ranking, reduction="none")
+    elif ranking not in ("none", "detection", "margin"):
+        raise ValueError(f"ranking must be 'none', 'detection' or 'margin', got {ranking!r}")
+    return loss if reduction == "none" else loss.mean()

@@ -15,14 +15,23 @@ scores is an implementation detail of numpy's sort.
 
 Inputs may be numpy arrays or torch tensors (on any device); results are numpy arrays or
 Python floats. Accuracies and recalls are fractions in [0, 1]; reports multiply by 100.
+
+:class:`SplitMetrics` wraps them as a ``torchmetrics.Metric`` for the LightningModule's
+validation and test epochs: per-segment records in ``cat`` states, synchronised across
+processes by torchmetrics and de-duplicated by segment index, so every segment counts once
+whatever the number of processes.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence
 
@@ -233,3 +242,144 @@ def class_mean_from_counts(hits_per_class: ArrayLike, counts: ArrayLike) -> floa
     if not bool(present.any()):
         return float("nan")
     return float((hits[present] / counts[present]).mean())
+
+
+# --------------------------------------------------------------------------- streaming metric
+
+#: Class ids of (verb, noun) pairs outside the vocabulary start at ``num_classes``; each
+#: distinct pair is its own class (the official EK100 evaluation keys actions by the pair).
+PAIR_STRIDE = 1 << 20
+
+
+def uid_index(uids: Sequence[str]) -> torch.Tensor:
+    """A stable 63-bit integer per segment uid (the same in every process and run), for
+    batches that do not carry their position in the split."""
+    return torch.tensor(
+        [
+            int.from_bytes(hashlib.blake2b(str(uid).encode(), digest_size=8).digest(), "little")
+            & (2**63 - 1)
+            for uid in uids
+        ],
+        dtype=torch.long,
+    )
+
+
+def first_occurrences(index: torch.Tensor) -> torch.Tensor:
+    """Positions (ascending) of the first occurrence of each value of ``index`` (N,)."""
+    order = torch.argsort(index, stable=True)
+    sorted_index = index[order]
+    first = torch.ones_like(sorted_index, dtype=torch.bool)
+    first[1:] = sorted_index[1:] != sorted_index[:-1]
+    return torch.sort(order[first]).values
+
+
+def _cat(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor | None:
+    """A ``cat`` state as one tensor (it is a list before the first sync); ``None`` if empty."""
+    if isinstance(state, list) and not state:
+        return None
+    return dim_zero_cat(state)
+
+
+class SplitMetrics(Metric):
+    """Action top-1/top-5 accuracy, class-mean top-5 recall, mean loss and mean fusion
+    weights of one split, each segment counted once.
+
+    States are per-segment and ``cat``-reduced: the segment's position in the split
+    (``index``), the rank of its true action at each scored step (``ranks`` (N, S)), its
+    action class (``labels`` (N,)), its loss (``losses`` (N,), NaN when it has none) and its
+    mean fusion weights (``weights`` (N, M), fusion nets only). :meth:`compute` keeps the
+    first record of each index, so the repeats that Lightning's ``DistributedSampler`` pads
+    a split with count once and every process count gives the same values.
+
+    Scoring, per segment (``labels`` as in :class:`rulstm.data.AnticipationBatch`):
+
+    * known action: the rank of its logit;
+    * labelled (verb, noun) pair that is not an action of the vocabulary (action -1): a miss
+      at every step, and a class of its own in the class-mean recall, as the official EK100
+      evaluation counts it;
+    * unlabelled (verb and noun -1, test splits): not scored;
+    * discarded (``valid`` False, no frame observable): dropped (``discarded="drop"``, EK55
+      reference) or scored as all-zero scores, never a hit (``"zeros"``, EK100 reference).
+
+    Only the rank of the true class is kept, never the (N, S, C) scores, so EK55/EK100
+    validation (thousands of classes) stays light.
+    """
+
+    full_state_update = False
+
+    def __init__(self, *, discarded: Literal["drop", "zeros"] = "drop") -> None:
+        super().__init__()
+        if discarded not in ("drop", "zeros"):
+            raise ValueError(f"discarded must be 'drop' or 'zeros', got {discarded!r}")
+        self.discarded = discarded
+        for name in ("index", "ranks", "labels", "losses", "weights"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(
+        self,
+        logits: torch.Tensor,
+        *,
+        action: torch.Tensor,
+        verb: torch.Tensor,
+        noun: torch.Tensor,
+        valid: torch.Tensor,
+        index: torch.Tensor,
+        losses: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+    ) -> None:
+        """One batch: ``logits`` (B, S, C); ``action``, ``verb``, ``noun``, ``index`` (B,)
+        long; ``valid`` (B,) bool; ``losses`` (B,) (NaN where none); ``weights`` (B, S, M)."""
+        num_classes = logits.shape[-1]
+        action, verb, noun = action.long(), verb.long(), noun.long()
+        outside = (action < 0) & (verb >= 0) & (noun >= 0)
+        keep = (action >= 0) | outside
+        if self.discarded == "drop":
+            keep &= valid.bool()
+        # Appended even when empty: every process must hold a tensor per state for the sync.
+        logits, valid = logits[keep].detach().float(), valid[keep].bool().cpu()
+        action, outside = action[keep], outside[keep]
+        labels = torch.where(
+            outside, num_classes + verb[keep] * PAIR_STRIDE + noun[keep], action
+        )  # (B',)
+        ranks = torch.full(logits.shape[:2], num_classes + 1, dtype=torch.long)  # (B', S)
+        known = ~outside.cpu()
+        if bool(known.any()):
+            ranks[known] = torch.from_numpy(
+                true_class_rank(logits[known], action[known.to(action.device)])
+            )
+        # All-zero scores: the true class ranks last.
+        ranks[~valid & known] = num_classes
+        self.index.append(index.long().to(logits.device)[keep])
+        self.ranks.append(ranks.to(logits.device))
+        self.labels.append(labels)
+        if losses is None:
+            losses = torch.full(keep.shape, float("nan"), device=logits.device)
+        self.losses.append(losses.detach().float()[keep])
+        if weights is not None:
+            # (B', S, M) -> (B', M): each segment's weights averaged over its steps
+            self.weights.append(weights.detach().float()[keep].mean(dim=1))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """``top1``, ``top5``, ``recall5`` (percent, (S,) each), ``loss`` (scalar, the mean
+        over segments with a loss) and ``weights`` ((M,), fusion only); ``{}`` when no
+        segment was scored. ``num_segments`` counts the segments scored."""
+        index = _cat(self.index)
+        if index is None or index.numel() == 0:
+            return {}
+        first = first_occurrences(index.cpu())
+        ranks = dim_zero_cat(self.ranks).cpu()[first].numpy()
+        labels = dim_zero_cat(self.labels).cpu()[first].numpy()
+        losses = dim_zero_cat(self.losses).cpu()[first]
+        values: dict[str, torch.Tensor] = {
+            "top1": torch.as_tensor(accuracy_from_ranks(ranks, k=1) * 100),
+            "top5": torch.as_tensor(accuracy_from_ranks(ranks, k=5) * 100),
+            "recall5": torch.as_tensor(class_mean_recall_from_ranks(ranks, labels, k=5) * 100),
+            "num_segments": torch.tensor(len(first)),
+        }
+        scored = ~torch.isnan(losses)
+        if bool(scored.any()):
+            values["loss"] = losses[scored].double().mean()
+        weights = _cat(self.weights)
+        if weights is not None and weights.numel():
+            values["weights"] = weights.cpu()[first].double().mean(dim=0)
+        return values

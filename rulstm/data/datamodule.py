@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -36,6 +36,7 @@ class AnticipationBatch(TypedDict):
     noun: torch.Tensor  # (B,) long, -1 when unknown
     valid: torch.Tensor  # (B,) bool; False = a sample the reference discards (zero features)
     uid: list[str]
+    index: torch.Tensor  # (B,) long, the segment's position in its split (unique per split)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,15 @@ def sample_frames(
     return sampling.sample_frames(
         segment.start_frame, segment.end_frame, task=task, fps=fps, alpha=alpha, steps=steps
     )
+
+
+#: How many uids messages and reports list.
+FIRST_UIDS = 5
+
+
+def outside_vocabulary(segments: Iterable[Segment]) -> list[str]:
+    """Uids of labelled segments whose (verb, noun) pair is not an action (action -1)."""
+    return [s.uid for s in segments if s.labelled and s.action is not None and s.action < 0]
 
 
 def _label(value: int | None) -> int:
@@ -99,6 +109,23 @@ class AnticipationDataset(Dataset):
             )
         self.samples = samples if keep_dropped else [s for s in samples if s.frames is not None]
         self.num_dropped = dropped
+        outside = outside_vocabulary(s.segment for s in self.samples)
+        self.outside_vocabulary = outside
+        if outside:
+            role = (
+                "ignored by the loss"
+                if not keep_dropped
+                else "scored as misses by the action metrics (verb and noun as usual)"
+            )
+            log.warning(
+                "%s: %d of %d segments have a (verb, noun) pair that is not an action of the "
+                "vocabulary, %s; first: %s",
+                name,
+                len(outside),
+                len(self.samples),
+                role,
+                ", ".join(outside[:FIRST_UIDS]),
+            )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -120,6 +147,7 @@ class AnticipationDataset(Dataset):
             "noun": _label(segment.noun),
             "valid": sample.frames is not None,
             "uid": segment.uid,
+            "index": index,
         }
 
 

@@ -27,6 +27,7 @@ Modules, imports running downwards only:
   :class:`SubmissionWriter` (``trainer.predict``).
 """
 
+from epic_protocol.sampling import HEADLINE_SECONDS, anticipation_step
 from rulstm.evaluation.callbacks import (
     AnticipationEvaluator,
     SubmissionWriter,
@@ -44,7 +45,6 @@ from rulstm.evaluation.plots import plot_accuracy
 from rulstm.evaluation.protocols import evaluate_ek55, evaluate_ek100
 from rulstm.evaluation.records import SegmentRecords, gather_objects, gather_records
 from rulstm.evaluation.report import (
-    HEADLINE_INDEX,
     REPORT_KIND,
     AnticipationReport,
     MetricSeries,
@@ -66,11 +66,12 @@ from rulstm.evaluation.submission import (
 __all__ = [
     "CLASS_COUNTS",
     "FORMATS",
-    "HEADLINE_INDEX",
+    "HEADLINE_SECONDS",
     "REPORT_KIND",
     "TASKS",
     "AnticipationEvaluator",
     "AnticipationReport",
+    "anticipation_step",
     "EK100Subsets",
     "ManyShotClasses",
     "MetricSeries",

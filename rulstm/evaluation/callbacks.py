@@ -11,7 +11,7 @@ from typing import Any, Literal
 import lightning as L
 
 from epic_protocol.annotations import ActionVocabulary, read_actions_csv
-from epic_protocol.sampling import anticipation_times
+from epic_protocol.sampling import HEADLINE_SECONDS, anticipation_step, anticipation_times
 from rulstm.evaluation.classes import (
     CLASS_COUNTS,
     EK100Subsets,
@@ -23,7 +23,7 @@ from rulstm.evaluation.outcomes import RankedOutcomes, rank_outcomes
 from rulstm.evaluation.plots import plot_accuracy
 from rulstm.evaluation.protocols import Discarded, evaluate_ek55, evaluate_ek100
 from rulstm.evaluation.records import gather_records
-from rulstm.evaluation.report import HEADLINE_INDEX, AnticipationReport, Protocol, load_reports
+from rulstm.evaluation.report import AnticipationReport, Protocol, load_reports
 from rulstm.evaluation.submission import (
     SubmissionError,
     SubmissionScores,
@@ -40,6 +40,45 @@ log = logging.getLogger(__name__)
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "model"
+
+
+def split_size(dataloaders: Any) -> int | None:
+    """Segments in the split(s) a trainer stage iterates (``None`` when unknown)."""
+    loaders = dataloaders if isinstance(dataloaders, (list, tuple)) else [dataloaders]
+    total = 0
+    for loader in loaders:
+        try:
+            total += len(loader.dataset)
+        except (AttributeError, TypeError):
+            return None
+    return total if loaders else None
+
+
+def is_partial(trainer: L.Trainer, stage: str, num_segments: int) -> tuple[bool, int | None]:
+    """Whether a ``stage`` run saw only part of its split, and the split size.
+
+    Partial: fewer distinct segments than the split holds; when the size is unknown, a
+    ``fast_dev_run`` or ``limit_{stage}_batches`` other than 1.0."""
+    total = split_size(getattr(trainer, f"{stage}_dataloaders", None))
+    if total is not None:
+        return num_segments < total, total
+    limit = getattr(trainer, f"limit_{stage}_batches", 1.0)
+    return bool(trainer.fast_dev_run) or limit not in (1.0, None), None
+
+
+def model_alpha(pl_module: L.LightningModule, alpha: float | None, owner: str) -> float:
+    """``alpha`` for a callback: its own, else the model's (``hparams.alpha``), else 0.25;
+    an error naming both when they disagree."""
+    hparams = getattr(pl_module, "hparams", {}) or {}
+    model = hparams.get("alpha") if hasattr(hparams, "get") else None
+    if alpha is not None and model is not None and abs(float(model) - alpha) > 1e-9:
+        raise ValueError(
+            f"{owner}: alpha={alpha:g} but the model was trained with model.alpha={model:g}; "
+            "leave the callback's alpha unset to use the model's"
+        )
+    if alpha is not None:
+        return alpha
+    return 0.25 if model is None else float(model)
 
 
 def datamodule_vocabulary(
@@ -76,7 +115,10 @@ class AnticipationEvaluator(L.Callback):
             model was trained on), else ``builtin:<protocol>/actions.csv``.
         out_dir: output folder.
         name: report name (e.g. the modality), used in file names and plot legends.
-        alpha: seconds between time steps (anticipation times are ``alpha * S ... alpha``).
+        alpha: seconds between time steps (anticipation times are ``alpha * S ... alpha``);
+            default the model's ``alpha`` (0.25 without one). The headline and challenge
+            JSON time, 1.0 s, is found from it (the 4th step from the end at 0.25 s, the
+            2nd at 0.5 s).
         num_verbs, num_nouns: label-space sizes (default: the dataset's, 125/352 or 97/300).
         many_shot_verbs, many_shot_nouns, many_shot_actions: EK55 class lists
             (default: the shipped EPIC lists).
@@ -93,6 +135,15 @@ class AnticipationEvaluator(L.Callback):
             (``{name}_challenge.json``, like the reference's ``validate_json``).
         sls: supervision levels (pt, tl, td) written in that JSON (EK100).
         log_prefix: prefix of the logged names.
+        overwrite: let a partial run (``fast_dev_run``, ``limit_test_batches``) replace a
+            full report of the same name in ``out_dir``. Without it the partial report goes
+            to ``{name}.partial.{json,csv,png}``. A partial run never writes the challenge
+            JSON.
+
+    A report always says how many segments of the split it covers ("N of M segments"),
+    ``"partial": true`` (JSON) and "PARTIAL" (table title) when it is not the whole split,
+    and how many segments have a (verb, noun) pair outside the vocabulary (scored as action
+    misses), with the first uids.
     """
 
     def __init__(
@@ -102,7 +153,7 @@ class AnticipationEvaluator(L.Callback):
         actions: str | None = None,
         out_dir: str = "evaluation",
         name: str = "model",
-        alpha: float = 0.25,
+        alpha: float | None = None,
         num_verbs: int | None = None,
         num_nouns: int | None = None,
         many_shot_verbs: str | None = None,
@@ -118,6 +169,7 @@ class AnticipationEvaluator(L.Callback):
         write_json: bool = False,
         sls: tuple[int, int, int] = (1, 4, 3),
         log_prefix: str = "test",
+        overwrite: bool = False,
     ) -> None:
         super().__init__()
         if protocol not in CLASS_COUNTS:
@@ -127,7 +179,8 @@ class AnticipationEvaluator(L.Callback):
         self.class_lists = class_lists
         self.out_dir = Path(out_dir)
         self.name = name
-        self.alpha = alpha
+        self.configured_alpha = alpha
+        self.alpha = 0.25 if alpha is None else alpha  # the model's, once set up
         default_verbs, default_nouns = CLASS_COUNTS[protocol]
         self.num_verbs = num_verbs or default_verbs
         self.num_nouns = num_nouns or default_nouns
@@ -151,6 +204,7 @@ class AnticipationEvaluator(L.Callback):
         self.write_json = write_json
         self.sls = tuple(sls)
         self.log_prefix = log_prefix
+        self.overwrite = overwrite
         self.report: AnticipationReport | None = None
         self._vocabulary: ActionVocabulary | None = None
         self._parts: list[RankedOutcomes] = []
@@ -171,6 +225,7 @@ class AnticipationEvaluator(L.Callback):
             self._vocabulary = datamodule_vocabulary(
                 trainer, num_verbs=self.num_verbs, num_nouns=self.num_nouns
             )
+        self.alpha = model_alpha(pl_module, self.configured_alpha, "AnticipationEvaluator")
 
     # ---- accumulation
 
@@ -212,9 +267,12 @@ class AnticipationEvaluator(L.Callback):
             )
         )
         if self.write_json:
+            step = anticipation_step(
+                HEADLINE_SECONDS, alpha=self.alpha, anticipation_steps=scores.shape[1]
+            )
             self._json_parts.append(
                 submission_scores(
-                    scores[:, HEADLINE_INDEX],
+                    scores[:, step],
                     vocabulary=self.vocabulary,
                     uids=list(outputs["uid"]),
                     valid=outputs["valid"],
@@ -234,10 +292,12 @@ class AnticipationEvaluator(L.Callback):
                 )
             else:
                 v = self.vocabulary
+                # Pairs outside the vocabulary are classes too (see RankedOutcomes).
+                outside = outcomes.labels["action"][outcomes.outside_vocabulary]
                 many_shot = ManyShotClasses(
                     verbs=frozenset(range(v.num_verbs)),
                     nouns=frozenset(range(v.num_nouns)),
-                    actions=frozenset(range(v.num_actions)),
+                    actions=frozenset(range(v.num_actions)) | frozenset(outside.tolist()),
                     source="all classes (class_lists=False)",
                 )
             return evaluate_ek55(
@@ -267,19 +327,60 @@ class AnticipationEvaluator(L.Callback):
             )
             return
         self.report = self.compute(outcomes)
+        self.report.partial, self.report.split_size = is_partial(trainer, "test", len(outcomes))
+        if self.report.num_outside_vocabulary:
+            log.warning(
+                "AnticipationEvaluator: %d segments have a (verb, noun) pair outside the "
+                "vocabulary, scored as action misses; first: %s",
+                self.report.num_outside_vocabulary,
+                ", ".join(self.report.outside_vocabulary_uids),
+            )
         # Every process holds the same values: the (cheap) mean over processes changes
         # nothing but keeps Lightning from warning once per key under DDP.
         pl_module.log_dict(self.report.metrics(self.log_prefix), sync_dist=True)
         json_scores = gather_records(self._json_parts) if self.write_json else None
         if trainer.is_global_zero:
             self.write(self.report)
-            if json_scores is not None:
+            if json_scores is not None and self.report.partial:
+                log.warning(
+                    "AnticipationEvaluator: partial run (%d of %s segments): no challenge JSON "
+                    "written",
+                    len(outcomes),
+                    self.report.split_size or "?",
+                )
+            elif json_scores is not None:
                 self._write_challenge_json(json_scores)
 
-    def write(self, report: AnticipationReport) -> dict[str, Path]:
-        """Print the table and write JSON, CSV and plots into ``out_dir``."""
-        print(report.table(), flush=True)
+    def _report_stem(self, report: AnticipationReport) -> str:
+        """``{name}``, or ``{name}.partial`` for a partial report that would otherwise
+        replace a full one (unless ``overwrite``)."""
         stem = _safe_name(report.name)
+        if not report.partial or self.overwrite:
+            return stem
+        existing = (
+            load_reports([self.out_dir / f"{stem}.json"])
+            if (self.out_dir / f"{stem}.json").is_file()
+            else {}
+        )
+        if not any(not other.partial for other in existing.values()):
+            return stem
+        log.warning(
+            "AnticipationEvaluator: partial run (%d of %s segments): the full report %s is "
+            "kept; writing %s.partial.* instead (overwrite=true replaces it)",
+            report.num_samples,
+            report.split_size or "?",
+            self.out_dir / f"{stem}.json",
+            stem,
+        )
+        return f"{stem}.partial"
+
+    def write(self, report: AnticipationReport) -> dict[str, Path]:
+        """Print the table and write JSON, CSV and plots into ``out_dir``.
+
+        The combined plot ``accuracy_{protocol}.png`` shows the full reports in ``out_dir``
+        (and this one, when it is full)."""
+        print(report.table(), flush=True)
+        stem = self._report_stem(report)
         written = {
             "json": report.to_json(self.out_dir / f"{stem}.json"),
             "csv": report.to_csv(self.out_dir / f"{stem}.csv"),
@@ -287,10 +388,13 @@ class AnticipationEvaluator(L.Callback):
         }
         reports = {
             name: other
-            for name, other in load_reports(sorted(self.out_dir.glob("*.json"))).items()
+            for name, other in load_reports(
+                sorted(self.out_dir.glob("*.json")), include_partial=False
+            ).items()
             if other.protocol == report.protocol
         }
-        reports[report.name] = report
+        if not report.partial:
+            reports[report.name] = report
         written["combined_png"] = plot_accuracy(
             reports, self.out_dir / f"accuracy_{report.protocol}.png"
         )
@@ -312,7 +416,9 @@ class SubmissionWriter(L.Callback):
     """Write a challenge file from ``trainer.predict`` outputs.
 
     ``predict_step`` must return the same dict as ``test_step`` (``scores`` (B, S, A),
-    ``valid``, ``uid``); the scores at 1 s (``step_index`` -4) are written.
+    ``valid``, ``uid``); the scores at 1 s before the action are written (the step found
+    from ``alpha``: -4 at 0.25 s, -2 at 0.5 s). A partial run (``fast_dev_run``,
+    ``limit_predict_batches``: fewer segments than the split) never writes the file.
 
     Args:
         protocol: ``"ek100"`` (one file for the test split) or ``"ek55"`` (run predict once
@@ -323,7 +429,9 @@ class SubmissionWriter(L.Callback):
         expected_ids: the split (RU-LSTM or EPIC CSV, or an id list) whose ids the file must
             cover exactly; ``None`` skips that check.
         sls_pt, sls_tl, sls_td: EK100 supervision levels, 0..5 (required there).
-        step_index: which anticipation step to submit (default 1 s of 2.0 ... 0.25 s).
+        step_index: which anticipation step to submit (negative, from the last); default
+            the step 1.0 s before the action, found from ``alpha``.
+        alpha: seconds between steps; default the model's ``alpha`` (0.25 without one).
     """
 
     def __init__(
@@ -336,7 +444,8 @@ class SubmissionWriter(L.Callback):
         sls_pt: int | None = None,
         sls_tl: int | None = None,
         sls_td: int | None = None,
-        step_index: int = -4,
+        step_index: int | None = None,
+        alpha: float | None = None,
     ) -> None:
         super().__init__()
         self.format = _format(protocol)
@@ -354,8 +463,11 @@ class SubmissionWriter(L.Callback):
         else:
             self.sls = None
         self.step_index = step_index
+        self.configured_alpha = alpha
+        self.alpha = 0.25 if alpha is None else alpha  # the model's, once set up
         self._vocabulary: ActionVocabulary | None = None
         self._parts: list[SubmissionScores] = []
+        self.written: Path | None = None
 
     @property
     def vocabulary(self) -> ActionVocabulary:
@@ -372,9 +484,10 @@ class SubmissionWriter(L.Callback):
             self._vocabulary = datamodule_vocabulary(
                 trainer, num_verbs=self.format.num_verbs, num_nouns=self.format.num_nouns
             )
+        self.alpha = model_alpha(pl_module, self.configured_alpha, "SubmissionWriter")
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._parts = []
+        self._parts, self.written = [], None
 
     def on_predict_batch_end(
         self,
@@ -395,9 +508,14 @@ class SubmissionWriter(L.Callback):
                 f"and 'uid'; got {type(outputs).__name__}"
             )
         scores = outputs["scores"]
+        step = self.step_index
+        if step is None:
+            step = anticipation_step(
+                HEADLINE_SECONDS, alpha=self.alpha, anticipation_steps=scores.shape[1]
+            )
         self._parts.append(
             submission_scores(
-                scores[:, self.step_index],
+                scores[:, step],
                 vocabulary=self.vocabulary,
                 uids=list(outputs["uid"]),
                 valid=outputs.get("valid"),
@@ -406,8 +524,20 @@ class SubmissionWriter(L.Callback):
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         scores = gather_records(self._parts)
-        if trainer.is_global_zero and scores is not None:
-            self.write(scores)
+        if scores is None:
+            return
+        partial, total = is_partial(trainer, "predict", len(scores))
+        if partial:
+            log.warning(
+                "SubmissionWriter: partial run (%d of %s segments): no challenge file written "
+                "to %s",
+                len(scores),
+                total or "?",
+                self.path,
+            )
+            return
+        if trainer.is_global_zero:
+            self.written = self.write(scores)
 
     def write(self, scores: SubmissionScores) -> Path:
         expected = read_split_ids(self.expected_ids) if self.expected_ids else None

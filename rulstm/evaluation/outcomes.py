@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 
 from epic_protocol.annotations import ActionVocabulary
 from rulstm.evaluation.records import SegmentRecords
-from rulstm.metrics import ArrayLike, marginalize, true_class_rank
+from rulstm.metrics import PAIR_STRIDE, ArrayLike, marginalize, true_class_rank
 
 TASKS: tuple[str, ...] = ("verb", "noun", "action")
 
@@ -22,16 +22,26 @@ class RankedOutcomes(SegmentRecords):
 
     ``ranks[task]`` is ``(N, S)`` (1-based, ties against the true class; 0 where the label is
     unknown), ``labels[task]`` is ``(N,)`` (-1 when unknown), ``valid`` is ``(N,)`` (False for
-    samples the reference discards, ranked as if scored all zeros).
+    samples the reference discards, ranked as if scored all zeros). ``outside_vocabulary``
+    ``(N,)`` marks labelled segments whose (verb, noun) pair is not an action of the
+    vocabulary: their action label is a class id of its own, ``num_actions + verb *
+    PAIR_STRIDE + noun``, and their action rank ``num_actions + 1`` (never a hit).
     """
 
     uids: list[str]
     labels: dict[str, np.ndarray]
     ranks: dict[str, np.ndarray]
     valid: np.ndarray
+    outside_vocabulary: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         n = len(self.uids)
+        if self.outside_vocabulary is None:
+            self.outside_vocabulary = np.zeros(n, dtype=bool)
+        if self.outside_vocabulary.shape != (n,):
+            raise ValueError(
+                f"outside_vocabulary must be ({n},), got {self.outside_vocabulary.shape}"
+            )
         for task in TASKS:
             if self.labels[task].shape != (n,) or self.ranks[task].shape[:1] != (n,):
                 raise ValueError(
@@ -81,6 +91,9 @@ def rank_outcomes(
     ``action_scores`` are action logits ``(N, S, A)`` (anticipation steps oldest first);
     verb and noun probabilities are marginalised from them. Rows with ``valid`` False are
     scored as all zeros (actions, verbs and nouns), like the reference's discarded samples.
+    A row with known verb and noun but action -1 (a pair the vocabulary lacks) is an action
+    miss at every step, in a class of its own (see :class:`RankedOutcomes`), as the official
+    EK100 evaluation, which keys actions by the (verb, noun) pair, counts it.
     Large inputs are processed in chunks of rows, so memory stays bounded.
     """
     scores = (
@@ -117,12 +130,20 @@ def rank_outcomes(
         for task in TASKS:
             zeroed = torch.where(keep, task_scores[task], torch.zeros_like(task_scores[task]))
             ranks[task].append(_ranks_with_unknown(zeroed, labels[task][rows]))
+    ranked = {
+        task: np.concatenate(parts) if parts else np.zeros((0, scores.shape[1]), np.int64)
+        for task, parts in ranks.items()
+    }
+    outside = (labels["action"] < 0) & (labels["verb"] >= 0) & (labels["noun"] >= 0)
+    num_actions = vocabulary.num_actions
+    labels["action"] = np.where(
+        outside, num_actions + labels["verb"] * PAIR_STRIDE + labels["noun"], labels["action"]
+    )
+    ranked["action"][outside] = num_actions + 1
     return RankedOutcomes(
         uids=[str(uid) for uid in uids],
         labels=labels,
-        ranks={
-            task: np.concatenate(parts) if parts else np.zeros((0, scores.shape[1]), np.int64)
-            for task, parts in ranks.items()
-        },
+        ranks=ranked,
         valid=valid_rows,
+        outside_vocabulary=outside,
     )

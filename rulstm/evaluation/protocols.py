@@ -9,7 +9,7 @@ import numpy as np
 from epic_protocol.sampling import anticipation_times
 from rulstm.evaluation.classes import EK100Subsets, ManyShotClasses
 from rulstm.evaluation.outcomes import TASKS, RankedOutcomes
-from rulstm.evaluation.report import AnticipationReport, Discarded, MetricSeries
+from rulstm.evaluation.report import FIRST_UIDS, AnticipationReport, Discarded, MetricSeries
 from rulstm.metrics import (
     accuracy_from_ranks,
     class_mean_recall_from_ranks,
@@ -37,6 +37,16 @@ def _task_rows(outcomes: RankedOutcomes, task: str, mask: np.ndarray | None = No
     if mask is not None:
         keep &= mask
     return outcomes.ranks[task][keep], outcomes.labels[task][keep]
+
+
+def _outside_vocabulary(outcomes: RankedOutcomes) -> dict[str, object]:
+    """Report fields: how many segments lie outside the vocabulary, and the first uids
+    (sorted, so that every process count lists the same ones)."""
+    uids = sorted(np.asarray(outcomes.uids, dtype=object)[outcomes.outside_vocabulary])
+    return {
+        "num_outside_vocabulary": len(uids),
+        "outside_vocabulary_uids": tuple(uids[:FIRST_UIDS]),
+    }
 
 
 def _percent(values: np.ndarray) -> tuple[float, ...]:
@@ -89,6 +99,7 @@ def evaluate_ek55(
             "many-shot classes": f"{len(many_shot.verbs)} verbs, {len(many_shot.nouns)} nouns, "
             f"{len(many_shot.actions)} actions ({many_shot.source})"
         },
+        **_outside_vocabulary(outcomes),
     )
 
 
@@ -133,4 +144,5 @@ def evaluate_ek100(
                 f"{task} {int(subsets.tail_mask(task, evaluated.uids).sum())}" for task in TASKS
             )
         },
+        **_outside_vocabulary(outcomes),
     )

@@ -15,8 +15,8 @@ import numpy as np
 Protocol = Literal["ek55", "ek100"]
 Discarded = Literal["drop", "zeros"]
 REPORT_KIND = "rulstm-anticipation-report"
-#: Index of the headline anticipation time (1.0 s of 2.0 ... 0.25 s).
-HEADLINE_INDEX = -4
+#: How many uids of segments outside the vocabulary a report lists.
+FIRST_UIDS = 5
 
 _METRIC_LABELS = {
     "top1_acc": "Top-1 Accuracy",
@@ -69,6 +69,13 @@ class AnticipationReport:
     num_discarded: int
     discarded: Discarded
     notes: dict[str, str] = field(default_factory=dict)
+    #: Labelled segments whose (verb, noun) pair is not an action (scored as action misses).
+    num_outside_vocabulary: int = 0
+    outside_vocabulary_uids: tuple[str, ...] = ()
+    #: A run that saw only part of the split (fast_dev_run, limit_*_batches).
+    partial: bool = False
+    #: Segments in the split (``None`` when unknown); ``num_samples`` were evaluated.
+    split_size: int | None = None
 
     # ---- access
 
@@ -114,12 +121,26 @@ class AnticipationReport:
         title = {"ek55": "EPIC-KITCHENS-55", "ek100": "EPIC-KITCHENS-100"}[self.protocol]
         dropped = "left out" if self.discarded == "drop" else "scored as zeros"
         label_width = max(len(s.label) for s in self.series) + 2
-        lines = [
-            f"{title} action anticipation: {self.name}",
+        partial = " (PARTIAL run)" if self.partial else ""
+        lines = [f"{title} action anticipation: {self.name}{partial}"]
+        if self.split_size is not None:
+            lines.append(f"{self.num_samples} of {self.split_size} segments of the split")
+        lines += [
             f"{self.num_evaluated} samples evaluated of {self.num_samples} "
             f"({self.num_discarded} discarded samples {dropped})",
-            " " * label_width + "".join(f"{_time_label(t):>8}" for t in self.times),
         ]
+        if self.num_outside_vocabulary:
+            lines.append(
+                f"{self.num_outside_vocabulary} segments have a (verb, noun) pair outside the "
+                "vocabulary, scored as action misses: "
+                + ", ".join(self.outside_vocabulary_uids)
+                + (
+                    " ..."
+                    if self.num_outside_vocabulary > len(self.outside_vocabulary_uids)
+                    else ""
+                )
+            )
+        lines.append(" " * label_width + "".join(f"{_time_label(t):>8}" for t in self.times))
         for series in self.series:
             cells = "".join(f"{v:8.2f}" for v in series.values)
             lines.append(f"{series.label:<{label_width}}{cells}")
@@ -144,6 +165,12 @@ class AnticipationReport:
             "num_evaluated": self.num_evaluated,
             "num_discarded": self.num_discarded,
             "discarded": self.discarded,
+            "partial": self.partial,
+            "split_size": self.split_size,
+            "outside_vocabulary": {
+                "count": self.num_outside_vocabulary,
+                "first_uids": list(self.outside_vocabulary_uids),
+            },
             "headline": {
                 "task": self.selection_metric[0],
                 "metric": self.selection_metric[1],
@@ -172,6 +199,8 @@ class AnticipationReport:
         def number(value: float | None) -> float:
             return float("nan") if value is None else float(value)
 
+        outside = data.get("outside_vocabulary") or {}
+
         return cls(
             protocol=data["protocol"],
             name=data["name"],
@@ -191,6 +220,10 @@ class AnticipationReport:
             num_discarded=int(data["num_discarded"]),
             discarded=data["discarded"],
             notes=dict(data.get("notes", {})),
+            num_outside_vocabulary=int(outside.get("count", 0)),
+            outside_vocabulary_uids=tuple(outside.get("first_uids", ())),
+            partial=bool(data.get("partial", False)),
+            split_size=None if data.get("split_size") is None else int(data["split_size"]),
         )
 
     def to_json(self, path: str | Path) -> Path:
@@ -228,8 +261,11 @@ class AnticipationReport:
         return path
 
 
-def load_reports(paths: Iterable[str | Path]) -> dict[str, AnticipationReport]:
-    """Reports from JSON files, keyed by report name (files that are not reports skipped)."""
+def load_reports(
+    paths: Iterable[str | Path], *, include_partial: bool = True
+) -> dict[str, AnticipationReport]:
+    """Reports from JSON files, keyed by report name (files that are not reports skipped;
+    partial reports too with ``include_partial=False``)."""
     reports: dict[str, AnticipationReport] = {}
     for path in paths:
         # Peek first: the folder may also hold large challenge JSON files.
@@ -239,6 +275,8 @@ def load_reports(paths: Iterable[str | Path]) -> dict[str, AnticipationReport]:
         try:
             report = AnticipationReport.from_json(path)
         except (ValueError, OSError):
+            continue
+        if report.partial and not include_partial:
             continue
         reports[report.name] = report
     return reports
