@@ -395,9 +395,10 @@ class AnticipationEvaluator(L.Callback):
         }
         if not report.partial:
             reports[report.name] = report
-        written["combined_png"] = plot_accuracy(
-            reports, self.out_dir / f"accuracy_{report.protocol}.png"
-        )
+        if reports:
+            written["combined_png"] = plot_accuracy(
+                reports, self.out_dir / f"accuracy_{report.protocol}.png"
+            )
         log.info("evaluation written to %s", self.out_dir)
         return written
 

@@ -113,3 +113,17 @@ def test_agrees_with_reference_on_every_shipped_row(split):
         frames = anticipation_frames(segment.start_frame)
         expected = reference_style_frames(segment.start_frame, 30.0, 0.25, 14)
         assert (frames is None and expected is None) or frames.tolist() == expected, segment
+
+
+def test_anticipation_step_of_the_headline_time_follows_alpha():
+    from epic_protocol.sampling import anticipation_step
+
+    assert anticipation_step(1.0) == -4  # reference: 2.0 ... 0.25 s
+    assert anticipation_step(1.0, alpha=0.5, anticipation_steps=4) == -2
+    assert anticipation_step(1.0, alpha=0.5, anticipation_steps=8) == -2
+    times = anticipation_times(alpha=0.5, anticipation_steps=4)
+    assert times[anticipation_step(1.0, alpha=0.5, anticipation_steps=4)] == 1.0
+    with pytest.raises(ValueError, match="no output is 1 s before the action with alpha=0.3"):
+        anticipation_step(1.0, alpha=0.3, anticipation_steps=8)
+    with pytest.raises(ValueError, match="anticipation_steps=3"):
+        anticipation_step(1.0, alpha=0.25, anticipation_steps=3)

@@ -96,16 +96,69 @@ def test_unknown_labels_are_left_out_of_that_task():
     result = rank_outcomes(
         SCORES,
         vocabulary=VOCABULARY,
+        verb=[0, 0, -1, 0],
+        noun=[0, 1, -1, 1],
+        action=[0, 1, -1, 1],
+        uids=UIDS,
+    )
+    assert result.ranks["action"][2].tolist() == [0, 0]
+    assert not result.outside_vocabulary.any()
+    many_shot = ManyShotClasses(frozenset({0}), frozenset({0}), frozenset({1, 2}))
+    report = evaluate_ek55(result, many_shot=many_shot, times=TIMES)
+    # Top-1 over samples 0, 1, 3 only: ranks [1, 3, 2] at the first step.
+    assert report.value("action", "top1_acc", time=0.5) == pytest.approx(100 / 3)
+
+
+def test_pairs_outside_the_vocabulary_are_action_misses_and_reported():
+    # Sample 2 is labelled (verb 1, noun 1), a pair that is no action of the vocabulary.
+    result = rank_outcomes(
+        SCORES,
+        vocabulary=VOCABULARY,
         verb=[0, 0, 1, 0],
         noun=[0, 1, 1, 1],
         action=[0, 1, -1, 1],
         uids=UIDS,
     )
-    assert result.ranks["action"][2].tolist() == [0, 0]
+    assert result.outside_vocabulary.tolist() == [False, False, True, False]
+    assert result.ranks["action"][2].tolist() == [VOCABULARY.num_actions + 1] * 2
     many_shot = ManyShotClasses(frozenset({0}), frozenset({0}), frozenset({1, 2}))
     report = evaluate_ek55(result, many_shot=many_shot, times=TIMES)
-    # Top-1 over samples 0, 1, 3 only: ranks [1, 3, 2] at the first step.
-    assert report.value("action", "top1_acc", time=0.5) == pytest.approx(100 / 3)
+    # Top-1 over all 4 samples: ranks [1, 3, miss, 2] at the first step.
+    assert report.value("action", "top1_acc", time=0.5) == pytest.approx(25.0)
+    # Verb and noun still score sample 2 normally.
+    assert result.ranks["verb"][2].min() >= 1
+    assert report.num_outside_vocabulary == 1
+    assert report.outside_vocabulary_uids == (UIDS[2],)
+    assert "1 segments have a (verb, noun) pair outside the vocabulary" in report.table()
+    data = report.to_dict()
+    assert data["outside_vocabulary"] == {"count": 1, "first_uids": [UIDS[2]]}
+    assert type(report).from_dict(data).outside_vocabulary_uids == (UIDS[2],)
+
+
+def test_ek100_recall_counts_a_pair_outside_the_vocabulary_as_its_own_missed_class():
+    # EK100 keys actions by (verb, noun): an unknown pair is a class whose recall is 0.
+    unlabelled = rank_outcomes(
+        SCORES,
+        vocabulary=VOCABULARY,
+        verb=[0, 0, -1, 0],
+        noun=[0, 1, -1, 1],
+        action=[0, 1, -1, 1],
+        uids=UIDS,
+    )
+    outside = rank_outcomes(
+        SCORES,
+        vocabulary=VOCABULARY,
+        verb=[0, 0, 1, 0],
+        noun=[0, 1, 1, 1],
+        action=[0, 1, -1, 1],
+        uids=UIDS,
+    )
+    with_unlabelled = evaluate_ek100(unlabelled, subsets=NO_SUBSETS, times=TIMES)
+    with_outside = evaluate_ek100(outside, subsets=NO_SUBSETS, times=TIMES)
+    # Classes {0, 1}: both in the top 5 at 0.5 s -> 100 %; with the unknown pair as a third
+    # class that is never predicted: (100 + 100 + 0) / 3.
+    assert with_unlabelled.value("action", "mean_top5_recall", time=1.0) == pytest.approx(100.0)
+    assert with_outside.value("action", "mean_top5_recall", time=1.0) == pytest.approx(200 / 3)
 
 
 def test_ek55_report_by_hand():
@@ -386,3 +439,145 @@ def test_report_json_is_strict(tmp_path: Path):
     data = json.loads(report.to_json(tmp_path / "r.json").read_text())
     assert data["series"][3]["values"] == [None, None]  # unseen verb recall: no samples
     assert AnticipationReport.from_json(tmp_path / "r.json").num_samples == 4
+
+
+def _trainer_with(tmp_path: Path, callback: L.Callback, **kwargs) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        **kwargs,
+    )
+
+
+def test_partial_run_is_marked_and_never_replaces_a_full_report(tmp_path: Path, capsys):
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(len(UIDS), 8, 8)).astype(np.float32)
+    files = _write_ek55_files(tmp_path)
+    out = tmp_path / "evaluation"
+    loader = DataLoader(_rows(scores), batch_size=3)  # 4 segments in 2 batches
+
+    def evaluator(**kwargs) -> AnticipationEvaluator:
+        return AnticipationEvaluator(
+            protocol="ek55",
+            out_dir=str(out),
+            name="rgb",
+            num_verbs=5,
+            num_nouns=2,
+            write_json=False,
+            **files,
+            **kwargs,
+        )
+
+    full = evaluator()
+    _trainer_with(tmp_path, full).test(_Replay(), dataloaders=loader, verbose=False)
+    assert full.report.partial is False and full.report.split_size == 4
+    full_json = (out / "rgb.json").read_text()
+    assert json.loads(full_json)["partial"] is False
+    capsys.readouterr()
+
+    # fast_dev_run sees one batch: 3 of 4 segments.
+    partial = evaluator()
+    _trainer_with(tmp_path, partial, fast_dev_run=True).test(
+        _Replay(), dataloaders=loader, verbose=False
+    )
+    table = capsys.readouterr().out
+    assert "EPIC-KITCHENS-55 action anticipation: rgb (PARTIAL run)" in table
+    assert "3 of 4 segments of the split" in table
+    assert (out / "rgb.json").read_text() == full_json  # the full report is kept
+    written = json.loads((out / "rgb.partial.json").read_text())
+    assert written["partial"] is True and written["num_samples"] == 3
+    assert written["split_size"] == 4
+    # The combined plot reads full reports only.
+    assert load_reports(out.glob("*.json"), include_partial=False)["rgb"].partial is False
+
+    # limit_test_batches, asked to overwrite: replaces the full report.
+    forced = evaluator(overwrite=True)
+    _trainer_with(tmp_path, forced, limit_test_batches=1).test(
+        _Replay(), dataloaders=loader, verbose=False
+    )
+    assert json.loads((out / "rgb.json").read_text())["partial"] is True
+
+
+def test_partial_run_writes_no_challenge_json(tmp_path: Path):
+    num_actions = 120
+    actions = tmp_path / "actions.csv"
+    actions.write_text(
+        "id,verb,noun,action\n" + "".join(f"{a},{a % 97},{a},x\n" for a in range(num_actions))
+    )
+    out = tmp_path / "out"
+    evaluator = AnticipationEvaluator(
+        protocol="ek100",
+        actions=str(actions),
+        out_dir=str(out),
+        name="fusion",
+        class_lists=False,
+        write_json=True,
+    )
+    rng = np.random.default_rng(1)
+    rows = [
+        {
+            "scores": torch.from_numpy(rng.normal(size=(8, num_actions)).astype(np.float32)),
+            "valid": torch.tensor(True),
+            "verb": torch.tensor(a % 97),
+            "noun": torch.tensor(a),
+            "action": torch.tensor(a),
+            "uid": UIDS[i],
+        }
+        for i, a in enumerate([0, 5, 99, 110])
+    ]
+    _trainer_with(tmp_path, evaluator, limit_test_batches=1).test(
+        _Replay(), dataloaders=DataLoader(rows, batch_size=2), verbose=False
+    )
+    assert evaluator.report.partial and evaluator.report.num_samples == 2
+    assert (out / "fusion.json").is_file()
+    assert not (out / "fusion_challenge.json").exists()
+
+
+class _ReplayAt(_Replay):
+    def __init__(self, alpha: float) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+
+def test_evaluator_times_and_challenge_json_follow_the_models_alpha(tmp_path: Path):
+    # alpha 0.5 with 4 steps: 2.0, 1.5, 1.0, 0.5 s; the challenge JSON takes step -2.
+    num_actions = 120
+    actions = tmp_path / "actions.csv"
+    actions.write_text(
+        "id,verb,noun,action\n" + "".join(f"{a},{a % 97},{a},x\n" for a in range(num_actions))
+    )
+    out = tmp_path / "out"
+    evaluator = AnticipationEvaluator(
+        protocol="ek100",
+        actions=str(actions),
+        out_dir=str(out),
+        name="m",
+        class_lists=False,
+        write_json=True,
+    )
+    rng = np.random.default_rng(4)
+    scores = rng.normal(size=(4, 4, num_actions)).astype(np.float32)
+    rows = [
+        {
+            "scores": torch.from_numpy(scores[i]),
+            "valid": torch.tensor(True),
+            "verb": torch.tensor(a % 97),
+            "noun": torch.tensor(a),
+            "action": torch.tensor(a),
+            "uid": UIDS[i],
+        }
+        for i, a in enumerate([0, 5, 99, 110])
+    ]
+    _trainer_with(tmp_path, evaluator).test(
+        _ReplayAt(alpha=0.5), dataloaders=DataLoader(rows, batch_size=2), verbose=False
+    )
+    assert evaluator.report.times == (2.0, 1.5, 1.0, 0.5)
+    submission = json.loads((out / "m_challenge.json").read_text())
+    for i, uid in enumerate(UIDS):
+        best = int(np.argmax(scores[i, -2]))
+        assert next(iter(submission["results"][uid]["action"])) == f"{best % 97},{best}"

@@ -272,3 +272,64 @@ def test_submission_writer_callback(tmp_path: Path):
 def test_submission_writer_needs_sls_for_ek100():
     with pytest.raises(SubmissionError, match=r"\[sls\]"):
         SubmissionWriter(protocol="ek100", path="x.json")
+
+
+class _ReplayAt(_Replay):
+    """A model trained with ``alpha`` (read by the writer from its hyper-parameters)."""
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+
+def _predict(tmp_path: Path, model: L.LightningModule, steps: int, **trainer_kwargs):
+    actions = tmp_path / "actions.csv"
+    actions.write_text(
+        "id,verb,noun,action\n" + "".join(f"{a},{a % 97},{a},x\n" for a in range(NUM_ACTIONS))
+    )
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(len(UIDS), steps, NUM_ACTIONS)).astype(np.float32)
+    rows = [
+        {"scores": torch.from_numpy(scores[i]), "valid": torch.tensor(True), "uid": uid}
+        for i, uid in enumerate(UIDS)
+    ]
+    path = tmp_path / "out" / "test.json"
+    writer = SubmissionWriter(
+        protocol="ek100", path=str(path), actions=str(actions), sls_pt=1, sls_tl=4, sls_td=3
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=[writer],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_kwargs,
+    )
+    trainer.predict(model, dataloaders=DataLoader(rows, batch_size=2), return_predictions=False)
+    return path, scores
+
+
+def test_submission_writer_finds_1s_from_the_models_alpha(tmp_path: Path):
+    # alpha 0.5, 4 steps: outputs at 2.0, 1.5, 1.0, 0.5 s -> 1.0 s is step -2 (not -4).
+    path, scores = _predict(tmp_path, _ReplayAt(alpha=0.5), steps=4)
+    submission = json.loads(path.read_text())
+    for row, uid in enumerate(UIDS):
+        best = int(np.argmax(scores[row, -2]))
+        assert next(iter(submission["results"][uid]["action"])) == f"{best % 97},{best}"
+    with pytest.raises(ValueError, match="alpha=0.25 but the model was trained with"):
+        SubmissionWriter(
+            protocol="ek100",
+            path="x.json",
+            actions=str(tmp_path / "actions.csv"),
+            sls_pt=1,
+            sls_tl=4,
+            sls_td=3,
+            alpha=0.25,
+        ).setup(None, _ReplayAt(alpha=0.5), "predict")
+
+
+def test_submission_writer_never_writes_a_partial_run(tmp_path: Path):
+    path, _ = _predict(tmp_path, _Replay(), steps=8, limit_predict_batches=1)
+    assert not path.exists()
+    assert not path.parent.exists() or list(path.parent.iterdir()) == []
