@@ -50,16 +50,38 @@ class FeatureFileInfo:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
+def _is_lock_error(error: OSError) -> bool:
+    # HDF5 >= 1.10 locks files (flock); h5py reports "unable to lock file, errno = 11".
+    return "lock" in str(error).lower()
+
+
+def _lock_message(path: Path, error: OSError) -> str:
+    return (
+        f"{path}: locked by another process (an extraction or training still has it open "
+        f"for writing?) ({error}); if nothing writes it, e.g. on a read-only or network "
+        "filesystem that does not support locks, set HDF5_USE_FILE_LOCKING=FALSE"
+    )
+
+
+def open_for_reading(path: str | Path, **kwargs: Any) -> h5py.File:
+    """``h5py.File(path, "r", **kwargs)`` with errors that name the file; a file locked by
+    another process gets a :class:`FeatureFileError` mentioning ``HDF5_USE_FILE_LOCKING``."""
+    path = Path(path)
+    try:
+        return h5py.File(path, "r", **kwargs)
+    except OSError as error:
+        if _is_lock_error(error):
+            raise FeatureFileError(_lock_message(path, error)) from error
+        raise FeatureFileError(f"{path}: not a readable HDF5 file ({error})") from error
+
+
 def read_file_info(path: str | Path) -> FeatureFileInfo:
     """Read the root attributes of a feature file (opening and closing it)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"feature file not found: {path}")
-    try:
-        with h5py.File(path, "r") as handle:
-            return _info_from_attrs(path, handle.attrs)
-    except OSError as error:
-        raise FeatureFileError(f"{path}: not a readable HDF5 file ({error})") from error
+    with open_for_reading(path) as handle:
+        return _info_from_attrs(path, handle.attrs)
 
 
 def _info_from_attrs(path: Path, attrs: Mapping[str, Any]) -> FeatureFileInfo:
@@ -111,6 +133,8 @@ class FeatureFileWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = h5py.File(self.path, "a")
         except OSError as error:
+            if _is_lock_error(error):
+                raise FeatureFileError(_lock_message(self.path, error)) from error
             raise FeatureFileError(f"cannot open {self.path} for writing: {error}") from error
         attrs = self._file.attrs
         if "layout" in attrs:
@@ -306,7 +330,7 @@ class FeatureStore:
         if self._handle is None or self._owner_pid != os.getpid():
             # A handle inherited through fork must not be used: open our own.
             # A larger chunk cache than the 1 MiB default keeps neighbouring samples cheap.
-            self._handle = h5py.File(self.path, "r", rdcc_nbytes=32 * 1024**2)
+            self._handle = open_for_reading(self.path, rdcc_nbytes=32 * 1024**2)
             self._owner_pid = os.getpid()
             self._frames, self._features = {}, {}
         return self._handle

@@ -2,7 +2,9 @@
 
 Configs are plain YAML under ``configs/``; every argument is typed by the constructors'
 signatures (see ``rulstm fit --help``). W&B logs offline by default so nothing ever blocks on
-the network; ``--trainer.logger`` switches to CSV or anything else.
+the network; ``WANDB_MODE=online`` syncs; ``--trainer.logger`` switches to CSV or anything
+else. ``--ckpt_path best`` / ``last`` name the stage's ``checkpoints/best.ckpt`` /
+``last.ckpt`` for ``validate``, ``test`` and ``predict``, also in a new process.
 
 Values the data and the model must agree on are set once, on the data side, and reach the
 model through jsonargparse links applied when the classes are instantiated:
@@ -23,16 +25,20 @@ import inspect
 import os
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from rulstm.data.datamodule import AnticipationDataModule
 from rulstm.lightning import AnticipationModule
 
+# No ``offline`` here: WandbLogger(offline=True) would force offline even under
+# WANDB_MODE=online. The mode comes from WANDB_MODE, which defaults to offline below.
 DEFAULT_LOGGER = {
     "class_path": "lightning.pytorch.loggers.WandbLogger",
-    "init_args": {"project": "rulstm", "offline": True},
+    "init_args": {"project": "rulstm"},
 }
 
 
@@ -135,6 +141,9 @@ class RulstmCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_shapes()
+        self._checkpoint_dirs()
+
+    def _checkpoint_dirs(self) -> None:
         # Stages chain through runs/<stage>/checkpoints/best.ckpt: keep checkpoints there
         # whatever the logger (Lightning would otherwise nest them in the logger's run folder).
         for callback in self.trainer.checkpoint_callbacks:
@@ -143,12 +152,22 @@ class RulstmCLI(LightningCLI):
 
     def before_validate(self) -> None:
         self._check_shapes()
+        self._resolve_ckpt_path()
 
     def before_test(self) -> None:
         self._check_shapes()
+        self._resolve_ckpt_path()
 
     def before_predict(self) -> None:
         self._check_shapes()
+        self._resolve_ckpt_path()
+
+    def _resolve_ckpt_path(self) -> None:
+        """``--ckpt_path best|last`` -> the checkpoint file (see :func:`resolve_ckpt_path`)."""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") in ("best", "last"):
+            self._checkpoint_dirs()
+            config["ckpt_path"] = resolve_ckpt_path(config["ckpt_path"], self.trainer)
 
     def _check_shapes(self) -> None:
         """Fail before training if the net does not fit the data (classes, feature dims), or
@@ -161,6 +180,43 @@ class RulstmCLI(LightningCLI):
                     f"trainer.callbacks {type(callback).__name__}.alpha is {alpha} but "
                     f"data.alpha is {self.datamodule.alpha}; set init_args.alpha to match"
                 )
+
+
+def resolve_ckpt_path(which: str, trainer) -> str:
+    """The file ``--ckpt_path best`` or ``last`` means for ``trainer``'s ModelCheckpoint.
+
+    ``best``: the callback's ``best_model_path`` (set after ``fit`` in this process), else
+    ``{dirpath}/{filename}.ckpt`` (the stage configs: ``runs/<stage>/checkpoints/best.ckpt``);
+    ``last``: ``{dirpath}/last.ckpt``. Raises FileNotFoundError (one line, saying which path
+    to pass) when there is no such callback, its file names carry a template, or the file
+    does not exist.
+    """
+    callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+    hint = (
+        f"pass the checkpoint file instead, e.g. --ckpt_path "
+        f"{Path(trainer.default_root_dir) / 'checkpoints' / (which + '.ckpt')}"
+    )
+    configured = [c for c in callbacks if c.dirpath is not None and (which == "last" or c.filename)]
+    if not configured:
+        raise FileNotFoundError(
+            f"--ckpt_path {which}: the config has no ModelCheckpoint callback with a fixed "
+            f"file name (the stage configs with base.yaml have one); {hint}"
+        )
+    callback = configured[0]
+    if which == "best" and callback.best_model_path:
+        return callback.best_model_path
+    name = callback.CHECKPOINT_NAME_LAST if which == "last" else callback.filename
+    if "{" in name:
+        raise FileNotFoundError(
+            f"--ckpt_path {which}: the ModelCheckpoint file name {name!r} is a template; {hint}"
+        )
+    path = Path(callback.dirpath) / f"{name}{callback.FILE_EXTENSION}"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--ckpt_path {which}: no checkpoint at {path} (run `rulstm fit` with the same "
+            f"config and trainer.default_root_dir first, or pass the checkpoint file)"
+        )
+    return str(path)
 
 
 def check_compatibility(model: AnticipationModule, datamodule: AnticipationDataModule) -> None:

@@ -52,3 +52,36 @@ def test_store_pickles_without_handle(feature_file):
     clone = pickle.loads(pickle.dumps(store))
     assert clone._handle is None
     assert clone.lookup("v", np.array([3]))[0, 0] == 3
+
+
+def test_a_file_locked_by_another_process_names_the_file_and_the_way_out(feature_file):
+    import os
+    import subprocess
+    import sys
+
+    if os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE":
+        pytest.skip("HDF5_USE_FILE_LOCKING=FALSE in this environment: files are never locked")
+    path = feature_file(videos={"P01_01": 5}, dim=2)
+    store = FeatureStore(path)  # metadata read before the writer appears
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, h5py; f = h5py.File(sys.argv[1], 'a'); print('open', flush=True);"
+            " time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "HDF5_USE_FILE_LOCKING"},
+    )
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        message = rf"{path}: locked by another process.*HDF5_USE_FILE_LOCKING=FALSE"
+        with pytest.raises(FeatureFileError, match=message):
+            FeatureStore(path)
+        with pytest.raises(FeatureFileError, match=message):
+            store.lookup("P01_01", np.array([1]))
+    finally:
+        writer.kill()
+        writer.wait()

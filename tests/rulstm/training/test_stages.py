@@ -204,3 +204,71 @@ def test_two_process_ddp_on_cpu(tmp_path, synthetic_data):
     assert "distributed_backend=gloo" in result.stderr + result.stdout
     assert "All distributed processes registered" in result.stderr + result.stdout
     assert (tmp_path / "ddp" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_ckpt_path_best_and_last_resolve_in_a_new_process(tmp_path, synthetic_data):
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+    runs = tmp_path / "runs"
+    fit("rgb_sc", data, runs, epochs=2)
+    checkpoints = runs / "rgb_sc" / "checkpoints"
+
+    def run(subcommand: str, which: str, *extra: str):
+        args = fit_args("rgb_sc", data, runs, epochs=1)
+        args[0] = subcommand
+        return build_cli(
+            [
+                *args,
+                "--data.test_annotations",
+                str(data.val),
+                "--data.predict_annotations",
+                str(data.val),
+                "--ckpt_path",
+                which,
+                *extra,
+            ]
+        )
+
+    # A new CLI (nothing in memory from fit) finds the files from the callback's dirpath.
+    assert run("test", "best").trainer.ckpt_path == str(checkpoints / "best.ckpt")
+    assert run("validate", "last").trainer.ckpt_path == str(checkpoints / "last.ckpt")
+    predict = run("predict", "best", "--return_predictions", "false")
+    assert predict.trainer.ckpt_path == str(checkpoints / "best.ckpt")
+    with pytest.raises(FileNotFoundError, match=r"--ckpt_path best: no checkpoint at .*best\.ckpt"):
+        run("test", "best", "--trainer.default_root_dir", str(tmp_path / "elsewhere"))
+
+
+def test_ckpt_path_best_without_a_checkpoint_callback_says_which_path_to_pass(
+    tmp_path, synthetic_data
+):
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+    args = fit_args("rgb_sc", data, tmp_path / "runs", epochs=1)
+    args[0:5] = ["test", "-c", str(CONFIGS / "rgb_sc.yaml")]  # no base.yaml: no callback
+    lr_at = args.index("--model.optimizer.init_args.lr")
+    del args[lr_at : lr_at + 2]  # base.yaml defines the optimizer
+    message = (
+        r"--ckpt_path best: the config has no ModelCheckpoint callback with a fixed file name"
+        r".*; pass the checkpoint file instead, e.g. --ckpt_path .*rgb_sc/checkpoints/best\.ckpt"
+    )
+    with pytest.raises(FileNotFoundError, match=message):
+        build_cli([*args, "--data.test_annotations", str(data.val), "--ckpt_path", "best"])
+
+
+def test_wandb_mode_online_turns_syncing_on(tmp_path, synthetic_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+    args = fit_args("rgb_sc", data, tmp_path / "runs", epochs=1)
+    logger_at = args.index("--trainer.logger")
+    del args[logger_at : logger_at + 2]  # keep the default logger
+    args = args[1:]  # parse and instantiate only: no run, no network
+    for mode, offline in (("online", False), (None, True)):
+        if mode is None:
+            monkeypatch.delenv("WANDB_MODE", raising=False)
+        else:
+            monkeypatch.setenv("WANDB_MODE", mode)
+        cli = build_cli(args, run=False)
+        logger = cli.trainer.logger
+        assert type(logger).__name__ == "WandbLogger"
+        # Neither the logger nor the environment forces offline when online was asked.
+        assert logger._offline is False
+        assert (os.environ["WANDB_MODE"] == "offline") is offline
