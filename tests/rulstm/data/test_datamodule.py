@@ -137,3 +137,62 @@ def test_errors_name_the_problem(tmp_path, splits, feature_file):
         AnticipationDataModule(features={"rgb": str(fifty)})
     with pytest.raises(ValueError, match="no test annotations"):
         AnticipationDataModule(features={"rgb": str(rgb)}).dataset("test")
+
+
+def _epic(path: Path, rows: list[tuple]) -> str:
+    header = "narration_id,video_id,start_timestamp,stop_timestamp,verb_class,noun_class\n"
+    path.write_text(header + "".join(",".join(str(c) for c in row) + "\n" for row in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "style", ["rulstm_split", "epic_csv_vocabulary_from_training", "actions_csv"]
+)
+def test_pairs_outside_the_vocabulary_are_kept_reported_and_indexed(
+    style, tmp_path, splits, feature_file, caplog
+):
+    rgb = feature_file("rgb.h5", videos={"P01_01": 400, "P02_01": 400}, dim=6)
+    kwargs: dict = {}
+    if style == "rulstm_split":  # EK55 / EGTEA-style: action ids in the split, -1 for none
+        train, _, _ = splits
+        val = write(
+            tmp_path / "val.csv",
+            [("P02_01_0", "P02_01", 200, 260, 1, 1, 3), ("P02_01_1", "P02_01", 210, 260, 7, 7, -1)],
+        )
+    else:  # EK100-style EPIC CSVs: action ids come from the vocabulary
+        train = _epic(
+            tmp_path / "train.csv",
+            [
+                (f"P01_01_{i}", "P01_01", f"00:00:0{4 + i}.00", "00:00:09.50", i % 2, 1)
+                for i in range(4)
+            ],
+        )
+        val = _epic(
+            tmp_path / "val.csv",
+            [
+                ("P02_01_0", "P02_01", "00:00:07.00", "00:00:08.00", 1, 1),
+                ("P02_01_1", "P02_01", "00:00:07.50", "00:00:08.00", 7, 7),  # a new pair
+            ],
+        )
+        if style == "actions_csv":
+            kwargs["actions"] = write(
+                tmp_path / "actions.csv",
+                [("id", "verb", "noun", "action"), (0, 0, 1, "a"), (1, 1, 1, "b")],
+            )
+    dm = AnticipationDataModule(
+        features={"rgb": str(rgb)},
+        train_annotations=train,
+        val_annotations=val,
+        batch_size=4,
+        num_workers=0,
+        **kwargs,
+    )
+    with caplog.at_level("WARNING"):
+        dm.setup("validate")
+    assert "1 of 2 segments have a (verb, noun) pair that is not an action" in caplog.text
+    assert "P02_01_1" in caplog.text
+    (batch,) = list(dm.val_dataloader())
+    assert batch["uid"] == ["P02_01_0", "P02_01_1"]
+    assert batch["action"][1] == -1 and batch["verb"][1] == 7 and batch["noun"][1] == 7
+    assert batch["action"][0] >= 0
+    assert batch["index"].tolist() == [0, 1]
