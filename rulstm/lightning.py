@@ -6,6 +6,7 @@ One shared step serves training, validation and test. Metric names are slash-sep
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from torch import nn
 from epic_protocol.sampling import HEADLINE_SECONDS, anticipation_step, anticipation_times
 from rulstm.checkpoints import load_weights
 from rulstm.data.datamodule import AnticipationBatch
+from rulstm.evaluation.records import report_partial
 from rulstm.losses import early_recognition_loss
 from rulstm.metrics import SplitMetrics, uid_index
 from rulstm.models.spec import NET_KEY, describe_net
@@ -243,24 +245,29 @@ class AnticipationModule(L.LightningModule):
     def _log_split(self, stage: str) -> None:
         metrics = self._split_metrics(stage)
         # compute() gathers every process's records (torchmetrics) and drops repeats, so
-        # every process logs the same values: no sync_dist needed.
+        # every process holds the same values; the max over processes returns them bit for
+        # bit (a mean of three equal floats need not) and keeps Lightning from warning.
+        # Python floats: Lightning puts them on the module's device, as NCCL needs.
         values = metrics.compute() if metrics.update_called else {}
         metrics.reset()
+        log = functools.partial(self.log, sync_dist=True, reduce_fx="max")
+        if "num_segments" in values:
+            report_partial(self.trainer, stage, int(values["num_segments"]))
         if "loss" in values:
-            self.log(f"{stage}/loss", values["loss"].item())
+            log(f"{stage}/loss", values["loss"].item())
         if "weights" in values:
             for name, weight in zip(self.net.branches, values["weights"].tolist()):
-                self.log(f"{stage}/attention/{name}", weight)
+                log(f"{stage}/attention/{name}", weight)
         for metric in ("top1", "top5", "recall5"):
             if metric not in values:
                 continue
-            per_step = values[metric]
-            for when, value in zip(self.output_times, per_step.tolist()):
+            per_step = values[metric].tolist()
+            for when, value in zip(self.output_times, per_step):
                 suffix = time_key(when) if self.task == "anticipation" else f"{when:.1%}"
-                self.log(f"{stage}/action/{metric}/{suffix}", value)
-            self.log(
+                log(f"{stage}/action/{metric}/{suffix}", value)
+            log(
                 f"{stage}/action/{metric}",
-                per_step[self.headline_index].item(),
+                per_step[self.headline_index],
                 prog_bar=stage == "val" and metric == "top5",
             )
 

@@ -22,7 +22,7 @@ from rulstm.evaluation.classes import (
 from rulstm.evaluation.outcomes import RankedOutcomes, rank_outcomes
 from rulstm.evaluation.plots import plot_accuracy
 from rulstm.evaluation.protocols import Discarded, evaluate_ek55, evaluate_ek100
-from rulstm.evaluation.records import gather_records
+from rulstm.evaluation.records import gather_records, is_partial
 from rulstm.evaluation.report import AnticipationReport, Protocol, load_reports
 from rulstm.evaluation.submission import (
     SubmissionError,
@@ -40,30 +40,6 @@ log = logging.getLogger(__name__)
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "model"
-
-
-def split_size(dataloaders: Any) -> int | None:
-    """Segments in the split(s) a trainer stage iterates (``None`` when unknown)."""
-    loaders = dataloaders if isinstance(dataloaders, (list, tuple)) else [dataloaders]
-    total = 0
-    for loader in loaders:
-        try:
-            total += len(loader.dataset)
-        except (AttributeError, TypeError):
-            return None
-    return total if loaders else None
-
-
-def is_partial(trainer: L.Trainer, stage: str, num_segments: int) -> tuple[bool, int | None]:
-    """Whether a ``stage`` run saw only part of its split, and the split size.
-
-    Partial: fewer distinct segments than the split holds; when the size is unknown, a
-    ``fast_dev_run`` or ``limit_{stage}_batches`` other than 1.0."""
-    total = split_size(getattr(trainer, f"{stage}_dataloaders", None))
-    if total is not None:
-        return num_segments < total, total
-    limit = getattr(trainer, f"limit_{stage}_batches", 1.0)
-    return bool(trainer.fast_dev_run) or limit not in (1.0, None), None
 
 
 def model_alpha(pl_module: L.LightningModule, alpha: float | None, owner: str) -> float:
@@ -335,9 +311,9 @@ class AnticipationEvaluator(L.Callback):
                 self.report.num_outside_vocabulary,
                 ", ".join(self.report.outside_vocabulary_uids),
             )
-        # Every process holds the same values: the (cheap) mean over processes changes
-        # nothing but keeps Lightning from warning once per key under DDP.
-        pl_module.log_dict(self.report.metrics(self.log_prefix), sync_dist=True)
+        # Every process holds the same values: the (cheap) max over processes returns them
+        # bit for bit but keeps Lightning from warning once per key under DDP.
+        pl_module.log_dict(self.report.metrics(self.log_prefix), sync_dist=True, reduce_fx="max")
         json_scores = gather_records(self._json_parts) if self.write_json else None
         if trainer.is_global_zero:
             self.write(self.report)

@@ -10,6 +10,7 @@ the records of every process, concatenate them and drop the repeats that Lightni
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 R = TypeVar("R", bound="SegmentRecords")
+log = logging.getLogger(__name__)
 
 
 def _take(value: Any, mask: np.ndarray) -> Any:
@@ -87,3 +89,44 @@ def gather_records(parts: Sequence[R]) -> R | None:
     if not everything:
         return None
     return type(everything[0]).concatenate(everything).deduplicated()
+
+
+def split_size(dataloaders: Any) -> int | None:
+    """Segments in the split(s) a trainer stage iterates (``None`` when unknown)."""
+    loaders = dataloaders if isinstance(dataloaders, (list, tuple)) else [dataloaders]
+    total = 0
+    for loader in loaders:
+        try:
+            total += len(loader.dataset)
+        except (AttributeError, TypeError):
+            return None
+    return total if loaders else None
+
+
+def is_partial(trainer: Any, stage: str, num_segments: int) -> tuple[bool, int | None]:
+    """Whether a ``stage`` (``val``, ``test``, ``predict``) run saw only part of its split,
+    and the split size (``None`` when unknown).
+
+    Partial: fewer distinct segments than the split holds; when the size is unknown, a
+    ``fast_dev_run`` or ``limit_{stage}_batches`` other than 1.0."""
+    loaders = "val_dataloaders" if stage == "val" else f"{stage}_dataloaders"
+    total = split_size(getattr(trainer, loaders, None))
+    if total is not None:
+        return num_segments < total, total
+    limit = getattr(trainer, f"limit_{stage}_batches", 1.0)
+    return bool(getattr(trainer, "fast_dev_run", False)) or limit not in (1.0, None), None
+
+
+def report_partial(trainer: Any, stage: str, num_segments: int) -> bool:
+    """Log "N of M segments" (process 0) when a ``stage`` run saw only part of its split."""
+    partial, total = is_partial(trainer, stage, num_segments)
+    if partial and getattr(trainer, "is_global_zero", True):
+        log.warning(
+            "%s metrics of a partial run: %d of %s segments of the split (fast_dev_run or "
+            "limit_%s_batches)",
+            stage,
+            num_segments,
+            "?" if total is None else total,
+            stage,
+        )
+    return partial

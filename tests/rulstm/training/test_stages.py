@@ -272,3 +272,17 @@ def test_wandb_mode_online_turns_syncing_on(tmp_path, synthetic_data, monkeypatc
         # Neither the logger nor the environment forces offline when online was asked.
         assert logger._offline is False
         assert (os.environ["WANDB_MODE"] == "offline") is offline
+
+
+def test_partial_validation_says_n_of_m_segments(tmp_path, synthetic_data, caplog):
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+    args = fit_args("rgb_sc", data, tmp_path / "runs", epochs=1)
+    args[0] = "validate"
+    batch_at = args.index("--data.batch_size")
+    args[batch_at + 1] = "2"
+    with caplog.at_level("WARNING"):
+        cli = build_cli([*args, "--trainer.limit_val_batches", "1"])
+    total = len(data.val.read_text().splitlines())
+    assert total > 2
+    assert f"val metrics of a partial run: 2 of {total} segments of the split" in caplog.text
+    assert "val/action/top5/1.00s" in cli.trainer.callback_metrics
