@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping
@@ -266,6 +267,20 @@ class AnticipationEvaluator(L.Callback):
                     **self.many_shot_files,
                     official_actions=self.use_official_many_shot_actions,
                 )
+                if not self.use_official_many_shot_actions:
+                    # A pair outside the vocabulary is a many-shot action by the reference's
+                    # rule (verb or noun many-shot) too: a class of its own, never predicted.
+                    outside = outcomes.outside_vocabulary
+                    extra = {
+                        int(label)
+                        for label, verb, noun in zip(
+                            outcomes.labels["action"][outside],
+                            outcomes.labels["verb"][outside],
+                            outcomes.labels["noun"][outside],
+                        )
+                        if int(verb) in many_shot.verbs or int(noun) in many_shot.nouns
+                    }
+                    many_shot = dataclasses.replace(many_shot, actions=many_shot.actions | extra)
             else:
                 v = self.vocabulary
                 # Pairs outside the vocabulary are classes too (see RankedOutcomes).

@@ -581,3 +581,46 @@ def test_evaluator_times_and_challenge_json_follow_the_models_alpha(tmp_path: Pa
     for i, uid in enumerate(UIDS):
         best = int(np.argmax(scores[i, -2]))
         assert next(iter(submission["results"][uid]["action"])) == f"{best % 97},{best}"
+
+
+def test_ek55_evaluator_counts_a_many_shot_pair_outside_the_vocabulary(tmp_path: Path):
+    # (verb 4, noun 1) is no action of VOCABULARY; noun 1 is many-shot, so by the reference's
+    # rule (verb or noun many-shot) it is a many-shot action class, never predicted.
+    rng = np.random.default_rng(5)
+    scores = rng.normal(size=(len(UIDS), 8, 8)).astype(np.float32)
+    rows = _rows(scores)
+    rows[2].update(verb=torch.tensor(4), noun=torch.tensor(1), action=torch.tensor(-1))
+    files = _write_ek55_files(tmp_path)
+    evaluator = AnticipationEvaluator(
+        protocol="ek55", out_dir=str(tmp_path / "out"), name="m", num_verbs=5, num_nouns=2, **files
+    )
+    _trainer_with(tmp_path, evaluator).test(
+        _Replay(), dataloaders=DataLoader(rows, batch_size=2), verbose=False
+    )
+    verbs, nouns, actions = (
+        np.array(VERBS)[ACTIONS],
+        np.array(NOUNS)[ACTIONS],
+        ACTIONS.copy(),
+    )
+    verbs[2], nouns[2], actions[2] = 4, 1, -1
+    outcomes = rank_outcomes(
+        scores, vocabulary=VOCABULARY, verb=verbs, noun=nouns, action=actions, uids=UIDS
+    )
+    reference_actions = frozenset(a for a in range(8) if VERBS[a] == 0 or NOUNS[a] == 1)
+    outside_label = int(outcomes.labels["action"][2])
+    direct = evaluate_ek55(
+        outcomes,
+        many_shot=ManyShotClasses(
+            frozenset({0}), frozenset({1}), reference_actions | {outside_label}
+        ),
+    )
+    report = evaluator.report
+    assert report.num_outside_vocabulary == 1 and report.outside_vocabulary_uids == (UIDS[2],)
+    assert report.get("action", "mean_top5_recall").values == pytest.approx(
+        direct.get("action", "mean_top5_recall").values, nan_ok=True
+    )
+    without = evaluate_ek55(
+        outcomes, many_shot=ManyShotClasses(frozenset({0}), frozenset({1}), reference_actions)
+    )
+    # The extra class (recall 0) lowers the class mean.
+    assert report.value("action", "mean_top5_recall") < without.value("action", "mean_top5_recall")
