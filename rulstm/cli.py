@@ -2,8 +2,8 @@
 
 Configs are plain YAML under ``configs/``; every argument is typed by the constructors'
 signatures (see ``rulstm fit --help``). W&B logs offline by default so nothing ever blocks on
-the network; ``WANDB_MODE=online`` syncs; ``--trainer.logger`` switches to CSV or anything
-else. ``--ckpt_path best`` / ``last`` name the stage's ``checkpoints/best.ckpt`` /
+the network; ``WANDB_MODE=online`` or ``--wandb-online`` syncs; ``--trainer.logger``
+switches to CSV or anything else. ``--ckpt_path best`` / ``last`` name the stage's ``checkpoints/best.ckpt`` /
 ``last.ckpt`` for ``validate``, ``test`` and ``predict``, also in a new process.
 
 Values the data and the model must agree on are set once, on the data side, and reach the
@@ -82,11 +82,18 @@ class RulstmCLI(LightningCLI):
             self.feat_dims_from_the_files,
             apply_on="instantiate",
         )
+        parser.add_argument(
+            "--wandb-online",
+            action="store_true",
+            help="sync the W&B logger online (same as WANDB_MODE=online; default: offline)",
+        )
 
     def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("wandb_online"):
+            os.environ["WANDB_MODE"] = "online"
         # W&B must never block on a machine without network: offline unless asked otherwise.
         os.environ.setdefault("WANDB_MODE", "offline")
-        config = self.config[self.subcommand] if self.subcommand else self.config
         # What the config itself says, before the links overwrite it at instantiation.
         self._configured = {
             key: config.get(key)

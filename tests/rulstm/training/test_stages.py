@@ -272,6 +272,9 @@ def test_wandb_mode_online_turns_syncing_on(tmp_path, synthetic_data, monkeypatc
         # Neither the logger nor the environment forces offline when online was asked.
         assert logger._offline is False
         assert (os.environ["WANDB_MODE"] == "offline") is offline
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cli = build_cli([*args, "--wandb-online"], run=False)
+    assert cli.trainer.logger._offline is False and os.environ["WANDB_MODE"] == "online"
 
 
 def test_partial_validation_says_n_of_m_segments(tmp_path, synthetic_data, caplog):
