@@ -249,6 +249,10 @@ def class_mean_from_counts(hits_per_class: ArrayLike, counts: ArrayLike) -> floa
 #: Class ids of (verb, noun) pairs outside the vocabulary start at ``num_classes``; each
 #: distinct pair is its own class (the official EK100 evaluation keys actions by the pair).
 PAIR_STRIDE = 1 << 20
+#: The rank of a true class the model cannot predict (a pair outside the vocabulary): beyond
+#: every k, even for vocabularies smaller than k (``num_classes + 1`` would be a top-5 hit
+#: with 3 classes).
+NEVER_RANKED = 1 << 40
 
 
 def uid_index(uids: Sequence[str]) -> torch.Tensor:
@@ -341,7 +345,7 @@ class SplitMetrics(Metric):
         labels = torch.where(
             outside, num_classes + verb[keep] * PAIR_STRIDE + noun[keep], action
         )  # (B',)
-        ranks = torch.full(logits.shape[:2], num_classes + 1, dtype=torch.long)  # (B', S)
+        ranks = torch.full(logits.shape[:2], NEVER_RANKED, dtype=torch.long)  # (B', S)
         known = ~outside.cpu()
         if bool(known.any()):
             ranks[known] = torch.from_numpy(

@@ -11,7 +11,7 @@ import torch
 
 from epic_protocol.annotations import ActionVocabulary
 from rulstm.evaluation.records import SegmentRecords
-from rulstm.metrics import PAIR_STRIDE, ArrayLike, marginalize, true_class_rank
+from rulstm.metrics import NEVER_RANKED, PAIR_STRIDE, ArrayLike, marginalize, true_class_rank
 
 TASKS: tuple[str, ...] = ("verb", "noun", "action")
 
@@ -25,7 +25,8 @@ class RankedOutcomes(SegmentRecords):
     samples the reference discards, ranked as if scored all zeros). ``outside_vocabulary``
     ``(N,)`` marks labelled segments whose (verb, noun) pair is not an action of the
     vocabulary: their action label is a class id of its own, ``num_actions + verb *
-    PAIR_STRIDE + noun``, and their action rank ``num_actions + 1`` (never a hit).
+    PAIR_STRIDE + noun``, and their action rank :data:`~rulstm.metrics.NEVER_RANKED` (never
+    a hit, whatever k).
     """
 
     uids: list[str]
@@ -139,7 +140,7 @@ def rank_outcomes(
     labels["action"] = np.where(
         outside, num_actions + labels["verb"] * PAIR_STRIDE + labels["noun"], labels["action"]
     )
-    ranked["action"][outside] = num_actions + 1
+    ranked["action"][outside] = NEVER_RANKED
     return RankedOutcomes(
         uids=[str(uid) for uid in uids],
         labels=labels,

@@ -60,6 +60,20 @@ def test_pairs_outside_the_vocabulary_are_misses_not_dropped():
     values = metric.compute()
     assert values["top5"].tolist() == pytest.approx([75.0, 75.0])
     assert values["recall5"].tolist() == pytest.approx([75.0, 75.0])
+    # Even with fewer classes than k: 3 classes, so every known class is in the top 5, but the
+    # unknown pair is still a miss (its rank is beyond every k).
+    small = SplitMetrics()
+    small.update(
+        torch.randn(4, 2, 3),
+        action=torch.tensor([0, 1, 2, -1]),
+        verb=torch.tensor([0, 0, 0, 5]),
+        noun=torch.tensor([0, 1, 2, 3]),
+        valid=torch.ones(4, dtype=torch.bool),
+        index=torch.arange(4),
+    )
+    values = small.compute()
+    assert values["top5"].tolist() == pytest.approx([75.0, 75.0])
+    assert values["recall5"].tolist() == pytest.approx([75.0, 75.0])
     # Unlabelled segments (verb and noun unknown, test splits) are not scored at all.
     unlabelled = SplitMetrics()
     unlabelled.update(

@@ -27,7 +27,7 @@ from rulstm.evaluation import (
     plot_accuracy,
     rank_outcomes,
 )
-from rulstm.metrics import marginalize, true_class_rank
+from rulstm.metrics import NEVER_RANKED, marginalize, true_class_rank
 
 # Eight actions over verbs 0..3 (verb 4 unused) and nouns 0..1.
 VERBS = [0, 0, 1, 1, 2, 2, 3, 3]
@@ -120,7 +120,7 @@ def test_pairs_outside_the_vocabulary_are_action_misses_and_reported():
         uids=UIDS,
     )
     assert result.outside_vocabulary.tolist() == [False, False, True, False]
-    assert result.ranks["action"][2].tolist() == [VOCABULARY.num_actions + 1] * 2
+    assert result.ranks["action"][2].tolist() == [NEVER_RANKED] * 2
     many_shot = ManyShotClasses(frozenset({0}), frozenset({0}), frozenset({1, 2}))
     report = evaluate_ek55(result, many_shot=many_shot, times=TIMES)
     # Top-1 over all 4 samples: ranks [1, 3, miss, 2] at the first step.
