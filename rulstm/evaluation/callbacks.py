@@ -58,6 +58,16 @@ def model_alpha(pl_module: L.LightningModule, alpha: float | None, owner: str) -
     return 0.25 if model is None else float(model)
 
 
+class _StepTimes:
+    """``seconds_per_step`` for callbacks whose ``alpha`` may be unset until ``setup``."""
+
+    alpha: float | None
+
+    @property
+    def seconds_per_step(self) -> float:
+        return 0.25 if self.alpha is None else self.alpha
+
+
 def datamodule_vocabulary(
     trainer: L.Trainer, *, num_verbs: int, num_nouns: int
 ) -> ActionVocabulary | None:
@@ -75,7 +85,7 @@ def datamodule_vocabulary(
     )
 
 
-class AnticipationEvaluator(L.Callback):
+class AnticipationEvaluator(_StepTimes, L.Callback):
     """Evaluate ``trainer.test`` outputs with the EPIC protocol and write the results.
 
     The LightningModule's ``test_step`` must return ``{"scores": (B, S, A) action logits at
@@ -157,7 +167,8 @@ class AnticipationEvaluator(L.Callback):
         self.out_dir = Path(out_dir)
         self.name = name
         self.configured_alpha = alpha
-        self.alpha = 0.25 if alpha is None else alpha  # the model's, once set up
+        # None: the model's, once set up (0.25 without a model).
+        self.alpha: float | None = alpha
         default_verbs, default_nouns = CLASS_COUNTS[protocol]
         self.num_verbs = num_verbs or default_verbs
         self.num_nouns = num_nouns or default_nouns
@@ -245,7 +256,7 @@ class AnticipationEvaluator(L.Callback):
         )
         if self.write_json:
             step = anticipation_step(
-                HEADLINE_SECONDS, alpha=self.alpha, anticipation_steps=scores.shape[1]
+                HEADLINE_SECONDS, alpha=self.seconds_per_step, anticipation_steps=scores.shape[1]
             )
             self._json_parts.append(
                 submission_scores(
@@ -259,7 +270,9 @@ class AnticipationEvaluator(L.Callback):
     # ---- results
 
     def compute(self, outcomes: RankedOutcomes) -> AnticipationReport:
-        times = anticipation_times(alpha=self.alpha, anticipation_steps=outcomes.num_steps)
+        times = anticipation_times(
+            alpha=self.seconds_per_step, anticipation_steps=outcomes.num_steps
+        )
         if self.protocol == "ek55":
             if self.class_lists:
                 many_shot = load_many_shot(
@@ -404,7 +417,7 @@ class AnticipationEvaluator(L.Callback):
         )
 
 
-class SubmissionWriter(L.Callback):
+class SubmissionWriter(_StepTimes, L.Callback):
     """Write a challenge file from ``trainer.predict`` outputs.
 
     ``predict_step`` must return the same dict as ``test_step`` (``scores`` (B, S, A),
@@ -456,7 +469,8 @@ class SubmissionWriter(L.Callback):
             self.sls = None
         self.step_index = step_index
         self.configured_alpha = alpha
-        self.alpha = 0.25 if alpha is None else alpha  # the model's, once set up
+        # None: the model's, once set up (0.25 without a model).
+        self.alpha: float | None = alpha
         self._vocabulary: ActionVocabulary | None = None
         self._parts: list[SubmissionScores] = []
         self.written: Path | None = None
@@ -503,7 +517,7 @@ class SubmissionWriter(L.Callback):
         step = self.step_index
         if step is None:
             step = anticipation_step(
-                HEADLINE_SECONDS, alpha=self.alpha, anticipation_steps=scores.shape[1]
+                HEADLINE_SECONDS, alpha=self.seconds_per_step, anticipation_steps=scores.shape[1]
             )
         self._parts.append(
             submission_scores(

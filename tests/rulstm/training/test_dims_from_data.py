@@ -161,7 +161,12 @@ def test_evaluator_alpha_must_agree_with_the_data(tmp_path, synthetic_data, monk
         "--trainer.logger", "false",
         "--trainer.accelerator", "cpu",
     ]  # fmt: skip
+    # An evaluator's explicit alpha must agree with the data ...
     with pytest.raises(
         ValueError, match=r"AnticipationEvaluator.alpha is 0.25 but data.alpha is 0.5"
     ):
-        build_cli(args)
+        build_cli([*args, "--trainer.callbacks.init_args.alpha", "0.25"])
+    # ... and without one it takes the model's (linked from the data): 1.0 s is step -2.
+    cli = build_cli([*args, "--trainer.callbacks.init_args.class_lists", "false"])
+    evaluator = next(c for c in cli.trainer.callbacks if hasattr(c, "report"))
+    assert evaluator.report.times[-2] == 1.0 and evaluator.report.times[0] == 4.0
