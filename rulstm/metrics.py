@@ -348,9 +348,7 @@ class SplitMetrics(Metric):
         ranks = torch.full(logits.shape[:2], NEVER_RANKED, dtype=torch.long)  # (B', S)
         known = ~outside.cpu()
         if bool(known.any()):
-            ranks[known] = torch.from_numpy(
-                true_class_rank(logits[known], action[known.to(action.device)])
-            )
+            ranks[known] = torch.from_numpy(true_class_rank(logits[~outside], action[~outside]))
         # All-zero scores: the true class ranks last.
         ranks[~valid & known] = num_classes
         self.index.append(index.long().to(logits.device)[keep])
