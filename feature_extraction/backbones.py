@@ -9,6 +9,13 @@
 * The flow backbone takes a stack of 5 (u, v) fields (10 channels). Its first convolution is
   built from the RGB one by cross-modality initialisation (TSN): the RGB filters are averaged
   over their 3 input channels and the average is replicated over the 10 flow channels.
+* ``bninception`` (the project's own :class:`~feature_extraction.bninception.BNInception`, 1024-d)
+  is the TSN backbone of the RU-LSTM features: weights are ``None`` (random, seeded) or a TSN
+  checkpoint in the authors' layout, loaded strictly (:mod:`feature_extraction.tsn`); its flow
+  variant takes ``2 * stack`` channels in ``conv1_7x7_s2`` and no conversion is done.
+* ``preprocessing``: ``torchvision`` (scale to [0, 1], resize with torch, normalise with the
+  weights' mean and std) or ``tsn`` (the RU-LSTM authors' exact preprocessing, see
+  :class:`~feature_extraction.tsn.TSNBackbone`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum
+
+from feature_extraction.tsn import Preprocessing, TSNBackbone, TSNModality
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -217,14 +226,68 @@ def _normalisation(
     return IMAGENET_MEAN, IMAGENET_STD
 
 
+Backbone = PooledBackbone | TSNBackbone
+OWN_BACKBONES = ("bninception",)
+
+
+def _build_bninception(*, in_channels: int, weights: str | None, seed: int) -> nn.Module:
+    from feature_extraction.bninception import BNInception
+    from feature_extraction.tsn import load_backbone_strictly
+
+    with seeded(seed):
+        model = BNInception(in_channels=in_channels)
+    if not is_random_weights(weights):
+        assert weights is not None
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            if path.suffix.lower() in _CHECKPOINT_SUFFIXES or "/" in weights:
+                raise FileNotFoundError(f"checkpoint not found: {path} (weights of bninception)")
+            raise ValueError(
+                f"bninception has no weights named {weights!r}: give the path of a TSN "
+                "checkpoint (TSN-rgb.pth.tar, TSN-flow.pth.tar) or none (random init)"
+            )
+        load_backbone_strictly(model, path, what=f"BNInception with {in_channels} input channels")
+    return model.eval()
+
+
+def _wrap(
+    trunk: nn.Module,
+    *,
+    dim: int,
+    preprocessing: Preprocessing,
+    modality: TSNModality,
+    mean: Sequence[float],
+    std: Sequence[float],
+    input_size: tuple[int, int] | None,
+) -> Backbone:
+    if preprocessing == "tsn":
+        return TSNBackbone(trunk=trunk, feature_dim=dim, modality=modality, input_size=input_size)
+    if preprocessing != "torchvision":
+        raise ValueError(f"unknown preprocessing {preprocessing!r} (torchvision or tsn)")
+    return PooledBackbone(trunk=trunk, feature_dim=dim, mean=mean, std=std, input_size=input_size)
+
+
 def build_rgb_backbone(
     *,
     name: str = "resnet50",
     weights: str | None = "DEFAULT",
     seed: int = 0,
     input_size: tuple[int, int] | None = None,
-) -> PooledBackbone:
-    """A torchvision classifier as an RGB feature extractor (see the module docstring)."""
+    preprocessing: Preprocessing = "torchvision",
+) -> Backbone:
+    """A torchvision classifier, or ``bninception``, as an RGB feature extractor (see the
+    module docstring)."""
+    if name == "bninception":
+        trunk = _build_bninception(in_channels=3, weights=weights, seed=seed)
+        return _wrap(
+            trunk,
+            dim=trunk.feature_dim,
+            preprocessing=preprocessing,
+            modality="rgb",
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            input_size=input_size,
+        )
     resolved = resolve_weights(name, weights)
     with seeded(seed):
         model = _build_torchvision(name, resolved if isinstance(resolved, WeightsEnum) else None)
@@ -232,8 +295,14 @@ def build_rgb_backbone(
     if isinstance(resolved, Path):
         _load_into(model, load_state_dict(resolved), drop_prefix=head, source=resolved)
     mean, std = _normalisation(resolved)
-    return PooledBackbone(
-        trunk=model.eval(), feature_dim=dim, mean=mean, std=std, input_size=input_size
+    return _wrap(
+        model.eval(),
+        dim=dim,
+        preprocessing=preprocessing,
+        modality="rgb",
+        mean=mean,
+        std=std,
+        input_size=input_size,
     )
 
 
@@ -244,11 +313,24 @@ def build_flow_backbone(
     seed: int = 0,
     input_size: tuple[int, int] | None = None,
     stack: int = 5,
-) -> PooledBackbone:
+    preprocessing: Preprocessing = "torchvision",
+) -> Backbone:
     """The RGB backbone turned into a ``2 * stack``-channel flow backbone (cross-modality
     initialisation). A checkpoint may hold either the RGB model (its first convolution is
-    converted) or an already converted flow model."""
+    converted) or an already converted flow model; a ``bninception`` checkpoint must be a
+    flow model (TSN-flow)."""
     in_channels = 2 * stack
+    flow_norm = {"mean": (FLOW_MEAN,) * in_channels, "std": (FLOW_STD,) * in_channels}
+    if name == "bninception":
+        trunk = _build_bninception(in_channels=in_channels, weights=weights, seed=seed)
+        return _wrap(
+            trunk,
+            dim=trunk.feature_dim,
+            preprocessing=preprocessing,
+            modality="flow",
+            input_size=input_size,
+            **flow_norm,
+        )
     resolved = resolve_weights(name, weights)
     with seeded(seed):
         model = _build_torchvision(name, resolved if isinstance(resolved, WeightsEnum) else None)
@@ -263,10 +345,11 @@ def build_flow_backbone(
         _load_into(model, state, drop_prefix=head, source=resolved)
     else:
         adapt_first_conv(model, in_channels=in_channels)
-    return PooledBackbone(
-        trunk=model.eval(),
-        feature_dim=dim,
-        mean=(FLOW_MEAN,) * in_channels,
-        std=(FLOW_STD,) * in_channels,
+    return _wrap(
+        model.eval(),
+        dim=dim,
+        preprocessing=preprocessing,
+        modality="flow",
         input_size=input_size,
+        **flow_norm,
     )

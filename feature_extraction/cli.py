@@ -1,8 +1,11 @@
-"""``rulstm-extract``: videos -> ``OUT/rgb.h5``, ``OUT/flow.h5``, ``OUT/obj.h5``.
+"""``rulstm-extract``: videos or JPEG frame folders -> ``OUT/rgb.h5``, ``OUT/flow.h5``,
+``OUT/obj.h5``.
 
 Examples::
 
     rulstm-extract --videos videos/ --out features/ -c configs/extract/default.yaml
+    rulstm-extract --frames sample/ --out features/ -c configs/extract/rulstm_tsn.yaml \
+        --rgb.weights TSN-rgb.pth.tar --flow.weights TSN-flow.pth.tar
     rulstm-extract --videos videos/ --out features/ --modalities rgb flow \\
         -c configs/extract/cpu.yaml --annotations training.csv validation.csv --only-needed
     rulstm-extract ... -c configs/extract/quickstart.yaml --obj.palette palette.yaml
@@ -37,9 +40,18 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "--videos",
-        type=Path,
-        required=True,
+        type=Path | None,
+        default=None,
         help="A video file, or a folder searched recursively (other files are ignored).",
+    )
+    parser.add_argument(
+        "--frames",
+        type=Path | None,
+        default=None,
+        help="Instead of --videos: a folder of JPEG frames, searched recursively, in the RU-LSTM "
+        "authors' flat layout (<video>_frame_<n>.jpg, <video>_flow_u_<n>.jpg, "
+        "<video>_flow_v_<n>.jpg, 30 fps) or EPIC-KITCHENS' (rgb_frames/<video>/frame_<n>.jpg, "
+        "flow_frames/<video>/{u,v}/frame_<n>.jpg, native fps: needs --video_info).",
     )
     parser.add_argument(
         "--out", type=Path, required=True, help="Output folder for rgb.h5, flow.h5, obj.h5."
@@ -56,7 +68,8 @@ def build_parser() -> ArgumentParser:
         "--video_info",
         type=Path | None,
         default=None,
-        help="EPIC video-info CSV (native fps), needed for original EPIC CSVs.",
+        help="EPIC video-info CSV (native fps), needed for original EPIC CSVs and EPIC frame "
+        "folders.",
     )
     parser.add_argument(
         "--only_needed",
@@ -136,14 +149,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         devices=namespace.devices,
         num_nodes=namespace.num_nodes,
         progress=namespace.progress,
+        frames=namespace.frames,
     )
     if options.only_needed and options.annotations is None:
         parser.error("--only-needed needs --annotations")
-    if not options.videos.exists():
+    if (options.videos is None) == (options.frames is None):
+        parser.error("give either --videos or --frames")
+    if options.videos is not None and not options.videos.exists():
         parser.error(f"--videos {options.videos}: no such file or folder")
+    if options.frames is not None and not options.frames.is_dir():
+        parser.error(f"--frames {options.frames}: no such folder")
+    from feature_extraction.tsn import CheckpointError
+
     try:
         summary = run_extraction(config, options)
-    except (OutputError, PlanningError) as error:
+    except (OutputError, PlanningError, CheckpointError, FileNotFoundError) as error:
         print(f"rulstm-extract: error: {error}", file=sys.stderr)
         return 2
     if summary is None:  # a non-zero rank of a distributed run: rank 0 reports

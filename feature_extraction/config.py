@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from feature_extraction.flow import FlowMethod
+from feature_extraction.tsn import Preprocessing
 from feature_extraction.video import DecoderBackend
 
 Modality = Literal["rgb", "flow", "obj"]
@@ -36,21 +37,27 @@ class DecodeConfig:
 
 @dataclass
 class RGBConfig:
-    """RGB features: a torchvision classifier without its last layer.
+    """RGB features: a torchvision classifier without its last layer, or BN-Inception.
 
     Args:
-        backbone: Any torchvision classification model name (torchvision.models.get_model).
+        backbone: Any torchvision classification model name (torchvision.models.get_model), or
+            'bninception' (the TSN backbone of the RU-LSTM features, 1024-d).
         weights: 'DEFAULT' or a torchvision weights name (downloaded once), a local checkpoint
-            path, or null/'none' for a random initialisation seeded with seed.
+            path (for bninception: a TSN checkpoint such as TSN-rgb.pth.tar), or null/'none'
+            for a random initialisation seeded with seed.
         seed: Seed of the random initialisation.
         input_size: (height, width) the frames are resized to before the backbone; null keeps
             the decoded size.
+        preprocessing: 'torchvision' (ImageNet-style: [0, 1], mean/std of the weights) or 'tsn'
+            (the RU-LSTM authors' exact preprocessing: PIL bilinear resize, BGR, x255, minus
+            104/117/128).
     """
 
     backbone: str = "resnet50"
     weights: str | None = "DEFAULT"
     seed: int = 0
     input_size: tuple[int, int] | None = None
+    preprocessing: Preprocessing = "torchvision"
 
 
 @dataclass
@@ -67,10 +74,13 @@ class FlowConfig:
         bound: Flow is clipped to [-bound, bound] pixels before scaling to [0, 1].
         quantize: Quantise flow images to uint8 like TSN's JPEG flow.
         backbone: torchvision classifier whose first convolution is adapted to 2*stack
-            channels by cross-modality initialisation.
-        weights: Backbone weights (as for rgb.weights); RGB weights are converted.
+            channels by cross-modality initialisation, or 'bninception' (TSN flow network).
+        weights: Backbone weights (as for rgb.weights); RGB weights are converted, except for
+            bninception, which takes a TSN flow checkpoint (TSN-flow.pth.tar).
         seed: Seed of the random initialisation.
         input_size: (height, width) of the backbone input; null keeps the decoded size.
+        preprocessing: 'torchvision' (flow images in [0, 1], normalised) or 'tsn' (the RU-LSTM
+            authors': PIL bilinear resize of each u/v image, x255, minus 128; needs quantize).
     """
 
     method: FlowMethod = "auto"
@@ -84,6 +94,11 @@ class FlowConfig:
     weights: str | None = "DEFAULT"
     seed: int = 0
     input_size: tuple[int, int] | None = None
+    preprocessing: Preprocessing = "torchvision"
+
+    def __post_init__(self) -> None:
+        if self.preprocessing == "tsn" and not self.quantize:
+            raise ValueError("flow.preprocessing: tsn works on 8-bit flow images: set quantize")
 
 
 @dataclass

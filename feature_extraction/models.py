@@ -16,7 +16,7 @@ import torchvision
 from torch import nn
 
 from feature_extraction.backbones import (
-    PooledBackbone,
+    Backbone,
     build_flow_backbone,
     build_rgb_backbone,
     resolve_weights,
@@ -125,8 +125,8 @@ class ExtractionModels:
     config: ExtractConfig
     device: torch.device
     flow_method: str | None
-    rgb: PooledBackbone | None
-    flow: PooledBackbone | None
+    rgb: Backbone | None
+    flow: Backbone | None
     raft: RaftFlow | None
     cpu_flow: FlowEstimator | None
     detector: ObjectDetector | None
@@ -143,7 +143,17 @@ class ExtractionModels:
         return dims
 
 
-def build_models(config: ExtractConfig, *, device: torch.device | None = None) -> ExtractionModels:
+FLOW_FROM_IMAGES = "images"  # flow_method of frame-folder input: read, not estimated
+
+
+def build_models(
+    config: ExtractConfig,
+    *,
+    device: torch.device | None = None,
+    flow_from_images: bool = False,
+) -> ExtractionModels:
+    """The models of ``config``. ``flow_from_images``: flow comes from stored flow images
+    (frame folders), so no flow estimator is built."""
     device = device if device is not None else resolve_device(config.device)
     rgb = flow = raft = cpu_flow = detector = None
     flow_method = None
@@ -153,6 +163,7 @@ def build_models(config: ExtractConfig, *, device: torch.device | None = None) -
             weights=config.rgb.weights,
             seed=config.rgb.seed,
             input_size=config.rgb.input_size,
+            preprocessing=config.rgb.preprocessing,
         )
     if "flow" in config.modalities:
         flow_method = resolve_flow_method(config.flow.method, device)
@@ -162,8 +173,11 @@ def build_models(config: ExtractConfig, *, device: torch.device | None = None) -
             seed=config.flow.seed,
             input_size=config.flow.input_size,
             stack=config.flow.stack,
+            preprocessing=config.flow.preprocessing,
         )
-        if flow_method in RAFT_METHODS:
+        if flow_from_images:
+            flow_method = FLOW_FROM_IMAGES
+        elif flow_method in RAFT_METHODS:
             raft = build_raft(
                 variant=flow_method,
                 weights=config.flow.raft_weights,
@@ -177,15 +191,30 @@ def build_models(config: ExtractConfig, *, device: torch.device | None = None) -
     return ExtractionModels(config, device, flow_method, rgb, flow, raft, cpu_flow, detector)
 
 
-def provenance(models: ExtractionModels, modality: Modality) -> dict[str, Any]:
+def _without_default_preprocessing(settings: Any) -> dict[str, Any]:
+    """The settings, leaving out the default preprocessing: feature files written before the
+    option existed keep their config hash (and stay resumable)."""
+    values = asdict(settings)
+    if values.get("preprocessing") == "torchvision":
+        del values["preprocessing"]
+    return values
+
+
+def provenance(
+    models: ExtractionModels, modality: Modality, *, frames_input: bool = False
+) -> dict[str, Any]:
     """What produced a feature file: stored as its root ``provenance`` attribute. The
-    ``config_hash`` changes whenever a setting that changes the numbers changes."""
+    ``config_hash`` changes whenever a setting that changes the numbers changes (including
+    ``frames_input``: JPEG frame folders instead of videos)."""
     config = models.config
-    common = {"fps": config.fps, "decode": asdict(config.decode)}
+    common: dict[str, Any] = {"fps": config.fps, "decode": asdict(config.decode)}
+    if frames_input:
+        common["input"] = "frame folders"
     if modality == "rgb":
-        settings: dict[str, Any] = {**common, "rgb": asdict(config.rgb)}
+        settings: dict[str, Any] = {**common, "rgb": _without_default_preprocessing(config.rgb)}
     elif modality == "flow":
-        settings = {**common, "flow": asdict(config.flow), "flow_method": models.flow_method}
+        flow = _without_default_preprocessing(config.flow)
+        settings = {**common, "flow": flow, "flow_method": models.flow_method}
     else:
         obj = {k: v for k, v in asdict(config.obj).items() if k != "keep_detections"}
         settings = {**common, "obj": obj}
@@ -208,8 +237,8 @@ class FeatureComputer(nn.Module):
     def __init__(
         self,
         *,
-        rgb: PooledBackbone | None,
-        flow: PooledBackbone | None,
+        rgb: Backbone | None,
+        flow: Backbone | None,
         raft: RaftFlow | None,
         detector: ObjectDetector | None,
         threshold: float,

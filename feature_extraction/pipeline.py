@@ -26,17 +26,22 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from feature_extraction.config import DecodeConfig, Modality
 from feature_extraction.flow import CausalFlow, FlowEstimator
+from feature_extraction.frames import FrameError, FrameReader, FrameVideo
 from feature_extraction.video import DecodeReport, VideoError, decode_video, probe_video
 
 
 @dataclass(frozen=True)
 class VideoJob:
-    """One video to extract: which modalities, and which frames (``None``: all)."""
+    """One video to extract: which modalities, and which frames (``None``: all).
+
+    ``frames``: the video's frame folders when the input is JPEG frames (``--frames``);
+    ``path`` is then one of its folders (for messages)."""
 
     video_id: str
     path: Path
     modalities: tuple[Modality, ...]
     wanted: np.ndarray | None = None
+    frames: FrameVideo | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,43 @@ class VideoChunks:
             yield self.error_chunk(message)
 
 
+class FrameChunks(VideoChunks):
+    """Chunks of one frame-folder video (:mod:`feature_extraction.frames`): RGB frames and
+    flow stacks read from JPEGs, every row kept (no context frames are needed)."""
+
+    def __iter__(self) -> Iterator[Chunk]:
+        job, options = self.job, self.options
+        assert job.frames is not None
+        try:
+            reader = FrameReader(
+                job.frames,
+                fps=options.fps,
+                rgb=bool(set(job.modalities) & {"rgb", "obj"}),
+                flow=self.use_flow,
+                stack=options.flow_stack,
+            )
+            frames = reader.frames(job.wanted)
+            total = reader.total
+            rows: dict[str, list] = {"frames": [], "keep": [], "images": [], "flow": []}
+            for row in reader.rows(job.wanted):
+                rows["frames"].append(row.frame)
+                rows["keep"].append(True)
+                if row.image is not None:
+                    rows["images"].append(row.image)
+                if row.flow is not None:
+                    rows["flow"].append(row.flow)
+                if len(rows["frames"]) >= options.batch_size:
+                    yield self._chunk(rows, last=False, total=total, expected=len(frames))
+            yield self._chunk(rows, last=True, total=total, expected=len(frames))
+        except Exception as error:  # reported per video; the other videos go on
+            message = (
+                str(error)
+                if isinstance(error, FrameError)
+                else f"{job.path}: {type(error).__name__}: {error}"
+            )
+            yield self.error_chunk(message)
+
+
 class ChunkDataset(IterableDataset):
     """All chunks of this process's share of the videos.
 
@@ -222,7 +264,10 @@ class ChunkDataset(IterableDataset):
         if worker is not None:
             jobs = jobs[worker.id :: worker.num_workers]
         for job in jobs:
-            yield from VideoChunks(job, self.options)
+            if job.frames is not None:
+                yield from FrameChunks(job, self.options)
+            else:
+                yield from VideoChunks(job, self.options)
 
 
 def worker_context() -> multiprocessing.context.BaseContext:

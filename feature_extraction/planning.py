@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from epic_protocol.annotations import Segment, read_annotations
+from epic_protocol.annotations import Segment, read_annotations, read_video_info
 from epic_protocol.sampling import sample_frames
 from feature_extraction.config import ExtractConfig, Modality, SparseConfig
+from feature_extraction.frames import FrameVideo, find_frame_videos
 from feature_extraction.output import StagingArea, StoredVideo, check_output_file
 from feature_extraction.pipeline import VideoJob
 from feature_extraction.video import probe_video, scan_videos
@@ -28,9 +29,13 @@ class PlanningError(RuntimeError):
 
 @dataclass
 class RunOptions:
-    """What to extract and where (the per-run part of the command line)."""
+    """What to extract and where (the per-run part of the command line).
 
-    videos: Path
+    Exactly one of ``videos`` (video files) and ``frames`` (JPEG frame folders, see
+    :mod:`feature_extraction.frames`) is given. ``video_info`` gives native frame rates, for
+    original EPIC annotation CSVs and EPIC-KITCHENS frame folders."""
+
+    videos: Path | None
     out: Path
     annotations: Path | Sequence[Path] | None = None  # one or several split files
     video_info: Path | None = None
@@ -40,6 +45,49 @@ class RunOptions:
     devices: int = 1
     num_nodes: int = 1
     progress: bool = True
+    frames: Path | None = None
+
+    @property
+    def source(self) -> Path:
+        source = self.frames if self.frames is not None else self.videos
+        if source is None or (self.frames is not None and self.videos is not None):
+            raise ValueError("give either videos or frames (one of them)")
+        return source
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A video file or a frame-folder video, as planning sees it."""
+
+    video_id: str
+    path: Path
+    frames: FrameVideo | None = None
+
+    def size(self) -> int:
+        """For ordering the jobs largest first (one run has one kind of source): bytes of a
+        video file, frames of a frame-folder video."""
+        if self.frames is not None:
+            return self.frames.output_frames(30.0)
+        return self.path.stat().st_size
+
+    def estimated_frames(self, fps: float) -> int:
+        if self.frames is not None:
+            return self.frames.output_frames(fps)
+        try:
+            return probe_video(self.path).estimated_frames(fps)
+        except Exception:  # reported when the video is processed
+            return 0
+
+
+def _sources(options: RunOptions) -> tuple[list[_Source], int]:
+    """The videos to consider, and how many files were ignored (not videos)."""
+    if options.frames is None:
+        assert options.videos is not None
+        scan = scan_videos(options.videos)
+        return [_Source(v.video_id, v.path) for v in scan.videos], len(scan.ignored)
+    info = read_video_info(options.video_info) if options.video_info is not None else None
+    found = find_frame_videos(options.frames, video_info=info)
+    return [_Source(v.video_id, v.path, v) for v in found], 0
 
 
 @dataclass
@@ -86,11 +134,16 @@ def plan_extraction(
     log: Any = print,
 ) -> Plan:
     """Which videos (and frames) to extract; deletes stale staging files (rank 0 only)."""
-    scan = scan_videos(options.videos)
-    videos = scan.videos
+    videos, ignored = _sources(options)
+    if not videos and options.frames is not None:
+        raise ValueError(
+            f"--frames {options.frames} holds no JPEG frames in the RU-LSTM authors' layout "
+            "(<video>_frame_<n>.jpg, <video>_flow_u_<n>.jpg) or EPIC-KITCHENS' "
+            "(rgb_frames/<video>/frame_<n>.jpg, flow_frames/<video>/u/frame_<n>.jpg)"
+        )
     if not videos:
         raise ValueError(
-            f"--videos {options.videos} holds no video file ({len(scan.ignored)} other files "
+            f"--videos {options.videos} holds no video file ({ignored} other files "
             f"ignored; video extensions: .mp4, .mkv, .avi, .mov, ...)"
         )
     staging = StagingArea(options.out)
@@ -123,7 +176,7 @@ def plan_extraction(
         missing = sorted(set(wanted) - {v.video_id for v in videos})
         if missing:
             log(
-                f"note: {len(missing)} annotated videos have no file under {options.videos} "
+                f"note: {len(missing)} annotated videos have no file under {options.source} "
                 f"(e.g. {', '.join(missing[:3])})"
             )
     jobs: list[tuple[int, VideoJob]] = []
@@ -146,21 +199,22 @@ def plan_extraction(
         if frames is not None:  # keep the frames earlier sparse runs stored
             earlier = [s.frames for m, s in stored.items() if m in todo and s is not None]
             frames = np.union1d(frames, np.concatenate(earlier)) if earlier else frames
-        size = video.path.stat().st_size
-        jobs.append((size, VideoJob(video.video_id, video.path, todo, frames)))
+        job = VideoJob(video.video_id, video.path, todo, frames, video.frames)
+        jobs.append((video.size(), job))
         if frames is not None:
             planned += len(frames)
-            try:
-                estimated = probe_video(video.path).estimated_frames(config.fps)
-            except Exception:  # reported when the video is processed
-                estimated = 0
+            estimated = video.estimated_frames(config.fps)
             total += max(estimated, int(frames.max()) if len(frames) else 0)
     # Largest first, so that round-robin dealing to ranks and workers balances the load.
     ordered = [job for _, job in sorted(jobs, key=lambda item: -item[0])]
     if wanted is not None and total:
         log(
             f"sparse extraction: {planned} of ~{total} frames needed by the sampling "
-            f"({1 - planned / total:.1%} saved; flow also decodes {config.flow.stack} frames "
-            "before each)"
+            f"({1 - planned / total:.1%} saved"
+            + (
+                f"; flow also decodes {config.flow.stack} frames before each)"
+                if options.frames is None
+                else ")"
+            )
         )
-    return Plan(ordered, skipped, replace_old, planned, total, len(scan.ignored))
+    return Plan(ordered, skipped, replace_old, planned, total, ignored)

@@ -148,9 +148,12 @@ def run_extraction(
     check_writable(options.out)
     # Busy-waiting OpenMP threads and DataLoader workers must not fight over the same cores.
     torch.set_num_threads(config.resolved_threads())
-    models: ExtractionModels = build_models(config, device=torch.device("cpu"))
+    frames_input = options.frames is not None
+    models: ExtractionModels = build_models(
+        config, device=torch.device("cpu"), flow_from_images=frames_input
+    )
     dims = models.dims
-    provenances = {m: provenance(models, m) for m in config.modalities}
+    provenances = {m: provenance(models, m, frames_input=frames_input) for m in config.modalities}
     hashes = {m: provenances[m]["config_hash"] for m in config.modalities}
     chunk_options = ChunkOptions(
         fps=config.fps,

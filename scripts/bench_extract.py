@@ -4,6 +4,7 @@ Usage::
 
     python scripts/bench_extract.py -c configs/extract/quickstart.yaml
     python scripts/bench_extract.py -c configs/extract/cpu.yaml --video clip.mkv --rgb.weights none
+    python scripts/bench_extract.py -c configs/extract/rulstm_tsn.yaml --max_frames 64 --models_only
 
 Without ``--video`` it generates a synthetic clip (moving coloured shapes, 640x360, 30 fps).
 Any config field can be overridden as in ``rulstm-extract``. The "overhead" column compares
@@ -92,6 +93,11 @@ def main() -> None:
     parser.add_argument(
         "--max_frames", type=int, default=300, help="Frames used for the model-only timings."
     )
+    parser.add_argument(
+        "--models_only",
+        action="store_true",
+        help="Skip the end-to-end runs (decoding, flow and each model alone only).",
+    )
     known, overrides = parser.parse_known_args()
     config: ExtractConfig = load_config(known.config, overrides)
     torch.set_num_threads(config.resolved_threads())
@@ -171,7 +177,12 @@ def main() -> None:
                 seconds = timed(lambda: [computer.object_features(b) for b in batches])
                 forward_fps["obj"] = len(sample) / seconds
         for modality, fps in forward_fps.items():
-            print(f"model only {modality:4s}: {fps:8.1f} frames/s")
+            backbone = (
+                getattr(config, modality).backbone if modality != "obj" else config.obj.detector
+            )
+            print(f"model only {modality:4s} ({backbone}): {fps:8.1f} frames/s")
+        if known.models_only:
+            return
 
         print("end to end (rulstm-extract, fresh output folder, models built beforehand excluded):")
         runs = [[m] for m in config.modalities] + (
