@@ -11,6 +11,10 @@ The public API (imported lazily, so ``import feature_extraction`` stays cheap):
 * :func:`resolve_device`: ``"auto"`` / ``"cpu"`` / ``"cuda:N"`` -> ``torch.device``.
 * :func:`build_models`, :class:`FeatureComputer`, :class:`CausalFlow`: the stages one by one
   (benchmarks, custom pipelines).
+* :class:`BNInception`, :class:`TSNBackbone`, :func:`save_tsn_checkpoint`,
+  :func:`calibrate_batchnorm`, :class:`CheckpointError`: the TSN network of the RU-LSTM features,
+  its reference preprocessing and the authors' checkpoint format; :func:`find_frame_videos` and
+  :class:`FrameReader`: JPEG frame folders (``--frames``).
 
 Apps and scripts import these names only; everything else is internal.
 """
@@ -37,6 +41,14 @@ _PUBLIC = {
     "build_models": "feature_extraction.models",
     "FeatureComputer": "feature_extraction.models",
     "CausalFlow": "feature_extraction.flow",
+    # The RU-LSTM authors' TSN features: network, preprocessing, checkpoints, frame folders.
+    "BNInception": "feature_extraction.bninception",
+    "TSNBackbone": "feature_extraction.tsn",
+    "CheckpointError": "feature_extraction.tsn",
+    "calibrate_batchnorm": "feature_extraction.tsn",
+    "save_tsn_checkpoint": "feature_extraction.tsn",
+    "FrameReader": "feature_extraction.frames",
+    "find_frame_videos": "feature_extraction.frames",
 }
 _ALIASES = {"extract": ("feature_extraction.runner", "run_extraction")}
 

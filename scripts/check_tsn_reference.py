@@ -50,7 +50,7 @@ def reference_network(kind: str, in_channels: int, weights: str) -> nn.Module:
         model.last_linear = nn.Identity()
         model.global_pool = nn.AdaptiveAvgPool2d(1)
     else:
-        from feature_extraction.bninception import BNInception
+        from feature_extraction import BNInception
 
         model = BNInception(in_channels=in_channels)
     state = torch.load(weights, map_location="cpu", weights_only=True)["state_dict"]

@@ -18,9 +18,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from feature_extraction.bninception import BNInception  # noqa: E402
-from feature_extraction.frames import FrameReader, find_frame_videos  # noqa: E402
-from feature_extraction.tsn import TSNBackbone, calibrate_batchnorm, save_tsn_checkpoint  # noqa: E402
+from feature_extraction import (  # noqa: E402
+    BNInception,
+    FrameReader,
+    TSNBackbone,
+    calibrate_batchnorm,
+    find_frame_videos,
+    save_tsn_checkpoint,
+)
 
 
 def calibration_images(frames: Path | None, *, flow: bool, count: int, seed: int) -> torch.Tensor:
