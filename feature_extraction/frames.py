@@ -10,9 +10,9 @@ Layouts (found recursively under the folder given to ``rulstm-extract --frames``
   it. The native rate comes from the video-info CSV (``EPIC_100_video_info.csv``). Both are
   mapped onto the output numbering by the rule of video decoding
   (:mod:`feature_extraction.video`): source frame ``n`` starts at ``(n - 1) / rate`` and output
-  frame ``k`` shows the latest source frame starting before ``k / fps``, i.e.
-  ``n = ceil(k * rate / fps)``; at 60 fps RGB frame ``2k`` and flow image ``k`` (30 fps),
-  at 50 fps RGB ``ceil(5k / 3)`` and flow ``ceil(5k / 6)``.
+  frame ``k`` shows the latest source frame at or before ``(k - 1) / fps``, i.e.
+  ``n = floor((k - 1) * rate / fps) + 1``; at 60 fps RGB frame ``2k - 1`` and flow image ``k``
+  (30 fps), at 50 fps RGB ``floor(5(k - 1) / 3) + 1`` and flow ``floor(5(k - 1) / 6) + 1``.
 
 Each video's frames run from output frame 1 to the last frame of its longest mapped sequence;
 past the end of a shorter one (flow often has one image less), that one's last image is used
@@ -38,13 +38,14 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-from feature_extraction.video import resample
+from feature_extraction.video import exact_rate, resample
 
 Layout = Literal["flat", "epic"]
 Kind = Literal["rgb", "u", "v"]
@@ -106,21 +107,27 @@ class FrameVideo:
 
 
 def _mapped_count(count: int, rate: float | None, fps: float) -> int:
-    """Output frames of ``count`` images at ``rate``: ``max(1, floor(count * fps / rate))``,
-    what :func:`source_indices` gives, without walking every image (planning sees them all)."""
+    """Output frames of ``count`` images at ``rate``: ``ceil(count * fps / rate)`` in exact
+    arithmetic, what :func:`source_indices` gives, without walking every image (planning sees
+    them all)."""
     if rate is None:
         return count
-    if count == 0:
-        return 0
-    return max(1, math.floor(count * fps / rate + 1e-6))
+    return math.ceil(Fraction(count) * exact_rate(fps) / exact_rate(rate))
 
 
 def source_indices(count: int, *, rate: float, fps: float) -> np.ndarray:
     """(K,) 1-based source image of output frames ``1 .. K`` for ``count`` images at ``rate``:
     the video decoding rule (:class:`feature_extraction.video.TimestampResampler`) applied to
-    start times ``(n - 1) / rate``."""
-    timed = (((n - 1) / rate, n) for n in range(1, count + 1))
-    return np.array([n for _, n in resample(timed, fps=fps, native_fps=rate)], np.int64)
+    images that start at ``(n - 1) / rate`` and last ``1 / rate``, i.e.
+    ``n = floor((k - 1) * rate / fps) + 1``."""
+    source, target = exact_rate(rate), exact_rate(fps)
+    # A tick in which both image starts and output instants are whole: the comparison is exact
+    # (ticks of 1 / rate would round the instants to whole images).
+    time_base = Fraction(1, source.numerator * target.numerator)
+    step = int(source.denominator * target.numerator)  # one image, in ticks
+    timed = (((n - 1) * step, step, n) for n in range(1, count + 1))
+    frames = resample(timed, fps=target, time_base=time_base, frame_ticks=step)
+    return np.array([n for _, n in frames], np.int64)
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, str]]:

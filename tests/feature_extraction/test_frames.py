@@ -44,7 +44,7 @@ def test_frame_counts_agree_with_the_decoding_rule(rate: float) -> None:
         indices = source_indices(count, rate=rate, fps=30.0)
         assert _mapped_count(count, rate, 30.0) == len(indices), (rate, count)
         expected = [
-            min(count, math.ceil(k * rate / 30.0 - 1e-9)) for k in range(1, len(indices) + 1)
+            math.floor((k - 1) * rate / 30.0 + 1e-9) + 1 for k in range(1, len(indices) + 1)
         ]
         assert indices.tolist() == expected, (rate, count)
 
@@ -85,7 +85,7 @@ def test_a_gap_or_a_missing_v_fails_that_video_naming_the_file(tmp_path: Path) -
 
 
 def test_epic_layout_maps_native_rates_onto_30_fps(tmp_path: Path) -> None:
-    # 60 fps video: RGB frame 2k and flow image k (flow at 30 fps) become frame k.
+    # 60 fps video: RGB frame 2k - 1 and flow image k (flow at 30 fps) become frame k.
     for n in range(1, 13):
         _gray(
             tmp_path / "P01" / "rgb_frames" / "P01_01" / f"frame_{n:010d}.jpg", 10 * n, mode="RGB"
@@ -94,7 +94,7 @@ def test_epic_layout_maps_native_rates_onto_30_fps(tmp_path: Path) -> None:
         for kind, offset in (("u", 0), ("v", 5)):
             path = tmp_path / "P01" / "flow_frames" / "P01_01" / kind / f"frame_{n:010d}.jpg"
             _gray(path, 10 * n + offset)
-    # 50 fps video, RGB only: frame k shows RGB frame ceil(5k / 3).
+    # 50 fps video, RGB only: frame k shows RGB frame floor(5(k - 1) / 3) + 1.
     for n in range(1, 11):
         _gray(
             tmp_path / "P02" / "rgb_frames" / "P02_01" / f"frame_{n:010d}.jpg", 10 * n, mode="RGB"
@@ -108,10 +108,10 @@ def test_epic_layout_maps_native_rates_onto_30_fps(tmp_path: Path) -> None:
     assert videos["P01_01"].layout == "epic" and not videos["P01_01"].problem
     reader = FrameReader(videos["P01_01"], fps=30, rgb=True, flow=True, stack=5)
     assert reader.frames() == list(range(1, 7))
-    assert [_level(reader.rgb_image(k)) for k in range(1, 7)] == [20, 40, 60, 80, 100, 120]
+    assert [_level(reader.rgb_image(k)) for k in range(1, 7)] == [10, 30, 50, 70, 90, 110]
     assert [_level(c) for c in reader.flow_stack(3)] == [10, 15] * 3 + [20, 25, 30, 35]
     reader = FrameReader(videos["P02_01"], fps=30, rgb=True, flow=False)
-    assert [_level(reader.rgb_image(k)) for k in reader.frames()] == [20, 40, 50, 70, 90, 100]
+    assert [_level(reader.rgb_image(k)) for k in reader.frames()] == [10, 20, 40, 60, 70, 90]
     with pytest.raises(FrameError, match="no flow images of P02_01"):
         FrameReader(videos["P02_01"], fps=30, rgb=True, flow=True)
     # A video missing from the video-info CSV fails alone.
