@@ -200,6 +200,10 @@ def _without_default_preprocessing(settings: Any) -> dict[str, Any]:
     return values
 
 
+#: Which source frame target frame k shows (see :mod:`feature_extraction.video`).
+FRAME_RULE = "frame k (1-based) = latest source frame presented at or before (k-1)/fps"
+
+
 def provenance(
     models: ExtractionModels, modality: Modality, *, frames_input: bool = False
 ) -> dict[str, Any]:
@@ -207,7 +211,13 @@ def provenance(
     ``config_hash`` changes whenever a setting that changes the numbers changes (including
     ``frames_input``: JPEG frame folders instead of videos)."""
     config = models.config
-    common: dict[str, Any] = {"fps": config.fps, "decode": asdict(config.decode)}
+    # The time -> frame rule is hashed too: files written under the earlier rule ("last source
+    # frame starting before k/fps") pick other frames for non-30 fps sources.
+    common: dict[str, Any] = {
+        "fps": config.fps,
+        "decode": asdict(config.decode),
+        "frame_rule": FRAME_RULE,
+    }
     if frames_input:
         common["input"] = "frame folders"
     if modality == "rgb":
@@ -223,7 +233,7 @@ def provenance(
         "extractor": "rulstm-extract",
         "settings": json.loads(encoded),
         "config_hash": hashlib.sha256(encoded.encode()).hexdigest()[:16],
-        "frame_rule": "frame k = last source frame starting before k/fps (1-based)",
+        "frame_rule": FRAME_RULE,
     }
     if modality == "obj" and models.detector is not None:
         record["class_names"] = list(models.detector.class_names)
