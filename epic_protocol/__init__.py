@@ -28,7 +28,9 @@ from epic_protocol.annotations import (
     write_rulstm_split,
     write_video_info,
 )
+from epic_protocol.errors import UserError, cli_main
 from epic_protocol.features import (
+    BeyondEndWarning,
     FeatureFileError,
     FeatureFileInfo,
     FeatureFileWriter,
@@ -45,14 +47,17 @@ from epic_protocol.sampling import (
 __all__ = [
     "ActionVocabulary",
     "AnnotationError",
+    "BeyondEndWarning",
     "FeatureFileError",
     "FeatureFileInfo",
     "FeatureFileWriter",
     "FeatureStore",
     "MissingFeaturesError",
     "Segment",
+    "UserError",
     "anticipation_frames",
     "anticipation_times",
+    "cli_main",
     "convert_frame",
     "frame_timestamp",
     "early_recognition_frames",

@@ -4,13 +4,20 @@ One file per modality (``rgb.h5``, ``flow.h5``, ``obj.h5``)::
 
     /                                   attrs: layout="rulstm-features", layout_version=1,
     |                                          modality, dim, fps, provenance (JSON string)
-    +-- <video_id>/                     attrs: complete (bool), plus free-form extractor notes
+    +-- <video_id>/                     attrs: complete (bool), num_frames (int, optional),
+        |                                          plus free-form extractor notes
         +-- features   float32 [N, dim] one row per stored frame
         +-- frames     int64   [N]      1-based frame numbers at ``fps``, strictly increasing
 
-Frames may be sparse (only those a sampling protocol reads): readers return, for a requested
-frame, the latest stored frame at or before it. A video whose ``complete`` attribute is not
-true is an interrupted write; writers discard it and readers refuse it.
+Frames may be sparse (only those a sampling protocol reads). The lookup rule: a requested
+frame ``f`` of a video reads the latest stored frame at or before ``f``, provided
+``1 <= f <= num_frames``, where ``num_frames`` is the number of frames (at ``fps``) the video
+decoded to, recorded by the writer (the extraction, ``rulstm-import features``); files
+without it use the last stored frame. A frame before the first stored one, or after the end
+of the video, raises :class:`MissingFeaturesError` naming the file, video, frame and last
+stored frame (``beyond_end="clamp"`` reads the last stored frame instead, with a warning).
+A video whose ``complete`` attribute is not true is an interrupted write; writers discard it
+and readers refuse it.
 
 Video groups may also be HDF5 external links into per-rank shard files (distributed
 extraction); h5py follows them transparently.
@@ -20,10 +27,11 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -33,12 +41,18 @@ LAYOUT_VERSION = 1
 FEATURES = "features"
 FRAMES = "frames"
 COMPLETE = "complete"
+#: Video attribute: frames (at ``fps``) the video decoded to; lookups past it are errors.
+NUM_FRAMES = "num_frames"
 #: Video attribute: only the frames a sampling protocol reads were stored (sparse extraction).
 SPARSE = "sparse"
 
 
 class FeatureFileError(ValueError):
     """A feature file that does not follow the layout, or does not match what was asked."""
+
+
+class BeyondEndWarning(UserWarning):
+    """Frames past a video's end were clamped to its last stored frame (``beyond_end: clamp``)."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +93,10 @@ def read_file_info(path: str | Path) -> FeatureFileInfo:
     """Read the root attributes of a feature file (opening and closing it)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"feature file not found: {path}")
+        raise FileNotFoundError(
+            f"feature file not found: {path}; create it with rulstm-extract (README: 'Feature "
+            "extraction') or convert the released features with rulstm-import features"
+        )
     with open_for_reading(path) as handle:
         return _info_from_attrs(path, handle.attrs)
 
@@ -242,11 +259,26 @@ class FeatureFileWriter:
         for key, value in attrs.items():
             self._file[video].attrs[key] = value
 
-    def finish_video(self, video: str) -> None:
-        """Mark a video complete and flush it to disk."""
-        if video not in self._file:
+    def finish_video(self, video: str, *, num_frames: int | None = None) -> None:
+        """Mark a video complete and flush it to disk.
+
+        ``num_frames``: how many frames (at ``fps``) the video decoded to, recorded as the
+        ``num_frames`` attribute so that readers know where the video ends even when only
+        some frames were stored. It may not be below the last stored frame.
+        """
+        group = self._file.get(video)
+        if group is None:
             raise FeatureFileError(f"{self.path}: video {video!r} was never started")
-        self._file[video].attrs[COMPLETE] = True
+        if num_frames is not None:
+            stored = group[FRAMES]
+            last = int(stored[-1]) if len(stored) else 0
+            if int(num_frames) < last:
+                raise FeatureFileError(
+                    f"{self.path}: video {video!r}: num_frames={num_frames} is below the "
+                    f"last stored frame {last}"
+                )
+            group.attrs[NUM_FRAMES] = int(num_frames)
+        group.attrs[COMPLETE] = True
         self._file.flush()
 
     def write_video(
@@ -257,11 +289,13 @@ class FeatureFileWriter:
         *,
         overwrite: bool = False,
         attrs: Mapping[str, Any] | None = None,
+        num_frames: int | None = None,
     ) -> None:
-        """Write a whole video at once and mark it complete."""
+        """Write a whole video at once and mark it complete (``num_frames``: see
+        :meth:`finish_video`)."""
         self.start_video(video, overwrite=overwrite, attrs=attrs)
         self.append(video, frames, features)
-        self.finish_video(video)
+        self.finish_video(video, num_frames=num_frames)
 
 
 # --------------------------------------------------------------------------- reader
@@ -276,13 +310,19 @@ class MissingFeaturesError(KeyError):
         return str(self.args[0])
 
 
+BeyondEnd = Literal["error", "clamp"]
+BEYOND_END_CHOICES: tuple[str, ...] = ("error", "clamp")
+
+
 class FeatureStore:
     """Per-frame features of one modality.
 
     ``lookup(video, frames)`` returns, for each requested frame, the features of the latest
-    stored frame at or before it, so sparsely extracted files work. ``in_memory=True`` loads
-    every complete video into RAM on first use (per process), which makes lookups a pure
-    numpy gather.
+    stored frame at or before it, so sparsely extracted files work; frames past the end of
+    the video (``num_frames``, else the last stored frame) raise :class:`MissingFeaturesError`,
+    or with ``beyond_end="clamp"`` read the last stored frame (one warning per video and
+    process). ``in_memory=True`` loads every complete video into RAM on first use (per
+    process), which makes lookups a pure numpy gather.
     """
 
     def __init__(
@@ -292,7 +332,11 @@ class FeatureStore:
         in_memory: bool = False,
         expected_dim: int | None = None,
         expected_fps: float | None = None,
+        beyond_end: BeyondEnd = "error",
     ) -> None:
+        if beyond_end not in BEYOND_END_CHOICES:
+            raise ValueError(f"beyond_end must be one of {BEYOND_END_CHOICES}, got {beyond_end!r}")
+        self.beyond_end = beyond_end
         self.path = Path(path)
         self.info: FeatureFileInfo = read_file_info(self.path)  # opens and closes
         if expected_dim is not None and self.info.dim != expected_dim:
@@ -311,6 +355,8 @@ class FeatureStore:
         self._owner_pid: int | None = None
         self._frames: dict[str, np.ndarray] = {}
         self._features: dict[str, np.ndarray] = {}
+        self._ends: dict[str, tuple[int, int]] = {}
+        self._warned: set[str] = set()
 
     @property
     def dim(self) -> int:
@@ -323,7 +369,7 @@ class FeatureStore:
     def __getstate__(self) -> dict:
         # Pickled into DataLoader workers (spawn) without the handle or the RAM cache.
         state = self.__dict__.copy()
-        state.update(_handle=None, _owner_pid=None, _frames={}, _features={})
+        state.update(_handle=None, _owner_pid=None, _frames={}, _features={}, _ends={})
         return state
 
     def _file(self) -> h5py.File:
@@ -332,7 +378,7 @@ class FeatureStore:
             # A larger chunk cache than the 1 MiB default keeps neighbouring samples cheap.
             self._handle = open_for_reading(self.path, rdcc_nbytes=32 * 1024**2)
             self._owner_pid = os.getpid()
-            self._frames, self._features = {}, {}
+            self._frames, self._features, self._ends = {}, {}, {}
         return self._handle
 
     def close(self) -> None:
@@ -373,17 +419,70 @@ class FeatureStore:
                 self._features[video] = group[FEATURES][()]
         return frames
 
+    def video_end(self, video: str) -> tuple[int, int]:
+        """``(num_frames, last_stored_frame)`` of a video: where it ends, and its last row.
+
+        ``num_frames`` is the recorded decoded frame count, or the last stored frame for files
+        written without it. Reads two numbers, not the frame index, so checking every video
+        of a split up front is cheap.
+        """
+        ends = self._ends.get(video)
+        if ends is None:
+            group = self._video(video)
+            stored = group[FRAMES]
+            last = int(stored[-1]) if len(stored) else 0
+            recorded = group.attrs.get(NUM_FRAMES)
+            ends = (int(recorded) if recorded is not None else last, last)
+            self._ends[video] = ends
+        return ends
+
+    def check_frames(self, video: str, frames: np.ndarray) -> bool:
+        """Apply the end-of-video rule to requested frames.
+
+        Returns True when some frame lies past the end and ``beyond_end="clamp"`` lets it
+        read the last stored frame (warning once per video); raises
+        :class:`MissingFeaturesError` naming the file, video, frame and last stored frame
+        otherwise.
+        """
+        frames = np.asarray(frames, dtype=np.int64)
+        if frames.size == 0:
+            return False
+        num_frames, last = self.video_end(video)
+        highest = int(frames.max())
+        if highest <= num_frames:
+            return False
+        if self.beyond_end == "error":
+            raise MissingFeaturesError(
+                f"{self.path}: frame {highest} of video {video!r} is past the end of its "
+                f"{self.modality} features (last stored frame {last}, video length "
+                f"{num_frames} frames at {self.info.fps:g} fps); extract the whole video, fix "
+                "the annotations, or set beyond_end: clamp to read the last stored frame"
+            )
+        if video not in self._warned:
+            self._warned.add(video)
+            warnings.warn(
+                f"{self.path}: frame {highest} of video {video!r} is past the end of its "
+                f"{self.modality} features (last stored frame {last}); reading frame {last} "
+                "instead (beyond_end: clamp)",
+                BeyondEndWarning,
+                stacklevel=2,
+            )
+        return True
+
     def rows_for(self, video: str, frames: np.ndarray) -> np.ndarray:
-        """Row index of the latest stored frame at or before each requested frame."""
+        """Row index of the latest stored frame at or before each requested frame (see the
+        module docstring for frames before the first or after the last one)."""
         stored = self.stored_frames(video)
+        frames = np.asarray(frames, dtype=np.int64)
         rows = np.searchsorted(stored, frames, side="right") - 1
         if len(stored) == 0 or rows.min() < 0:
             first = int(stored[0]) if len(stored) else None
-            bad = int(np.asarray(frames)[rows < 0][0]) if len(stored) else int(frames[0])
+            bad = int(frames[rows < 0][0]) if len(stored) else int(frames[0])
             raise MissingFeaturesError(
                 f"frame {bad} of video {video!r} has no stored frame at or before it in "
                 f"{self.path} (first stored frame: {first})"
             )
+        self.check_frames(video, frames)
         return rows
 
     def lookup(self, video: str, frames: np.ndarray) -> np.ndarray:

@@ -36,9 +36,12 @@ def write_features(
     fps: float = 30.0,
     every: int = 1,
     value: Callable[[str, np.ndarray], np.ndarray] | None = None,
+    record_length: bool = True,
 ) -> Path:
     """A feature file whose row for frame f of video v is ``value(v, frames)`` (default: the
-    frame number in column 0 and a per-video code in column 1, so lookups are checkable)."""
+    frame number in column 0 and a per-video code in column 1, so lookups are checkable).
+    ``videos`` maps each video to its length in frames, recorded as ``num_frames`` unless
+    ``record_length`` is False (files written before the attribute existed)."""
     with FeatureFileWriter(path, modality=modality, dim=dim, fps=fps) as writer:
         for index, (video, num_frames) in enumerate(videos.items()):
             frames = np.arange(1, num_frames + 1, every)
@@ -49,7 +52,9 @@ def write_features(
                     features[:, 1] = index
             else:
                 features = value(video, frames)
-            writer.write_video(video, frames, features)
+            writer.write_video(
+                video, frames, features, num_frames=num_frames if record_length else None
+            )
     return path
 
 

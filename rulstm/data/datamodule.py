@@ -20,7 +20,7 @@ from epic_protocol.annotations import (
     read_annotations,
     with_actions,
 )
-from epic_protocol.features import FeatureStore
+from epic_protocol.features import BeyondEnd, FeatureStore
 from epic_protocol.sampling import Task
 from rulstm.resources import resolve_path
 
@@ -75,6 +75,15 @@ class AnticipationDataset(Dataset):
     With ``keep_dropped=False`` (training) samples the reference discards are removed; with
     ``keep_dropped=True`` (validation/test) they stay, with zero features and
     ``valid=False``, so that evaluation can score them as zeros like the reference.
+
+    Every video's frames are checked against each store when the dataset is built (see
+    :meth:`FeatureStore.check_frames`), so a video missing from a file, or a frame past a
+    video's end, fails here, in the main process, with the file, video and frame named,
+    not in a DataLoader worker in the middle of an epoch.
+
+    Raises:
+        MissingFeaturesError: a video is missing or incomplete, or a sampled frame lies past
+            its end (unless the store clamps: ``beyond_end="clamp"``).
     """
 
     def __init__(
@@ -126,6 +135,20 @@ class AnticipationDataset(Dataset):
                 role,
                 ", ".join(outside[:FIRST_UIDS]),
             )
+        self._check_videos()
+
+    def _check_videos(self) -> None:
+        highest: dict[str, int] = {}
+        for sample in self.samples:
+            if sample.frames is not None and len(sample.frames):
+                video = sample.segment.video_id
+                highest[video] = max(highest.get(video, 0), int(sample.frames.max()))
+        for store in self.stores.values():
+            try:
+                for video, frame in highest.items():
+                    store.check_frames(video, np.array([frame]))
+            finally:
+                store.close()  # workers open their own handles
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -168,6 +191,9 @@ class AnticipationDataModule(L.LightningDataModule):
             30 fps, 0.25 s, 6 + 8 steps).
         early_recognition_steps: observations inside the action (reference: 8).
         in_memory: hold each modality in RAM (per worker process) for fast epochs.
+        beyond_end: what a sampled frame past a video's end reads: ``error`` (default) raises
+            :class:`MissingFeaturesError` naming the file, video, frame and last stored frame;
+            ``clamp`` reads the last stored frame, with one warning per video.
     """
 
     def __init__(
@@ -190,6 +216,7 @@ class AnticipationDataModule(L.LightningDataModule):
         num_workers: int = 4,
         in_memory: bool = False,
         pin_memory: bool = False,
+        beyond_end: BeyondEnd = "error",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -219,7 +246,9 @@ class AnticipationDataModule(L.LightningDataModule):
         self.in_memory, self.pin_memory = in_memory, pin_memory
         # Metadata only: files are opened lazily in each worker.
         self.stores = {
-            modality: FeatureStore(path, in_memory=in_memory, expected_fps=fps)
+            modality: FeatureStore(
+                path, in_memory=in_memory, expected_fps=fps, beyond_end=beyond_end
+            )
             for modality, path in self.feature_paths.items()
         }
         self._vocabulary: ActionVocabulary | None = None

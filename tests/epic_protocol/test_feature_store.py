@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
+import h5py
 import numpy as np
 import pytest
 
 from epic_protocol.features import (
+    NUM_FRAMES,
+    BeyondEndWarning,
     FeatureFileError,
     FeatureFileWriter,
     FeatureStore,
@@ -18,7 +22,8 @@ def test_sparse_lookup_returns_latest_stored_frame(feature_file, in_memory, max_
     path = feature_file(videos={"P01_01": 20, "P01_02": 5}, dim=4, every=5)  # 1, 6, 11, 16
     store = FeatureStore(path, in_memory=in_memory)
     store.max_block_rows = max_block_rows  # 2 forces the row-by-row read path
-    rows = store.lookup("P01_01", np.array([1, 5, 6, 7, 16, 100, 6]))
+    # 17..20 are a sparse gap inside the video (20 frames long): they read frame 16.
+    rows = store.lookup("P01_01", np.array([1, 5, 6, 7, 16, 20, 6]))
     assert rows[:, 0].tolist() == [1, 1, 6, 6, 16, 16, 6]
     assert store.lookup("P01_02", np.array([3]))[0, 1] == 1
     assert rows.dtype == np.float32 and rows.shape == (7, 4)
@@ -85,3 +90,55 @@ def test_a_file_locked_by_another_process_names_the_file_and_the_way_out(feature
     finally:
         writer.kill()
         writer.wait()
+
+
+def test_frame_past_the_recorded_end_is_an_error_even_in_a_sparse_file(feature_file):
+    path = feature_file(videos={"P01_01": 20}, dim=4, every=5)  # stores 1, 6, 11, 16 of 20
+    store = FeatureStore(path)
+    assert store.video_end("P01_01") == (20, 16)
+    assert store.lookup("P01_01", np.array([18, 20]))[:, 0].tolist() == [16, 16]
+    with pytest.raises(MissingFeaturesError) as caught:
+        store.lookup("P01_01", np.array([5, 21]))
+    message = str(caught.value)
+    assert str(path) in message and "frame 21 of video 'P01_01'" in message
+    assert "last stored frame 16" in message and "20 frames" in message
+
+
+def test_without_a_recorded_length_the_last_stored_frame_is_the_end(feature_file):
+    path = feature_file(videos={"P01_01": 20}, dim=4, every=5, record_length=False)
+    store = FeatureStore(path)
+    assert store.video_end("P01_01") == (16, 16)
+    assert store.lookup("P01_01", np.array([16]))[0, 0] == 16
+    with pytest.raises(
+        MissingFeaturesError, match=r"frame 17 of video 'P01_01'.*last stored frame 16"
+    ):
+        store.lookup("P01_01", np.array([17]))
+
+
+def test_clamp_reads_the_last_stored_frame_and_warns_once_per_video(feature_file):
+    path = feature_file(videos={"P01_01": 20, "P01_02": 10}, dim=4, every=5)
+    store = FeatureStore(path, beyond_end="clamp")
+    with pytest.warns(BeyondEndWarning, match=r"frame 30 of video 'P01_01'.*last stored frame 16"):
+        assert store.lookup("P01_01", np.array([30, 2]))[:, 0].tolist() == [16, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second lookup of the same video stays silent
+        assert store.lookup("P01_01", np.array([99]))[0, 0] == 16
+    with pytest.warns(BeyondEndWarning, match="P01_02"):
+        assert store.lookup("P01_02", np.array([11]))[0, 0] == 6
+    with pytest.raises(ValueError, match="beyond_end must be one of"):
+        FeatureStore(path, beyond_end="wrap")
+
+
+def test_writer_records_the_decoded_length(tmp_path):
+    path = tmp_path / "rgb.h5"
+    with FeatureFileWriter(path, modality="rgb", dim=2, fps=30.0) as writer:
+        writer.write_video("v", np.array([3, 9]), np.zeros((2, 2)), num_frames=12)
+        writer.start_video("w")
+        writer.append("w", np.array([5]), np.zeros((1, 2)))
+        with pytest.raises(
+            FeatureFileError, match=r"'w': num_frames=4 is below the last stored frame 5"
+        ):
+            writer.finish_video("w", num_frames=4)
+    with h5py.File(path, "r") as handle:
+        assert int(handle["v"].attrs[NUM_FRAMES]) == 12
+        assert NUM_FRAMES not in handle["w"].attrs

@@ -127,9 +127,9 @@ def test_errors_name_the_problem(tmp_path, splits, feature_file):
     dm = AnticipationDataModule(
         features={"rgb": str(rgb)}, train_annotations=train, val_annotations=val, num_workers=0
     )
-    dm.setup("fit")
+    # Checked when the split is set up (main process), not mid-epoch in a worker.
     with pytest.raises(MissingFeaturesError, match="video 'P02_01' is not in"):
-        next(iter(dm.val_dataloader()))
+        dm.setup("fit")
     with pytest.raises(FileNotFoundError, match="nope.h5"):
         AnticipationDataModule(features={"rgb": str(tmp_path / "nope.h5")})
     fifty = feature_file("fifty.h5", videos={"P01_01": 10}, dim=2, fps=50.0)
@@ -196,3 +196,37 @@ def test_pairs_outside_the_vocabulary_are_kept_reported_and_indexed(
     assert batch["action"][1] == -1 and batch["verb"][1] == 7 and batch["noun"][1] == 7
     assert batch["action"][0] >= 0
     assert batch["index"].tolist() == [0, 1]
+
+
+def test_a_frame_past_the_video_end_fails_at_setup_or_clamps_with_one_warning(
+    tmp_path, splits, feature_file
+):
+    import warnings
+
+    from epic_protocol.features import BeyondEndWarning
+
+    train, val, _ = splits
+    # Early recognition reads up to each segment's end: the last training segment ends at
+    # frame 310, but P01_01 decoded to 300 frames (stored every 4th: last stored frame 297).
+    rgb = feature_file("rgb.h5", videos={"P01_01": 300}, dim=2, every=4)
+    kwargs = dict(
+        features={"rgb": str(rgb)},
+        train_annotations=train,
+        task="early_recognition",
+        batch_size=16,
+        num_workers=0,
+    )
+    dm = AnticipationDataModule(**kwargs)
+    with pytest.raises(MissingFeaturesError) as caught:
+        dm.setup("fit")
+    assert "frame 310 of video 'P01_01'" in str(caught.value)
+    assert "last stored frame 297" in str(caught.value) and str(rgb) in str(caught.value)
+
+    dm = AnticipationDataModule(**kwargs, beyond_end="clamp")
+    with pytest.warns(BeyondEndWarning) as caught:
+        dm.setup("fit")
+    assert len(caught) == 1 and "P01_01" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning for the same video
+        batch = next(iter(dm.train_dataloader()))
+    assert batch["features"]["rgb"][:, :, 0].max().item() == 297.0

@@ -1,0 +1,138 @@
+"""How every console script ends a run on bad input: one line, a non-zero exit, no traceback.
+
+``rulstm``, ``rulstm-extract``, ``rulstm-import``, ``rulstm-demo`` and ``rulstm-quickstart``
+wrap their ``main`` with :func:`cli_main`; an exception that escapes is printed as::
+
+    <prog>: error: <message naming the file / video / row / key / option>
+
+and the process exits with status 1 (2 for argument errors, 130 on Ctrl-C). ``--debug`` on
+the command line (removed before parsing) or ``RULSTM_DEBUG=1`` in the environment re-raises
+instead, with the full traceback. The shared contract layer holds this so that the training
+and extraction sides, which never import each other, report errors the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "RULSTM_DEBUG"
+
+#: Exception types that are bad input by nature (their message is the whole story).
+USER_ERROR_TYPES: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    LookupError,
+    argparse.ArgumentError,  # jsonargparse raises these with exit_on_error=False
+)
+
+
+class UserError(Exception):
+    """Bad input (a file, video, row, key or option): reported as one line, no traceback.
+
+    ``exit_code`` is the process status the console script ends with.
+    """
+
+    exit_code = 1
+
+
+class UsageError(UserError):
+    """Arguments that cannot be used together or at all (argparse's exit status 2)."""
+
+    exit_code = 2
+
+
+def debug_enabled(argv: Sequence[str] | None = None) -> bool:
+    """True when ``RULSTM_DEBUG`` is set (not ``0``/empty) or ``--debug`` is in ``argv``."""
+    if os.environ.get(DEBUG_ENV, "").strip().lower() not in {"", "0", "false", "no"}:
+        return True
+    return argv is not None and DEBUG_FLAG in argv
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on a single line.
+
+    KeyError's quotes are dropped; an exception re-raised from a DataLoader worker (whose
+    message is the worker's whole traceback) is reduced to the original last line.
+    """
+    if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
+        text = error.args[0]
+    else:
+        text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].startswith("Caught ") and any("Original Traceback" in line for line in lines):
+        last = lines[-1]
+        # "pkg.Module.SomeError: message" -> "message"
+        head, sep, tail = last.partition(": ")
+        return tail if sep and "Error" in head.split(".")[-1] else last
+    return " ".join(lines)
+
+
+def describe(error: BaseException) -> str:
+    """One line for any exception; unexpected types are named and point to ``--debug``."""
+    message = one_line(error)
+    if isinstance(error, (UserError, *USER_ERROR_TYPES)):
+        return message
+    return (
+        f"{message} ({type(error).__name__}; rerun with {DEBUG_FLAG} or {DEBUG_ENV}=1 "
+        "for the traceback)"
+    )
+
+
+def exit_code_of(error: BaseException) -> int:
+    if isinstance(error, argparse.ArgumentError):
+        return 2
+    return int(getattr(error, "exit_code", 1))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose usage errors raise :class:`UsageError`, so that
+    :func:`cli_main` prints them as its one line (``--help`` still prints and exits 0)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def cli_main(prog: str) -> Callable[[Callable[..., Any]], Callable[..., int]]:
+    """Decorate a console script's ``main(argv=None)`` so that it reports errors as one line.
+
+    The decorated function takes the same ``argv`` (``None``: ``sys.argv[1:]``), strips
+    ``--debug`` from it, and returns the exit status instead of raising: the wrapped
+    function's own return value (``None`` is 0), a ``SystemExit``'s code (argparse), or the
+    status of the error it printed.
+    """
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., int]:
+        @functools.wraps(function)
+        def wrapper(argv: Sequence[str] | None = None, *args: Any, **kwargs: Any) -> int:
+            arguments = list(sys.argv[1:] if argv is None else argv)
+            debug = debug_enabled(arguments)
+            arguments = [a for a in arguments if a != DEBUG_FLAG]
+            try:
+                result = function(arguments, *args, **kwargs)
+            except SystemExit as stop:  # argparse / jsonargparse already printed their line
+                code = stop.code
+                return code if isinstance(code, int) else (0 if code is None else 1)
+            except KeyboardInterrupt:
+                if debug:
+                    raise
+                print(f"{prog}: interrupted", file=sys.stderr)
+                return 130
+            except Exception as error:
+                if debug:
+                    raise
+                print(f"{prog}: error: {describe(error)}", file=sys.stderr, flush=True)
+                return exit_code_of(error)
+            return 0 if result is None else int(result)
+
+        wrapper.__wrapped_main__ = function  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
