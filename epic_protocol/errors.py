@@ -17,6 +17,7 @@ import argparse
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ USER_ERROR_TYPES: tuple[type[BaseException], ...] = (
     OSError,
     ValueError,
     LookupError,
+    ImportError,  # a missing optional dependency; the message says what to install
     argparse.ArgumentError,  # jsonargparse raises these with exit_on_error=False
 )
 
@@ -100,13 +102,21 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
+def _warning_printer(prog: str) -> Callable[..., None]:
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+        print(f"{prog}: warning: {text}", file=file or sys.stderr, flush=True)
+
+    return show
+
+
 def cli_main(prog: str) -> Callable[[Callable[..., Any]], Callable[..., int]]:
     """Decorate a console script's ``main(argv=None)`` so that it reports errors as one line.
 
     The decorated function takes the same ``argv`` (``None``: ``sys.argv[1:]``), strips
     ``--debug`` from it, and returns the exit status instead of raising: the wrapped
     function's own return value (``None`` is 0), a ``SystemExit``'s code (argparse), or the
-    status of the error it printed.
+    status of the error it printed. Warnings are printed as ``<prog>: warning: <text>``.
     """
 
     def decorate(function: Callable[..., Any]) -> Callable[..., int]:
@@ -116,7 +126,10 @@ def cli_main(prog: str) -> Callable[[Callable[..., Any]], Callable[..., int]]:
             debug = debug_enabled(arguments)
             arguments = [a for a in arguments if a != DEBUG_FLAG]
             try:
-                result = function(arguments, *args, **kwargs)
+                with warnings.catch_warnings():
+                    if not debug:
+                        warnings.showwarning = _warning_printer(prog)
+                    result = function(arguments, *args, **kwargs)
             except SystemExit as stop:  # argparse / jsonargparse already printed their line
                 code = stop.code
                 return code if isinstance(code, int) else (0 if code is None else 1)

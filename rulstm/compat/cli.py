@@ -6,22 +6,19 @@ rulstm-import checkpoint --in RULSTM-anticipation_0.25_6_8_rgb_best.pth.tar --ou
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
-from rulstm.compat.checkpoints import DEFAULT_MODALITIES, CheckpointImportError, import_checkpoint
-from rulstm.compat.lmdb_features import (
-    DEFAULT_KEY_PATTERN,
-    LMDBConversionError,
-    convert_lmdb,
-)
+from epic_protocol.errors import ArgumentParser, cli_main
+from rulstm.compat.checkpoints import DEFAULT_MODALITIES, import_checkpoint
+from rulstm.compat.lmdb_features import DEFAULT_KEY_PATTERN, convert_lmdb
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="rulstm-import",
-        description="Convert the RU-LSTM authors' released LMDB features and checkpoints.",
+        description="Convert the RU-LSTM authors' released LMDB features and checkpoints. "
+        "Errors are one line; --debug (or RULSTM_DEBUG=1) shows the traceback.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -32,10 +29,18 @@ def _parser() -> argparse.ArgumentParser:
         "Re-running after an interruption skips the videos already converted.",
     )
     features.add_argument("--lmdb", required=True, help="LMDB folder (holding data.mdb)")
-    features.add_argument("--modality", required=True, help="rgb, flow or obj")
+    features.add_argument(
+        "--modality", required=True, help="rgb, flow, obj, or any other name (with --dim)"
+    )
     features.add_argument("--out", required=True, help="output .h5 file")
     features.add_argument("--fps", type=float, default=30.0, help="fps of the key frame numbers")
-    features.add_argument("--dim", type=int, default=None, help="feature size (default: inferred)")
+    features.add_argument(
+        "--dim",
+        type=int,
+        default=None,
+        help="feature size, for any modality (default: inferred from the first value); "
+        "sizes other than the released rgb/flow 1024 and obj 352 only warn",
+    )
     features.add_argument(
         "--key-pattern",
         default=DEFAULT_KEY_PATTERN,
@@ -68,38 +73,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli_main("rulstm-import")
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes: 0 converted, 1 unusable input (one line naming it), 2 bad arguments."""
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "features":
-            summary = convert_lmdb(
-                args.lmdb,
-                args.out,
-                modality=args.modality,
-                fps=args.fps,
-                dim=args.dim,
-                key_pattern=args.key_pattern,
-                progress=not args.no_progress,
-            )
-            print(summary)
-        else:
-            converted = import_checkpoint(
-                args.source,
-                args.out,
-                modalities=args.modalities,
-                dropout=args.dropout,
-                unsafe=args.unsafe,
-            )
-            print(f"{args.out}: {converted.class_path} {converted.init_args}")
-    except (
-        CheckpointImportError,
-        LMDBConversionError,
-        FileNotFoundError,
-        ImportError,
-        ValueError,
-    ) as error:
-        print(f"rulstm-import: error: {error}", file=sys.stderr)
-        return 1
+    if args.command == "features":
+        summary = convert_lmdb(
+            args.lmdb,
+            args.out,
+            modality=args.modality,
+            fps=args.fps,
+            dim=args.dim,
+            key_pattern=args.key_pattern,
+            progress=not args.no_progress,
+        )
+        print(summary)
+    else:
+        converted = import_checkpoint(
+            args.source,
+            args.out,
+            modalities=args.modalities,
+            dropout=args.dropout,
+            unsafe=args.unsafe,
+        )
+        print(f"{args.out}: {converted.class_path} {converted.init_args}")
     return 0
 
 

@@ -9,6 +9,8 @@ time, holding only that video's keys in memory, and writes each video with
 :class:`epic_protocol.FeatureFileWriter`. Keys of a video are contiguous in sorted order
 because they share the ``{video}_frame_`` prefix; frames inside a video are sorted
 numerically (zero padding makes that the key order, but unpadded keys are handled too).
+Each video's last key frame is recorded as its length (``num_frames``: the released
+databases hold every frame), so training refuses frames past it.
 A video already complete in the output is skipped, so an interrupted conversion resumes
 where it stopped (the interrupted video is redone). At the end the number of rows in the
 file is checked against the number of entries in the database.
@@ -17,6 +19,7 @@ file is checked against the number of entries in the database.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,10 @@ LMDB_INSTALL_HINT = (
 
 class LMDBConversionError(ValueError):
     """A database entry that cannot be converted; the message names the key."""
+
+
+class ReleasedSizeWarning(UserWarning):
+    """A rgb/flow/obj database whose vectors are not the released size (1024/1024/352)."""
 
 
 def import_lmdb() -> Any:
@@ -166,8 +173,8 @@ def convert_lmdb(
         output: the ``.h5`` file to create or complete.
         modality: ``rgb``, ``flow``, ``obj`` (or any name).
         fps: frame rate of the frame numbers in the keys (30 for the released features).
-        dim: feature size; default inferred from the first value, and checked against the
-            released size for rgb/flow/obj.
+        dim: feature size, any modality; default inferred from the first value. A size
+            other than the released one for rgb/flow/obj gives a :class:`ReleasedSizeWarning`.
         key_pattern: regular expression with named groups ``video`` and ``frame``.
         chunk_rows: rows read and written at a time.
     """
@@ -186,9 +193,13 @@ def convert_lmdb(
                 )
             expected = RELEASED_DIMS.get(modality)
             if expected is not None and dim != expected:
-                raise LMDBConversionError(
+                # Other backbones give other sizes: only a hint that --modality may be wrong.
+                warnings.warn(
                     f"{lmdb_path}: {modality} features are {expected}-d in the released data, "
-                    f"but this database holds {dim}-d vectors; check --modality"
+                    f"but this database holds {dim}-d vectors; converting them as {dim}-d "
+                    "(check --modality if that is unexpected)",
+                    ReleasedSizeWarning,
+                    stacklevel=2,
                 )
             entries = int(txn.stat()["entries"])
             summary = ConversionSummary(
@@ -243,7 +254,8 @@ def _write_video(
             chunk = keys[start : start + chunk_rows]
             block = np.stack([_vector(key, txn.get(key), dim) for _, key in chunk])
             writer.append(video, frames[start : start + len(chunk)], block)
-        writer.finish_video(video)
+        # The released databases hold every frame: the last key is the video's last frame.
+        writer.finish_video(video, num_frames=int(frames[-1]))
     except FeatureFileError as error:
         raise LMDBConversionError(f"video {video!r}: {error}") from error
     summary.videos_written.append(video)

@@ -35,8 +35,45 @@ def test_import_checkpoint(ref, tmp_path: Path, generator: torch.Generator, caps
     )
 
 
-def test_errors_exit_with_a_message(tmp_path: Path, capsys):
-    assert main(["checkpoint", "--in", str(tmp_path / "none.pth.tar"), "--out", "x.ckpt"]) == 1
-    assert "rulstm-import: error: checkpoint not found" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["features"])  # argparse: required arguments
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err  # no traceback, no usage block
+    return lines[0]
+
+
+def test_errors_exit_with_one_line(tmp_path: Path, capsys):
+    missing = tmp_path / "none.pth.tar"
+    assert main(["checkpoint", "--in", str(missing), "--out", "x.ckpt"]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("rulstm-import: error: checkpoint not found") and str(missing) in line
+    assert main(["features"]) == 2  # argparse: required arguments, named
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("rulstm-import: error: ") and "--lmdb" in line
+
+
+def test_any_modality_with_an_explicit_dim(ref, tmp_path: Path, capsys):
+    pytest.importorskip("lmdb")
+    entries = {f"P01_01_frame_{f:010d}.jpg": np.full(6, f, np.float32) for f in (1, 2)}
+    database = ref.write_lmdb(tmp_path / "depth", entries)
+    argv = ["features", "--lmdb", str(database), "--out", str(tmp_path / "x.h5"), "--no-progress"]
+    assert main([*argv, "--modality", "depth", "--dim", "6"]) == 0
+    assert capsys.readouterr().err == ""
+    # A released modality with another size converts, with a one-line warning.
+    argv[4] = str(tmp_path / "rgb.h5")
+    assert main([*argv, "--modality", "rgb", "--dim", "6"]) == 0
+    assert _one_line(capsys.readouterr().err).startswith(
+        "rulstm-import: warning: " + str(database)
+    )
+    # A --dim that does not match the data is an error naming the database.
+    argv[4] = str(tmp_path / "y.h5")
+    assert main([*argv, "--modality", "depth", "--dim", "5"]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "rulstm-import: error: " in line and "dim=5 was asked" in line
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch):
+    with pytest.raises(FileNotFoundError):
+        main(["checkpoint", "--in", str(tmp_path / "none.pth.tar"), "--out", "x", "--debug"])
+    monkeypatch.setenv("RULSTM_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        main(["checkpoint", "--in", str(tmp_path / "none.pth.tar"), "--out", "x"])

@@ -9,8 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from epic_protocol.features import FeatureFileWriter, read_file_info
+from epic_protocol.features import NUM_FRAMES, FeatureFileWriter, read_file_info
 from rulstm.compat import LMDBConversionError, convert_lmdb
+from rulstm.compat.lmdb_features import ReleasedSizeWarning
 
 pytest.importorskip("lmdb")
 
@@ -75,11 +76,11 @@ def test_resumes_after_an_interruption(ref, tmp_path: Path, monkeypatch):
     finish = FeatureFileWriter.finish_video
     finished: list[str] = []
 
-    def crash_on_second_video(self, video):
+    def crash_on_second_video(self, video, **kwargs):
         if finished:
             raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of a video
         finished.append(video)
-        finish(self, video)
+        finish(self, video, **kwargs)
 
     monkeypatch.setattr(FeatureFileWriter, "finish_video", crash_on_second_video)
     with pytest.raises(KeyboardInterrupt):
@@ -111,10 +112,14 @@ def test_wrong_value_size_is_named(ref, tmp_path: Path):
         convert_lmdb(database, tmp_path / "feat.h5", modality="feat", progress=False)
 
 
-def test_released_modality_dims_are_checked(ref, tmp_path: Path):
-    database = ref.write_lmdb(tmp_path / "db", _features({"P01_01": [1]}))
-    with pytest.raises(LMDBConversionError, match="rgb features are 1024-d"):
-        convert_lmdb(database, tmp_path / "rgb.h5", modality="rgb", progress=False)
+def test_other_sizes_than_the_released_ones_only_warn(ref, tmp_path: Path):
+    database = ref.write_lmdb(tmp_path / "db", _features({"P01_01": [1, 4]}))
+    with pytest.warns(ReleasedSizeWarning, match="rgb features are 1024-d .* holds 4-d"):
+        summary = convert_lmdb(database, tmp_path / "rgb.h5", modality="rgb", progress=False)
+    assert (summary.dim, summary.rows) == (4, 2)
+    assert read_file_info(tmp_path / "rgb.h5").dim == 4
+    with h5py.File(tmp_path / "rgb.h5", "r") as handle:
+        assert int(handle["P01_01"].attrs[NUM_FRAMES]) == 4  # the last key is the video's end
     with pytest.raises(LMDBConversionError, match="dim=8 was asked"):
         convert_lmdb(database, tmp_path / "x.h5", modality="feat", dim=8, progress=False)
 
