@@ -43,6 +43,11 @@ class UserError(Exception):
     exit_code = 1
 
 
+class WeightsUnavailableError(UserError, RuntimeError):
+    """Pretrained weights that are neither cached nor downloadable (no network): the message
+    names the weights and says how to provide them."""
+
+
 class UsageError(UserError):
     """Arguments that cannot be used together or at all (argparse's exit status 2)."""
 

@@ -30,6 +30,7 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from epic_protocol.errors import WeightsUnavailableError
 from feature_extraction.tsn import Preprocessing, TSNBackbone, TSNModality
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -194,7 +195,7 @@ def _build_torchvision(model_name: str, weights: WeightsEnum | None, **kwargs: A
     except ValueError as error:
         raise ValueError(f"cannot build torchvision model {model_name!r}: {error}") from error
     except OSError as error:  # URLError is an OSError: no internet for the download
-        raise RuntimeError(
+        raise WeightsUnavailableError(
             f"cannot download the {weights} weights of {model_name} ({error}); put them in "
             "the torch hub cache, pass a local checkpoint path, or use weights: none"
         ) from error

@@ -25,6 +25,7 @@ import torch
 import torchvision
 from torch import nn
 
+from epic_protocol.errors import WeightsUnavailableError
 from feature_extraction.backbones import load_state_dict, resolve_weights, seeded
 
 
@@ -382,7 +383,7 @@ def build_torchvision_detector(
                 model, weights=None if isinstance(resolved, Path) else resolved, **options
             )
         except OSError as error:
-            raise RuntimeError(
+            raise WeightsUnavailableError(
                 f"cannot download the {weights} weights of {model} ({error}); pass a local "
                 "checkpoint or weights: none"
             ) from error

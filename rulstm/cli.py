@@ -17,22 +17,62 @@ model through jsonargparse links applied when the classes are instantiated:
 
 A config may still set a model-side value; if it disagrees with the data, the run stops
 before training with an error naming both values (:func:`check_compatibility`).
+
+Checkpoints of a stage live in ``<default_root_dir>/checkpoints``: ``best.ckpt`` (the best
+epoch by the monitored metric) and ``last.ckpt`` (the end of the latest epoch, rewritten every
+epoch, with the RNG state, so ``--ckpt_path .../last.ckpt`` continues exactly where training
+stopped). ``rulstm fit`` refuses a folder that already holds checkpoints of an earlier run
+(later stages would read them by accident): resume it with ``--ckpt_path``, replace it with
+``--overwrite true``, or pick another ``--trainer.default_root_dir``.
+
+Bad input ends the run with one line ``rulstm: error: ...`` and exit status 1 (2 for unusable
+arguments); ``--debug`` or ``RULSTM_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from epic_protocol.errors import UserError, cli_main
+from rulstm.checkpoints import read_checkpoint
 from rulstm.data.datamodule import AnticipationDataModule
 from rulstm.lightning import AnticipationModule
+
+log = logging.getLogger(__name__)
+
+#: File names of the two checkpoints every stage writes.
+BEST, LAST = "best", "last"
+
+
+class RunFolderError(UserError):
+    """A stage would write into a folder that holds checkpoints of an earlier run."""
+
+
+class CheckpointKindError(UserError):
+    """A checkpoint that does not belong to the model being trained or evaluated."""
+
+
+def last_checkpoint(dirpath: str | None = None) -> ModelCheckpoint:
+    """``last.ckpt``: the state at the end of every training epoch, whatever the monitored
+    metric did (Lightning's ``save_last`` only rewrites it when a top-k checkpoint is saved)."""
+    return ModelCheckpoint(
+        dirpath=dirpath,
+        filename=LAST,
+        monitor=None,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+
 
 # No ``offline`` here: WandbLogger(offline=True) would force offline even under
 # WANDB_MODE=online. The mode comes from WANDB_MODE, which defaults to offline below.
@@ -87,6 +127,20 @@ class RulstmCLI(LightningCLI):
             action="store_true",
             help="sync the W&B logger online (same as WANDB_MODE=online; default: offline)",
         )
+
+    def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
+        parser: LightningArgumentParser = super()._prepare_subcommand_parser(
+            klass, subcommand, **kwargs
+        )
+        if subcommand == "fit":
+            parser.add_argument(
+                "--overwrite",
+                type=bool,
+                default=False,
+                help="Replace the checkpoints an earlier run left in the stage folder "
+                "(default: refuse such a folder; --ckpt_path resumes it instead).",
+            )
+        return parser
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -148,7 +202,14 @@ class RulstmCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_shapes()
-        self._checkpoint_dirs()
+        self._setup_checkpoints()
+        config = self.config[self.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path:
+            check_resumable(ckpt_path, self.model)
+        self._claim_run_folders(
+            overwrite=bool(config.get("overwrite", False)), resuming=bool(ckpt_path)
+        )
 
     def _checkpoint_dirs(self) -> None:
         # Stages chain through runs/<stage>/checkpoints/best.ckpt: keep checkpoints there
@@ -156,6 +217,49 @@ class RulstmCLI(LightningCLI):
         for callback in self.trainer.checkpoint_callbacks:
             if getattr(callback, "dirpath", None) is None:
                 callback.dirpath = os.path.join(self.trainer.default_root_dir, "checkpoints")
+
+    def _setup_checkpoints(self) -> None:
+        """``best.ckpt`` and ``last.ckpt`` in ``<default_root_dir>/checkpoints``."""
+        self._checkpoint_dirs()
+        default_dir = os.path.join(self.trainer.default_root_dir, "checkpoints")
+        callbacks = self.trainer.checkpoint_callbacks
+        for callback in callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.monitor and callback.save_last:
+                # Lightning rewrites this one only on a new best: the every-epoch one owns it.
+                callback.save_last = False
+        has_last = any(
+            isinstance(c, ModelCheckpoint) and c.monitor is None and c.filename == LAST
+            for c in callbacks
+        )
+        if not has_last and self.trainer.max_epochs != 0:
+            self.trainer.callbacks.append(last_checkpoint(default_dir))
+
+    def _claim_run_folders(self, *, overwrite: bool, resuming: bool) -> None:
+        """Refuse (or, with ``overwrite``, empty) checkpoint folders of an earlier run."""
+        if not self.trainer.is_global_zero:
+            return  # rank 0 decided before the other processes were launched
+        folders = sorted(
+            {
+                Path(c.dirpath)
+                for c in self.trainer.checkpoint_callbacks
+                if getattr(c, "dirpath", None)
+            }
+        )
+        for folder in folders:
+            stale = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+            if not stale or resuming:
+                continue
+            if not overwrite:
+                names = ", ".join(p.name for p in stale[:4]) + (" ..." if len(stale) > 4 else "")
+                raise RunFolderError(
+                    f"{folder} already holds checkpoints of an earlier run ({names}); pass "
+                    "--overwrite true to replace them, --ckpt_path "
+                    f"{folder / (LAST + '.ckpt')} to resume, or another "
+                    "--trainer.default_root_dir"
+                )
+            for path in stale:
+                path.unlink()
+            log.info("removed %d checkpoint(s) of an earlier run from %s", len(stale), folder)
 
     def before_validate(self) -> None:
         self._check_shapes()
@@ -204,6 +308,8 @@ def resolve_ckpt_path(which: str, trainer) -> str:
         f"{Path(trainer.default_root_dir) / 'checkpoints' / (which + '.ckpt')}"
     )
     configured = [c for c in callbacks if c.dirpath is not None and (which == "last" or c.filename)]
+    if which == "best":  # the monitored callback writes best.ckpt, the other one last.ckpt
+        configured.sort(key=lambda c: c.monitor is None)
     if not configured:
         raise FileNotFoundError(
             f"--ckpt_path {which}: the config has no ModelCheckpoint callback with a fixed "
@@ -268,21 +374,60 @@ def check_compatibility(model: AnticipationModule, datamodule: AnticipationDataM
             )
 
 
-def build_cli(args: list[str] | None = None, **kwargs) -> RulstmCLI:
+def check_resumable(path: str | os.PathLike, model: AnticipationModule) -> None:
+    """Fail before training if ``--ckpt_path`` is not a training checkpoint of this model.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointKindError: not a Lightning training checkpoint (e.g. one written by
+            ``rulstm-import checkpoint``), or its weights belong to another network.
+    """
+    if str(path) in {"last", "best", "hpc", "registry"}:
+        return  # Lightning resolves these names itself
+    checkpoint = read_checkpoint(path)
+    if "state_dict" not in checkpoint or "optimizer_states" not in checkpoint:
+        raise CheckpointKindError(
+            f"{path} is not a training checkpoint of `rulstm fit` (no optimizer state): "
+            "start from its weights with --model.init_checkpoint instead of --ckpt_path"
+        )
+    have = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if hasattr(v, "shape")}
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    resized = sorted(k for k in set(want) & set(have) if want[k] != have[k])
+    if missing or unexpected or resized:
+        details = "; ".join(
+            f"{label} {names[:3]}"
+            for label, names in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("other shapes", resized),
+            )
+            if names
+        )
+        raise CheckpointKindError(
+            f"{path} is a checkpoint of another network than the configured "
+            f"{type(model.net).__name__} ({details})"
+        )
+
+
+def build_cli(args: Sequence[str] | None = None, **kwargs) -> RulstmCLI:
     """Parse ``args`` (default: the command line) and run the subcommand, if any."""
     return RulstmCLI(
         AnticipationModule,
         AnticipationDataModule,
-        args=args,
+        args=None if args is None else list(args),
         trainer_defaults={"logger": DEFAULT_LOGGER},
         save_config_kwargs={"overwrite": True},
         **kwargs,
     )
 
 
-def main(args: list[str] | None = None) -> None:
-    build_cli(args)
+@cli_main("rulstm")
+def main(args: Sequence[str] | None = None) -> None:
+    # Argument errors raise (one line from cli_main) instead of printing the usage block.
+    build_cli(args, parser_kwargs={"exit_on_error": False})
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

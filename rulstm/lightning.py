@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -29,6 +31,35 @@ log = logging.getLogger(__name__)
 
 Task = Literal["anticipation", "early_recognition"]
 Ranking = Literal["none", "detection", "margin"]
+
+
+#: Checkpoint entry holding the random number generators' states (see :func:`rng_states`).
+RNG_KEY = "rulstm_rng_states"
+
+
+def rng_states() -> dict[str, Any]:
+    """The torch (CPU and CUDA), numpy and Python RNG states, as tensors and plain numbers
+    (loadable with ``torch.load(weights_only=True)``)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "python": [version, list(python_state), gauss],
+    }
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_states` saved (CUDA only on as many devices as saved)."""
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available():
+        for device, state in enumerate(states["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, device)
+    name, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, python_state, gauss = states["python"]
+    random.setstate((version, tuple(python_state), gauss))
 
 
 def time_key(seconds: float) -> str:
@@ -285,6 +316,12 @@ class AnticipationModule(L.LightningModule):
         spec = describe_net(self.net)
         if spec is not None:
             checkpoint[NET_KEY] = spec
+        # Resuming from last.ckpt then shuffles and drops out exactly as the uninterrupted run.
+        checkpoint[RNG_KEY] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if RNG_KEY in checkpoint:
+            set_rng_states(checkpoint[RNG_KEY])
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:

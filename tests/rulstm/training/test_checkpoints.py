@@ -1,0 +1,97 @@
+"""best.ckpt / last.ckpt on resume and rerun: last is every epoch's end, resuming from it
+continues the uninterrupted run exactly, and a rerun never mixes with an earlier run's files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from rulstm.cli import RunFolderError, build_cli, main
+
+from .test_stages import fit, fit_args
+
+
+def _csv_logger(save_dir: Path) -> list[str]:
+    return [
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir",
+        str(save_dir),
+        "--trainer.log_every_n_steps",
+        "1",
+    ]
+
+
+def _logged(save_dir: Path) -> list[tuple[int, str]]:
+    """(step, train/loss) of every logged training step, over all logger versions in order."""
+    rows = []
+    versions = sorted((save_dir / "lightning_logs").glob("version_*"), key=lambda p: int(p.name[8:]))
+    for version in versions:
+        with open(version / "metrics.csv") as handle:
+            rows += [
+                (int(row["step"]), row["train/loss"])
+                for row in csv.DictReader(handle)
+                if row.get("train/loss")
+            ]
+    return rows
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_last_is_every_epoch_and_resuming_equals_the_straight_run(tmp_path, synthetic_data):
+    # 3 classes: top-5 accuracy is 100 % from the first epoch, so the monitored metric never
+    # improves again and best.ckpt stays at epoch 0, while last.ckpt must follow every epoch.
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    fit("rgb_sc", data, straight, *_csv_logger(straight / "logs"), epochs=3)
+    fit("rgb_sc", data, split, *_csv_logger(split / "logs"), epochs=2)
+    first_last = _load(split / "rgb_sc" / "checkpoints" / "last.ckpt")
+    assert first_last["epoch"] == 1  # the end of the second epoch, not the best (epoch 0)
+    fit(
+        "rgb_sc",
+        data,
+        split,
+        *_csv_logger(split / "logs"),
+        "--ckpt_path",
+        str(split / "rgb_sc" / "checkpoints" / "last.ckpt"),
+        epochs=3,
+    )
+    a_dir, b_dir = straight / "rgb_sc" / "checkpoints", split / "rgb_sc" / "checkpoints"
+    assert sorted(p.name for p in a_dir.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in b_dir.iterdir()) == ["best.ckpt", "last.ckpt"]
+    a, b = _load(a_dir / "last.ckpt"), _load(b_dir / "last.ckpt")
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["global_step"] == b["global_step"] > first_last["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert _load(a_dir / "best.ckpt")["epoch"] == _load(b_dir / "best.ckpt")["epoch"] == 0
+    logged_a, logged_b = _logged(straight / "logs"), _logged(split / "logs")
+    assert [step for step, _ in logged_a] == list(range(a["global_step"]))
+    assert logged_a == logged_b
+
+
+def test_rerun_into_a_used_folder_is_refused_or_replaced(tmp_path, synthetic_data, capsys):
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+    folder = tmp_path / "rgb_sc" / "checkpoints"
+    fit("rgb_sc", data, tmp_path, epochs=1)
+    before = _load(folder / "last.ckpt")
+    with pytest.raises(RunFolderError, match="already holds checkpoints of an earlier run"):
+        fit("rgb_sc", data, tmp_path, epochs=1)
+    # From the console: one line naming the folder and the ways out, exit status 1.
+    assert main(fit_args("rgb_sc", data, tmp_path, epochs=1)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"rulstm: error: {folder} already holds")
+    assert "--overwrite true" in err[0] and "--ckpt_path" in err[0]
+    untouched = _load(folder / "last.ckpt")  # the refused runs wrote nothing
+    for key, value in before["state_dict"].items():
+        assert torch.equal(value, untouched["state_dict"][key]), key
+    cli = build_cli(fit_args("rgb_sc", data, tmp_path, "--overwrite", "true", epochs=2))
+    assert cli.trainer.current_epoch == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]  # no -v1
+    assert _load(folder / "last.ckpt")["epoch"] == 1
