@@ -280,7 +280,9 @@ class StagingSink(BasePredictionWriter):
             for writer in state.writers.values():
                 if batch.attrs:
                     writer.set_video_attrs(video, batch.attrs)
-                writer.finish_video(video)  # marks complete and flushes: only after all rows
+                # Marks complete and flushes (only after all rows); the video's length at the
+                # target fps lets training refuse frames past its end, even in sparse files.
+                writer.finish_video(video, num_frames=batch.total_frames or None)
             if state.detections is not None:
                 state.detections.finish()
             self._close(video, failed=False)

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from epic_protocol.features import read_file_info
+from epic_protocol.features import NUM_FRAMES, read_file_info
 from epic_protocol.sampling import anticipation_frames
 from feature_extraction.cli import main
 
@@ -73,6 +73,8 @@ def test_extracts_every_modality_and_reports_a_corrupt_video(
         for frames, features in stored.values():
             assert frames.tolist() == list(range(1, 25))
             assert features.shape == (24, dim) and np.isfinite(features).all()
+        with h5py.File(out / f"{modality}.h5", "r") as handle:  # the decoded length
+            assert [int(handle[v].attrs[NUM_FRAMES]) for v in sorted(stored)] == [24, 24]
     with h5py.File(out / "obj.h5", "r") as handle:
         detections = handle["P01_01/detections"]
         assert set(detections) == {"frame", "boxes", "labels", "scores"}
@@ -158,6 +160,10 @@ def test_sparse_mode_extracts_only_the_sampled_frames(
         # (fixed model batches): flow decoded its context frames.
         np.testing.assert_array_equal(features, dense_features[frames - 1])
         assert "P09_09" not in _read(sparse / f"{modality}.h5")
+        with h5py.File(sparse / f"{modality}.h5", "r") as handle:
+            # The video's length, not its last stored frame: frames in (max(needed), 150]
+            # are a sparse gap, frames past 150 are past the end.
+            assert int(handle["P01_01"].attrs[NUM_FRAMES]) == 150
     capsys.readouterr()
     # Reusing the folder: the same segments are skipped; new segments add their frames; a
     # dense run redoes the sparse video (a complete sparse video is not a complete video).
