@@ -25,6 +25,7 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from epic_protocol.errors import cli_main
 from feature_extraction.config import add_config_arguments, config_from_namespace
 
 
@@ -126,9 +127,11 @@ def _flag_style(argv: Sequence[str]) -> list[str]:
     return result
 
 
+@cli_main("rulstm-extract")
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     parser = build_parser()
+    parser.exit_on_error = False  # usage errors raise: cli_main prints them as one line
     arguments = _flag_style(list(sys.argv[1:] if argv is None else argv))
     namespace = parser.parse_args(arguments)
     from feature_extraction.output import OutputError

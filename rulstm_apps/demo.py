@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from epic_protocol.errors import cli_main
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ALPHA = 0.25
@@ -695,6 +697,7 @@ def parse_options(argv: Sequence[str]) -> DemoOptions:
     return DemoOptions(**values)
 
 
+@cli_main("rulstm-demo")
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit codes: 0 written, 1 unusable input (the message names it), 2 bad arguments."""
     os.environ.setdefault("WANDB_MODE", "disabled")
