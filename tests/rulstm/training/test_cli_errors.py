@@ -1,0 +1,89 @@
+"""``rulstm`` ends a run on bad input with one line ``rulstm: error: ...`` and a non-zero
+exit status, no traceback (``--debug`` shows it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rulstm.cli import main
+
+from .test_stages import fit, fit_args
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _error_line(err: str) -> str:
+    """The one error line; Lightning's info lines (seed, devices) may precede it."""
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+@pytest.fixture
+def data(synthetic_data):
+    return synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+
+
+def test_missing_feature_file_from_the_console(tmp_path, data):
+    args = fit_args("rgb_sc", data, tmp_path, epochs=1)
+    missing = tmp_path / "features" / "rgb.h5"
+    args[args.index("--data.features") + 1] = str({"rgb": str(missing)})
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    env.pop("RULSTM_DEBUG", None)
+    command = [sys.executable, "-m", "rulstm.cli", *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1
+    line = _error_line(result.stderr)
+    assert line.startswith(f"rulstm: error: feature file not found: {missing}")
+    assert "rulstm-extract" in line and "rulstm-import features" in line  # how to create it
+    debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, env=env, timeout=300)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_num_classes_that_do_not_match_the_vocabulary(tmp_path, data, capsys):
+    args = fit_args("rgb_sc", data, tmp_path, "--model.net.init_args.num_classes", "7", epochs=1)
+    assert main(args) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert line.startswith("rulstm: error: the net predicts 7 classes")
+    assert "has 3; set num_classes to 3" in line
+
+
+def test_unknown_option_and_class_name_the_key(tmp_path, data, capsys):
+    args = fit_args("rgb_sc", data, tmp_path, epochs=1)
+    assert main([*args, "--model.nosuch", "1"]) == 2
+    assert _error_line(capsys.readouterr().err) == (
+        "rulstm: error: unrecognized arguments: --model.nosuch 1"
+    )
+    assert main([*args, "--model.net", "rulstm.models.NoSuchNet"]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert line.startswith('rulstm: error: Parser key "model.net"') and "NoSuchNet" in line
+
+
+def test_checkpoints_of_another_kind(tmp_path, data, capsys):
+    # A branch checkpoint of a narrower net (hidden 8, not 16), and one without optimizer state.
+    fit("rgb_sc", data, tmp_path / "other", "--model.net.init_args.hidden", "8", epochs=1)
+    narrower = tmp_path / "other" / "rgb_sc" / "checkpoints" / "last.ckpt"
+    weights_only = tmp_path / "weights.ckpt"
+    torch.save({"state_dict": torch.load(narrower, weights_only=False)["state_dict"]}, weights_only)
+    args = fit_args("rgb_sc", data, tmp_path / "runs", epochs=1)
+
+    assert main([*args, "--ckpt_path", str(narrower)]) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert line.startswith(f"rulstm: error: {narrower} is a checkpoint of another network")
+    assert "other shapes" in line and "net.rolling_lstm" in line
+
+    assert main([*args, "--ckpt_path", str(weights_only)]) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert f"{weights_only} is not a training checkpoint" in line
+    assert "--model.init_checkpoint" in line
+
+    assert main([*args, "--model.init_checkpoint", str(narrower)]) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert line.startswith(f"rulstm: error: {narrower} does not fit RULSTM")
