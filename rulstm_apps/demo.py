@@ -699,22 +699,12 @@ def parse_options(argv: Sequence[str]) -> DemoOptions:
 
 @cli_main("rulstm-demo")
 def main(argv: Sequence[str] | None = None) -> int:
-    """Exit codes: 0 written, 1 unusable input (the message names it), 2 bad arguments."""
+    """Exit codes: 0 written, 1 unusable input (the message names it), 2 bad arguments;
+    errors are one line (``cli_main``), ``--debug`` shows the traceback."""
     os.environ.setdefault("WANDB_MODE", "disabled")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from jsonargparse import ArgumentError
-
-    try:
-        options = parse_options(sys.argv[1:] if argv is None else argv)
-    except ArgumentError as error:
-        print(f"rulstm-demo: error: {error}", file=sys.stderr)
-        return 2
-    try:
-        summary = run_demo(options)
-    except (DemoError, FileNotFoundError, OSError, ValueError, KeyError, RuntimeError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"rulstm-demo: error: {message}", file=sys.stderr)
-        return 1
+    options = parse_options(sys.argv[1:] if argv is None else argv)
+    summary = run_demo(options)
     print(summary.format())
     return 0
 

@@ -9,7 +9,14 @@ import json
 import av
 import pytest
 
-from rulstm_apps.quickstart import PRESETS, main
+from rulstm_apps.quickstart import (
+    OUTPUTS,
+    PRESETS,
+    QuickstartError,
+    build_parser,
+    claim_output_folder,
+    main,
+)
 
 
 @pytest.mark.slow
@@ -63,11 +70,52 @@ def test_tiny_quickstart_end_to_end(tmp_path, capsys):
     with av.open(str(out / "demo.mp4")) as container:
         assert container.streams.video[0].codec_context.name == "h264"
         assert sum(1 for _ in container.decode(video=0)) > 0
+    for stage in ("rgb_sc", "fusion"):  # one best and one last checkpoint, no best-v1.ckpt
+        names = sorted(p.name for p in (out / "runs" / stage / "checkpoints").iterdir())
+        assert names == ["best.ckpt", "last.ckpt"], names
+    # A rerun into the same folder is refused in one line, before touching anything.
+    best = out / "runs" / "fusion" / "checkpoints" / "best.ckpt"
+    stamp = best.stat().st_mtime_ns
+    assert main(["--out", str(out), "--preset", "tiny"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"rulstm-quickstart: error: {out} already holds")
+    assert "--overwrite" in err[0] and best.stat().st_mtime_ns == stamp
 
 
 def test_presets_and_bad_arguments(tmp_path, capsys):
     assert {"tiny", "default", "large", "baselines"} <= set(PRESETS)
     assert PRESETS["baselines"].baselines and not PRESETS["default"].baselines
-    with pytest.raises(SystemExit):
-        main(["--preset", "huge", "--out", str(tmp_path)])
-    assert "invalid choice" in capsys.readouterr().err
+    assert main(["--preset", "huge", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rulstm-quickstart: error: argument --preset")
+    assert "invalid choice: 'huge'" in err[0]
+
+
+def test_help_has_no_markup_and_documents_every_option(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "``" not in text and ":func:" not in text and ":class:" not in text
+    parser = build_parser()
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings} has no help"
+        for option in action.option_strings:
+            assert option in text
+    assert "727 s" in text  # the measured default run (README, "Quickstart")
+
+
+def test_overwrite_replaces_only_the_quickstart_outputs(tmp_path):
+    out = tmp_path / "qs"
+    stale = out / "runs" / "fusion" / "checkpoints" / "best.ckpt"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"earlier run")
+    (out / "metrics.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")  # not an output of the quickstart: kept
+    with pytest.raises(
+        QuickstartError, match=r"already holds a quickstart run \(runs, metrics.json\)"
+    ):
+        claim_output_folder(out, overwrite=False)
+    assert stale.is_file()
+    claim_output_folder(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert not any((out / name).exists() for name in OUTPUTS)
+    claim_output_folder(tmp_path / "new", overwrite=False)  # nothing there: fine
