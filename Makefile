@@ -6,6 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 QUICKSTART_OUT ?= quickstart_output
+QUICKSTART_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install quickstart test test-fast lint format clean
@@ -20,7 +21,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 quickstart: install
-	WANDB_MODE=offline $(VENV)/bin/rulstm-quickstart --out $(QUICKSTART_OUT)
+	WANDB_MODE=offline $(VENV)/bin/rulstm-quickstart --out $(QUICKSTART_OUT) $(QUICKSTART_ARGS)
 
 test: install
 	WANDB_MODE=disabled $(PY) -m pytest -n 2 $(PYTEST_ARGS)
