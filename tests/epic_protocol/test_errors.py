@@ -102,7 +102,7 @@ def test_warnings_are_one_line(capsys):
 def test_errors_re_raised_by_a_dataloader_worker_keep_their_message():
     wrapped = KeyError(
         "Caught MissingFeaturesError in DataLoader worker process 0.\nOriginal Traceback "
-        "(most recent call last):\n  File \"x.py\", line 1, in f\n"
+        '(most recent call last):\n  File "x.py", line 1, in f\n'
         "epic_protocol.features.MissingFeaturesError: rgb.h5: frame 9 of video 'v' is past "
         "the end"
     )

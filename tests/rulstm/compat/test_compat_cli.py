@@ -61,9 +61,7 @@ def test_any_modality_with_an_explicit_dim(ref, tmp_path: Path, capsys):
     # A released modality with another size converts, with a one-line warning.
     argv[4] = str(tmp_path / "rgb.h5")
     assert main([*argv, "--modality", "rgb", "--dim", "6"]) == 0
-    assert _one_line(capsys.readouterr().err).startswith(
-        "rulstm-import: warning: " + str(database)
-    )
+    assert _one_line(capsys.readouterr().err).startswith("rulstm-import: warning: " + str(database))
     # A --dim that does not match the data is an error naming the database.
     argv[4] = str(tmp_path / "y.h5")
     assert main([*argv, "--modality", "depth", "--dim", "5"]) == 1

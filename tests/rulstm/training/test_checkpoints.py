@@ -28,7 +28,9 @@ def _csv_logger(save_dir: Path) -> list[str]:
 def _logged(save_dir: Path) -> list[tuple[int, str]]:
     """(step, train/loss) of every logged training step, over all logger versions in order."""
     rows = []
-    versions = sorted((save_dir / "lightning_logs").glob("version_*"), key=lambda p: int(p.name[8:]))
+    versions = sorted(
+        (save_dir / "lightning_logs").glob("version_*"), key=lambda p: int(p.name[8:])
+    )
     for version in versions:
         with open(version / "metrics.csv") as handle:
             rows += [

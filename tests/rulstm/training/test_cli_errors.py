@@ -43,7 +43,9 @@ def test_missing_feature_file_from_the_console(tmp_path, data):
     line = _error_line(result.stderr)
     assert line.startswith(f"rulstm: error: feature file not found: {missing}")
     assert "rulstm-extract" in line and "rulstm-import features" in line  # how to create it
-    debug = subprocess.run([*command, "--debug"], capture_output=True, text=True, env=env, timeout=300)
+    debug = subprocess.run(
+        [*command, "--debug"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
