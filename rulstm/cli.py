@@ -384,7 +384,13 @@ def check_resumable(path: str | os.PathLike, model: AnticipationModule) -> None:
     """
     if str(path) in {"last", "best", "hpc", "registry"}:
         return  # Lightning resolves these names itself
-    checkpoint = read_checkpoint(path)
+    try:
+        checkpoint = read_checkpoint(path)  # weights_only: tensors and plain containers
+    except ValueError as error:
+        # Entries beyond plain data (a custom logger's hyperparameters...): Lightning loads
+        # the file itself and reports what it finds.
+        log.debug("not checking %s before resuming: %s", path, error)
+        return
     if "state_dict" not in checkpoint or "optimizer_states" not in checkpoint:
         raise CheckpointKindError(
             f"{path} is not a training checkpoint of `rulstm fit` (no optimizer state): "
