@@ -52,9 +52,17 @@ def _configs(split: int, *stage: str) -> list[str]:
 
 
 def train_split(
-    split: int, *, features: Path, runs: Path, out: Path, extra: Sequence[str] = ()
+    split: int,
+    *,
+    features: Path,
+    runs: Path,
+    out: Path,
+    extra: Sequence[str] = (),
+    overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Every stage of one split; returns the reports written (model -> JSON path)."""
+    """Every stage of one split; returns the reports written (model -> JSON path).
+    ``overwrite`` lets each ``rulstm fit`` replace the checkpoints of an earlier run (it
+    refuses such a stage folder otherwise)."""
     root = features / f"split{split}"
     paths = {m: str(root / f"{m}.h5") for m in MODALITIES}
     for path in paths.values():
@@ -80,6 +88,7 @@ def train_split(
                 json.dumps(features_arg),
                 "--trainer.default_root_dir",
                 str(run_dir / stage),
+                *(["--overwrite", "true"] if overwrite else []),
                 *stage_extra,
                 *extra,
             ]  # fmt: skip
@@ -222,13 +231,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("evaluation/egtea"))
     parser.add_argument("--splits", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3])
     parser.add_argument("--aggregate-only", action="store_true")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the checkpoints an earlier run left in --runs (rulstm fit refuses them)",
+    )
     args = parser.parse_args(argv)
     try:
         if not args.aggregate_only:
             for split in args.splits:
                 print(f"\n=== EGTEA Gaze+ split {split} ===", flush=True)
                 train_split(
-                    split, features=args.features, runs=args.runs, out=args.out, extra=extra
+                    split,
+                    features=args.features,
+                    runs=args.runs,
+                    out=args.out,
+                    extra=extra,
+                    overwrite=args.overwrite,
                 )
         summary = aggregate(args.out, args.splits)
     except (FileNotFoundError, ValueError) as error:
