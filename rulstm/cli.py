@@ -53,11 +53,11 @@ log = logging.getLogger(__name__)
 BEST, LAST = "best", "last"
 
 
-class RunFolderError(UserError):
+class RunFolderError(UserError, ValueError):
     """A stage would write into a folder that holds checkpoints of an earlier run."""
 
 
-class CheckpointKindError(UserError):
+class CheckpointKindError(UserError, ValueError):
     """A checkpoint that does not belong to the model being trained or evaluated."""
 
 
