@@ -206,6 +206,10 @@ class AnticipationModule(L.LightningModule):
 
     def _shared_step(self, batch: AnticipationBatch, stage: str) -> dict[str, Any]:
         logits, weights = self(batch["features"])
+        # Under bf16-mixed precision the network's outputs are bf16; losses, metrics and the
+        # attention weights logged below are computed in float32.
+        logits = logits.float()
+        weights = None if weights is None else weights.float()
         labels = batch["action"]
         batch_size = len(labels)
         out: dict[str, Any] = {"logits": logits, "weights": weights}

@@ -61,16 +61,22 @@ def _lstm_cell(
 
     ``state`` is ``(h, c)``, each (N, H), or ``None`` for the zero state (which skips the
     recurrent matrix product). Gate order is PyTorch's (input, forget, cell, output), so the
-    weights are those of :class:`torch.nn.LSTM`.
+    weights are those of :class:`torch.nn.LSTM`. Returns ``h`` in the dtype of the gates
+    (bf16 under bf16 autocast) and ``c`` in float32.
     """
     # addmm fuses input_gates + h @ W_hh^T into one BLAS call without a temporary.
     gates = input_gates if state is None else torch.addmm(input_gates, state[0], weight_hh.t())
+    # Under bf16/fp16 autocast (or with low-precision weights) the matrix products run in low
+    # precision, but the cell state, which accumulates over every step, stays fp32; the
+    # hidden state is only ever a matrix-product input, so it keeps the products' dtype.
+    low_dtype = gates.dtype
+    gates = gates.float()
     in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=1)  # 4 x (N, H)
     cell = torch.sigmoid(in_gate) * torch.tanh(cell_gate)
     if state is not None:
-        cell = torch.sigmoid(forget_gate) * state[1] + cell
+        cell = torch.sigmoid(forget_gate) * state[1].float() + cell
     hidden = torch.sigmoid(out_gate) * torch.tanh(cell)
-    return hidden, cell
+    return hidden.to(low_dtype), cell
 
 
 def _gru_cell(
