@@ -10,19 +10,40 @@ Equivalence with the offline model: after ``reset()`` and the observations ``x_0
 ``net(x)[:, t]`` (an unrolling of ``T - t + 1`` steps), which the tests check. All the
 anticipation times share one unrolling (``RULSTM.unroll_horizons``): its state after ``n``
 steps is the ``n``-step prediction.
+
+Low-precision weights (``weights=``): a CPU step at the reference sizes is bound by reading
+the weights from memory (about 580 MB per fusion step in float32, the unrolling LSTM's
+recurrent matrix being read once per unrolling step), so smaller weights are faster:
+
+* ``"bf16"``: a bfloat16 copy of the weights, the step run under bf16 autocast (the LSTM cell
+  state stays float32, see ``rulstm.models.rulstm``); half the bytes;
+* ``"int8"`` (CPU only): PyTorch's dynamic quantisation (``torch.ao.quantization.
+  quantize_dynamic``) of every LSTM and Linear layer: int8 weights (one scale per LSTM weight
+  matrix, one per output row of a Linear layer), activations quantised on the fly, float32
+  cell state and outputs; a quarter of the bytes.
+
+Both change the scores slightly (tests: top-5 agreement with float32 on random weights);
+``scripts/bench_online.py`` prints their latency and agreement side by side.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 from epic_protocol.sampling import anticipation_times
 from rulstm.models.rulstm import RULSTM, RULSTMFusion
+
+OnlineWeights = Literal["fp32", "bf16", "int8"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +78,14 @@ class OnlineAnticipator:
         times: anticipation times in seconds, each a positive multiple of ``alpha``
             (default: 2.0, 1.75, ..., 0.25 for alpha 0.25).
         device: where to run.
+        weights: ``"fp32"`` (default, exact), ``"bf16"`` or ``"int8"`` (CPU only): the
+            precision of the weights the steps run with (see the module docstring). The
+            low-precision modes work on a copy; ``net`` itself is left as it is.
+
+    Raises:
+        ValueError: an anticipation time that is not a multiple of ``alpha``, an unknown
+            ``weights`` mode, ``"int8"`` on a non-CPU device, or low precision for a branch
+            whose recurrent layers are not LSTMs.
     """
 
     def __init__(
@@ -67,11 +96,13 @@ class OnlineAnticipator:
         alpha: float = 0.25,
         times: Sequence[float] | None = None,
         device: str | torch.device = "cpu",
+        weights: OnlineWeights = "fp32",
     ) -> None:
         if not isinstance(net, RULSTM | RULSTMFusion):
             raise TypeError(f"OnlineAnticipator needs a RULSTM or RULSTMFusion, got {type(net)}")
         self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+        self.weights: OnlineWeights = weights
+        self.net = _with_weights(net.to(self.device).eval(), weights, self.device)
         self.modality = modality
         self.alpha = alpha
         self.times = tuple(times) if times is not None else anticipation_times(alpha=alpha)
@@ -83,7 +114,7 @@ class OnlineAnticipator:
             # Offline, anticipation time (T - t) * alpha is an unrolling of T - t + 1 steps.
             self.unroll_steps.append(round(ratio) + 1)
         self.branches: dict[str, RULSTM] = (
-            dict(net.branches.items()) if isinstance(net, RULSTMFusion) else {}
+            dict(self.net.branches.items()) if isinstance(self.net, RULSTMFusion) else {}
         )
         self.reset()
 
@@ -129,15 +160,17 @@ class OnlineAnticipator:
     def step(self, features: Mapping[str, np.ndarray | torch.Tensor]) -> OnlinePrediction:
         """Consume one observation per modality (a ``(D,)`` vector each) and predict."""
         inputs = self._features(features)
-        if not self.branches:
-            ((name, x_t),) = inputs.items()
-            branch: RULSTM = self.net  # type: ignore[assignment]
-            state = branch.roll(x_t, self._states.get(name))
-            self._states[name] = state
-            logits = branch.unroll_horizons(x_t, state, self.unroll_steps)[0]  # (K, C)
-            weights = None
-        else:
-            logits, weights = self._fused_step(inputs)
+        with self._precision():
+            if not self.branches:
+                ((name, x_t),) = inputs.items()
+                branch: RULSTM = self.net  # type: ignore[assignment]
+                state = self._roll(branch, x_t, self._states.get(name))
+                self._states[name] = state
+                logits = self._unroll(branch, x_t, state)[0][0]  # (1, K, C) -> (K, C)
+                weights = None
+            else:
+                logits, weights = self._fused_step(inputs)
+        logits = logits.float()
         self._step += 1
         return OnlinePrediction(
             step=self._step - 1,
@@ -152,12 +185,74 @@ class OnlineAnticipator:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         branch_logits, contexts = [], []
         for name, branch in self.branches.items():
-            state = branch.roll(inputs[name], self._states.get(name))
+            state = self._roll(branch, inputs[name], self._states.get(name))
             self._states[name] = state
-            logits, context = branch.unroll_horizons(
-                inputs[name], state, self.unroll_steps, return_context=True
-            )
+            logits, context = self._unroll(branch, inputs[name], state)
             branch_logits.append(logits[0])  # (1, K, C) -> (K, C)
             contexts.append(context[0])  # (1, K, 2H) -> (K, 2H)
         fused, weights = self.net.combine(branch_logits, contexts)  # (K, C), (K, M)
-        return fused, {name: weights[:, i].cpu() for i, name in enumerate(self.branches)}
+        return fused, {name: weights[:, i].float().cpu() for i, name in enumerate(self.branches)}
+
+    # ------------------------------------------------------------------ precision modes
+    def _precision(self) -> contextlib.AbstractContextManager:
+        if self.weights == "bf16":
+            # The weights are already bf16; autocast lowers the float32 inputs and states.
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _roll(self, branch: RULSTM, x_t: Tensor, state: tuple[Tensor, Tensor] | None):
+        if self.weights != "int8":
+            return branch.roll(x_t, state)
+        # The quantised nn.LSTM: one step from ``state`` (None: the zero state).
+        _, new_state = branch.rolling_lstm(x_t.unsqueeze(0), state)  # (1, B, D) in
+        return new_state  # (h, c), each (L, B, H)
+
+    def _unroll(
+        self, branch: RULSTM, x_t: Tensor, state: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Logits (B, K, C) and MATT contexts (B, K, 2H) at every anticipation time."""
+        if self.weights != "int8":
+            return branch.unroll_horizons(x_t, state, self.unroll_steps, return_context=True)
+        # One unrolling of max(steps) steps on the constant x_t: its output after n steps is
+        # the n-step prediction, as in RULSTM.unroll_horizons.
+        repeats = x_t.unsqueeze(0).expand(max(self.unroll_steps), -1, -1).contiguous()
+        outputs, _ = branch.unrolling_lstm(repeats, state)  # (N, B, H)
+        hidden = outputs[[n - 1 for n in self.unroll_steps]].transpose(0, 1)  # (B, K, H)
+        logits = branch.classifier(hidden)  # (B, K, C)
+        rolling_cell = state[1][-1].unsqueeze(1).expand_as(hidden)  # (B, H) -> (B, K, H)
+        return logits, torch.cat([hidden, rolling_cell], dim=-1)  # (B, K, 2H)
+
+
+def _with_weights(
+    net: RULSTM | RULSTMFusion, weights: str, device: torch.device
+) -> RULSTM | RULSTMFusion:
+    """``net`` itself for float32, else a copy with bf16 or dynamically quantised weights."""
+    if weights == "fp32":
+        return net
+    if weights not in ("bf16", "int8"):
+        raise ValueError(f"weights must be 'fp32', 'bf16' or 'int8', got {weights!r}")
+    branches = net.branches.values() if isinstance(net, RULSTMFusion) else [net]
+    for branch in branches:
+        recurrent = (branch.rolling_lstm, branch.unrolling_lstm)
+        if not all(type(layer) is nn.LSTM for layer in recurrent):
+            raise ValueError(
+                f"weights={weights!r} supports LSTM branches only, got "
+                f"{type(branch.rolling_lstm).__name__}"
+            )
+    if weights == "bf16":
+        return copy.deepcopy(net).to(torch.bfloat16)
+    if device.type != "cpu":
+        raise ValueError(f"weights='int8' (dynamic quantisation) runs on CPU only, not {device}")
+    from torch.ao.quantization import (
+        default_dynamic_qconfig,
+        per_channel_dynamic_qconfig,
+        quantize_dynamic,
+    )
+
+    # Linear layers (classifier, MATT) get one scale per output row, which keeps the many
+    # classifier rows apart; the quantised LSTM supports one scale per weight matrix.
+    spec = {nn.LSTM: default_dynamic_qconfig, nn.Linear: per_channel_dynamic_qconfig}
+    with warnings.catch_warnings():
+        # torch.ao's eager quantisation warns that it will move to torchao; it still works.
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(copy.deepcopy(net), spec, dtype=torch.qint8)

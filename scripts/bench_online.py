@@ -2,7 +2,10 @@
 
 1. The online anticipator alone (``OnlineAnticipator.step``), per branch (RGB 1024-d, Flow
    1024-d, Obj 352-d) and for the MATT fusion of the three, at the reference sizes
-   (hidden 1024, 2513 classes, 8 anticipation times), with random weights.
+   (hidden 1024, 2513 classes, 8 anticipation times), with random weights, for each weights
+   mode (fp32, bf16, int8) interleaved step by step, with the top-5 agreement of the low
+   precisions with fp32. ``--checkpoint`` with ``--features`` adds the agreement of a trained
+   network on stored features (e.g. a quickstart fusion checkpoint and its features/).
 2. Extraction + anticipation per step: a StreamingExtractor (reference-like config, random
    weights so nothing is downloaded) fed 456x256 frames at 30 fps, and one fusion step every
    alpha, i.e. what ``rulstm-demo`` does between two predictions.
@@ -12,18 +15,24 @@ Usage::
     python scripts/bench_online.py --device cpu --steps 200
     python scripts/bench_online.py --device cuda --extract_config configs/extract/default.yaml
     python scripts/bench_online.py --extract_steps 0      # anticipator only
+    python scripts/bench_online.py --extract_steps 0 --models [fusion] --threads 2 \
+        --checkpoint quickstart_output/runs/fusion/checkpoints/best.ckpt \
+        --features quickstart_output/features
 
 Timings are wall-clock medians and 95th percentiles after a warm-up.
 """
 
 from __future__ import annotations
 
+import inspect
+import io
+import math
 import os
+import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,43 +60,218 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(
-    call: Callable[[], object], *, steps: int, warmup: int, device: torch.device
-) -> list[float]:
-    for _ in range(warmup):
-        call()
-    _sync(device)
-    durations = []
+WEIGHTS = ("fp32", "bf16", "int8")
+
+
+def feature_stream(
+    dims: Mapping[str, int], steps: int, *, seed: int = 0
+) -> list[dict[str, torch.Tensor]]:
+    """Random per-step features that drift slowly (AR(1), correlation 0.9 between steps), like
+    consecutive frames, so the rolling state evolves as on a video."""
+    generator = torch.Generator().manual_seed(seed)
+    current = {m: torch.randn(d, generator=generator) for m, d in dims.items()}
+    stream = []
     for _ in range(steps):
-        start = time.perf_counter()
-        call()
-        _sync(device)
-        durations.append(time.perf_counter() - start)
-    return durations
+        current = {
+            m: 0.9 * v + (1 - 0.9**2) ** 0.5 * torch.randn(v.shape, generator=generator)
+            for m, v in current.items()
+        }
+        stream.append(current)
+    return stream
+
+
+def _top5_at(prediction, time: float = 1.0) -> frozenset[int]:
+    return frozenset(action for action, _ in prediction.top_k(5, time=time))
+
+
+def compare_weights(
+    net: RULSTM | RULSTMFusion,
+    stream: list[dict[str, torch.Tensor]],
+    *,
+    modality: str | None,
+    times: tuple[float, ...],
+    warmup: int,
+    device: torch.device,
+    weights: Sequence[str] = WEIGHTS,
+) -> dict[str, dict[str, float]]:
+    """Step one anticipator per weights mode through the same stream, interleaved (each
+    stream step runs every mode back to back, so machine load hits them alike).
+
+    Returns per mode: median and p95 ms (after ``warmup`` steps) and the fraction of steps
+    whose top-5 set at 1 s equals fp32's.
+    """
+    anticipators = {}
+    for mode in weights:
+        if mode == "int8" and device.type != "cpu":
+            continue
+        anticipators[mode] = OnlineAnticipator(
+            net, modality=modality, times=times, device=device, weights=mode
+        )
+    durations: dict[str, list[float]] = {mode: [] for mode in anticipators}
+    agree = dict.fromkeys(anticipators, 0)
+    for index, features in enumerate(stream):
+        tops = {}
+        for mode, online in anticipators.items():
+            _sync(device)
+            start = time.perf_counter()
+            prediction = online.step(features)
+            _sync(device)
+            if index >= warmup:
+                durations[mode].append(time.perf_counter() - start)
+            tops[mode] = _top5_at(prediction)
+        for mode in anticipators:
+            agree[mode] += tops[mode] == tops["fp32"]
+    results = {}
+    for mode, online in anticipators.items():
+        median, p95 = _percentiles(durations[mode]) if durations[mode] else (float("nan"),) * 2
+        results[mode] = {
+            "median": median,
+            "p95": p95,
+            "top5_agree": agree[mode] / len(stream),
+            "weight_mib": _weight_mib(online.net),
+        }
+    return results
+
+
+def _weight_mib(net: torch.nn.Module) -> float:
+    """Serialized size of the weights (int8 packed weights included)."""
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    return buffer.tell() / 2**20
+
+
+def _load() -> str:
+    try:
+        return "/".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def _peak_memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"peak GPU memory (max_memory_allocated) {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
+    # ru_maxrss is in KiB on Linux.
+    return f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
 
 
 def bench_anticipator(
-    *, hidden: int, classes: int, times: int, steps: int, warmup: int, device: torch.device
-) -> dict[str, tuple[float, float]]:
-    """(median, p95) ms of one step for each branch and for the fusion."""
+    *,
+    hidden: int,
+    classes: int,
+    times: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    weights: Sequence[str] = WEIGHTS,
+    models: Sequence[str] = (*REFERENCE_DIMS, "fusion"),
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per model (each branch and the fusion): per weights mode, ms and top-5 agreement."""
     torch.manual_seed(0)
-    results: dict[str, tuple[float, float]] = {}
     anticipation = tuple(0.25 * k for k in range(times, 0, -1))
     nets: dict[str, tuple[RULSTM | RULSTMFusion, str | None]] = {
         name: (RULSTM(num_classes=classes, feat_dim=dim, hidden=hidden), name)
         for name, dim in REFERENCE_DIMS.items()
+        if name in models
     }
-    nets["fusion (MATT)"] = (
-        RULSTMFusion(num_classes=classes, feat_dims=REFERENCE_DIMS, hidden=hidden),
-        None,
-    )
-    features = {name: torch.randn(dim) for name, dim in REFERENCE_DIMS.items()}
+    if "fusion" in models:
+        nets["fusion (MATT)"] = (
+            RULSTMFusion(num_classes=classes, feat_dims=REFERENCE_DIMS, hidden=hidden),
+            None,
+        )
+    stream = feature_stream(REFERENCE_DIMS, steps + warmup)
+    results = {}
     for label, (net, modality) in nets.items():
-        online = OnlineAnticipator(net.eval(), modality=modality, times=anticipation, device=device)
-        inputs = {modality: features[modality]} if modality else features
-        step = partial(online.step, inputs)
-        results[label] = _percentiles(time_calls(step, steps=steps, warmup=warmup, device=device))
+        branch_stream = [{modality: f[modality]} for f in stream] if modality else stream
+        results[label] = compare_weights(
+            net.eval(),
+            branch_stream,
+            modality=modality,
+            times=anticipation,
+            warmup=warmup,
+            device=device,
+            weights=weights,
+        )
     return results
+
+
+def checkpoint_stream(
+    checkpoint: Path, features_dir: Path, *, videos: int, alpha: float = 0.25
+) -> tuple[RULSTM | RULSTMFusion, str | None, list[dict[str, torch.Tensor]]]:
+    """A trained network and the stored features of the first ``videos`` videos of
+    ``features_dir`` (``<modality>.h5``), one step every ``alpha`` seconds, videos one after
+    the other (the stream is not reset between videos, as a live camera would not be)."""
+    from epic_protocol.features import FeatureStore
+    from rulstm.checkpoints import load_net
+
+    net = load_net(checkpoint)
+    if isinstance(net, RULSTMFusion):
+        modalities, modality = list(net.modalities), None
+    else:
+        modalities = [m for m in REFERENCE_DIMS if (features_dir / f"{m}.h5").is_file()][:1]
+        modality = modalities[0]
+    stores = {m: FeatureStore(features_dir / f"{m}.h5") for m in modalities}
+    first = stores[modalities[0]]
+    stream = []
+    for video in sorted(first.videos())[:videos]:
+        frames = first.stored_frames(video)
+        step_frames = np.arange(
+            math.ceil(frames[0] / (alpha * first.info.fps)),
+            math.floor(frames[-1] / (alpha * first.info.fps)) + 1,
+        )
+        step_frames = np.floor(step_frames * alpha * first.info.fps + 1e-6).astype(np.int64)
+        step_frames = step_frames[step_frames >= frames[0]]
+        rows = {m: store.lookup(video, step_frames) for m, store in stores.items()}
+        stream += [
+            {m: torch.from_numpy(rows[m][i]) for m in modalities} for i in range(len(step_frames))
+        ]
+    for store in stores.values():
+        store.close()
+    return net, modality, stream
+
+
+class StepClock:
+    """Step ``j = 1, 2, ...`` falls on frame ``floor(j * alpha * fps)`` (1-based frames), the
+    rounding of the RU-LSTM sampling (what ``rulstm-demo`` does)."""
+
+    def __init__(self, *, alpha: float, fps: float) -> None:
+        self.alpha, self.fps = alpha, fps
+        self._next = 1
+
+    def frame_of(self, step: int) -> int:
+        # The epsilon absorbs float error (0.25 * 30 * 4 must be frame 30, not 29).
+        return math.floor(step * self.alpha * self.fps + 1e-6)
+
+    @property
+    def next_frame(self) -> int:
+        return self.frame_of(self._next)
+
+    def steps_at(self, frame: int) -> int:
+        count = 0
+        while self.frame_of(self._next) <= frame:
+            self._next += 1
+            count += 1
+        return count
+
+
+class FramePusher:
+    """Pushes every frame to a ``StreamingExtractor``, computing features only on step frames
+    and optical flow only on the frames the next step's flow stack reads (its public
+    ``push(image, compute=..., flow=...)`` keywords)."""
+
+    def __init__(self, extractor, clock: StepClock) -> None:
+        self.extractor, self.clock = extractor, clock
+        keywords = inspect.signature(extractor.push).parameters
+        self.can_skip = "compute" in keywords
+        self.can_skip_flow = "flow" in keywords
+        self.stack = extractor.config.flow.stack
+
+    def push(self, image: np.ndarray, *, frame: int, due: bool) -> dict[str, np.ndarray]:
+        if due or not self.can_skip:
+            return self.extractor.push(image)
+        if not self.can_skip_flow:
+            return self.extractor.push(image, compute=False)
+        needed = self.clock.next_frame - frame < self.stack
+        return self.extractor.push(image, compute=False, flow=needed)
 
 
 def synthetic_frames(count: int, *, height: int, width: int) -> list[np.ndarray]:
@@ -118,7 +302,6 @@ def bench_extraction(
     """Per-step latency of pushing alpha's worth of frames and one fusion step."""
     from feature_extraction.config import load_config
     from feature_extraction.streaming import StreamingExtractor
-    from rulstm_apps.demo import FramePusher, StepClock
 
     config = load_config(config_path, overrides)
     extractor = StreamingExtractor(config, device=device)
@@ -204,6 +387,31 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="Extraction weights (rgb, flow, obj); default random, offline.",
     )
+    parser.add_argument(
+        "--precisions",
+        type=list[str],
+        default=list(WEIGHTS),
+        help="OnlineAnticipator weights modes compared with fp32 (fp32 is always run).",
+    )
+    parser.add_argument(
+        "--models",
+        type=list[str],
+        default=[*REFERENCE_DIMS, "fusion"],
+        help="Which anticipators of part 1: rgb, flow, obj, fusion.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path | None,
+        default=None,
+        help="A trained branch/fusion checkpoint: also measure top-5 agreement on --features.",
+    )
+    parser.add_argument(
+        "--features",
+        type=Path | None,
+        default=None,
+        help="Folder with <modality>.h5 (e.g. the quickstart's features/) for --checkpoint.",
+    )
+    parser.add_argument("--videos", type=int, default=20, help="Videos streamed for --checkpoint.")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -211,23 +419,68 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
+    modes = ["fp32", *(m for m in args.precisions if m != "fp32")]
     budget_ms = 250.0
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(
-        f"device {device}, torch threads {torch.get_num_threads()}, hidden {args.hidden}, "
-        f"classes {args.classes}, {args.times} anticipation times; budget {budget_ms:.0f} ms "
-        "per step (alpha = 0.25 s)"
+        f"device {device}{gpu}, torch threads {torch.get_num_threads()} of {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, hidden {args.hidden}, classes {args.classes}, "
+        f"{args.times} anticipation times; budget {budget_ms:.0f} ms per step (alpha = 0.25 s); "
+        f"load {_load()}"
     )
-    print(f"\nOnlineAnticipator.step ({args.steps} steps after {args.warmup} warm-up)")
-    print(f"{'model':<16}{'median ms':>12}{'p95 ms':>10}{'of budget':>12}")
-    for label, (median, p95) in bench_anticipator(
+    print(
+        f"\nOnlineAnticipator.step, random weights, a drifting random feature stream: "
+        f"{args.steps} steps after {args.warmup} warm-up, the weights modes interleaved step "
+        "by step; agree = steps whose top-5 at 1 s equals fp32's"
+    )
+    print(
+        f"{'model':<16}{'weights':<9}{'median ms':>10}{'p95 ms':>9}{'of budget':>11}"
+        f"{'x fp32':>8}{'agree':>8}{'weights MiB':>13}"
+    )
+    results = bench_anticipator(
         hidden=args.hidden,
         classes=args.classes,
         times=args.times,
         steps=args.steps,
         warmup=args.warmup,
         device=device,
-    ).items():
-        print(f"{label:<16}{median:>12.2f}{p95:>10.2f}{100 * median / budget_ms:>11.1f}%")
+        weights=modes,
+        models=args.models,
+    )
+    for label, per_mode in results.items():
+        base = per_mode["fp32"]["median"]
+        for mode, r in per_mode.items():
+            print(
+                f"{label:<16}{mode:<9}{r['median']:>10.2f}{r['p95']:>9.2f}"
+                f"{100 * r['median'] / budget_ms:>10.1f}%{base / r['median']:>8.2f}"
+                f"{100 * r['top5_agree']:>7.1f}%{r['weight_mib']:>13.1f}"
+            )
+    print(f"load after part 1: {_load()}; {_peak_memory(device)}")
+
+    if args.checkpoint is not None:
+        if args.features is None:
+            parser.error("--checkpoint needs --features (a folder with <modality>.h5)")
+        net, modality, stream = checkpoint_stream(
+            args.checkpoint, args.features, videos=args.videos
+        )
+        per_mode = compare_weights(
+            net.eval(),
+            stream,
+            modality=modality,
+            times=tuple(0.25 * k for k in range(args.times, 0, -1)),
+            warmup=min(args.warmup, len(stream) // 2),
+            device=device,
+            weights=modes,
+        )
+        print(
+            f"\nTrained checkpoint {args.checkpoint} on {len(stream)} steps of the stored "
+            f"features of {args.videos} videos in {args.features}:"
+        )
+        for mode, r in per_mode.items():
+            print(
+                f"  {mode:<6} median {r['median']:.2f} ms, top-5 at 1 s equal to fp32's on "
+                f"{100 * r['top5_agree']:.1f} % of steps"
+            )
 
     if args.extract_steps > 0:
         weights = args.weights or "none"

@@ -2,9 +2,12 @@
 
 Prints samples/second of one forward + backward + SGD step (nothing is asserted):
 
-* branch: ``unroll="sequential"`` computing all T outputs the reference way, vs the default
-  ``unroll="parallel"`` computing only the ``--loss-steps`` outputs the loss uses;
+* branch: ``unroll="sequential"`` computing all T outputs the reference way in float32 (the
+  straightforward path), vs the default ``unroll="parallel"`` computing only the outputs the
+  loss uses, in float32 and under bf16 autocast (what ``precision: bf16-mixed`` runs);
 * fusion: the same for three branches (rgb/flow/obj) fused by MATT;
+* the peak memory of each variant (RSS of a fresh subprocess on CPU, ``max_memory_allocated``
+  on GPU);
 * optionally (``--dataloader DIR``) the DataLoader throughput over HDF5 features generated at
   the reference dimensions.
 
@@ -19,7 +22,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +49,7 @@ class Sizes:
 
 REFERENCE = Sizes(14, 8, {"rgb": 1024, "flow": 1024, "obj": 352}, hidden=1024, num_classes=2513)
 SMALL = Sizes(14, 8, {"rgb": 64, "flow": 64, "obj": 32}, hidden=64, num_classes=100)
+SIZES = {"reference": REFERENCE, "small": SMALL}
 
 
 def _sync(device: torch.device) -> None:
@@ -93,15 +100,23 @@ def _train_step(
     *,
     loss_steps: int,
     fast: bool,
+    bf16: bool,
+    device: torch.device,
 ) -> Callable[[], None]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
 
     def step() -> None:
-        # The reference computes every output and the loss keeps the last ones.
-        logits = model(inputs, last_steps=loss_steps) if fast else model(inputs)[:, -loss_steps:]
+        # What Lightning's precision="bf16-mixed" does: the forward under autocast, the loss
+        # and the (float32) weights' update outside it.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            # The reference computes every output and the loss keeps the last ones.
+            if fast:
+                logits = model(inputs, last_steps=loss_steps)
+            else:
+                logits = model(inputs)[:, -loss_steps:]
         targets = labels.view(-1, 1).expand(-1, loss_steps).reshape(-1)  # (B,) -> (B*S,)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -115,62 +130,172 @@ def _set_unroll(model: torch.nn.Module, mode: str) -> None:
             module.unroll_mode = mode
 
 
-def bench_models(
-    sizes: Sizes, *, batch_size: int, iters: int, warmup: int, device: torch.device
-) -> None:
-    """Print branch and fusion training throughput, straightforward vs fast."""
+#: (unroll mode, bf16 autocast) of each benchmarked variant; the first is the baseline.
+VARIANTS = {
+    "straightforward fp32": ("sequential", False),
+    "fast fp32": ("parallel", False),
+    "fast bf16": ("parallel", True),
+}
+
+
+def _build(sizes: Sizes, which: str, device: torch.device) -> tuple[torch.nn.Module, object]:
     torch.manual_seed(0)
-    labels = torch.randint(sizes.num_classes, (batch_size,), device=device)
+    if which == "branch":
+        first, first_dim = next(iter(sizes.feat_dims.items()))
+        model = RULSTM(
+            num_classes=sizes.num_classes, feat_dim=first_dim, hidden=sizes.hidden, dropout=0.8
+        )
+        return model.to(device), first
+    model = RULSTMFusion(
+        num_classes=sizes.num_classes, feat_dims=sizes.feat_dims, hidden=sizes.hidden, dropout=0.8
+    )
+    return model.to(device), None
+
+
+def _inputs(sizes: Sizes, batch_size: int, device: torch.device, modality: str | None):
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(sizes.num_classes, (batch_size,), generator=generator).to(device)
     feats = {
-        name: torch.randn(batch_size, sizes.num_steps, dim, device=device)
+        name: torch.randn(batch_size, sizes.num_steps, dim, generator=generator).to(device)
         for name, dim in sizes.feat_dims.items()
     }
-
-    first, first_dim = next(iter(sizes.feat_dims.items()))
-    branch = RULSTM(
-        num_classes=sizes.num_classes, feat_dim=first_dim, hidden=sizes.hidden, dropout=0.8
-    ).to(device)
-    fusion = RULSTMFusion(
-        num_classes=sizes.num_classes, feat_dims=sizes.feat_dims, hidden=sizes.hidden, dropout=0.8
-    ).to(device)
-    labels_of = {
-        "sequential": f"all {sizes.num_steps} outputs",
-        "parallel": f"last_steps={sizes.loss_steps}",
-    }
-    for name, model, inputs in (
-        (f"branch ({first}, D={first_dim})", branch, feats[first]),
-        (f"fusion ({'/'.join(f'{k}={v}' for k, v in sizes.feat_dims.items())})", fusion, feats),
-    ):
-        # Two copies of the weights would double the memory: switch modes before each step.
-        steps = {}
-        for mode in ("sequential", "parallel"):
-            train_step = _train_step(
-                model, inputs, labels, loss_steps=sizes.loss_steps, fast=mode == "parallel"
-            )
-            steps[mode] = _with_unroll(model, mode, train_step)
-        timings = _time_interleaved(steps, iters=iters, warmup=warmup, device=device)
-        rates = {mode: timing.rates(batch_size) for mode, timing in timings.items()}
-        for mode, (wall_rate, cpu_rate) in rates.items():
-            print(
-                f"{name:<36} {mode:<10} ({labels_of[mode]:<15}) {wall_rate:9.1f} samples/s "
-                f"(wall)  {cpu_rate:9.1f} samples/CPU-s",
-                flush=True,
-            )
-        wall_ratio = rates["parallel"][0] / rates["sequential"][0]
-        cpu_ratio = rates["parallel"][1] / rates["sequential"][1]
-        print(
-            f"{name:<36} speed-up parallel/sequential: {wall_ratio:.2f}x (wall), "
-            f"{cpu_ratio:.2f}x (CPU time)",
-            flush=True,
-        )
+    return (feats[modality] if modality else feats), labels
 
 
-def _with_unroll(model: torch.nn.Module, mode: str, step: Callable[[], None]) -> Callable[[], None]:
+def _variant_step(model, inputs, labels, sizes, variant, device) -> Callable[[], None]:
+    mode, bf16 = VARIANTS[variant]
+    step = _train_step(
+        model,
+        inputs,
+        labels,
+        loss_steps=sizes.loss_steps,
+        fast=mode == "parallel",
+        bf16=bf16,
+        device=device,
+    )
+
     def run() -> None:
-        _set_unroll(model, mode)
+        _set_unroll(model, mode)  # one model, so one copy of the weights
         step()
 
     return run
+
+
+def peak_memory_mib(
+    sizes_name: str, which: str, variant: str, batch_size: int, device: torch.device
+) -> tuple[float, float]:
+    """(peak, peak minus the idle model and inputs) in MiB over two steps of one variant:
+    ``max_memory_allocated`` on GPU; on CPU the peak RSS of a fresh subprocess (a process's
+    peak RSS cannot be reset in place)."""
+    if device.type == "cuda":
+        sizes = SIZES[sizes_name]
+        model, modality = _build(sizes, which, device)
+        inputs, labels = _inputs(sizes, batch_size, device, modality)
+        step = _variant_step(model, inputs, labels, sizes, variant, device)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        idle = torch.cuda.memory_allocated(device)
+        step()
+        step()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        return peak / 2**20, (peak - idle) / 2**20
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--memory-probe",
+        f"{sizes_name},{which},{variant},{batch_size}",
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    peak, growth = output.strip().splitlines()[-1].split()
+    return float(peak), float(growth)
+
+
+def _memory_probe(spec: str) -> None:
+    sizes_name, which, variant, batch_size = spec.split(",")
+    sizes = SIZES[sizes_name]
+    device = torch.device("cpu")
+    model, modality = _build(sizes, which, device)
+    inputs, labels = _inputs(sizes, int(batch_size), device, modality)
+    step = _variant_step(model, inputs, labels, sizes, variant, device)
+    # Resident memory with the model and inputs built (pages of 4 KiB in statm).
+    idle = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    step()
+    step()
+    # ru_maxrss is in KiB on Linux.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{peak} {peak - idle / 2**20}")
+
+
+def bench_models(
+    sizes_name: str,
+    *,
+    batch_size: int,
+    iters: int,
+    warmup: int,
+    device: torch.device,
+    memory: bool = True,
+) -> None:
+    """Print branch and fusion training throughput of every variant, measured interleaved."""
+    sizes = SIZES[sizes_name]
+    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    bf16_ok = bf16_ok or (device.type == "cpu" and _cpu_bf16_ok())
+    variants = [v for v in VARIANTS if bf16_ok or not VARIANTS[v][1]]
+    if not bf16_ok:
+        print("bf16 autocast is not supported on this device: bf16 variants skipped")
+    dims = "/".join(f"{k}={v}" for k, v in sizes.feat_dims.items())
+    first, first_dim = next(iter(sizes.feat_dims.items()))
+    for which, label in (
+        ("branch", f"branch ({first}, D={first_dim})"),
+        ("fusion", f"fusion ({dims})"),
+    ):
+        model, modality = _build(sizes, which, device)
+        inputs, labels = _inputs(sizes, batch_size, device, modality)
+        steps = {v: _variant_step(model, inputs, labels, sizes, v, device) for v in variants}
+        timings = _time_interleaved(steps, iters=iters, warmup=warmup, device=device)
+        del model, steps
+        base_wall, base_cpu = timings[variants[0]].rates(batch_size)
+        print(f"{label}: B={batch_size}, {iters} interleaved steps each, load {_load()}")
+        print(
+            f"  {'variant':<22}{'samples/s':>11}{'samples/CPU-s':>15}{'x wall':>8}{'x CPU':>7}"
+            f"{'peak MiB':>10}{'step MiB':>10}"
+        )
+        for variant in variants:
+            wall_rate, cpu_rate = timings[variant].rates(batch_size)
+            peak, growth = (
+                peak_memory_mib(sizes_name, which, variant, batch_size, device)
+                if memory
+                else (float("nan"), float("nan"))
+            )
+            print(
+                f"  {variant:<22}{wall_rate:>11.1f}{cpu_rate:>15.1f}"
+                f"{wall_rate / base_wall:>8.2f}{cpu_rate / base_cpu:>7.2f}{peak:>10.0f}"
+                f"{growth:>10.0f}",
+                flush=True,
+            )
+        print(
+            "  (peak MiB: RSS on CPU / max_memory_allocated on GPU; step MiB: peak minus the "
+            "memory of the idle model and inputs)"
+        )
+
+
+def _cpu_bf16_ok() -> bool:
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.ones(2, 2) @ torch.ones(2, 2)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _load() -> str:
+    """The 1/5/15-minute load averages, to read wall-clock figures against."""
+    try:
+        return "/".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 # --------------------------------------------------------------------------- data loading
@@ -275,22 +400,35 @@ def main() -> None:
         metavar="DIR",
         help="folder for generated HDF5 features (reused if present) for the DataLoader benchmark",
     )
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the peak-memory runs (one subprocess each)"
+    )
+    parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        _memory_probe(args.memory_probe)
+        return
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
-    sizes = REFERENCE if args.sizes == "reference" else SMALL
+    sizes = SIZES[args.sizes]
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(
-        f"device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
-        f"B={args.batch_size} T={sizes.num_steps} H={sizes.hidden} C={sizes.num_classes} "
-        f"iters={args.iters} warmup={args.warmup}"
+        f"device={device}{gpu} threads={torch.get_num_threads()} cpus={os.cpu_count()} "
+        f"torch={torch.__version__} B={args.batch_size} T={sizes.num_steps} H={sizes.hidden} "
+        f"C={sizes.num_classes} iters={args.iters} warmup={args.warmup} load {_load()}"
     )
     if not args.skip_models:
         bench_models(
-            sizes, batch_size=args.batch_size, iters=args.iters, warmup=args.warmup, device=device
+            args.sizes,
+            batch_size=args.batch_size,
+            iters=args.iters,
+            warmup=args.warmup,
+            device=device,
+            memory=not args.no_memory,
         )
     if args.dataloader is not None:
         bench_dataloader(

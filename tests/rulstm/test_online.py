@@ -95,3 +95,55 @@ def test_unroll_horizons_equals_separate_unrollings(depth):
         expected_logits, expected_context = net.unroll(x, state, n, return_context=True)
         torch.testing.assert_close(logits[:, k], expected_logits, atol=1e-6, rtol=0)
         torch.testing.assert_close(context[:, k], expected_context, atol=1e-6, rtol=0)
+
+
+def _stream(dims: dict[str, int], steps: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [{m: torch.randn(d, generator=generator) for m, d in dims.items()} for _ in range(steps)]
+
+
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+def test_low_precision_fusion_follows_float32(weights):
+    torch.manual_seed(5)
+    dims = {"rgb": 24, "flow": 24, "obj": 12}
+    net = RULSTMFusion(num_classes=40, feat_dims=dims, hidden=32, depth=1).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    exact = OnlineAnticipator(net)
+    low = OnlineAnticipator(net, weights=weights)
+    assert low.weights == weights
+    agree, scale, worst = 0, 0.0, 0.0
+    stream = _stream(dims, 20, seed=6)
+    for features in stream:
+        ref, got = exact.step(features), low.step(features)
+        assert got.logits.dtype == torch.float32 and got.logits.shape == ref.logits.shape
+        scale = max(scale, ref.logits.abs().max().item())
+        worst = max(worst, (got.logits - ref.logits).abs().max().item())
+        agree += {a for a, _ in ref.top_k(5)} == {a for a, _ in got.top_k(5)}
+        total = sum(got.weights[m] for m in dims)
+        torch.testing.assert_close(total, torch.ones(8), atol=1e-2, rtol=0)
+    # Random weights make close calls more frequent than a trained net: a loose bound.
+    assert 0 < worst < 0.1 * scale  # (0: the low-precision copy really ran)
+    assert agree >= 0.8 * len(stream)
+    # The anticipator quantised a copy: the caller's float32 net is untouched.
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+def test_low_precision_branch_with_two_layers(weights):
+    torch.manual_seed(7)
+    net = RULSTM(num_classes=30, feat_dim=16, hidden=24, depth=2).eval()
+    exact, low = OnlineAnticipator(net), OnlineAnticipator(net, weights=weights)
+    for features in _stream({"rgb": 16}, 10, seed=8):
+        ref, got = exact.step(features), low.step(features)
+        assert got.weights is None
+        torch.testing.assert_close(got.probabilities, ref.probabilities, atol=0.02, rtol=0)
+
+
+def test_unknown_or_unsupported_precision_is_refused():
+    net = RULSTM(num_classes=5, feat_dim=4, hidden=4)
+    with pytest.raises(ValueError, match="weights must be"):
+        OnlineAnticipator(net, weights="fp16")
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CPU only"):
+            OnlineAnticipator(net, weights="int8", device="cuda")

@@ -84,7 +84,11 @@ def test_fusion_under_autocast_matches_float32():
     torch.manual_seed(4)
     net = RULSTMFusion(num_classes=25, feat_dims={"rgb": 16, "flow": 16, "obj": 8}, hidden=24)
     net.eval()
-    x = {"rgb": torch.randn(4, 14, 16), "flow": torch.randn(4, 14, 16), "obj": torch.randn(4, 14, 8)}
+    x = {
+        "rgb": torch.randn(4, 14, 16),
+        "flow": torch.randn(4, 14, 16),
+        "obj": torch.randn(4, 14, 8),
+    }
     ref, ref_weights = net(x, last_steps=8, return_weights=True)
     with torch.autocast(**BF16):
         low, weights = net(x, last_steps=8, return_weights=True)
