@@ -3,11 +3,17 @@
 One file per modality (``rgb.h5``, ``flow.h5``, ``obj.h5``)::
 
     /                                   attrs: layout="rulstm-features", layout_version=1,
-    |                                          modality, dim, fps, provenance (JSON string)
+    |                                          modality, dim, fps, provenance (JSON string),
+    |                                          storage_dtype ("float32" if absent, or "float16")
     +-- <video_id>/                     attrs: complete (bool), num_frames (int, optional),
         |                                          plus free-form extractor notes
-        +-- features   float32 [N, dim] one row per stored frame
+        +-- features   float32 [N, dim] one row per stored frame (float16 if storage_dtype says
+        |                               so; readers always return float32)
         +-- frames     int64   [N]      1-based frame numbers at ``fps``, strictly increasing
+
+``features`` is chunked by rows (whole rows per chunk, about 256 KiB per chunk: 64 rows of
+1024 float32), matching the reads: one sample reads a run of consecutive rows (14 steps
+spread over ~105 frames of a dense file, or 14 neighbouring rows of a sparse one).
 
 Frames may be sparse (only those a sampling protocol reads). The lookup rule: a requested
 frame ``f`` of a video reads the latest stored frame at or before ``f``, provided
@@ -28,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +49,11 @@ FRAMES = "frames"
 COMPLETE = "complete"
 #: Video attribute: frames (at ``fps``) the video decoded to; lookups past it are errors.
 NUM_FRAMES = "num_frames"
+#: Root attribute naming the on-disk dtype of ``features`` (absent: float32).
+STORAGE_DTYPE = "storage_dtype"
+StorageDtype = Literal["float32", "float16"]
+STORAGE_DTYPES: tuple[str, ...] = ("float32", "float16")
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 #: Video attribute: only the frames a sampling protocol reads were stored (sparse extraction).
 SPARSE = "sparse"
 
@@ -62,6 +73,7 @@ class FeatureFileInfo:
     dim: int
     fps: float
     provenance: dict[str, Any] = field(default_factory=dict)
+    storage_dtype: str = "float32"
 
 
 def _is_lock_error(error: OSError) -> bool:
@@ -119,6 +131,7 @@ def _info_from_attrs(path: Path, attrs: Mapping[str, Any]) -> FeatureFileInfo:
         dim=int(attrs["dim"]),
         fps=float(attrs["fps"]),
         provenance=json.loads(provenance) if provenance else {},
+        storage_dtype=str(attrs.get(STORAGE_DTYPE, "float32")),
     )
 
 
@@ -132,8 +145,13 @@ class FeatureFileWriter:
 
     A video is written between :meth:`start_video` and :meth:`finish_video`; only the latter
     marks it complete (and flushes), so a crash mid-video leaves an incomplete group that the
-    next run discards and redoes. Reopening an existing file checks that modality, dim and fps
-    agree.
+    next run discards and redoes. Reopening an existing file checks that modality, dim, fps and
+    storage dtype agree.
+
+    ``dtype="float16"`` stores the features at half the disk size (readers convert back to
+    float32); values beyond float16's range (65504) raise :class:`FeatureFileError` instead of
+    becoming infinite. ``chunk_rows`` overrides the rows per HDF5 chunk (default: about
+    256 KiB of whole rows).
     """
 
     def __init__(
@@ -144,7 +162,13 @@ class FeatureFileWriter:
         dim: int,
         fps: float,
         provenance: Mapping[str, Any] | None = None,
+        dtype: StorageDtype = "float32",
+        chunk_rows: int | None = None,
     ) -> None:
+        if dtype not in STORAGE_DTYPES:
+            raise FeatureFileError(f"dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
+        if chunk_rows is not None and chunk_rows < 1:
+            raise FeatureFileError(f"chunk_rows must be >= 1, got {chunk_rows}")
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +186,7 @@ class FeatureFileWriter:
                     ("modality", info.modality, modality),
                     ("dim", info.dim, dim),
                     ("fps", info.fps, float(fps)),
+                    ("storage dtype", info.storage_dtype, dtype),
                 )
                 if have != want
             ]
@@ -178,7 +203,15 @@ class FeatureFileWriter:
             attrs["dim"] = int(dim)
             attrs["fps"] = float(fps)
             attrs["provenance"] = json.dumps(dict(provenance or {}), sort_keys=True)
+            if dtype != "float32":  # absent means float32: older files stay valid
+                attrs[STORAGE_DTYPE] = dtype
         self.modality, self.dim, self.fps = modality, int(dim), float(fps)
+        self.dtype = np.dtype(dtype)
+        # Whole rows, ~256 KiB per chunk: 64 rows of 1024 float32 (a dense sample's ~105-row
+        # run spans 2-3 chunks), 128 of 1024 float16, 186 of 352 float32.
+        self.chunk_rows = chunk_rows or int(
+            np.clip(2**18 // (self.dim * self.dtype.itemsize), 16, 4096)
+        )
 
     def __enter__(self) -> FeatureFileWriter:
         return self
@@ -212,18 +245,14 @@ class FeatureFileWriter:
         group.attrs[COMPLETE] = False
         for key, value in (attrs or {}).items():
             group.attrs[key] = value
-        # Small chunks keep random access cheap: a sample reads 14 rows spread over ~100 frames.
-        chunk_rows = 64
         group.create_dataset(
             FEATURES,
             shape=(0, self.dim),
             maxshape=(None, self.dim),
-            dtype=np.float32,
-            chunks=(chunk_rows, self.dim),
+            dtype=self.dtype,
+            chunks=(self.chunk_rows, self.dim),
         )
-        group.create_dataset(
-            FRAMES, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(chunk_rows * 4,)
-        )
+        group.create_dataset(FRAMES, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
 
     def append(self, video: str, frames: np.ndarray, features: np.ndarray) -> None:
         """Append rows; frame numbers must be 1-based and continue strictly increasing."""
@@ -239,6 +268,11 @@ class FeatureFileWriter:
             )
         if len(frames) == 0:
             return
+        if self.dtype == np.float16 and np.abs(features).max(initial=0.0) > _FLOAT16_MAX:
+            raise FeatureFileError(
+                f"{self.path}: video {video!r}: features reach {np.abs(features).max():.3g}, "
+                "beyond float16's range (65504); store this modality as float32"
+            )
         stored_frames, stored_features = group[FRAMES], group[FEATURES]
         previous = stored_frames[-1] if len(stored_frames) else 0
         if frames[0] <= previous or np.any(np.diff(frames) <= 0):
@@ -250,7 +284,7 @@ class FeatureFileWriter:
         stored_frames.resize((n + len(frames),))
         stored_features.resize((n + len(frames), self.dim))
         stored_frames[n:] = frames
-        stored_features[n:] = features
+        stored_features[n:] = features.astype(self.dtype, copy=False)
 
     def set_video_attrs(self, video: str, attrs: Mapping[str, Any]) -> None:
         """Add free-form attributes (extractor notes) to a started video."""
@@ -321,8 +355,10 @@ class FeatureStore:
     stored frame at or before it, so sparsely extracted files work; frames past the end of
     the video (``num_frames``, else the last stored frame) raise :class:`MissingFeaturesError`,
     or with ``beyond_end="clamp"`` read the last stored frame (one warning per video and
-    process). ``in_memory=True`` loads every complete video into RAM on first use (per
-    process), which makes lookups a pure numpy gather.
+    process). ``lookup_batch`` does many lookups with one read per video. Features are always
+    returned as float32, whatever the storage dtype. ``in_memory=True`` loads every complete
+    video into RAM on first use (per process, in the storage dtype), which makes lookups a
+    pure numpy gather.
     """
 
     def __init__(
@@ -350,7 +386,8 @@ class FeatureStore:
                 f"{expected_fps} fps"
             )
         self.in_memory = in_memory
-        self.max_block_rows = 1024
+        # Read through gaps of up to this many unneeded rows rather than split a read.
+        self.max_gap_rows = 128
         self._handle: h5py.File | None = None
         self._owner_pid: int | None = None
         self._frames: dict[str, np.ndarray] = {}
@@ -487,17 +524,44 @@ class FeatureStore:
 
     def lookup(self, video: str, frames: np.ndarray) -> np.ndarray:
         """Features ``(len(frames), dim)`` float32 for 1-based ``frames`` of ``video``."""
-        frames = np.asarray(frames, dtype=np.int64)
-        rows = self.rows_for(video, frames)
-        if self.in_memory:
-            return self._features[video][rows]
+        return self.lookup_batch([(video, frames)])[0]
+
+    def lookup_batch(self, requests: Sequence[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+        """:meth:`lookup` for many ``(video, frames)`` requests (e.g. a DataLoader batch).
+
+        The rows every request of one video needs are read together, as few runs of
+        consecutive rows (one HDF5 read each) as the gaps between them allow, instead of one
+        read per request. Returns one float32 ``(len(frames), dim)`` array per request, in
+        order. Raises :class:`MissingFeaturesError` naming the video and frame.
+        """
+        rows = [
+            self.rows_for(video, np.asarray(frames, dtype=np.int64)) for video, frames in requests
+        ]
+        by_video: dict[str, list[int]] = {}
+        for index, (video, _) in enumerate(requests):
+            by_video.setdefault(video, []).append(index)
+        out: list[np.ndarray] = [np.empty(0)] * len(requests)
+        for video, indices in by_video.items():
+            if self.in_memory:
+                stored = self._features[video]
+                for index in indices:
+                    out[index] = stored[rows[index]].astype(np.float32, copy=False)
+                continue
+            wanted = np.unique(np.concatenate([rows[index] for index in indices]))
+            block = self._read_rows(video, wanted)  # (len(wanted), dim) float32
+            for index in indices:
+                out[index] = block[np.searchsorted(wanted, rows[index])]
+        return out
+
+    def _read_rows(self, video: str, wanted: np.ndarray) -> np.ndarray:
+        """Rows ``wanted`` (sorted, unique) of a video as float32, reading runs of rows.
+
+        A gap of up to ``max_gap_rows`` unneeded rows is read through (a contiguous slice is
+        >10x faster per row than h5py's point selection); larger gaps split the read."""
         dataset = self._video(video)[FEATURES]
-        low, high = int(rows.min()), int(rows.max()) + 1
-        if high - low <= self.max_block_rows:
-            # One contiguous slice (a sample spans ~105 rows) is >10x faster than h5py's
-            # fancy indexing; the gather then happens in numpy.
-            return dataset[low:high][rows - low]
-        # Sparse files with big gaps: read each needed row once (fancy indexing wants them
-        # strictly increasing).
-        unique_rows, inverse = np.unique(rows, return_inverse=True)
-        return dataset[unique_rows][inverse]
+        breaks = np.flatnonzero(np.diff(wanted) > self.max_gap_rows) + 1
+        parts = []
+        for run in np.split(wanted, breaks):
+            low, high = int(run[0]), int(run[-1]) + 1
+            parts.append(dataset[low:high][run - low])  # (len(run), dim)
+        return np.concatenate(parts).astype(np.float32, copy=False)

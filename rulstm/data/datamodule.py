@@ -154,24 +154,34 @@ class AnticipationDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        sample = self.samples[index]
-        segment = sample.segment
-        features = {}
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """A whole batch at once (the DataLoader calls this when it exists): each modality
+        reads the rows of all the batch's samples of one video together
+        (``FeatureStore.lookup_batch``), not one read per sample."""
+        samples = [self.samples[index] for index in indices]
+        readable = [i for i, sample in enumerate(samples) if sample.frames is not None]
+        features: list[dict[str, torch.Tensor]] = [{} for _ in samples]
         for modality, store in self.stores.items():
-            if sample.frames is None:
-                features[modality] = torch.zeros(self.steps, store.dim)
-            else:
-                rows = store.lookup(segment.video_id, sample.frames)  # (T, D)
-                features[modality] = torch.from_numpy(rows)
-        return {
-            "features": features,
-            "action": _label(segment.action),
-            "verb": _label(segment.verb),
-            "noun": _label(segment.noun),
-            "valid": sample.frames is not None,
-            "uid": segment.uid,
-            "index": index,
-        }
+            requests = [(samples[i].segment.video_id, samples[i].frames) for i in readable]
+            for i, rows in zip(readable, store.lookup_batch(requests), strict=True):
+                features[i][modality] = torch.from_numpy(rows)  # (T, D) float32
+            for i, sample in enumerate(samples):
+                if sample.frames is None:
+                    features[i][modality] = torch.zeros(self.steps, store.dim)
+        return [
+            {
+                "features": features[i],
+                "action": _label(sample.segment.action),
+                "verb": _label(sample.segment.verb),
+                "noun": _label(sample.segment.noun),
+                "valid": sample.frames is not None,
+                "uid": sample.segment.uid,
+                "index": index,
+            }
+            for i, (index, sample) in enumerate(zip(indices, samples, strict=True))
+        ]
 
 
 class AnticipationDataModule(L.LightningDataModule):

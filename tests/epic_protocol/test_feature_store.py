@@ -17,11 +17,11 @@ from epic_protocol.features import (
 )
 
 
-@pytest.mark.parametrize(("in_memory", "max_block_rows"), [(False, 1024), (False, 2), (True, 0)])
-def test_sparse_lookup_returns_latest_stored_frame(feature_file, in_memory, max_block_rows):
+@pytest.mark.parametrize(("in_memory", "max_gap_rows"), [(False, 128), (False, 0), (True, 0)])
+def test_sparse_lookup_returns_latest_stored_frame(feature_file, in_memory, max_gap_rows):
     path = feature_file(videos={"P01_01": 20, "P01_02": 5}, dim=4, every=5)  # 1, 6, 11, 16
     store = FeatureStore(path, in_memory=in_memory)
-    store.max_block_rows = max_block_rows  # 2 forces the row-by-row read path
+    store.max_gap_rows = max_gap_rows  # 0 reads every run of consecutive rows apart
     # 17..20 are a sparse gap inside the video (20 frames long): they read frame 16.
     rows = store.lookup("P01_01", np.array([1, 5, 6, 7, 16, 20, 6]))
     assert rows[:, 0].tolist() == [1, 1, 6, 6, 16, 16, 6]
@@ -142,3 +142,66 @@ def test_writer_records_the_decoded_length(tmp_path):
     with h5py.File(path, "r") as handle:
         assert int(handle["v"].attrs[NUM_FRAMES]) == 12
         assert NUM_FRAMES not in handle["w"].attrs
+
+
+@pytest.mark.parametrize("max_gap_rows", [128, 0, 3])
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_batched_lookup_equals_one_lookup_per_request(tmp_path, in_memory, max_gap_rows):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "rgb.h5"
+    stored = {}
+    with FeatureFileWriter(path, modality="rgb", dim=6, fps=30.0, chunk_rows=8) as writer:
+        for video, count in (("P01_01", 300), ("P01_02", 40)):
+            frames = np.sort(rng.choice(np.arange(1, 1000), count, replace=False))
+            stored[video] = frames
+            writer.write_video(video, frames, rng.standard_normal((count, 6)))
+    store = FeatureStore(path, in_memory=in_memory)
+    store.max_gap_rows = max_gap_rows
+    requests = []
+    for _ in range(25):
+        video = str(rng.choice(list(stored)))
+        # Within the stored range (frames past the last stored one are an error).
+        start = int(rng.integers(stored[video][0], stored[video][-1] - 120))
+        requests.append((video, np.sort(rng.integers(start, start + 120, 14))))
+    batched = store.lookup_batch(requests)
+    single = FeatureStore(path)  # a fresh store, one read per request
+    for (video, frames), rows in zip(requests, batched, strict=True):
+        assert rows.dtype == np.float32 and rows.shape == (14, 6)
+        np.testing.assert_array_equal(rows, single.lookup(video, frames))
+
+
+def test_float16_storage_halves_the_data_and_reads_back_float32(tmp_path):
+    rng = np.random.default_rng(1)
+    values = rng.standard_normal((500, 64)).astype(np.float32)
+    frames = np.arange(1, 501)
+    paths = {}
+    for dtype in ("float32", "float16"):
+        paths[dtype] = tmp_path / f"{dtype}.h5"
+        with FeatureFileWriter(
+            paths[dtype], modality="rgb", dim=64, fps=30.0, dtype=dtype, chunk_rows=100
+        ) as w:
+            w.write_video("P01_01", frames, values)
+    half = FeatureStore(paths["float16"])
+    assert half.info.storage_dtype == "float16"
+    assert FeatureStore(paths["float32"]).info.storage_dtype == "float32"
+    for in_memory in (False, True):
+        rows = FeatureStore(paths["float16"], in_memory=in_memory).lookup("P01_01", frames)
+        assert rows.dtype == np.float32
+        # float16 keeps 11 significant bits: relative error <= 2**-11.
+        np.testing.assert_allclose(rows, values, rtol=2**-11, atol=1e-7)
+    sizes = {}
+    for dtype, path in paths.items():
+        with h5py.File(path) as handle:
+            assert handle["P01_01/features"].dtype == np.dtype(dtype)
+            sizes[dtype] = handle["P01_01/features"].id.get_storage_size()
+    assert sizes["float16"] * 2 == sizes["float32"] == 500 * 64 * 4
+    # Reopening with another dtype, and values beyond float16's range, are refused.
+    with pytest.raises(FeatureFileError, match="storage dtype"):
+        FeatureFileWriter(paths["float16"], modality="rgb", dim=64, fps=30.0)
+    with pytest.raises(FeatureFileError, match="beyond float16's range"):
+        with FeatureFileWriter(
+            paths["float16"], modality="rgb", dim=64, fps=30.0, dtype="float16"
+        ) as w:
+            w.write_video("P01_02", [1], np.full((1, 64), 7e4))
+    with pytest.raises(FeatureFileError, match="dtype must be"):
+        FeatureFileWriter(tmp_path / "x.h5", modality="rgb", dim=4, fps=30.0, dtype="int8")

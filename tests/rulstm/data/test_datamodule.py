@@ -230,3 +230,33 @@ def test_a_frame_past_the_video_end_fails_at_setup_or_clamps_with_one_warning(
         warnings.simplefilter("error")  # no second warning for the same video
         batch = next(iter(dm.train_dataloader()))
     assert batch["features"]["rgb"][:, :, 0].max().item() == 297.0
+
+
+def test_batched_reads_give_every_sample_its_own_rows(tmp_path, splits, feature_file):
+    """The DataLoader fetches whole batches (AnticipationDataset.__getitems__, one read per
+    video and modality); every sample must still get exactly its own frames."""
+    train, val, _ = splits
+    rgb = feature_file("rgb.h5", videos={"P01_01": 400, "P02_01": 400}, dim=6)
+    obj = feature_file("obj.h5", videos={"P01_01": 400, "P02_01": 400}, dim=3, every=4)
+    dm = AnticipationDataModule(
+        features={"rgb": str(rgb), "obj": str(obj)},
+        train_annotations=train,
+        val_annotations=val,
+        batch_size=3,
+        num_workers=0,
+    )
+    dm.setup("fit")
+    for split in ("train", "val"):
+        dataset = dm.dataset(split)
+        indices = list(range(len(dataset)))[::-1]  # not in file order
+        batch = dataset.__getitems__(indices)
+        for index, item in zip(indices, batch, strict=True):
+            sample = dataset.samples[index]
+            assert item["uid"] == sample.segment.uid
+            assert item["valid"] == (sample.frames is not None)
+            for modality, store in dm.stores.items():
+                if sample.frames is None:
+                    assert item["features"][modality].abs().sum() == 0
+                else:
+                    expected = store.lookup(sample.segment.video_id, sample.frames)
+                    assert torch.equal(item["features"][modality], torch.from_numpy(expected))
