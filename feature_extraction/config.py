@@ -180,6 +180,8 @@ class ExtractConfig:
         precision: 'auto' (16-bit mixed precision on CUDA, 32 on CPU), '32', '16-mixed',
             'bf16-mixed'.
         batch_size: Frames per model forward pass.
+        dtype: Storage dtype of the feature files: 'float32', or 'float16' (half the disk
+            size; readers convert back to float32).
         num_workers: DataLoader workers decoding videos and computing CPU flow; null picks
             min(8, cpus - 1); 0 decodes in the main process.
         threads: CPU threads of the models in the main process; null picks
@@ -196,6 +198,7 @@ class ExtractConfig:
     device: str = "auto"
     precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = "auto"
     batch_size: int = 32
+    dtype: Literal["float32", "float16"] = "float32"
     num_workers: int | None = None
     threads: int | None = None
     decode: DecodeConfig = field(default_factory=DecodeConfig)

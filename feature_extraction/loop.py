@@ -183,10 +183,12 @@ class StagingSink(BasePredictionWriter):
         keep_detections: bool,
         class_names: Sequence[str],
         progress: bool,
+        dtype: str = "float32",
     ) -> None:
         super().__init__(write_interval="batch")
         self.staging = StagingArea(out)
         self.dims, self.fps, self.provenances = dims, fps, provenances
+        self.dtype = dtype
         self.keep_detections = keep_detections
         self.class_names = list(class_names)
         self.progress = progress
@@ -213,6 +215,7 @@ class StagingSink(BasePredictionWriter):
                 dim=self.dims[modality],
                 fps=self.fps,
                 provenance=self.provenances[modality],
+                dtype=self.dtype,
             )
             writer.start_video(video, attrs={SPARSE: batch.sparse})
             writers[modality] = writer

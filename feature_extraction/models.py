@@ -220,6 +220,8 @@ def provenance(
     }
     if frames_input:
         common["input"] = "frame folders"
+    if config.dtype != "float32":  # only when set, so float32 files keep their old hash
+        common["dtype"] = config.dtype
     if modality == "rgb":
         settings: dict[str, Any] = {**common, "rgb": _without_default_preprocessing(config.rgb)}
     elif modality == "flow":

@@ -247,6 +247,7 @@ def merge_staging(
     fps: float,
     provenance: Mapping[str, Any],
     replace_old: bool = False,
+    dtype: str = "float32",
 ) -> list[str]:
     """Merge complete staging files into ``OUT/<modality>.h5`` atomically (see the module
     docstring). ``replace_old`` drops the old file's videos (an --overwrite with changed
@@ -268,7 +269,7 @@ def merge_staging(
     try:
         # The writer creates the file with the layout's root attributes.
         FeatureFileWriter(
-            temporary, modality=modality, dim=dim, fps=fps, provenance=provenance
+            temporary, modality=modality, dim=dim, fps=fps, provenance=provenance, dtype=dtype
         ).close()
         with h5py.File(temporary, "a") as destination:
             if target.exists() and not replace_old:

@@ -184,6 +184,7 @@ def run_extraction(
         keep_detections=config.obj.keep_detections,
         class_names=models.detector.class_names if models.detector is not None else (),
         progress=options.progress,
+        dtype=config.dtype,
     )
     with _quiet_lightning():
         trainer = L.Trainer(
@@ -219,6 +220,7 @@ def run_extraction(
             fps=config.fps,
             provenance=provenances[modality],
             replace_old=data.plan.replace_old.get(modality, False),
+            dtype=config.dtype,
         )
         if merged:
             log(f"{options.out / f'{modality}.h5'}: added {len(merged)} videos")

@@ -46,6 +46,13 @@ def _parser() -> ArgumentParser:
         default=DEFAULT_KEY_PATTERN,
         help="regex with named groups 'video' and 'frame' (default: %(default)s)",
     )
+    features.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="storage dtype of the HDF5 features; float16 halves the disk size and is read "
+        "back as float32 (default: %(default)s)",
+    )
     features.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     checkpoint = commands.add_parser(
@@ -86,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dim=args.dim,
             key_pattern=args.key_pattern,
             progress=not args.no_progress,
+            dtype=args.dtype,
         )
         print(summary)
     else:

@@ -165,6 +165,7 @@ def convert_lmdb(
     key_pattern: str = DEFAULT_KEY_PATTERN,
     chunk_rows: int = 4096,
     progress: bool = True,
+    dtype: str = "float32",
 ) -> ConversionSummary:
     """Convert one modality's LMDB into an HDF5 feature file (resumable; see module doc).
 
@@ -177,6 +178,9 @@ def convert_lmdb(
             other than the released one for rgb/flow/obj gives a :class:`ReleasedSizeWarning`.
         key_pattern: regular expression with named groups ``video`` and ``frame``.
         chunk_rows: rows read and written at a time.
+        progress: show a progress bar.
+        dtype: storage dtype of the HDF5 features, ``float32`` (as released) or ``float16``
+            (half the disk size, read back as float32; values must fit float16's range).
     """
     lmdb_path, output = Path(lmdb_path), Path(output)
     pattern = re.compile(key_pattern)
@@ -208,7 +212,12 @@ def convert_lmdb(
             provenance = {"source": "rulstm-lmdb", "lmdb": str(lmdb_path.resolve())}
             with (
                 FeatureFileWriter(
-                    output, modality=modality, dim=dim, fps=fps, provenance=provenance
+                    output,
+                    modality=modality,
+                    dim=dim,
+                    fps=fps,
+                    provenance=provenance,
+                    dtype=dtype,
                 ) as writer,
                 tqdm(
                     total=entries, desc=f"{modality} LMDB -> HDF5", unit="key", disable=not progress

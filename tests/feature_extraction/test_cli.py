@@ -107,6 +107,35 @@ def test_rerun_skips_finished_videos_and_overwrite_redoes_them(
     assert "different settings" in capsys.readouterr().err
 
 
+def test_float16_storage_dtype(
+    tmp_path: Path, videos: Path, tiny_config: Path, tiny_overrides: list[str], capsys
+) -> None:
+    from epic_protocol.features import FeatureStore
+
+    rgb = ["--modalities", "rgb"]
+    full, half = tmp_path / "fp32", tmp_path / "fp16"
+    assert _extract(videos, full, *rgb, config=tiny_config, overrides=tiny_overrides) == 0
+    assert (
+        _extract(
+            videos, half, *rgb, "--dtype", "float16", config=tiny_config, overrides=tiny_overrides
+        )
+        == 0
+    )
+    assert read_file_info(half / "rgb.h5").storage_dtype == "float16"
+    reference, stored = _read(full / "rgb.h5"), _read(half / "rgb.h5")
+    store = FeatureStore(half / "rgb.h5")
+    for video, (frames, features) in reference.items():
+        assert stored[video][1].dtype == np.float16
+        rows = store.lookup(video, frames)
+        assert rows.dtype == np.float32
+        np.testing.assert_allclose(rows, features, rtol=2**-10, atol=1e-6)
+    store.close()
+    # A float32 rerun into the float16 folder is refused: the settings differ.
+    capsys.readouterr()
+    assert _extract(videos, half, *rgb, config=tiny_config, overrides=tiny_overrides) == 2
+    assert "different settings" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_two_workers_interleave_videos_without_mixing_them(
     tmp_path: Path, videos: Path, tiny_config: Path, tiny_overrides: list[str]

@@ -23,6 +23,28 @@ def test_import_features(ref, tmp_path: Path, capsys):
     assert "0 videos written, 1 already complete" in capsys.readouterr().out
 
 
+def test_import_features_as_float16(ref, tmp_path: Path, capsys):
+    pytest.importorskip("lmdb")
+    from epic_protocol.features import FeatureStore
+
+    rng = np.random.default_rng(0)
+    values = {f: rng.standard_normal(352).astype(np.float32) for f in (1, 2, 3)}
+    entries = {f"P01_01_frame_{f:010d}.jpg": v for f, v in values.items()}
+    database = ref.write_lmdb(tmp_path / "obj", entries)
+    output = tmp_path / "obj.h5"
+    argv = ["features", "--lmdb", str(database), "--modality", "obj", "--out", str(output)]
+    assert main([*argv, "--dtype", "float16", "--no-progress"]) == 0
+    store = FeatureStore(output)
+    assert store.info.storage_dtype == "float16"
+    rows = store.lookup("P01_01", np.array([1, 2, 3]))
+    assert rows.dtype == np.float32
+    np.testing.assert_allclose(rows, np.stack(list(values.values())), rtol=2**-11, atol=1e-7)
+    store.close()
+    # Completing the file as float32 is refused with a message naming it.
+    assert main([*argv, "--no-progress"]) == 1
+    assert "storage dtype" in capsys.readouterr().err
+
+
 def test_import_checkpoint(ref, tmp_path: Path, generator: torch.Generator, capsys):
     state = ref.reference_fusion_state_dict(generator)
     source = ref.save_reference_checkpoint(tmp_path / "fusion_best.pth.tar", state)
