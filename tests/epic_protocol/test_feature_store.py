@@ -198,10 +198,8 @@ def test_float16_storage_halves_the_data_and_reads_back_float32(tmp_path):
     # Reopening with another dtype, and values beyond float16's range, are refused.
     with pytest.raises(FeatureFileError, match="storage dtype"):
         FeatureFileWriter(paths["float16"], modality="rgb", dim=64, fps=30.0)
-    with pytest.raises(FeatureFileError, match="beyond float16's range"):
-        with FeatureFileWriter(
-            paths["float16"], modality="rgb", dim=64, fps=30.0, dtype="float16"
-        ) as w:
-            w.write_video("P01_02", [1], np.full((1, 64), 7e4))
+    writer = FeatureFileWriter(paths["float16"], modality="rgb", dim=64, fps=30.0, dtype="float16")
+    with writer, pytest.raises(FeatureFileError, match="beyond float16's range"):
+        writer.write_video("P01_02", [1], np.full((1, 64), 7e4))
     with pytest.raises(FeatureFileError, match="dtype must be"):
         FeatureFileWriter(tmp_path / "x.h5", modality="rgb", dim=4, fps=30.0, dtype="int8")
