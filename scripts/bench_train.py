@@ -304,29 +304,67 @@ def _load() -> str:
 
 
 def write_reference_features(
-    directory: Path, sizes: Sizes, *, num_videos: int = 8, frames_per_video: int = 1800
+    directory: Path,
+    sizes: Sizes,
+    *,
+    num_videos: int = 8,
+    frames_per_video: int = 1800,
+    dtype: str = "float32",
 ) -> dict[str, Path]:
     """Write random features in the project's HDF5 layout (one file per modality) at the
-    dimensions of ``sizes``; returns {modality: path}. Existing files are reused."""
+    dimensions of ``sizes``, stored as ``dtype``; returns {modality: path}. Existing files
+    are reused."""
     from epic_protocol import FeatureFileWriter
 
     rng = np.random.default_rng(0)
     paths = {}
     for modality, dim in sizes.feat_dims.items():
-        path = directory / f"{modality}.h5"
+        path = directory / dtype / f"{modality}.h5"
         paths[modality] = path
         if path.exists():
             continue
-        with FeatureFileWriter(path, modality=modality, dim=dim, fps=30.0) as writer:
+        partial = path.with_suffix(".h5.partial")
+        partial.unlink(missing_ok=True)
+        with FeatureFileWriter(partial, modality=modality, dim=dim, fps=30.0, dtype=dtype) as w:
             for video in range(num_videos):
                 frames = np.arange(1, frames_per_video + 1)
                 features = rng.standard_normal((frames_per_video, dim), dtype=np.float32)
-                writer.write_video(_video_id(video), frames, features)
+                w.write_video(_video_id(video), frames, features)
+        partial.rename(path)  # an interrupted run leaves no half-written file to reuse
     return paths
 
 
 def _video_id(index: int) -> str:
     return f"P01_{index:02d}"
+
+
+def _evict_from_page_cache(paths) -> bool:
+    """Drop the files' pages from the OS page cache (posix_fadvise DONTNEED: no root
+    needed, clean pages only), so that the next reads come from the disk."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    for path in paths:  # (an empty list only asks whether eviction is possible)
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return True
+
+
+class _PerSampleReads(torch.utils.data.Dataset):
+    """The dataset without its batched ``__getitems__``: one read per sample and modality
+    (the DataLoader falls back to ``__getitem__``), as before batched reads."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.dataset.samples[index]
+        item = self.dataset.__getitems__([index])[0]
+        assert item["uid"] == sample.segment.uid
+        return item
 
 
 def bench_dataloader(
@@ -338,17 +376,29 @@ def bench_dataloader(
     num_workers: int,
     num_videos: int = 8,
     frames_per_video: int = 1800,
+    repeats: int = 3,
 ) -> None:
-    """Print DataLoader samples/s (anticipation sampling, all modalities) over generated
-    HDF5 features, reading from disk and from RAM (``in_memory``)."""
+    """Print DataLoader samples/s (anticipation sampling, all modalities, shuffled) over
+    generated HDF5 features: per-sample vs batched reads, float32 vs float16 storage, files
+    in the page cache (warm) or evicted from it before the run (cold), and from RAM."""
     from torch.utils.data import DataLoader
 
     from epic_protocol import Segment
     from rulstm.data import AnticipationDataset, FeatureStore
 
-    paths = write_reference_features(
-        directory, sizes, num_videos=num_videos, frames_per_video=frames_per_video
-    )
+    files = {
+        dtype: write_reference_features(
+            directory,
+            sizes,
+            num_videos=num_videos,
+            frames_per_video=frames_per_video,
+            dtype=dtype,
+        )
+        for dtype in ("float32", "float16")
+    }
+    for dtype, paths in files.items():
+        size = sum(p.stat().st_size for p in paths.values()) / 2**20
+        print(f"dataloader files {dtype}: {size:.1f} MiB on disk ({'/'.join(paths)})")
     rng = np.random.default_rng(0)
     num_segments = batch_size * (iters + 1)
     starts = rng.integers(200, frames_per_video, num_segments)
@@ -364,23 +414,62 @@ def bench_dataloader(
         )
         for i, start in enumerate(starts)
     ]
-    for in_memory in (False, True):
-        stores = {m: FeatureStore(p, in_memory=in_memory) for m, p in paths.items()}
-        dataset = AnticipationDataset(segments=segments, stores=stores, steps=sizes.num_steps)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers)
-        batches = iter(loader)
-        next(batches)  # worker start-up (and, in memory, loading the files) is not timed
-        start = time.perf_counter()
-        count = sum(len(batch["uid"]) for batch in batches)
-        rate = count / (time.perf_counter() - start)
-        source = "RAM (in_memory=True)" if in_memory else "HDF5 on disk"
-        print(
-            f"dataloader {source:<22} workers={num_workers} {rate:10.1f} samples/s "
-            f"({count} samples, modalities {'/'.join(paths)})",
-            flush=True,
-        )
-        for store in stores.values():
-            store.close()
+    runs = [
+        (dtype, reads, cache)
+        for cache in ("warm", "cold")
+        for dtype in ("float32", "float16")
+        for reads in ("per-sample", "batched")
+    ] + [("float32", "RAM", "warm")]
+    rates: dict[tuple[str, str, str], list[float]] = {run: [] for run in runs}
+    can_evict = _evict_from_page_cache([])
+    if not can_evict:
+        print("dataloader: cannot evict files from the page cache here: cold runs skipped")
+    for _ in range(repeats):  # rounds over every variant: load hits them alike
+        for dtype, reads, cache in runs:
+            paths = files[dtype]
+            if cache == "cold":
+                if not can_evict:
+                    continue
+                _evict_from_page_cache(paths.values())
+            else:  # read once so that the files are in the page cache
+                for path in paths.values():
+                    path.read_bytes()
+            stores = {m: FeatureStore(p, in_memory=reads == "RAM") for m, p in paths.items()}
+            dataset = AnticipationDataset(segments=segments, stores=stores, steps=sizes.num_steps)
+            if reads == "per-sample":
+                dataset = _PerSampleReads(dataset)
+            loader = DataLoader(
+                dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers
+            )
+            # Timed from the first request: worker start-up is included (small next to the
+            # reads), and a cold cache must include the first batch. RAM mode excludes its
+            # first batch, which loads the whole files.
+            batches = iter(loader)
+            if reads == "RAM":
+                next(batches)
+            start = time.perf_counter()
+            count = sum(len(batch["uid"]) for batch in batches)
+            rates[(dtype, reads, cache)].append(count / (time.perf_counter() - start))
+            for store in stores.values():
+                store.close()
+            del loader, batches
+    print(
+        f"dataloader: B={batch_size}, workers={num_workers}, {num_videos} videos x "
+        f"{frames_per_video} frames, median of {repeats} interleaved rounds; load {_load()}"
+    )
+    for run, values in rates.items():
+        if values:
+            dtype, reads, cache = run
+            print(
+                f"  {dtype:<8} {reads:<10} {cache:<4} cache {statistics.median(values):9.1f} "
+                f"samples/s  (rounds: {', '.join(f'{v:.0f}' for v in values)})",
+                flush=True,
+            )
+    print(f"dataloader: peak RSS of the main process {_rss_mib():.0f} MiB (workers not counted)")
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -404,6 +493,12 @@ def main() -> None:
         "--no-memory", action="store_true", help="skip the peak-memory runs (one subprocess each)"
     )
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--videos", type=int, default=8, help="videos of 1800 frames in the DataLoader files"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds of the DataLoader variants"
+    )
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")
     if args.threads:
@@ -437,6 +532,8 @@ def main() -> None:
             batch_size=args.batch_size,
             iters=args.iters,
             num_workers=args.workers,
+            num_videos=args.videos,
+            repeats=args.repeats,
         )
 
 
