@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -213,6 +212,14 @@ def peak_memory_mib(
     return float(peak), float(growth)
 
 
+def _proc_status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (kB) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def _memory_probe(spec: str) -> None:
     sizes_name, which, variant, batch_size = spec.split(",")
     sizes = SIZES[sizes_name]
@@ -220,13 +227,13 @@ def _memory_probe(spec: str) -> None:
     model, modality = _build(sizes, which, device)
     inputs, labels = _inputs(sizes, int(batch_size), device, modality)
     step = _variant_step(model, inputs, labels, sizes, variant, device)
-    # Resident memory with the model and inputs built (pages of 4 KiB in statm).
-    idle = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    # Resident memory with the model and inputs built. VmHWM, not ru_maxrss: the latter is
+    # inherited from the parent across fork + exec, so it would report the parent's peak.
+    idle = _proc_status_mib("VmRSS")
     step()
     step()
-    # ru_maxrss is in KiB on Linux.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{peak} {peak - idle / 2**20}")
+    peak = _proc_status_mib("VmHWM")
+    print(f"{peak} {peak - idle}")
 
 
 def bench_models(
@@ -465,11 +472,9 @@ def bench_dataloader(
                 f"samples/s  (rounds: {', '.join(f'{v:.0f}' for v in values)})",
                 flush=True,
             )
-    print(f"dataloader: peak RSS of the main process {_rss_mib():.0f} MiB (workers not counted)")
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"dataloader: peak RSS of the main process {_proc_status_mib('VmHWM'):.0f} MiB (workers not counted)"
+    )
 
 
 def main() -> None:

@@ -20,6 +20,8 @@ STAGES = [
     "early_fusion",
     "baseline_lstm_rgb",
     "baseline_tcn_rgb",
+    "baseline_rugru_rgb",
+    "baseline_transformer_rgb",
 ]
 
 
