@@ -85,11 +85,12 @@ PRESETS: dict[str, DatasetSize] = {
         width=96,
         height=72,
     ),
-    # The quickstart: 40 videos of ~55 s (512 training, 128 validation segments).
+    # The quickstart: 64 videos of ~55 s (512 training, 512 validation segments: enough for a
+    # 95 % interval of about +-2.7 points on the fusion / Bayes-bound ratio).
     "default": DatasetSize(
         participants=4,
-        videos_per_participant=10,
-        validation_videos_per_participant=2,
+        videos_per_participant=16,
+        validation_videos_per_participant=8,
         actions_per_video=16,
         width=128,
         height=96,

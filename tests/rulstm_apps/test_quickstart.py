@@ -12,6 +12,7 @@ import pytest
 from rulstm_apps.quickstart import (
     OUTPUTS,
     PRESETS,
+    bound_ratio_interval,
     QuickstartError,
     build_parser,
     claim_output_folder,
@@ -67,6 +68,9 @@ def test_tiny_quickstart_end_to_end(tmp_path, capsys):
         assert all(0.0 <= v <= 100.0 for v in values["top5"])
     assert 0.0 < summary["bayes_expected"]["top5"][4] <= 100.0
     assert "Bayes bound (expected)" in printed and "of the Bayes bound" in printed
+    low, high = summary["fusion_top5_at_1s_over_bound_95ci"]
+    assert low <= summary["fusion_top5_at_1s_over_bound"] <= high
+    assert "95 % interval of that ratio" in printed
     with av.open(str(out / "demo.mp4")) as container:
         assert container.streams.video[0].codec_context.name == "h264"
         assert sum(1 for _ in container.decode(video=0)) > 0
@@ -100,7 +104,7 @@ def test_help_has_no_markup_and_documents_every_option(capsys):
         assert action.help, f"{action.option_strings} has no help"
         for option in action.option_strings:
             assert option in text
-    assert "727 s" in text  # the measured default run (README, "Quickstart")
+    assert "277 s" in text  # the measured default run (README, "Quickstart")
 
 
 def test_overwrite_replaces_only_the_quickstart_outputs(tmp_path):
@@ -119,3 +123,23 @@ def test_overwrite_replaces_only_the_quickstart_outputs(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert not any((out / name).exists() for name in OUTPUTS)
     claim_output_folder(tmp_path / "new", overwrite=False)  # nothing there: fine
+
+
+def test_bound_ratio_interval():
+    # 89 % top-5 over 512 segments against an exact 95.6 % bound.
+    low, high = bound_ratio_interval(89.0, 512, 95.6)
+    assert low < 89.0 / 95.6 < high
+    assert 0.025 < (high - low) / 2 < 0.03  # about +-2.7 points of the ratio
+    narrow, wide = bound_ratio_interval(89.0, 512, 95.6), bound_ratio_interval(89.0, 128, 95.6)
+    assert wide[1] - wide[0] > 1.9 * (narrow[1] - narrow[0])
+    assert bound_ratio_interval(100.0, 50, 100.0)[1] == pytest.approx(1.0)  # Wilson: inside [0, 1]
+    with pytest.raises(ValueError):
+        bound_ratio_interval(50.0, 0, 90.0)
+
+
+def test_default_preset_has_at_least_500_validation_segments():
+    from synthetic_kitchen.generate import PRESETS as SIZES
+
+    size = SIZES[PRESETS["default"].dataset]
+    validation_videos = size.participants * size.validation_videos_per_participant
+    assert validation_videos * size.actions_per_video >= 500
