@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# One-shot performance check on a machine with an NVIDIA GPU (issue 14). Installs nothing,
+# downloads nothing (random weights everywhere), runs in well under 8 minutes on a recent GPU,
+# and writes every figure into ONE summary file:
+#
+#   1. training step, reference sizes: straightforward fp32 vs fast fp32 vs fast bf16, with
+#      max_memory_allocated                                  (scripts/bench_train.py)
+#   2. HDF5 DataLoader samples/s (3 modalities, B=128, 2 workers) (bench_train.py --dataloader)
+#   3. extraction frames/s: RAFT flow, Faster R-CNN, and the TSN backbones (ResNet-50; the
+#      BNInception one when this checkout has it)             (scripts/bench_extract.py)
+#   4. the online step, fp32 and bf16 weights on the GPU        (scripts/bench_online.py)
+#   5. a short `rulstm fit --trainer.devices 1` on generated features, fp32 and bf16-mixed
+#
+# Usage (from the repository root, in the project's environment):
+#   bash scripts/gpu_check.sh [SUMMARY_FILE]        # default gpu_check_<host>_<date>.txt
+#   GPU_CHECK_QUICK=1 bash scripts/gpu_check.sh     # tiny sizes: checks the script itself
+#                                                     (runs on a CPU-only machine too)
+# Each part has its own time limit; a part that fails or times out is reported in the summary
+# and the script goes on. Exit status: the number of failed parts.
+set -u -o pipefail
+
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python}
+QUICK=${GPU_CHECK_QUICK:-0}
+SUMMARY=${1:-gpu_check_$(hostname -s)_$(date -u +%Y%m%dT%H%MZ).txt}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+export WANDB_MODE=disabled PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+FAILED=0
+
+if [ "$QUICK" = 1 ]; then
+    DEVICE=$($PYTHON -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
+    TRAIN_ARGS=(--sizes small --batch-size 16 --iters 2 --warmup 1)
+    LOADER_ARGS=(--sizes small --batch-size 16 --iters 2 --repeats 1 --videos 2)
+    EXTRACT_SECONDS=1; EXTRACT_FRAMES=8
+    # Small frames, DIS instead of RAFT: only checks that the commands run.
+    EXTRACT_QUICK=(--decode.width 160 --decode.height 96 --obj.min_size 96 --obj.max_size 160 --flow.method dis)
+    ONLINE_ARGS=(--hidden 64 --classes 50 --steps 5 --warmup 2)
+    FIT_EPOCHS=1
+else
+    DEVICE=cuda
+    TRAIN_ARGS=(--batch-size 128 --iters 10 --warmup 2)
+    LOADER_ARGS=(--batch-size 128 --iters 20 --repeats 3)
+    EXTRACT_SECONDS=10; EXTRACT_FRAMES=300
+    EXTRACT_QUICK=()
+    ONLINE_ARGS=(--steps 200 --warmup 20)
+    FIT_EPOCHS=3
+fi
+
+log() { echo "$*" | tee -a "$SUMMARY"; }
+
+# run NAME SECONDS COMMAND...: runs with a time limit, output into the summary.
+run() {
+    local name=$1 limit=$2
+    shift 2
+    log ""
+    log "=== $name (limit ${limit} s) ==="
+    log "\$ $*"
+    local started=$SECONDS
+    timeout --kill-after=10 "$limit" "$@" >"$WORK/out.txt" 2>&1
+    local code=$?
+    # Keep the figures, drop progress bars and library chatter.
+    grep -v -E '^\s*$|it/s\]|s/it\]|Warning|warn\(' "$WORK/out.txt" | tail -n 60 >>"$SUMMARY"
+    if [ $code -ne 0 ]; then
+        FAILED=$((FAILED + 1))
+        log "!!! $name FAILED (exit $code$([ $code -eq 124 ] && echo ', timed out')); last lines:"
+        tail -n 15 "$WORK/out.txt" >>"$SUMMARY"
+    fi
+    log "--- $name: $((SECONDS - started)) s"
+}
+
+: >"$SUMMARY"
+log "gpu_check: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+log "load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a); CPUs: $(nproc)"
+if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/GPU: /' | tee -a "$SUMMARY"
+else
+    log "GPU: nvidia-smi not found"
+fi
+$PYTHON -c 'import torch; print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, available: {torch.cuda.is_available()}, bf16: {torch.cuda.is_available() and torch.cuda.is_bf16_supported()}")' 2>&1 | tee -a "$SUMMARY"
+if [ "$DEVICE" = cuda ] && ! $PYTHON -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then
+    log "no CUDA device visible to torch: nothing to check (GPU_CHECK_QUICK=1 checks the script on a CPU)"
+    exit 1
+fi
+
+# 1. Training step (each variant's peak memory is printed with it).
+run "training step, reference sizes" 150 \
+    $PYTHON scripts/bench_train.py --device "$DEVICE" "${TRAIN_ARGS[@]}"
+
+# 2. Data loading from HDF5 (the bound on GPU training when it is slower than the step).
+run "HDF5 DataLoader" 120 \
+    $PYTHON scripts/bench_train.py --skip-models --dataloader "$WORK/h5" --workers 2 "${LOADER_ARGS[@]}"
+
+# 3. Extraction frames/s, random weights (nothing downloaded). RAFT + Faster R-CNN + ResNet-50
+#    (the TSN-style backbone of configs/extract/default.yaml), then BNInception if present.
+NO_WEIGHTS=(--rgb.weights none --flow.weights none --obj.weights none --flow.raft_weights none)
+run "extraction: RAFT, Faster R-CNN, ResNet-50" 150 \
+    $PYTHON scripts/bench_extract.py -c configs/extract/default.yaml --device "$DEVICE" \
+    --flow.method raft "${NO_WEIGHTS[@]}" "${EXTRACT_QUICK[@]}" \
+    --seconds "$EXTRACT_SECONDS" --max_frames "$EXTRACT_FRAMES"
+if $PYTHON -c 'from feature_extraction.backbones import build_rgb_backbone as b; b(name="bninception", weights=None)' >/dev/null 2>&1; then
+    run "extraction: BNInception (TSN) backbones" 90 \
+        $PYTHON scripts/bench_extract.py -c configs/extract/default.yaml --device "$DEVICE" \
+        --modalities '[rgb, flow]' --rgb.backbone bninception --flow.backbone bninception \
+        --flow.method raft "${NO_WEIGHTS[@]}" "${EXTRACT_QUICK[@]}" \
+        --seconds "$EXTRACT_SECONDS" --max_frames "$EXTRACT_FRAMES"
+else
+    log ""
+    log "=== extraction: BNInception (TSN) backbones ==="
+    log "skipped: this checkout has no 'bninception' backbone in feature_extraction"
+fi
+
+# 4. Online step (int8 is CPU only: fp32 and bf16 weights here).
+run "online step" 60 \
+    $PYTHON scripts/bench_online.py --device "$DEVICE" --extract_steps 0 \
+    --precisions '[fp32, bf16]' "${ONLINE_ARGS[@]}"
+
+# 5. A short real training run through the CLI, fp32 then bf16-mixed, on generated features.
+FIT_DATA="$WORK/fit"
+$PYTHON - "$FIT_DATA" <<'EOF' >>"$SUMMARY" 2>&1 || FAILED=$((FAILED + 1))
+"""Random RGB features and a random split for a short `rulstm fit` (labels learnable from
+the features, so the loss falls)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from epic_protocol import FeatureFileWriter
+
+root = Path(sys.argv[1])
+root.mkdir(parents=True)
+rng = np.random.default_rng(0)
+rows, classes, dim = [], 20, 1024
+with FeatureFileWriter(root / "rgb.h5", modality="rgb", dim=dim, fps=30.0) as writer:
+    for video in range(8):
+        labels = rng.integers(classes, size=60)
+        values = rng.normal(scale=0.1, size=(3000, dim)).astype(np.float32)
+        for k, label in enumerate(labels):
+            start = 200 + 45 * k
+            values[start - 120 : start, label] += 2.0
+            rows.append((f"{video}_{k}", f"P01_{video:02d}", start, start + 30, label % 5, label // 5, label))
+        writer.write_video(f"P01_{video:02d}", np.arange(1, 3001), values)
+for split, part in (("train", rows[: len(rows) * 3 // 4]), ("val", rows[len(rows) * 3 // 4 :])):
+    (root / f"{split}.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in part))
+print(f"generated {len(rows)} segments of 1024-d RGB features in {root}")
+EOF
+for precision in 32-true bf16-mixed; do
+    run "rulstm fit --trainer.devices 1 --trainer.precision $precision" 90 \
+        $PYTHON -m rulstm.cli fit -c configs/ek55/base.yaml -c configs/ek55/rgb_anticipation.yaml \
+        --data.features "{rgb: $FIT_DATA/rgb.h5}" --data.train_annotations "$FIT_DATA/train.csv" \
+        --data.val_annotations "$FIT_DATA/val.csv" --data.actions null --data.num_workers 2 \
+        --model.init_checkpoint null --model.net.init_args.num_classes 20 \
+        --model.net.init_args.feat_dim 1024 --trainer.accelerator "$([ "$DEVICE" = cuda ] && echo gpu || echo cpu)" \
+        --trainer.devices 1 --trainer.precision "$precision" --trainer.max_epochs "$FIT_EPOCHS" \
+        --trainer.logger false --trainer.enable_progress_bar false \
+        --trainer.default_root_dir "$WORK/fit_runs_$precision"
+done
+
+log ""
+log "gpu_check finished: $FAILED part(s) failed; load average now $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
+log "summary: $SUMMARY"
+exit "$FAILED"
