@@ -59,9 +59,10 @@ run() {
     local started=$SECONDS
     timeout --kill-after=10 "$limit" "$@" >"$WORK/out.txt" 2>&1
     local code=$?
-    # Keep the figures, drop progress bars and library chatter.
-    grep -v -E '^\s*$|it/s\]|s/it\]|Warning|warn\(' "$WORK/out.txt" | tail -n 60 >>"$SUMMARY"
-    if [ $code -ne 0 ]; then
+    if [ $code -eq 0 ]; then
+        # Keep the figures, drop progress bars and library chatter.
+        grep -v -E '^\s*$|it/s\]|s/it\]|Warning|warn\(' "$WORK/out.txt" | tail -n 60 >>"$SUMMARY"
+    else
         FAILED=$((FAILED + 1))
         log "!!! $name FAILED (exit $code$([ $code -eq 124 ] && echo ', timed out')); last lines:"
         tail -n 15 "$WORK/out.txt" >>"$SUMMARY"
@@ -96,13 +97,13 @@ run "HDF5 DataLoader" 120 \
 NO_WEIGHTS=(--rgb.weights none --flow.weights none --obj.weights none --flow.raft_weights none)
 run "extraction: RAFT, Faster R-CNN, ResNet-50" 150 \
     $PYTHON scripts/bench_extract.py -c configs/extract/default.yaml --device "$DEVICE" \
-    --flow.method raft "${NO_WEIGHTS[@]}" "${EXTRACT_QUICK[@]}" \
+    --flow.method raft_large "${NO_WEIGHTS[@]}" "${EXTRACT_QUICK[@]}" \
     --seconds "$EXTRACT_SECONDS" --max_frames "$EXTRACT_FRAMES"
 if $PYTHON -c 'from feature_extraction.backbones import build_rgb_backbone as b; b(name="bninception", weights=None)' >/dev/null 2>&1; then
     run "extraction: BNInception (TSN) backbones" 90 \
         $PYTHON scripts/bench_extract.py -c configs/extract/default.yaml --device "$DEVICE" \
         --modalities '[rgb, flow]' --rgb.backbone bninception --flow.backbone bninception \
-        --flow.method raft "${NO_WEIGHTS[@]}" "${EXTRACT_QUICK[@]}" \
+        --flow.method raft_large "${NO_WEIGHTS[@]}" "${EXTRACT_QUICK[@]}" \
         --seconds "$EXTRACT_SECONDS" --max_frames "$EXTRACT_FRAMES"
 else
     log ""
@@ -153,7 +154,16 @@ for precision in 32-true bf16-mixed; do
         --model.net.init_args.feat_dim 1024 --trainer.accelerator "$([ "$DEVICE" = cuda ] && echo gpu || echo cpu)" \
         --trainer.devices 1 --trainer.precision "$precision" --trainer.max_epochs "$FIT_EPOCHS" \
         --trainer.logger false --trainer.enable_progress_bar false \
-        --trainer.default_root_dir "$WORK/fit_runs_$precision"
+        --trainer.enable_model_summary false --trainer.default_root_dir "$WORK/fit_runs_$precision"
+    $PYTHON - "$WORK/fit_runs_$precision/checkpoints/best.ckpt" <<'EOF' 2>&1 | tee -a "$SUMMARY"
+import sys
+
+import torch
+
+checkpoint = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
+scores = [s.get("best_model_score") for k, s in checkpoint["callbacks"].items() if "ModelCheckpoint" in k]
+print(f"best val/action/top5/1.00s: {float(scores[0]):.2f} % after epoch {checkpoint['epoch']}")
+EOF
 done
 
 log ""
