@@ -15,8 +15,9 @@
 #   bash scripts/gpu_check.sh [SUMMARY_FILE]        # default gpu_check_<host>_<date>.txt
 #   GPU_CHECK_QUICK=1 bash scripts/gpu_check.sh     # tiny sizes: checks the script itself
 #                                                     (runs on a CPU-only machine too)
-# Each part has its own time limit; a part that fails or times out is reported in the summary
-# and the script goes on. Exit status: the number of failed parts.
+# Each part has its own time limit (together 7 min 45 s at most, plus a few seconds of setup); a part
+# that fails or times out is reported in the summary and the script goes on. Exit status: the
+# number of failed parts.
 set -u -o pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,6 +31,8 @@ FAILED=0
 
 if [ "$QUICK" = 1 ]; then
     DEVICE=$($PYTHON -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
+    SIZES=small
+    LIMIT_SCALE=3  # a loaded CPU is slower than a GPU at these parts
     TRAIN_ARGS=(--sizes small --batch-size 16 --iters 2 --warmup 1)
     LOADER_ARGS=(--sizes small --batch-size 16 --iters 2 --repeats 1 --videos 2)
     EXTRACT_SECONDS=1; EXTRACT_FRAMES=8
@@ -39,9 +42,11 @@ if [ "$QUICK" = 1 ]; then
     FIT_EPOCHS=1
 else
     DEVICE=cuda
+    SIZES=reference
+    LIMIT_SCALE=1
     TRAIN_ARGS=(--batch-size 128 --iters 10 --warmup 2)
     LOADER_ARGS=(--batch-size 128 --iters 20 --repeats 3)
-    EXTRACT_SECONDS=10; EXTRACT_FRAMES=300
+    EXTRACT_SECONDS=8; EXTRACT_FRAMES=200
     EXTRACT_QUICK=()
     ONLINE_ARGS=(--steps 200 --warmup 20)
     FIT_EPOCHS=3
@@ -51,7 +56,7 @@ log() { echo "$*" | tee -a "$SUMMARY"; }
 
 # run NAME SECONDS COMMAND...: runs with a time limit, output into the summary.
 run() {
-    local name=$1 limit=$2
+    local name=$1 limit=$(($2 * LIMIT_SCALE))
     shift 2
     log ""
     log "=== $name (limit ${limit} s) ==="
@@ -85,22 +90,22 @@ if [ "$DEVICE" = cuda ] && ! $PYTHON -c 'import torch, sys; sys.exit(not torch.c
 fi
 
 # 1. Training step (each variant's peak memory is printed with it).
-run "training step, reference sizes" 150 \
+run "training step ($SIZES sizes)" 90 \
     $PYTHON scripts/bench_train.py --device "$DEVICE" "${TRAIN_ARGS[@]}"
 
 # 2. Data loading from HDF5 (the bound on GPU training when it is slower than the step).
-run "HDF5 DataLoader" 120 \
+run "HDF5 DataLoader" 60 \
     $PYTHON scripts/bench_train.py --skip-models --dataloader "$WORK/h5" --workers 2 "${LOADER_ARGS[@]}"
 
 # 3. Extraction frames/s, random weights (nothing downloaded). RAFT + Faster R-CNN + ResNet-50
 #    (the TSN-style backbone of configs/extract/default.yaml), then BNInception if present.
 NO_WEIGHTS=(--rgb.weights none --flow.weights none --obj.weights none --flow.raft_weights none)
-run "extraction: RAFT, Faster R-CNN, ResNet-50" 150 \
+run "extraction: RAFT, Faster R-CNN, ResNet-50" 120 \
     $PYTHON scripts/bench_extract.py -c configs/extract/default.yaml --device "$DEVICE" \
     --flow.method raft_large "${NO_WEIGHTS[@]}" "${EXTRACT_QUICK[@]}" \
     --seconds "$EXTRACT_SECONDS" --max_frames "$EXTRACT_FRAMES"
 if $PYTHON -c 'from feature_extraction.backbones import build_rgb_backbone as b; b(name="bninception", weights=None)' >/dev/null 2>&1; then
-    run "extraction: BNInception (TSN) backbones" 90 \
+    run "extraction: BNInception (TSN) backbones" 60 \
         $PYTHON scripts/bench_extract.py -c configs/extract/default.yaml --device "$DEVICE" \
         --modalities '[rgb, flow]' --rgb.backbone bninception --flow.backbone bninception \
         --flow.method raft_large "${NO_WEIGHTS[@]}" "${EXTRACT_QUICK[@]}" \
@@ -112,7 +117,7 @@ else
 fi
 
 # 4. Online step (int8 is CPU only: fp32 and bf16 weights here).
-run "online step" 60 \
+run "online step" 45 \
     $PYTHON scripts/bench_online.py --device "$DEVICE" --extract_steps 0 \
     --precisions '[fp32, bf16]' "${ONLINE_ARGS[@]}"
 
@@ -146,7 +151,7 @@ for split, part in (("train", rows[: len(rows) * 3 // 4]), ("val", rows[len(rows
 print(f"generated {len(rows)} segments of 1024-d RGB features in {root}")
 EOF
 for precision in 32-true bf16-mixed; do
-    run "rulstm fit --trainer.devices 1 --trainer.precision $precision" 90 \
+    run "rulstm fit --trainer.devices 1 --trainer.precision $precision" 45 \
         $PYTHON -m rulstm.cli fit -c configs/ek55/base.yaml -c configs/ek55/rgb_anticipation.yaml \
         --data.features "{rgb: $FIT_DATA/rgb.h5}" --data.train_annotations "$FIT_DATA/train.csv" \
         --data.val_annotations "$FIT_DATA/val.csv" --data.actions null --data.num_workers 2 \
