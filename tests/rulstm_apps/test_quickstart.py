@@ -12,8 +12,8 @@ import pytest
 from rulstm_apps.quickstart import (
     OUTPUTS,
     PRESETS,
-    bound_ratio_interval,
     QuickstartError,
+    bound_ratio_interval,
     build_parser,
     claim_output_folder,
     main,
