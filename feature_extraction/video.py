@@ -41,6 +41,9 @@ it; a real cut loses far more.
 Decoding uses decord when it is installed and PyAV otherwise, when decord fails on a file
 (PyAV then resumes after the last frame decord produced), or when decord cannot honour the
 file (rotation, frame count or timestamps disagreeing with the container's packets).
+
+The three rules above meet in :func:`decode_video` and are checked against each other for
+both backends, so they are kept in this one module (over 600 lines for that reason).
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ Parameter names are a contract with the checkpoint importer: ``rolling_lstm`` an
 networks under the same attribute names. A GRU has no cell state, so its state is carried as
 ``(h, h)``: the unrolling starts from the rolling hidden state, and the MATT context is the two
 hidden states (unrolling ``h``, rolling ``h_t``).
+
+The whole model is kept in this one file on purpose (like nanoGPT's ``model.py``): a reader sees
+the rolling, unrolling, fast path and fusion side by side, which is why it exceeds 600 lines.
 """
 
 from __future__ import annotations
