@@ -1,5 +1,6 @@
-"""Compatibility with the RU-LSTM authors' released files: LMDB features and ``.pth.tar``
-checkpoints (``rulstm-import features`` / ``rulstm-import checkpoint``)."""
+"""Compatibility with the RU-LSTM authors' released files: LMDB features, ``.pth.tar``
+checkpoints and per-frame object detections (``rulstm-import features`` / ``checkpoint`` /
+``detections``)."""
 
 from rulstm.compat.checkpoints import (
     CheckpointImportError,
@@ -11,18 +12,30 @@ from rulstm.compat.checkpoints import (
     load_reference_checkpoint,
     read_reference_checkpoint,
 )
+from rulstm.compat.detections import (
+    DetectionImportError,
+    DetectionImportSummary,
+    detection_features,
+    import_detections,
+    load_detection_file,
+)
 from rulstm.compat.lmdb_features import ConversionSummary, LMDBConversionError, convert_lmdb
 
 __all__ = [
     "CheckpointImportError",
     "ConversionSummary",
     "ConvertedNetwork",
+    "DetectionImportError",
+    "DetectionImportSummary",
     "LMDBConversionError",
     "ReferenceCheckpoint",
     "convert_lmdb",
     "convert_reference_state_dict",
+    "detection_features",
     "import_checkpoint",
+    "import_detections",
     "lightning_checkpoint",
+    "load_detection_file",
     "load_reference_checkpoint",
     "read_reference_checkpoint",
 ]

@@ -2,6 +2,7 @@
 
 rulstm-import features --lmdb data/ek55/rgb --modality rgb --out features/ek55/rgb.h5
 rulstm-import checkpoint --in RULSTM-anticipation_0.25_6_8_rgb_best.pth.tar --out rgb.ckpt
+rulstm-import detections --npy detections/ --out features/ek100/obj.h5 --num-classes 352
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from collections.abc import Sequence
 
 from epic_protocol.errors import ArgumentParser, cli_main
 from rulstm.compat.checkpoints import DEFAULT_MODALITIES, import_checkpoint
+from rulstm.compat.detections import RELEASED_OBJ_CLASSES, import_detections
 from rulstm.compat.lmdb_features import DEFAULT_KEY_PATTERN, convert_lmdb
 
 
 def _parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="rulstm-import",
-        description="Convert the RU-LSTM authors' released LMDB features and checkpoints. "
+        description="Convert the RU-LSTM authors' released LMDB features, checkpoints and "
+        "per-frame object detections. "
         "Errors are one line; --debug (or RULSTM_DEBUG=1) shows the traceback.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +80,38 @@ def _parser() -> ArgumentParser:
         action="store_true",
         help="allow full unpickling (only for files from a trusted source)",
     )
+    detections = commands.add_parser(
+        "detections",
+        help="per-frame detection .npy files -> obj HDF5 feature file (resumable)",
+        description="Sum the detection scores of each class per frame (float32, in the listed "
+        "order, as the authors' extraction) from the authors' <video>.npy detection files. "
+        "Re-running after an interruption skips the videos already imported. The files are "
+        "pickled numpy arrays: import only files from a trusted source.",
+    )
+    detections.add_argument(
+        "--npy", required=True, help="a <video>.npy file, or a folder searched recursively"
+    )
+    detections.add_argument("--out", required=True, help="output .h5 file (modality obj)")
+    detections.add_argument(
+        "--num-classes",
+        type=int,
+        default=RELEASED_OBJ_CLASSES,
+        help="feature size: detector classes (default: %(default)s, the EK55 nouns)",
+    )
+    detections.add_argument(
+        "--video", default=None, help="video id of a single --npy file (default: its name)"
+    )
+    detections.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="ignore detections scoring below this (default: none, as the authors)",
+    )
+    detections.add_argument("--fps", type=float, default=30.0, help="fps of the frame entries")
+    detections.add_argument(
+        "--overwrite", action="store_true", help="redo videos already complete in --out"
+    )
+    detections.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -94,6 +129,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             key_pattern=args.key_pattern,
             progress=not args.no_progress,
             dtype=args.dtype,
+        )
+        print(summary)
+    elif args.command == "detections":
+        summary = import_detections(
+            args.npy,
+            args.out,
+            num_classes=args.num_classes,
+            video=args.video,
+            threshold=args.threshold,
+            fps=args.fps,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
         )
         print(summary)
     else:

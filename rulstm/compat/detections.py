@@ -1,0 +1,270 @@
+"""Object features from the RU-LSTM authors' per-frame detection files.
+
+The authors publish, for every EPIC-KITCHENS-100 video, ``<video>.npy``: a pickled numpy
+object array with one entry per frame (entry ``i`` is frame ``i + 1`` at 30 fps), each a float
+array of shape ``[N, 6]`` with one row per detection: ``class, x1, y1, x2, y2, score`` (class =
+EK55 noun id, boxes in pixels of the original video). An empty frame may be stored as an
+array of shape ``(0,)`` or ``(0, 6)``.
+
+The Obj feature of a frame is, per class, the sum of the scores of its detections
+(``num_classes`` values, 352 for the released models). It reproduces the authors'
+extraction bit for bit: a float32 vector of zeros to which each detection's score is added
+in the order the detections are listed, each addition rounded to float32 (their
+``feat[int(c)] += score`` on a float32 array with float64 scores). Float32 sums depend on
+the order, so the order is kept. No score threshold is applied unless asked.
+
+The import is resumable like ``rulstm-import features``: videos already complete in the
+output are skipped, an interrupted video is redone, and the stored row counts are checked
+against the number of frame entries at the end.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm.auto import tqdm
+
+from epic_protocol.features import FRAMES, FeatureFileError, FeatureFileWriter
+
+#: Classes of the released Obj features (EK55 nouns).
+RELEASED_OBJ_CLASSES = 352
+#: Columns of a detection row.
+DETECTION_COLUMNS = ("class", "x1", "y1", "x2", "y2", "score")
+
+
+class DetectionImportError(ValueError):
+    """A detection file that cannot be imported; the message names the file (and frame)."""
+
+
+@dataclass
+class DetectionImportSummary:
+    """What :func:`import_detections` did."""
+
+    output: Path
+    num_classes: int
+    frames: int = 0  # frame entries of the imported and skipped files
+    rows: int = 0  # rows stored for those videos
+    detections: int = 0  # detections summed (this run)
+    videos_written: list[str] = field(default_factory=list)
+    videos_skipped: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.output}: obj {self.num_classes}-d, {self.rows} rows for {self.frames} frame "
+            f"entries; {len(self.videos_written)} videos written ({self.detections} detections), "
+            f"{len(self.videos_skipped)} already complete"
+        )
+
+
+def load_detection_file(path: str | Path) -> list[np.ndarray]:
+    """The per-frame detections of one authors' ``.npy`` file, each ``(N, 6)`` float64.
+
+    The file is a pickled object array, so it is read with ``allow_pickle``: import only
+    files from a trusted source (the authors' release).
+
+    Raises:
+        FileNotFoundError: no such file.
+        DetectionImportError: unreadable file, not a 1-D array of frames, or a frame whose
+            detections are not ``[N, 6]`` finite numbers (names the file and the 1-based frame).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"detection file not found: {path}")
+    try:
+        entries = np.load(path, allow_pickle=True, encoding="bytes")
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
+        raise DetectionImportError(f"{path}: not a readable .npy file ({error})") from None
+    if not isinstance(entries, np.ndarray) or entries.ndim != 1:
+        shape = getattr(entries, "shape", type(entries).__name__)
+        raise DetectionImportError(
+            f"{path}: expected a 1-D array with one entry per frame, got {shape}"
+        )
+    frames = []
+    for index, entry in enumerate(entries):
+        try:
+            rows = np.asarray(entry, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DetectionImportError(
+                f"{path}: frame {index + 1}: detections are not numbers ({type(entry).__name__})"
+            ) from None
+        if rows.size == 0:
+            rows = rows.reshape(0, len(DETECTION_COLUMNS))  # (0,) -> (0, 6): no detection
+        if rows.ndim != 2 or rows.shape[1] != len(DETECTION_COLUMNS):
+            raise DetectionImportError(
+                f"{path}: frame {index + 1}: expected rows of [class, x1, y1, x2, y2, score] "
+                f"(shape [N, 6]), got shape {list(rows.shape)}"
+            )
+        if not np.isfinite(rows[:, [0, 5]]).all():
+            raise DetectionImportError(f"{path}: frame {index + 1}: non-finite class or score")
+        frames.append(rows)
+    return frames
+
+
+def detection_features(
+    frames: Sequence[np.ndarray],
+    *,
+    num_classes: int,
+    threshold: float | None = None,
+    source: str = "detections",
+) -> np.ndarray:
+    """Per-frame, per-class sums of detection scores: float32 ``(len(frames), num_classes)``.
+
+    Each score is added to its class's float32 accumulator in the order the detections are
+    listed, each addition rounded to float32: bit-identical to the sequential loop
+    ``feat[int(c)] += score`` of the authors' extraction. ``threshold`` (``None``: none)
+    drops detections scoring below it. ``source`` names the file in errors.
+
+    Raises:
+        DetectionImportError: a class id that is not an integer in ``[0, num_classes)``
+            (names the source and the 1-based frame).
+    """
+    features = np.zeros((len(frames), num_classes), np.float32)  # (F, C)
+    counts = np.array([len(rows) for rows in frames], np.int64)
+    if counts.sum() == 0:
+        return features
+    rows = np.concatenate([np.asarray(r, np.float64).reshape(-1, 6) for r in frames])  # (D, 6)
+    frame_of = np.repeat(np.arange(len(frames)), counts)  # (D,) 0-based frame of each row
+    classes, scores = rows[:, 0], rows[:, 5]
+    bad = (classes != np.round(classes)) | (classes < 0) | (classes >= num_classes)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DetectionImportError(
+            f"{source}: frame {frame_of[first] + 1}: class {classes[first]:g} is not an "
+            f"integer in [0, {num_classes}) (--num-classes {num_classes})"
+        )
+    if threshold is not None:
+        keep = scores >= threshold
+        frame_of, classes, scores = frame_of[keep], classes[keep], scores[keep]
+    # One accumulator per (frame, class). Additions to one accumulator must happen in list
+    # order; additions to different ones are independent. So: rank each detection among the
+    # earlier ones of its accumulator, and do all rank-r additions at once (no accumulator
+    # appears twice in one rank), rank after rank.
+    flat = features.reshape(-1)  # (F * C,) view
+    cell = frame_of * num_classes + classes.astype(np.int64)  # (D,)
+    order = np.argsort(cell, kind="stable")  # list order kept inside each cell
+    sorted_cells = cell[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_cells)) + 1]  # first row of each cell
+    run_lengths = np.diff(np.r_[starts, len(sorted_cells)])
+    rank = np.empty(len(cell), np.int64)
+    rank[order] = np.arange(len(cell)) - np.repeat(starts, run_lengths)
+    for r in range(int(rank.max(initial=-1)) + 1):
+        chosen = rank == r
+        targets = cell[chosen]
+        # float32 + float64 score in float64, rounded to float32: as numpy's scalar `+=`.
+        flat[targets] = (flat[targets].astype(np.float64) + scores[chosen]).astype(np.float32)
+    return features
+
+
+def _detection_files(npy: Path, video: str | None) -> list[tuple[str, Path]]:
+    if npy.is_dir():
+        if video is not None:
+            raise ValueError(f"--video names a single file's video; {npy} is a folder")
+        files = sorted(npy.rglob("*.npy"))
+        if not files:
+            raise DetectionImportError(f"{npy}: no .npy detection file in this folder")
+        seen: dict[str, Path] = {}
+        for path in files:
+            if path.stem in seen:
+                raise DetectionImportError(
+                    f"{path} and {seen[path.stem]} are both detections of video {path.stem!r}"
+                )
+            seen[path.stem] = path
+        return [(path.stem, path) for path in files]
+    if not npy.is_file():
+        raise FileNotFoundError(f"detection file or folder not found: {npy}")
+    return [(video or npy.stem, npy)]
+
+
+def import_detections(
+    npy: str | Path,
+    output: str | Path,
+    *,
+    num_classes: int = RELEASED_OBJ_CLASSES,
+    video: str | None = None,
+    threshold: float | None = None,
+    fps: float = 30.0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> DetectionImportSummary:
+    """Write the Obj features of the authors' detection files into an HDF5 feature file.
+
+    Args:
+        npy: one ``<video>.npy`` file, or a folder searched recursively for them.
+        output: the ``obj.h5`` to create or complete (``epic_protocol`` layout, modality
+            ``obj``, ``dim = num_classes``).
+        num_classes: feature size (352: the EK55 nouns of the released models).
+        video: the video id of a single file (default: its file name without ``.npy``).
+        threshold: drop detections scoring below it (default: none, as the authors).
+        fps: rate of the frame numbering (30 for the authors' files).
+        overwrite: redo videos already complete in ``output``.
+
+    Raises:
+        DetectionImportError: a malformed file (names file and frame) or an output that does
+            not hold what was written.
+        FileNotFoundError: ``npy`` does not exist.
+    """
+    npy, output = Path(npy), Path(output)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    files = _detection_files(npy, video)
+    summary = DetectionImportSummary(output=output, num_classes=num_classes)
+    provenance = {
+        "source": "rulstm-detections",
+        "detections": str(npy.resolve()),
+        "threshold": threshold,
+    }
+    expected: dict[str, int] = {}
+    try:
+        with (
+            FeatureFileWriter(
+                output, modality="obj", dim=num_classes, fps=fps, provenance=provenance
+            ) as writer,
+            tqdm(files, desc="detections -> obj.h5", unit="video", disable=not progress) as bar,
+        ):
+            for video_id, path in bar:
+                bar.set_postfix_str(video_id, refresh=False)
+                if writer.is_complete(video_id) and not overwrite:
+                    expected[video_id] = _entries(path)
+                    summary.videos_skipped.append(video_id)
+                    continue
+                frames = load_detection_file(path)
+                features = detection_features(
+                    frames, num_classes=num_classes, threshold=threshold, source=str(path)
+                )
+                writer.write_video(
+                    video_id,
+                    np.arange(1, len(frames) + 1),
+                    features,
+                    overwrite=True,
+                    attrs={"source_file": path.name},
+                )
+                expected[video_id] = len(frames)
+                summary.detections += sum(len(rows) for rows in frames)
+                summary.videos_written.append(video_id)
+    except FeatureFileError as error:
+        raise DetectionImportError(str(error)) from None
+    summary.frames = sum(expected.values())
+    with h5py.File(output, "r") as handle:
+        for video_id, entries in expected.items():
+            rows = int(handle[video_id][FRAMES].shape[0])
+            if rows != entries:
+                raise DetectionImportError(
+                    f"{output}: video {video_id!r} holds {rows} rows but its detection file "
+                    f"has {entries} frames; delete the video (or pass --overwrite) and import "
+                    "again"
+                )
+            summary.rows += rows
+    return summary
+
+
+def _entries(path: Path) -> int:
+    """Frame entries of a detection file (for the row check of a skipped video)."""
+    try:
+        return len(np.load(path, allow_pickle=True, encoding="bytes"))
+    except (OSError, ValueError, EOFError, TypeError, pickle.UnpicklingError) as error:
+        raise DetectionImportError(f"{path}: not a readable .npy file ({error})") from None

@@ -1,0 +1,164 @@
+"""rulstm-import detections: the authors' per-frame detection arrays -> obj.h5, summed per class
+in float32 in the listed order, resumable, with errors naming the file and the frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from epic_protocol.features import read_file_info
+from rulstm.compat.cli import main
+from rulstm.compat.detections import (
+    DetectionImportError,
+    detection_features,
+    import_detections,
+    load_detection_file,
+)
+
+BIG = float(2**24)  # float32 spacing is 2 above it: 2**24 + 1 rounds back to 2**24 (ties to even)
+
+
+def _row(cls: int, score: float) -> list[float]:
+    return [cls, 10.0, 20.0, 30.0, 40.0, score]
+
+
+def _save(path: Path, frames: list[list[list[float]] | np.ndarray]) -> Path:
+    """The authors' format: a 1-D object array of per-frame float64 [N, 6] arrays."""
+    entries = np.empty(len(frames), dtype=object)
+    for index, rows in enumerate(frames):
+        entries[index] = np.asarray(rows, dtype=np.float64)
+    np.save(path, entries, allow_pickle=True)
+    return path
+
+
+def _hand_case(tmp_path: Path) -> Path:
+    return _save(
+        tmp_path / "P01_01.npy",
+        [
+            [_row(1, 0.5), _row(3, 0.25), _row(1, 0.125)],  # frame 1
+            np.zeros((0,)),  # frame 2: no detection, stored as an empty (0,) array
+            [_row(2, BIG), _row(2, 1.0), _row(2, 1.0)],  # frame 3: big first
+            [_row(2, 1.0), _row(2, 1.0), _row(2, BIG)],  # frame 4: big last
+            [_row(0, 0.01)],  # frame 5: below a 0.05 threshold
+        ],
+    )
+
+
+def test_hand_computed_sums_accumulate_in_float32_in_listed_order(tmp_path):
+    frames = load_detection_file(_hand_case(tmp_path))
+    features = detection_features(frames, num_classes=4)
+    expected = np.zeros((5, 4), np.float32)
+    expected[0, 1], expected[0, 3] = 0.625, 0.25
+    # 2**24 + 1 + 1 added one at a time in float32 stays 2**24; the same scores in the other
+    # order reach 2**24 + 2 (a float64 sum would give 2**24 + 2 for both).
+    expected[2, 2] = BIG
+    expected[3, 2] = BIG + 2
+    expected[4, 0] = np.float32(0.01)
+    assert features.dtype == np.float32
+    np.testing.assert_array_equal(features, expected)
+    # A threshold drops the low-scoring detection only.
+    thresholded = detection_features(frames, num_classes=4, threshold=0.05)
+    expected[4, 0] = 0.0
+    np.testing.assert_array_equal(thresholded, expected)
+
+
+def test_each_addition_is_rounded_to_float32_like_the_sequential_loop(tmp_path):
+    """Against an independent restatement of the authors' loop, on many random detections
+    per class (double rounding: the float64 addition then the float32 store)."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(30):
+        count = int(rng.integers(0, 40))
+        rows = np.zeros((count, 6))
+        rows[:, 0] = rng.integers(0, 5, count)
+        rows[:, 5] = rng.random(count) * 10.0 ** rng.integers(-8, 8, count)
+        frames.append(rows)
+    reference = np.zeros((len(frames), 5), np.float32)
+    for index, rows in enumerate(frames):
+        feature = np.zeros(5, np.float32)
+        for row in rows:
+            feature[int(row[0])] += row[5]
+        reference[index] = feature
+    np.testing.assert_array_equal(detection_features(frames, num_classes=5), reference)
+
+
+def test_import_writes_obj_h5_and_resumes(tmp_path):
+    source = _hand_case(tmp_path)
+    out = tmp_path / "features" / "obj.h5"
+    summary = import_detections(source, out, num_classes=4, progress=False)
+    assert (summary.frames, summary.rows, summary.detections) == (5, 5, 10)
+    assert summary.videos_written == ["P01_01"]
+    info = read_file_info(out)
+    assert (info.modality, info.dim, info.fps) == ("obj", 4, 30.0)
+    with h5py.File(out, "r") as handle:
+        assert handle["P01_01"].attrs["complete"]
+        assert handle["P01_01/frames"][:].tolist() == [1, 2, 3, 4, 5]  # entry i = frame i + 1
+        assert handle["P01_01/features"][2, 2] == BIG
+    # A rerun skips the complete video and checks its rows.
+    again = import_detections(source, out, num_classes=4, progress=False)
+    assert again.videos_skipped == ["P01_01"] and again.videos_written == []
+    assert again.rows == 5
+    # An interrupted video (not marked complete) is redone.
+    with h5py.File(out, "a") as handle:
+        handle["P01_01"].attrs["complete"] = False
+    redone = import_detections(source, out, num_classes=4, progress=False)
+    assert redone.videos_written == ["P01_01"]
+
+
+def test_folder_import_and_the_command_line(tmp_path, capsys):
+    folder = tmp_path / "detections"
+    (folder / "sub").mkdir(parents=True)
+    _save(folder / "P01_01.npy", [[_row(0, 0.5)], [_row(1, 0.5)]])
+    _save(folder / "sub" / "P02_03.npy", [[_row(2, 0.75)]])
+    out = tmp_path / "obj.h5"
+    code = main(
+        ["detections", "--npy", str(folder), "--out", str(out), "--num-classes", "3",
+         "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    assert "3 rows for 3 frame entries; 2 videos written" in capsys.readouterr().out
+    with h5py.File(out, "r") as handle:
+        assert sorted(handle) == ["P01_01", "P02_03"]
+        np.testing.assert_array_equal(handle["P02_03/features"][:], [[0, 0, 0.75]])
+    # --video names a single file's video.
+    single = tmp_path / "single.h5"
+    assert main(["detections", "--npy", str(folder / "P01_01.npy"), "--out", str(single),
+                 "--num-classes", "3", "--video", "P09_09", "--no-progress"]) == 0  # fmt: skip
+    with h5py.File(single, "r") as handle:
+        assert list(handle) == ["P09_09"]
+
+
+def test_malformed_files_name_the_file_and_frame(tmp_path, capsys):
+    bad_shape = _save(tmp_path / "bad_shape.npy", [[_row(0, 0.5)], [[1.0, 2.0, 3.0]]])
+    with pytest.raises(DetectionImportError, match=r"bad_shape.npy: frame 2: expected rows"):
+        load_detection_file(bad_shape)
+    bad_class = _save(tmp_path / "bad_class.npy", [[_row(0, 0.5)], [], [_row(7, 0.5)]])
+    out = tmp_path / "obj.h5"
+    assert main(["detections", "--npy", str(bad_class), "--out", str(out), "--num-classes",
+                 "4", "--no-progress"]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "bad_class.npy: frame 3: class 7 is not an integer in [0, 4)" in err
+    with h5py.File(out, "r") as handle:
+        assert "bad_class" not in handle  # nothing half-written
+    fractional = _save(tmp_path / "frac.npy", [[_row(0, 0.5)]])
+    frames = load_detection_file(fractional)
+    frames[0][0, 0] = 1.5
+    with pytest.raises(DetectionImportError, match="frame 1: class 1.5"):
+        detection_features(frames, num_classes=4, source="frac.npy")
+    not_npy = tmp_path / "text.npy"
+    not_npy.write_text("hello")
+    with pytest.raises(DetectionImportError, match="text.npy: not a readable .npy file"):
+        load_detection_file(not_npy)
+    two_d = tmp_path / "matrix.npy"
+    np.save(two_d, np.zeros((3, 6)))
+    with pytest.raises(DetectionImportError, match="matrix.npy: expected a 1-D array"):
+        load_detection_file(two_d)
+    with pytest.raises(FileNotFoundError, match="absent.npy"):
+        import_detections(tmp_path / "absent.npy", out, progress=False)
+    # A file that disagrees with the output's size is refused, naming the file.
+    assert main(["detections", "--npy", str(bad_shape), "--out", str(out), "--num-classes",
+                 "5", "--no-progress"]) == 1  # fmt: skip
+    assert "dim is 4, not 5" in capsys.readouterr().err
