@@ -116,14 +116,145 @@ class OnlineAnticipator:
         self.branches: dict[str, RULSTM] = (
             dict(self.net.branches.items()) if isinstance(self.net, RULSTMFusion) else {}
         )
+        #: Branches of a fusion checkpoint that :meth:`from_checkpoint` left out (no features).
+        self.left_out: tuple[str, ...] = ()
         self.reset()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> OnlineAnticipator:
-        """Build from a checkpoint written by ``rulstm fit`` or ``rulstm-import checkpoint``."""
-        from rulstm.checkpoints import load_net
+    def from_checkpoint(
+        cls,
+        path: str | Path | Sequence[str | Path],
+        *,
+        modality: str | Sequence[str | None] | None = None,
+        available: Sequence[str] | None = None,
+        alpha: float | None = None,
+        times: Sequence[float] | None = None,
+        horizon: float | None = None,
+        device: str | torch.device = "cpu",
+        weights: OnlineWeights = "fp32",
+    ) -> OnlineAnticipator:
+        """Build from checkpoints written by ``rulstm fit`` or ``rulstm-import checkpoint``.
 
-        return cls(load_net(path), **kwargs)
+        Args:
+            path: one branch or fusion checkpoint, or several branch checkpoints (one per
+                modality), which are then fused by averaging their scores
+                (``RULSTMFusion`` with ``fusion="average"``, the late fusion).
+            modality: the modality of each branch checkpoint (one name, or one per path,
+                ``None`` where unknown); otherwise the one recorded in its hyper-parameters;
+                else, for several checkpoints, the ``rgb`` / ``flow`` / ``obj`` token of the
+                file name (``rgb_best.ckpt``), for a single one the only ``available`` one.
+            available: the modalities whose features the caller can provide. A fusion
+                checkpoint then runs only its branches among them; when some are left out
+                (:attr:`left_out`), the rest are fused by averaging (MATT needs every branch).
+            alpha: seconds between steps; default the checkpoints' (they must agree), else 0.25.
+            times: anticipation times; default ``alpha * k`` for ``k = anticipation_steps ..
+                1`` (the checkpoint's steps, else 8), plus ``horizon`` when it is not one of them.
+            device, weights: where and in which precision to run (see the class).
+
+        Raises:
+            FileNotFoundError: a missing file.
+            ValueError: an unreadable checkpoint, a network that is not a RU-LSTM, one trained
+                for another task, checkpoints that disagree (alpha, classes), a branch whose
+                modality cannot be told, or no branch left among ``available``; the message
+                names the file.
+        """
+        from rulstm.checkpoints import load_net, read_checkpoint
+
+        paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
+        if not paths:
+            raise ValueError("no checkpoint given")
+        names = (
+            [modality] * len(paths)
+            if modality is None or isinstance(modality, str)
+            else list(modality)
+        )
+        if len(names) != len(paths):
+            raise ValueError(f"{len(names)} modalities given for {len(paths)} checkpoints")
+        nets: list[tuple[Path, RULSTM | RULSTMFusion, dict]] = []
+        alphas: dict[Path, float] = {}
+        steps = 8
+        for file in paths:
+            checkpoint = read_checkpoint(file)
+            net = load_net(file, checkpoint=checkpoint)
+            if not isinstance(net, RULSTM | RULSTMFusion):
+                raise ValueError(
+                    f"{file} holds a {type(net).__name__}, not a RU-LSTM branch or fusion"
+                )
+            hparams = checkpoint.get("hyper_parameters") or {}
+            if hparams.get("task", "anticipation") != "anticipation":
+                raise ValueError(f"{file} was trained for {hparams['task']}, not anticipation")
+            if hparams.get("alpha") is not None:
+                alphas[file] = float(hparams["alpha"])
+            steps = int(hparams.get("anticipation_steps", steps))
+            nets.append((file, net, hparams))
+        if alpha is None and len(set(alphas.values())) > 1:
+            raise ValueError(f"the checkpoints were trained with different alphas: {alphas}")
+        alpha = alpha or next(iter(alphas.values()), None) or 0.25
+        if times is None:
+            times = [alpha * k for k in range(steps, 0, -1)]
+            if horizon is not None and not any(abs(t - horizon) < 1e-9 for t in times):
+                times = sorted([*times, horizon], reverse=True)
+        if len(nets) == 1 and isinstance(nets[0][1], RULSTMFusion):
+            file, fusion, _ = nets[0]
+            if available is None or all(m in available for m in fusion.modalities):
+                return cls(fusion, alpha=alpha, times=times, device=device, weights=weights)
+            kept = {m: b for m, b in fusion.branches.items() if m in available}
+            if not kept:
+                raise ValueError(
+                    f"{file} fuses {list(fusion.modalities)}, none of which is available "
+                    f"(available: {list(available)})"
+                )
+            averaged = RULSTMFusion.from_branches(kept, fusion="average")
+            anticipator = cls(averaged, alpha=alpha, times=times, device=device, weights=weights)
+            anticipator.left_out = tuple(m for m in fusion.modalities if m not in kept)
+            return anticipator
+        branches: dict[str, RULSTM] = {}
+        for (file, net, hparams), name in zip(nets, names, strict=True):
+            if isinstance(net, RULSTMFusion):
+                raise ValueError(f"{file} is a fusion checkpoint; give it alone, not with branches")
+            name = name or hparams.get("modality")
+            if name is None and len(nets) > 1:
+                name = _modality_from_name(file)
+            if name is None and len(nets) == 1 and available is not None and len(available) == 1:
+                name = available[0]
+            if name is None and len(nets) > 1:
+                raise ValueError(
+                    f"{file} does not record its modality and its name holds none of "
+                    "rgb/flow/obj; give the modality of each checkpoint (e.g. --modality rgb)"
+                )
+            if name in branches:
+                raise ValueError(f"{file}: two checkpoints for modality {name!r}")
+            branches[name] = net
+        if len(branches) == 1:
+            ((name, net),) = branches.items()
+            return cls(net, modality=name, alpha=alpha, times=times, device=device, weights=weights)
+        return cls(
+            RULSTMFusion.from_branches(branches, fusion="average"),
+            alpha=alpha,
+            times=times,
+            device=device,
+            weights=weights,
+        )
+
+    @property
+    def fusion(self) -> str | None:
+        """``"matt"`` or ``"average"`` for several branches, ``None`` for a single branch."""
+        return self.net.fusion if isinstance(self.net, RULSTMFusion) else None
+
+    @property
+    def feature_dims(self) -> dict[str, int]:
+        """The feature size of each modality the model reads (``{}`` for a branch whose
+        modality is unknown)."""
+        if self.branches:
+            return {name: branch.feat_dim for name, branch in self.branches.items()}
+        return {self.modality: self.net.feat_dim} if self.modality else {}
+
+    def to(self, device: str | torch.device) -> OnlineAnticipator:
+        """Move the network to ``device`` (the state is reset)."""
+        self.device = torch.device(device)
+        self.net.to(self.device)
+        self.reset()
+        return self
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -256,3 +387,13 @@ def _with_weights(
         # torch.ao's eager quantisation warns that it will move to torchao; it still works.
         warnings.simplefilter("ignore")
         return quantize_dynamic(copy.deepcopy(net), spec, dtype=torch.qint8)
+
+
+def _modality_from_name(path: Path) -> str | None:
+    """The one ``rgb`` / ``flow`` / ``obj`` token of a file name (``rgb_best.ckpt``,
+    ``RULSTM-anticipation_0.25_6_8_flow_best``), else ``None``."""
+    import re
+
+    tokens = set(re.split(r"[^a-z0-9]+", path.name.lower()))
+    found = [m for m in ("rgb", "flow", "obj") if m in tokens]
+    return found[0] if len(found) == 1 else None

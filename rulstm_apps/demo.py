@@ -10,11 +10,27 @@ Examples::
 
     rulstm-demo --video P01_11.mp4 --checkpoint fusion.ckpt --out demo.mp4 \\
         --annotations builtin:ek55/validation.csv --actions builtin:ek55/actions.csv
-    rulstm-demo --video clip.mkv --checkpoint rgb.ckpt --extract_config configs/extract/cpu.yaml \\
-        --out demo.mp4 -- --rgb.weights none
+    rulstm-demo --video clip.mkv --checkpoint rgb.ckpt --extract-config configs/extract/cpu.yaml \\
+        --rgb.weights none --out demo.mp4 --predictions-out demo.jsonl
+    rulstm-demo --video P01_11.mp4 --checkpoint fusion.ckpt --detections P01_11.npy \\
+        --extract-config configs/extract/rulstm_tsn.yaml \\
+        --rgb.weights TSN-rgb.pth.tar --flow.weights TSN-flow.pth.tar
 
-Arguments after ``--`` are extraction options, exactly as for ``rulstm-extract``
-(``--rgb.backbone resnet18``, ``--flow.method dis``); they override ``--extract_config``.
+Every option that is not one of the demo's own (``rulstm-demo --help``) is an extraction
+option, exactly as for ``rulstm-extract`` (``--rgb.backbone resnet18``, ``--flow.method dis``,
+``--modalities rgb flow``); they override ``--extract-config``. Arguments after ``--`` are
+always extraction options.
+
+Models: one RU-LSTM branch or fusion checkpoint, or several branch checkpoints
+(``--checkpoint rgb.ckpt --checkpoint flow.ckpt``) fused by averaging their scores. A fusion
+checkpoint reads Obj features from the extraction (a detector) or from ``--detections``
+(the authors' per-frame detection ``.npy`` of an EPIC video, summed per class as
+``rulstm-import detections`` does); with neither, its other branches are fused by averaging
+their scores (MATT needs every branch), and the panel and the log say so. No modality is
+ever fed zeros.
+
+``--predictions-out FILE.jsonl`` writes one JSON object per step (see
+:func:`prediction_record`).
 
 Step schedule: step ``j = 1, 2, ...`` happens at frame ``floor(j * alpha * fps)`` (frames 7,
 15, 22, 30, ... for 0.25 s at 30 fps), the same rounding as the RU-LSTM sampling, so steps
@@ -28,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import json
 import logging
 import math
 import os
@@ -54,13 +71,54 @@ class DemoError(ValueError):
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """Everything ``rulstm-demo`` takes (see ``rulstm-demo --help``)."""
+    """Options of rulstm-demo.
+
+    Args:
+        video: The input video.
+        checkpoint: A RU-LSTM branch or fusion .ckpt (rulstm fit or rulstm-import
+            checkpoint); several branch checkpoints (--checkpoint rgb.ckpt --checkpoint
+            flow.ckpt) are fused by averaging their scores.
+        out: The output MP4.
+        extract_config: Extraction config (configs/extract/*.yaml); the defaults
+            (= default.yaml) without it. Other extraction options override it.
+        extract_overrides: Extraction options (as for rulstm-extract), e.g. ['--rgb.weights',
+            'none'].
+        detections: The authors' per-frame detections of this EPIC video (<video>.npy): the
+            Obj features of a fusion checkpoint, instead of a detector.
+        predictions_out: Write the predictions of every step to this JSON Lines file.
+        annotations: Ground truth: a RU-LSTM split CSV or an EPIC CSV
+            (builtin:ek55/validation.csv works); the segments of video_id are shown.
+        video_id: Video id in annotations (default: the video's file name without extension).
+        actions: actions.csv naming the model's classes (default: the shipped EK55/EK100 one
+            when the class count is 2513/3806).
+        verb_classes: EPIC verb classes CSV: actions are named 'verb noun' (with actions).
+        noun_classes: EPIC noun classes CSV (see verb_classes).
+        every: Refresh the displayed prediction every N anticipation steps (N * alpha s); the
+            model still steps every alpha.
+        overlay_gt: Show the ground truth (when annotations hold the video).
+        overlay_detections: Draw the object detector's boxes.
+        fps: Frames per second of decoding, features and output (default: the extraction
+            config's, 30).
+        device: auto, cpu, cuda, cuda:N (default: the extraction config's device).
+        alpha: Seconds between steps (default: the checkpoint's, else 0.25).
+        horizon: Anticipation time (s) of the displayed top-k; a multiple of alpha.
+        top_k: Actions listed (panel and predictions file).
+        modality: The modality of a branch checkpoint that does not record it (one per
+            checkpoint when several are given).
+        min_height: Small videos are scaled up to this height (readable text).
+        max_height: Large videos are scaled down to this height.
+        duration: Only process the first seconds of the video.
+        crf: x264 quality (lower is better and bigger).
+        progress: Show a progress bar.
+    """
 
     video: Path
-    checkpoint: Path
+    checkpoint: Path | Sequence[Path]
     out: Path = Path("demo.mp4")
     extract_config: Path | None = None
     extract_overrides: Sequence[str] = ()
+    detections: Path | None = None
+    predictions_out: Path | None = None
     annotations: str | None = None
     video_id: str | None = None
     actions: str | None = None
@@ -74,12 +132,22 @@ class DemoOptions:
     alpha: float | None = None
     horizon: float = 1.0
     top_k: int = 5
-    modality: str | None = None
+    modality: str | Sequence[str] | None = None
     min_height: int = 360
     max_height: int = 1080
     duration: float | None = None
     crf: int = 23
     progress: bool = True
+
+    @property
+    def checkpoints(self) -> tuple[Path, ...]:
+        if isinstance(self.checkpoint, str | Path):
+            return (Path(self.checkpoint),)
+        return tuple(Path(path) for path in self.checkpoint)
+
+    @property
+    def checkpoint_name(self) -> str:
+        return " + ".join(str(path) for path in self.checkpoints)
 
 
 @dataclass(frozen=True)
@@ -107,75 +175,133 @@ class DemoSummary:
 # --------------------------------------------------------------------------- checkpoint
 @dataclass(frozen=True)
 class LoadedModel:
-    anticipator: Any  # rulstm.online.OnlineAnticipator
+    anticipator: Any  # rulstm.OnlineAnticipator
     dims: dict[str, int]  # modality -> feature size the model reads
     alpha: float
+    note: str | None = None  # how the branches are fused when it is not the model's own way
 
 
 def load_model(
-    path: Path,
+    path: Path | Sequence[Path],
     *,
     device: torch.device,
     alpha: float | None = None,
-    modality: str | None = None,
-    available: Sequence[str] = (),
+    modality: str | Sequence[str] | None = None,
+    available: Sequence[str] | None = None,
     horizon: float = 1.0,
+    optional: Sequence[str] = ("obj",),
 ) -> LoadedModel:
-    """The online anticipator of a RU-LSTM branch or fusion checkpoint.
+    """The online anticipator of RU-LSTM checkpoints, through
+    :meth:`rulstm.OnlineAnticipator.from_checkpoint` (branch, fusion, or several branches
+    averaged).
 
     ``alpha`` and a branch's ``modality`` come from the checkpoint's hyper-parameters when it
-    was written by ``rulstm fit``; otherwise from the arguments (a branch's modality may also
-    be inferred when ``available`` holds a single modality).
+    was written by ``rulstm fit``; otherwise from the arguments. A fusion checkpoint whose
+    ``optional`` modalities are not ``available`` runs its other branches averaged, with a
+    ``note`` saying so; any other missing modality is an error.
     """
-    from rulstm.checkpoints import load_net, read_checkpoint
-    from rulstm.models import RULSTM, RULSTMFusion
-    from rulstm.online import OnlineAnticipator
+    from rulstm import OnlineAnticipator
 
-    path = Path(path)
-    try:
-        checkpoint = read_checkpoint(path)
-        net = load_net(path, checkpoint=checkpoint)
-    except (FileNotFoundError, ValueError, KeyError) as error:
-        raise DemoError(str(error)) from None
-    if not isinstance(net, RULSTM | RULSTMFusion):
-        raise DemoError(
-            f"{path} holds a {type(net).__name__}; the demo runs a RU-LSTM branch or fusion"
-        )
-    hparams = checkpoint.get("hyper_parameters") or {}
-    if hparams.get("task", "anticipation") != "anticipation":
-        raise DemoError(f"{path} was trained for {hparams['task']}, not anticipation")
-    alpha = alpha or hparams.get("alpha") or DEFAULT_ALPHA
-    if isinstance(net, RULSTMFusion):
-        dims = {name: branch.feat_dim for name, branch in net.branches.items()}
-        modality = None
+    paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
+    name = " + ".join(map(str, paths))
+    if isinstance(modality, str | None):
+        modalities = modality
     else:
-        modality = modality or hparams.get("modality")
-        if modality is None and len(available) == 1:
-            modality = available[0]
-        if modality is None:
-            raise DemoError(
-                f"{path} is a single-branch checkpoint that does not record its modality; "
-                "pass --modality rgb|flow|obj"
-            )
-        dims = {modality: net.feat_dim}
-    steps = int(hparams.get("anticipation_steps", 8))
-    times = [alpha * k for k in range(steps, 0, -1)]
-    if not any(math.isclose(t, horizon) for t in times):
-        times.append(horizon)  # OnlineAnticipator checks that it is a multiple of alpha
+        modalities = list(modality)
+        if len(modalities) == 1:
+            modalities = modalities[0]
     try:
-        anticipator = OnlineAnticipator(
-            net, modality=modality, alpha=alpha, times=sorted(times, reverse=True), device=device
+        anticipator = OnlineAnticipator.from_checkpoint(
+            paths,
+            modality=modalities,
+            available=available,
+            alpha=alpha,
+            horizon=horizon,
+            device=device,
         )
-    except ValueError as error:
-        raise DemoError(f"--horizon {horizon}: {error}") from None
-    return LoadedModel(anticipator=anticipator, dims=dims, alpha=alpha)
+    except FileNotFoundError as error:
+        raise DemoError(str(error)) from None
+    except (ValueError, KeyError) as error:
+        message = str(error.args[0] if isinstance(error, KeyError) else error)
+        if "not a multiple of alpha" in message:
+            message = f"--horizon {horizon}: {message}"
+        raise DemoError(message) from None
+    if anticipator.fusion is None and anticipator.modality is None:
+        raise DemoError(
+            f"{name} is a single-branch checkpoint that does not record its modality; "
+            "pass --modality rgb|flow|obj"
+        )
+    note = None
+    if anticipator.left_out:
+        required = [m for m in anticipator.left_out if m not in optional]
+        if required:
+            wanted = [*anticipator.modalities, *anticipator.left_out]
+            raise DemoError(
+                f"{name} reads modalities {wanted}, but the extraction config produces "
+                f"{list(available or ())} (missing {list(anticipator.left_out)})"
+            )
+        used = "+".join(anticipator.modalities)
+        note = f"no {'/'.join(anticipator.left_out)}: {used} averaged"
+        log.warning(
+            "%s fuses %s with MATT, but there are no %s features (no --detections, and the "
+            "extraction config has no such modality): fusing %s by averaging their scores "
+            "instead",
+            name,
+            list(anticipator.modalities) + list(anticipator.left_out),
+            "/".join(anticipator.left_out),
+            ", ".join(anticipator.modalities),
+        )
+    elif len(paths) > 1:
+        note = f"{'+'.join(anticipator.modalities)} averaged"
+        log.info("fusing %s by averaging their scores", name)
+    return LoadedModel(
+        anticipator=anticipator,
+        dims=anticipator.feature_dims,
+        alpha=anticipator.alpha,
+        note=note,
+    )
+
+
+class DetectionFeatures:
+    """Obj features from the authors' per-frame detections of one video (``<video>.npy``,
+    entry ``i`` = frame ``i + 1`` at 30 fps), summed per class exactly as
+    ``rulstm-import detections`` does."""
+
+    FPS = 30.0  # the rate of the authors' frame entries
+
+    def __init__(self, path: Path, *, num_classes: int) -> None:
+        from rulstm.compat.detections import (
+            DetectionImportError,
+            detection_features,
+            load_detection_file,
+        )
+
+        self.path = Path(path)
+        try:
+            frames = load_detection_file(self.path)
+            self.features = detection_features(
+                frames, num_classes=num_classes, source=str(self.path)
+            )  # (F, C)
+        except (FileNotFoundError, DetectionImportError) as error:
+            raise DemoError(f"--detections: {error}") from None
+
+    def at(self, frame: int, fps: float) -> np.ndarray:
+        """The feature of ``frame`` (1-based at ``fps``): the latest detection frame at or
+        before its time."""
+        entry = math.floor((frame - 1) * self.FPS / fps + 1e-6)  # 0-based entry
+        if entry >= len(self.features):
+            raise DemoError(
+                f"--detections {self.path}: holds {len(self.features)} frames, but the video "
+                f"reaches frame {frame} ({(frame - 1) / fps:.2f} s); is it this video's file?"
+            )
+        return self.features[entry]
 
 
 # --------------------------------------------------------------------------- extraction
 def load_extract_config(
     config_path: Path | None, overrides: Sequence[str], *, fps: float | None = None
 ) -> Any:
-    """The ExtractConfig of ``--extract_config`` and the extraction options after ``--``."""
+    """The ExtractConfig of ``--extract-config`` and the extraction options."""
     from feature_extraction.config import load_config
 
     if config_path is not None and not Path(config_path).is_file():
@@ -192,7 +318,7 @@ def build_extractor(
     *,
     needed: Mapping[str, int],
     device: torch.device | None,
-    checkpoint: Path,
+    checkpoint: Path | str,
     config_name: str,
 ) -> Any:
     """A StreamingExtractor computing only the modalities the model reads, after checking
@@ -305,7 +431,8 @@ def _boxes(
 
 
 def run_demo(options: DemoOptions) -> DemoSummary:
-    """Decode, extract, anticipate and write ``options.out``; see the module docstring."""
+    """Decode, extract, anticipate and write ``options.out`` (and ``predictions_out``); see
+    the module docstring."""
     from feature_extraction.models import resolve_device
     from feature_extraction.video import VideoError, probe_video
     from rulstm_apps.labels import ActionNames, VideoTimeline
@@ -321,30 +448,48 @@ def run_demo(options: DemoOptions) -> DemoSummary:
         info = probe_video(video)
     except VideoError as error:
         raise DemoError(f"--video: {error}") from None
-    if Path(options.out).resolve() == video.resolve():
-        raise DemoError(f"--out {options.out} would overwrite the input video")
+    for name, path in (("--out", options.out), ("--predictions-out", options.predictions_out)):
+        if path is not None and Path(path).resolve() == video.resolve():
+            raise DemoError(f"{name} {path} would overwrite the input video")
+    if options.predictions_out is not None and Path(options.predictions_out).resolve() == (
+        Path(options.out).resolve()
+    ):
+        raise DemoError(f"--predictions-out {options.predictions_out} is also --out")
 
     device = resolve_device(options.device) if options.device else None
     config = load_extract_config(options.extract_config, options.extract_overrides, fps=options.fps)
+    available = list(config.modalities)
+    if options.detections is not None and "obj" not in available:
+        available.append("obj")
     model = load_model(
-        Path(options.checkpoint),
+        options.checkpoints,
         device=device or torch.device("cpu"),
         alpha=options.alpha,
         modality=options.modality,
-        available=config.modalities,
+        available=available,
         horizon=options.horizon,
     )
+    detections = None
+    needed = dict(model.dims)
+    if options.detections is not None:
+        if "obj" not in needed:
+            raise DemoError(
+                f"--detections {options.detections}: {options.checkpoint_name} reads no Obj "
+                f"features (it reads {list(needed)})"
+            )
+        detections = DetectionFeatures(options.detections, num_classes=needed.pop("obj"))
+    if not needed:
+        raise DemoError(f"{options.checkpoint_name} reads no feature the extraction computes")
     extractor = build_extractor(
         config,
-        needed=model.dims,
+        needed=needed,
         device=device,
-        checkpoint=Path(options.checkpoint),
+        checkpoint=options.checkpoint_name,
         config_name=str(options.extract_config or "(defaults)"),
     )
     anticipator = model.anticipator
     if device is None and extractor.device != anticipator.device:
-        anticipator.net.to(extractor.device)
-        anticipator.device = extractor.device
+        anticipator.to(extractor.device)
     fps = extractor.config.fps
     names = ActionNames.from_files(
         num_classes=anticipator.num_classes,
@@ -375,8 +520,10 @@ def run_demo(options: DemoOptions) -> DemoSummary:
             options,
             video=video,
             extractor=extractor,
+            detections=detections,
             anticipator=anticipator,
             alpha=model.alpha,
+            note=model.note,
             names=names,
             timeline=timeline,
             layout=layout,
@@ -384,6 +531,79 @@ def run_demo(options: DemoOptions) -> DemoSummary:
             last_frame=last_frame,
         )
     return dataclasses.replace(summary, wall_s=time.perf_counter() - started)
+
+
+def prediction_record(
+    prediction: Any, *, frame: int, fps: float, names: Any, top_k: int, fusion: str | None
+) -> dict[str, Any]:
+    """One line of ``--predictions-out``::
+
+        {"step": 0, "frame": 7, "time_s": 0.2333, "fusion": "matt" | "average" | null,
+         "anticipations": [{"time_s": 2.0,
+                            "top_k": [{"action": 5, "name": "open tap", "probability": 0.31},
+                                      ...],
+                            "weights": {"rgb": 0.4, "flow": 0.35, "obj": 0.25} | null},
+                           ...]}
+
+    ``step`` counts from 0; ``frame`` is the 1-based frame (at ``fps``) whose features the
+    step read and ``time_s = frame / fps``; one ``anticipations`` entry per anticipation
+    time, largest first, with the ``top_k`` actions (best first) and the MATT weight of each
+    modality (``null`` for a branch or an average).
+    """
+    anticipations = []
+    for index, time_s in enumerate(prediction.times):
+        values, actions = prediction.probabilities[index].topk(
+            min(top_k, prediction.probabilities.shape[-1])
+        )
+        weights = (
+            {name: float(w[index]) for name, w in prediction.weights.items()}
+            if prediction.weights
+            else None
+        )
+        anticipations.append(
+            {
+                "time_s": float(time_s),
+                "top_k": [
+                    {"action": int(a), "name": names.action(int(a)), "probability": float(p)}
+                    for a, p in zip(actions.tolist(), values.tolist(), strict=True)
+                ],
+                "weights": weights,
+            }
+        )
+    return {
+        "step": int(prediction.step),
+        "frame": int(frame),
+        "time_s": frame / fps,
+        "fusion": fusion,
+        "anticipations": anticipations,
+    }
+
+
+class _PredictionsFile:
+    """``--predictions-out``: written to ``<name>.partial`` and renamed when the run ends
+    well, so that a crash never leaves a complete-looking file."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._handle = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._partial = self.path.with_name(self.path.name + ".partial")
+            self._handle = self._partial.open("w", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._handle is not None:
+            self._handle.write(json.dumps(record) + "\n")
+
+    def close(self, *, ok: bool) -> None:
+        if self._handle is None:
+            return
+        self._handle.close()
+        self._handle = None
+        if ok:
+            os.replace(self._partial, self.path)
+        else:
+            self._partial.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -402,8 +622,10 @@ def _stream(
     *,
     video: Path,
     extractor: Any,
+    detections: DetectionFeatures | None,
     anticipator: Any,
     alpha: float,
+    note: str | None,
     names: Any,
     timeline: Any,
     layout: Any,
@@ -429,52 +651,72 @@ def _stream(
     started = time.perf_counter()
     anticipator.reset()
     extractor.reset()
-    with (
-        H264Writer(
-            options.out, fps=fps, width=layout.width, height=layout.height, crf=options.crf
-        ) as writer,
-        tqdm(total=total, unit="frame", desc=video.name, disable=not options.progress) as bar,
-    ):
-        try:
-            for decoded in decode_video(video, fps=fps):
-                frame = decoded.frame
-                if last_frame is not None and frame > last_frame:
-                    break
-                due = clock.steps_at(frame)
-                tick = time.perf_counter()
-                features = pusher.push(decoded.image, frame=frame, due=due > 0)
-                extract_s += time.perf_counter() - tick
-                for _ in range(due):
+    predictions = _PredictionsFile(options.predictions_out)
+    ok = False
+    try:
+        with (
+            H264Writer(
+                options.out, fps=fps, width=layout.width, height=layout.height, crf=options.crf
+            ) as writer,
+            tqdm(total=total, unit="frame", desc=video.name, disable=not options.progress) as bar,
+        ):
+            try:
+                for decoded in decode_video(video, fps=fps):
+                    frame = decoded.frame
+                    if last_frame is not None and frame > last_frame:
+                        break
+                    due = clock.steps_at(frame)
                     tick = time.perf_counter()
-                    prediction = anticipator.step(features)
-                    anticipate_s += time.perf_counter() - tick
-                    if steps % options.every == 0:
-                        shown = prediction
-                    steps += 1
-                content = _panel(
-                    frame=frame,
-                    fps=fps,
-                    steps=steps,
-                    prediction=shown,
-                    options=options,
-                    names=names,
-                    timeline=timeline,
-                    first_step_s=alpha,
-                )
-                boxes, box_size = (
-                    _boxes(extractor, threshold)
-                    if options.overlay_detections and "obj" in extractor.modalities
-                    else ([], None)
-                )
-                content = dataclasses.replace(content, boxes=tuple(boxes))
-                writer.write(render(decoded.image, content, layout, boxes_image_size=box_size))
-                frames += 1
-                bar.update(1)
-                bar.set_postfix(steps=steps, refresh=False)
-        except VideoError as error:
-            raise DemoError(f"--video: {error}") from None
-    if frames == 0:
-        raise DemoError(f"--video {video}: no frame could be decoded")
+                    features = pusher.push(decoded.image, frame=frame, due=due > 0)
+                    if due and detections is not None:
+                        features = {**features, "obj": detections.at(frame, fps)}
+                    extract_s += time.perf_counter() - tick
+                    for _ in range(due):
+                        tick = time.perf_counter()
+                        prediction = anticipator.step(features)
+                        anticipate_s += time.perf_counter() - tick
+                        if anticipator.fusion != "matt":  # uniform weights: nothing to show
+                            prediction = dataclasses.replace(prediction, weights=None)
+                        predictions.write(
+                            prediction_record(
+                                prediction,
+                                frame=frame,
+                                fps=fps,
+                                names=names,
+                                top_k=options.top_k,
+                                fusion=anticipator.fusion,
+                            )
+                        )
+                        if steps % options.every == 0:
+                            shown = prediction
+                        steps += 1
+                    content = _panel(
+                        frame=frame,
+                        fps=fps,
+                        steps=steps,
+                        prediction=shown,
+                        options=options,
+                        names=names,
+                        timeline=timeline,
+                        first_step_s=alpha,
+                    )
+                    boxes, box_size = (
+                        _boxes(extractor, threshold)
+                        if options.overlay_detections and "obj" in extractor.modalities
+                        else ([], None)
+                    )
+                    content = dataclasses.replace(content, boxes=tuple(boxes), fusion_note=note)
+                    writer.write(render(decoded.image, content, layout, boxes_image_size=box_size))
+                    frames += 1
+                    bar.update(1)
+                    bar.set_postfix(steps=steps, refresh=False)
+            except VideoError as error:
+                raise DemoError(f"--video: {error}") from None
+        if frames == 0:
+            raise DemoError(f"--video {video}: no frame could be decoded")
+        ok = True
+    finally:
+        predictions.close(ok=ok)
     return DemoSummary(
         out=Path(options.out),
         frames=frames,
@@ -539,33 +781,60 @@ def _panel(
 
 
 # --------------------------------------------------------------------------- command line
+#: DemoOptions fields whose options are written by hand: repeatable, negated or not options.
+_HAND_WRITTEN = {"checkpoint", "modality", "extract_overrides", "overlay_gt", "overlay_detections"}
+#: Options given once per value (``--checkpoint a --checkpoint b``), merged into one list.
+_REPEATABLE = {"--checkpoint", "--modality"}
+
+
 def build_parser() -> Any:
+    """The demo's own options, generated from :class:`DemoOptions` (types, defaults and help
+    from its fields and docstring), plus the repeatable and negated flags."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(
         prog="rulstm-demo",
         description="Anticipate actions while streaming a video through the feature "
-        "extraction and a RU-LSTM (branch or fusion), and write the video with an overlay "
-        "(H.264 MP4). Arguments after '--' are extraction options, as for rulstm-extract.",
+        "extraction and a RU-LSTM (branch, fusion, or branches averaged), and write the video "
+        "with an overlay (H.264 MP4). Every other option is an extraction option, as for "
+        "rulstm-extract (rulstm-extract --help lists them: --rgb.weights PATH, --modalities "
+        "rgb flow, ...); so are all arguments after '--'. Options accept '-' or '_'.",
         default_env=False,
         exit_on_error=False,
     )
     add = parser.add_argument
     add("-c", "--config", action=ActionConfigFile, help="A YAML file with these options.")
-    add("--video", type=Path, required=True, help="The input video.")
     add(
         "--checkpoint",
         type=Path,
+        nargs="+",
         required=True,
-        help="A RU-LSTM branch or fusion .ckpt (rulstm fit or rulstm-import checkpoint).",
+        help="A RU-LSTM branch or fusion .ckpt (rulstm fit or rulstm-import checkpoint). "
+        "Several branch checkpoints (repeat the option) are fused by averaging their scores.",
     )
-    add("--out", type=Path, default=Path("demo.mp4"), help="The output MP4.")
     add(
-        "--extract_config",
-        "--extract-config",
-        type=Path | None,
+        "--modality",
+        type=str,
+        nargs="+",
         default=None,
-        help="Extraction config (configs/extract/*.yaml); the defaults (= default.yaml) without it.",
+        help="The modality of a branch checkpoint that does not record it (repeat the option "
+        "for several checkpoints, in their order).",
+    )
+    add(
+        "--no-overlay-gt",
+        "--no_overlay_gt",
+        dest="hide_gt",
+        action="store_true",
+        help="Hide the ground truth. Off by default: the ground truth of --annotations is "
+        "shown (same as --overlay_gt false).",
+    )
+    add(
+        "--no-detections",
+        "--no_detections",
+        dest="hide_detections",
+        action="store_true",
+        help="Do not draw the object detector's boxes. Off by default: the boxes are drawn "
+        "when the extraction runs a detector (same as --overlay_detections false).",
     )
     add(
         "--palette",
@@ -573,124 +842,86 @@ def build_parser() -> Any:
         default=None,
         help="Shortcut for the extraction option --obj.palette (colour-blob detector palette).",
     )
-    add(
-        "--annotations",
-        type=str | None,
-        default=None,
-        help="Ground truth: a RU-LSTM split CSV or an EPIC CSV (builtin:ek55/validation.csv works); the segments of --video_id are shown.",
-    )
-    add(
-        "--video_id",
-        "--video-id",
-        type=str | None,
-        default=None,
-        help="Video id in --annotations (default: the video's file name without extension).",
-    )
-    add(
-        "--actions",
-        type=str | None,
-        default=None,
-        help="actions.csv naming the model's classes (default: the shipped EK55/EK100 one when the class count is 2513/3806).",
-    )
-    add(
-        "--verb_classes",
-        "--verb-classes",
-        type=str | None,
-        default=None,
-        help="EPIC verb classes CSV: actions are named 'verb noun' (with --actions).",
-    )
-    add(
-        "--noun_classes",
-        "--noun-classes",
-        type=str | None,
-        default=None,
-        help="EPIC noun classes CSV (see --verb_classes).",
-    )
-    add(
-        "--every",
-        type=int,
-        default=1,
-        help="Refresh the displayed prediction every N anticipation steps (N * alpha s); the model still steps every alpha.",
-    )
-    add(
-        "--no-overlay-gt",
-        "--no_overlay_gt",
-        dest="overlay_gt",
-        action="store_false",
-        help="Hide the ground truth.",
-    )
-    add(
-        "--no-detections",
-        "--no_detections",
-        dest="overlay_detections",
-        action="store_false",
-        help="Do not draw the object detector's boxes.",
-    )
-    add(
-        "--fps",
-        type=float | None,
-        default=None,
-        help="Frames per second of decoding, features and output (default: the extraction config's, 30).",
-    )
-    add(
-        "--device",
-        type=str | None,
-        default=None,
-        help="auto, cpu, cuda, cuda:N (default: the extraction config's device).",
-    )
-    add(
-        "--alpha",
-        type=float | None,
-        default=None,
-        help="Seconds between steps (default: the checkpoint's, else 0.25).",
-    )
-    add(
-        "--horizon",
-        type=float,
-        default=1.0,
-        help="Anticipation time (s) of the displayed top-k; a multiple of alpha.",
-    )
-    add("--top_k", "--top-k", type=int, default=5, help="Actions listed.")
-    add(
-        "--modality",
-        type=str | None,
-        default=None,
-        help="The modality of a single-branch checkpoint that does not record it.",
-    )
-    add(
-        "--min_height",
-        "--min-height",
-        type=int,
-        default=360,
-        help="Small videos are scaled up to this height (readable text).",
-    )
-    add(
-        "--max_height",
-        "--max-height",
-        type=int,
-        default=1080,
-        help="Large videos are scaled down to this height.",
-    )
-    add(
-        "--duration",
-        type=float | None,
-        default=None,
-        help="Only process the first seconds of the video.",
-    )
-    add("--crf", type=int, default=23, help="x264 quality (lower is better and bigger).")
-    add("--progress", type=bool, default=True, help="Show a progress bar.")
+    parser.add_class_arguments(DemoOptions, None, skip=_HAND_WRITTEN)
+    for field in ("overlay_gt", "overlay_detections"):
+        add(f"--{field}", type=bool, default=True, help=_field_help(field))
     return parser
 
 
-def parse_options(argv: Sequence[str]) -> DemoOptions:
-    """Options from command-line arguments; those after ``--`` are extraction overrides."""
+def _field_help(name: str) -> str:
+    """The help of a DemoOptions field, from its docstring."""
+    from docstring_parser import parse
+
+    for param in parse(DemoOptions.__doc__ or "").params:
+        if param.arg_name == name:
+            return " ".join((param.description or "").split())
+    return ""
+
+
+def _option_names(parser: Any) -> set[str]:
+    return {name for action in parser._actions for name in action.option_strings}
+
+
+def _is_option(token: str) -> bool:
+    if not token.startswith("-") or token == "-":
+        return False
+    try:
+        float(token)  # a negative number is a value
+    except ValueError:
+        return True
+    return False
+
+
+def split_arguments(argv: Sequence[str], demo_options: set[str]) -> tuple[list[str], list[str]]:
+    """``(demo arguments, extraction arguments)``: options the demo's parser knows go to it
+    (dashes in names read as underscores; repeated ``--checkpoint`` / ``--modality`` merged),
+    every other option and its values, and everything after ``--``, are extraction options."""
     argv = list(argv)
-    overrides: list[str] = []
+    extraction: list[str] = []
     if "--" in argv:
         split = argv.index("--")
-        argv, overrides = argv[:split], argv[split + 1 :]
-    namespace = build_parser().parse_args(argv)
-    values = {f.name: namespace.get(f.name) for f in dataclasses.fields(DemoOptions)}
+        argv, extraction = argv[:split], argv[split + 1 :]
+    demo: list[str] = []
+    repeated: dict[str, list[str]] = {}
+    overrides: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        index += 1
+        if not _is_option(token):
+            demo.append(token)  # a stray value: the parser names it
+            continue
+        name, equals, value = token.partition("=")
+        if name not in demo_options and name.startswith("--"):
+            name = "--" + name[2:].replace("-", "_")
+        values = [value] if equals else []
+        while index < len(argv) and not _is_option(argv[index]):
+            values.append(argv[index])
+            index += 1
+        if name in _REPEATABLE:
+            repeated.setdefault(name, []).extend(values)
+        elif name in demo_options:
+            demo += [name, *values]
+        else:
+            overrides += [name, *values]
+    for name, values in repeated.items():
+        demo += [name, *values]
+    return demo, overrides + extraction
+
+
+def parse_options(argv: Sequence[str]) -> DemoOptions:
+    """Options from command-line arguments (see :func:`split_arguments`)."""
+    parser = build_parser()
+    demo, overrides = split_arguments(argv, _option_names(parser))
+    namespace = parser.parse_args(demo)
+    values = {
+        f.name: namespace.get(f.name)
+        for f in dataclasses.fields(DemoOptions)
+        if f.name in namespace
+    }
+    values["checkpoint"] = tuple(namespace.checkpoint)
+    values["overlay_gt"] = namespace.overlay_gt and not namespace.hide_gt
+    values["overlay_detections"] = namespace.overlay_detections and not namespace.hide_detections
     if namespace.get("palette") is not None:
         overrides = ["--obj.palette", str(namespace.palette), *overrides]
     values["extract_overrides"] = tuple(overrides)

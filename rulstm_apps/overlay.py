@@ -27,6 +27,7 @@ MUTED = (150, 155, 165)
 ACCENT = (255, 196, 64)
 BAR = (70, 110, 200)
 HIT = (90, 220, 120)
+WARNING = (255, 140, 90)
 BOX = (255, 80, 200)
 MODALITY_COLOURS = {"rgb": (230, 90, 80), "flow": (80, 170, 240), "obj": (240, 200, 60)}
 
@@ -92,7 +93,9 @@ class PanelContent:
     ``predictions``: (name, probability) of the top actions ``horizon`` seconds ahead, best
     first; ``hits``: their indices that match the upcoming ground-truth action (drawn green);
     ``weights``: MATT weight per modality (fusion only); ``current`` / ``upcoming``: ground
-    truth lines (None hides the section); ``status``: a note (e.g. waiting for the first step).
+    truth lines (None hides the section); ``status``: a note (e.g. waiting for the first step);
+    ``fusion_note``: how the branches are fused when it is not the model's MATT (e.g. an
+    average because a modality is missing), drawn under the predictions.
     """
 
     time_s: float
@@ -106,6 +109,7 @@ class PanelContent:
     status: str | None = None
     steps: int = 0
     boxes: Sequence[Box] = field(default_factory=tuple)
+    fusion_note: str | None = None
 
 
 class _Writer:
@@ -269,6 +273,9 @@ def _draw_panel(canvas: np.ndarray, content: PanelContent, layout: Layout) -> No
             )
     else:
         writer.line(content.status or "waiting for the first observation", MUTED, indent=4)
+    if content.fusion_note:
+        writer.gap()
+        writer.line(content.fusion_note, WARNING)
     if content.weights:
         writer.gap()
         writer.line("Modality attention (MATT)", ACCENT)

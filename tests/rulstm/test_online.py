@@ -147,3 +147,68 @@ def test_unknown_or_unsupported_precision_is_refused():
     if torch.cuda.is_available():
         with pytest.raises(ValueError, match="CPU only"):
             OnlineAnticipator(net, weights="int8", device="cuda")
+
+
+def _save(net: torch.nn.Module, path, hyper_parameters=None):
+    checkpoint = {
+        NET_KEY: describe_net(net),
+        "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+    }
+    if hyper_parameters:
+        checkpoint["hyper_parameters"] = hyper_parameters
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_from_checkpoint_averages_branches_and_a_fusion_without_a_modality(tmp_path):
+    torch.manual_seed(3)
+    fusion = RULSTMFusion(num_classes=5, feat_dims={"rgb": 3, "flow": 4, "obj": 2}, hidden=6)
+    fusion_path = _save(fusion.eval(), tmp_path / "fusion.ckpt", {"alpha": 0.5})
+    rgb_path = _save(fusion.branches["rgb"], tmp_path / "RULSTM_rgb_best.ckpt")
+    flow_path = _save(fusion.branches["flow"], tmp_path / "other.ckpt")
+    xs = [{"rgb": torch.randn(3), "flow": torch.randn(4)} for _ in range(3)]
+
+    def separate(name):
+        online = OnlineAnticipator(fusion.branches[name], modality=name, alpha=0.5, times=(1.0,))
+        return [online.step(x).logits for x in xs]
+
+    expected = [(r + f) / 2 for r, f in zip(separate("rgb"), separate("flow"), strict=True)]
+
+    # A fusion without obj features: its rgb and flow branches, averaged (not MATT).
+    dropped = OnlineAnticipator.from_checkpoint(
+        fusion_path, available=["rgb", "flow"], times=(1.0,)
+    )
+    assert dropped.left_out == ("obj",) and dropped.fusion == "average"
+    assert dropped.alpha == 0.5  # from the checkpoint
+    assert dropped.feature_dims == {"rgb": 3, "flow": 4}
+    # Two branch checkpoints: the rgb one named by its file, the flow one given.
+    averaged = OnlineAnticipator.from_checkpoint(
+        [rgb_path, flow_path], modality=[None, "flow"], alpha=0.5, times=(1.0,)
+    )
+    assert averaged.fusion == "average" and averaged.modalities == ("rgb", "flow")
+    for online in (dropped, averaged):
+        for x, want in zip(xs, expected, strict=True):
+            torch.testing.assert_close(online.step(x).logits, want)
+    # Default times: alpha * (8 .. 1), plus a horizon that is not among them.
+    full = OnlineAnticipator.from_checkpoint(fusion_path, horizon=0.5)
+    assert full.fusion == "matt" and full.left_out == ()
+    assert full.times == (4.0, 3.5, 3.0, 2.5, 2.0, 1.5, 1.0, 0.5)
+
+
+def test_from_checkpoint_errors_name_the_file(tmp_path):
+    branch = RULSTM(num_classes=5, feat_dim=3, hidden=4).eval()
+    unnamed = _save(branch, tmp_path / "branch_a.ckpt")
+    also = _save(branch, tmp_path / "branch_b.ckpt")
+    with pytest.raises(ValueError, match="branch_a.ckpt does not record its modality"):
+        OnlineAnticipator.from_checkpoint([unnamed, also])
+    slow = _save(branch, tmp_path / "slow_rgb.ckpt", {"alpha": 0.5})
+    fast = _save(branch, tmp_path / "fast_flow.ckpt", {"alpha": 0.25})
+    with pytest.raises(ValueError, match="different alphas"):
+        OnlineAnticipator.from_checkpoint([slow, fast])
+    recognition = _save(branch, tmp_path / "er.ckpt", {"task": "early_recognition"})
+    with pytest.raises(ValueError, match="er.ckpt was trained for early_recognition"):
+        OnlineAnticipator.from_checkpoint(recognition)
+    fusion = RULSTMFusion(num_classes=5, feat_dims={"rgb": 3, "obj": 2}, hidden=4)
+    path = _save(fusion, tmp_path / "fusion.ckpt")
+    with pytest.raises(ValueError, match=r"fusion.ckpt fuses \['rgb', 'obj'\], none of which"):
+        OnlineAnticipator.from_checkpoint(path, available=["flow"])

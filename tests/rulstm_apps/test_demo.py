@@ -237,3 +237,151 @@ def test_checkpoint_weights_that_do_not_fit_are_named(make_checkpoint, tmp_path)
     torch.save(checkpoint, path)
     with pytest.raises(DemoError, match=f"{path} does not fit RULSTMFusion: missing"):
         load_model(path, device=torch.device("cpu"))
+
+
+# ----------------------------------------------------------------------------- released-model path
+def _tiny_run(tiny_video, tmp_path, *extra: str) -> list[str]:
+    """Demo arguments with extraction options given among the demo's (no '--')."""
+    return [
+        "--video", str(tiny_video), "--out", str(tmp_path / "demo.mp4"),
+        "--extract-config", str(REPO_TINY_CONFIG), "--progress", "false",
+        *TINY_EXTRACTION, *extra,
+    ]  # fmt: skip
+
+
+REPO_TINY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "extract" / "tiny.yaml"
+TINY_EXTRACTION = [
+    "--decode.width", "64", "--decode.height", "48", "--rgb.input-size", "[32, 32]",
+    "--flow.input_size", "[32, 32]", "--threads", "1",
+]  # fmt: skip
+
+
+def _records(path: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_extraction_options_mix_with_the_demo_options():
+    from rulstm_apps.demo import parse_options
+
+    options = parse_options(
+        ["--video", "v.mp4", "--checkpoint", "rgb.ckpt", "--rgb.weights", "TSN-rgb.pth.tar",
+         "--modalities", "rgb", "flow", "--top-k", "3", "--checkpoint", "flow.ckpt",
+         "--flow.bound", "-20", "--no-overlay-gt", "--", "--threads", "1"]
+    )  # fmt: skip
+    assert options.checkpoints == (Path("rgb.ckpt"), Path("flow.ckpt"))
+    assert options.top_k == 3 and not options.overlay_gt and options.overlay_detections
+    assert list(options.extract_overrides) == [
+        "--rgb.weights", "TSN-rgb.pth.tar", "--modalities", "rgb", "flow",
+        "--flow.bound", "-20", "--threads", "1",
+    ]  # fmt: skip
+
+
+def test_help_shows_the_real_defaults_of_the_negated_flags(capsys):
+    with pytest.raises(SystemExit):
+        parse_options(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--no-overlay-gt, --no_overlay_gt Hide the ground truth. Off by default" in out
+    assert (
+        "--no-detections, --no_detections Do not draw the object detector's boxes. Off by default"
+        in out
+    )
+    assert "(same as --overlay_gt false). (default: False)" in out
+    assert "--overlay_gt {true,false} Show the ground truth" in out and "default: True" in out
+
+
+def test_fusion_without_obj_averages_the_other_branches_and_says_so(
+    make_checkpoint, tiny_video, tmp_path, caplog
+):
+    import logging
+
+    checkpoint = make_checkpoint("fusion")  # rgb, flow, obj with MATT
+    jsonl = tmp_path / "predictions.jsonl"
+    args = _tiny_run(tiny_video, tmp_path, "--checkpoint", str(checkpoint), "--modalities",
+                     "rgb", "flow", "--predictions-out", str(jsonl), "--top_k", "3")  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="rulstm_apps.demo"):
+        assert main(args) == 0
+    assert "no obj features" in caplog.text and "fusing rgb, flow by averaging" in caplog.text
+    records = _records(jsonl)
+    assert [r["frame"] for r in records] == [7, 15, 22, 30, 37, 45, 52, 60]
+    assert records[0]["time_s"] == pytest.approx(7 / 30) and records[0]["step"] == 0
+    assert {r["fusion"] for r in records} == {"average"}
+    first = records[0]["anticipations"]
+    assert [a["time_s"] for a in first] == [2.0, 1.75, 1.5, 1.25, 1.0, 0.75, 0.5, 0.25]
+    for anticipation in first:
+        assert anticipation["weights"] is None  # no MATT weights for an average
+        probabilities = [entry["probability"] for entry in anticipation["top_k"]]
+        assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+        assert all(0 <= entry["action"] < 12 for entry in anticipation["top_k"])
+    assert not (tmp_path / "predictions.jsonl.partial").exists()
+
+
+def test_the_panel_states_a_fallback_fusion():
+    layout = Layout.for_video(64, 48)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    plain = PanelContent(time_s=1.0, horizon=1.0, predictions=[("a", 0.5)])
+    noted = PanelContent(
+        time_s=1.0, horizon=1.0, predictions=[("a", 0.5)], fusion_note="no obj: rgb+flow averaged"
+    )
+    assert (render(frame, plain, layout) != render(frame, noted, layout)).any()
+
+
+def test_several_branch_checkpoints_are_averaged(make_checkpoint, tiny_video, tmp_path, caplog):
+    rgb = make_checkpoint("rgb", name="rgb_best.ckpt")
+    flow = make_checkpoint("flow", name="flow_best.ckpt")
+    jsonl = tmp_path / "out" / "steps.jsonl"
+    args = _tiny_run(tiny_video, tmp_path, "--checkpoint", str(rgb), "--checkpoint", str(flow),
+                     "--modalities", "rgb", "flow", "--predictions_out", str(jsonl),
+                     "--duration", "1.0")  # fmt: skip
+    assert main(args) == 0
+    records = _records(jsonl)
+    assert len(records) == 4 and {r["fusion"] for r in records} == {"average"}
+    assert len(records[-1]["anticipations"][0]["top_k"]) == 5
+
+
+def test_detections_give_the_obj_features_of_a_fusion(make_checkpoint, tiny_video, tmp_path):
+    dims = {"rgb": 512, "flow": 512, "obj": 6}
+    checkpoint = make_checkpoint("fusion", dims=dims, name="fusion.ckpt")
+    entries = np.empty(60, dtype=object)
+    for index in range(60):
+        entries[index] = np.array([[index % 6, 0, 0, 10, 10, 0.5], [2, 0, 0, 5, 5, 0.25]])
+    npy = tmp_path / "P01_01.npy"
+    np.save(npy, entries, allow_pickle=True)
+    jsonl = tmp_path / "matt.jsonl"
+    args = _tiny_run(tiny_video, tmp_path, "--checkpoint", str(checkpoint), "--modalities",
+                     "rgb", "flow", "--detections", str(npy), "--predictions-out", str(jsonl))  # fmt: skip
+    assert main(args) == 0
+    records = _records(jsonl)
+    assert len(records) == 8 and {r["fusion"] for r in records} == {"matt"}
+    for anticipation in records[3]["anticipations"]:
+        weights = anticipation["weights"]
+        assert set(weights) == {"rgb", "flow", "obj"}
+        assert sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
+
+    # A detection file shorter than the video fails naming it, and leaves no predictions file.
+    np.save(npy, entries[:20], allow_pickle=True)
+    jsonl.unlink()
+    assert main(args) == 1
+    assert not jsonl.exists() and not jsonl.with_name("matt.jsonl.partial").exists()
+
+
+def test_detections_of_another_size_or_for_a_branch_are_refused(
+    make_checkpoint, tiny_video, tmp_path, capsys
+):
+    entries = np.empty(60, dtype=object)
+    for index in range(60):
+        entries[index] = np.array([[7, 0, 0, 10, 10, 0.5]])  # class 7 of an 8-class detector
+    npy = tmp_path / "P01_01.npy"
+    np.save(npy, entries, allow_pickle=True)
+    narrow = make_checkpoint("fusion", dims={"rgb": 512, "flow": 512, "obj": 6}, name="n.ckpt")
+    args = _tiny_run(tiny_video, tmp_path, "--checkpoint", str(narrow), "--modalities", "rgb",
+                     "flow", "--detections", str(npy))  # fmt: skip
+    assert main(args) == 1
+    assert f"--detections: {npy}: frame 1: class 7 is not an integer in [0, 6)" in (
+        capsys.readouterr().err
+    )
+    branch = make_checkpoint("rgb", hyper_parameters={"modality": "rgb"})
+    args = _tiny_run(tiny_video, tmp_path, "--checkpoint", str(branch), "--detections", str(npy))
+    assert main(args) == 1
+    assert "reads no Obj features" in capsys.readouterr().err
