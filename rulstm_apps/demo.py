@@ -302,7 +302,7 @@ def load_extract_config(
     config_path: Path | None, overrides: Sequence[str], *, fps: float | None = None
 ) -> Any:
     """The ExtractConfig of ``--extract-config`` and the extraction options."""
-    from feature_extraction.config import load_config
+    from feature_extraction import load_config
 
     if config_path is not None and not Path(config_path).is_file():
         raise DemoError(f"extraction config not found: {config_path}")
@@ -323,7 +323,7 @@ def build_extractor(
 ) -> Any:
     """A StreamingExtractor computing only the modalities the model reads, after checking
     that the config produces them with the model's feature sizes."""
-    from feature_extraction.streaming import StreamingExtractor
+    from feature_extraction import StreamingExtractor
 
     missing = [m for m in needed if m not in config.modalities]
     if missing:
@@ -433,8 +433,7 @@ def _boxes(
 def run_demo(options: DemoOptions) -> DemoSummary:
     """Decode, extract, anticipate and write ``options.out`` (and ``predictions_out``); see
     the module docstring."""
-    from feature_extraction.models import resolve_device
-    from feature_extraction.video import VideoError, probe_video
+    from feature_extraction import VideoError, probe_video, resolve_device
     from rulstm_apps.labels import ActionNames, VideoTimeline
     from rulstm_apps.overlay import Layout
 
@@ -635,7 +634,7 @@ def _stream(
     """The frame loop: decode, push, step every alpha, draw, encode."""
     from tqdm import tqdm
 
-    from feature_extraction.video import VideoError, decode_video
+    from feature_extraction import VideoError, decode_video
     from rulstm_apps.encoding import H264Writer
     from rulstm_apps.overlay import render
 

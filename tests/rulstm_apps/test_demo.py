@@ -157,9 +157,7 @@ def test_step_clock_follows_the_sampling_rounding():
 def test_skipping_frames_between_steps_gives_the_same_step_features(tiny_video, tiny, one_thread):
     """The demo computes features only on step frames (and flow only where the next stack
     reads it): the step features must equal those of an extractor computing every frame."""
-    from feature_extraction.config import load_config
-    from feature_extraction.streaming import StreamingExtractor
-    from feature_extraction.video import decode_video
+    from feature_extraction import StreamingExtractor, decode_video, load_config
     from rulstm_apps.demo import FramePusher
 
     config = load_config(tiny.config, tiny.overrides)
