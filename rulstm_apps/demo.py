@@ -50,7 +50,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -430,9 +430,13 @@ def _boxes(
     return boxes, (image.shape[1], image.shape[0])
 
 
-def run_demo(options: DemoOptions) -> DemoSummary:
+def run_demo(
+    options: DemoOptions, *, on_step: Callable[[int, float, Any], None] | None = None
+) -> DemoSummary:
     """Decode, extract, anticipate and write ``options.out`` (and ``predictions_out``); see
-    the module docstring."""
+    the module docstring. ``on_step(frame, fps, prediction)`` is called after every step
+    (``prediction``: a :class:`rulstm.OnlinePrediction`, MATT weights only for a MATT
+    fusion)."""
     from feature_extraction import VideoError, probe_video, resolve_device
     from rulstm_apps.labels import ActionNames, VideoTimeline
     from rulstm_apps.overlay import Layout
@@ -528,6 +532,7 @@ def run_demo(options: DemoOptions) -> DemoSummary:
             layout=layout,
             total=total,
             last_frame=last_frame,
+            on_step=on_step,
         )
     return dataclasses.replace(summary, wall_s=time.perf_counter() - started)
 
@@ -630,6 +635,7 @@ def _stream(
     layout: Any,
     total: int,
     last_frame: int | None,
+    on_step: Callable[[int, float, Any], None] | None = None,
 ) -> DemoSummary:
     """The frame loop: decode, push, step every alpha, draw, encode."""
     from tqdm import tqdm
@@ -686,6 +692,8 @@ def _stream(
                                 fusion=anticipator.fusion,
                             )
                         )
+                        if on_step is not None:
+                            on_step(frame, fps, prediction)
                         if steps % options.every == 0:
                             shown = prediction
                         steps += 1

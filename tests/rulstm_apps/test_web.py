@@ -1,0 +1,215 @@
+"""rulstm-web: the request handler on a tiny synthetic clip (MP4 + JSONL + chart rows), bad
+inputs with page messages, the quickstart mode, and one end-to-end check in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from rulstm_apps.web import (
+    WebInputError,
+    WebLimits,
+    WebModel,
+    handle_request,
+    main,
+    quickstart_serving,
+)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def web_model(make_checkpoint, tiny, actions_csv) -> WebModel:
+    return WebModel(
+        checkpoints=(make_checkpoint("fusion"),),
+        extract_config=tiny.config,
+        extract_overrides=tuple(tiny.overrides),
+        actions=str(actions_csv),
+    )
+
+
+def test_handler_gives_the_video_the_predictions_and_the_chart_rows(
+    web_model, tiny_video, tmp_path, tiny, one_thread
+):
+    work_root = tmp_path / "work"
+    result = handle_request(
+        tiny_video, model=web_model, horizon=0.5, top_k=3, work_root=work_root
+    )
+    assert result.workdir.parent == work_root and result.steps == 8
+    with av.open(str(result.video)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(stream)) == tiny.frames
+    lines = [json.loads(line) for line in result.predictions.read_text().splitlines()]
+    assert len(lines) == 8 and lines[0]["fusion"] == "matt"
+    assert all(len(a["top_k"]) == 3 for a in lines[0]["anticipations"])
+    # The chart: 3 actions x 8 steps at the chosen 0.5 s, named from actions.csv.
+    assert len(result.probabilities) == 3 * 8
+    assert {row["time_s"] for row in result.probabilities} == {f / 30 for f in
+                                                               (7, 15, 22, 30, 37, 45, 52, 60)}  # fmt: skip
+    assert all(row["action"].split()[0] in {"take", "put", "open"} for row in result.probabilities)
+    step_0_5 = next(a for a in lines[0]["anticipations"] if a["time_s"] == 0.5)
+    first_action = step_0_5["top_k"][0]
+    charted = {
+        row["action"]: row["probability"]
+        for row in result.probabilities
+        if row["time_s"] == pytest.approx(7 / 30)
+    }
+    if first_action["name"] in charted:  # the chart's actions are the clip's best on average
+        assert charted[first_action["name"]] == pytest.approx(first_action["probability"])
+    # MATT weights of the three modalities at every step, summing to one.
+    assert len(result.weights) == 3 * 8
+    for time_s in {row["time_s"] for row in result.weights}:
+        total = sum(row["weight"] for row in result.weights if row["time_s"] == time_s)
+        assert total == pytest.approx(1.0, abs=1e-5)
+    result.cleanup()
+    assert list(work_root.iterdir()) == []
+
+
+def test_bad_inputs_give_messages_and_leave_no_files(web_model, tiny_video, tmp_path):
+    work_root = tmp_path / "work"
+
+    def refused(video, match, **kwargs):
+        with pytest.raises(WebInputError, match=match):
+            handle_request(video, model=web_model, work_root=work_root, **kwargs)
+
+    refused(None, "Upload a video")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video\n" * 20)
+    refused(text, "notes.txt could not be read as a video")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(tiny_video.read_bytes()[:300])  # the header and nothing decodable
+    refused(corrupt, "corrupt.mp4")
+    refused(tiny_video, r"lasts 2.0 s; this demo takes clips up to 1 s",
+            limits=WebLimits(max_seconds=1.0))  # fmt: skip
+    refused(tiny_video, r"this demo accepts files up to 0.001 MB",
+            limits=WebLimits(max_upload_mb=0.001))  # fmt: skip
+    refused(tiny_video, "anticipation time must be one of", horizon=0.3)
+    refused(tiny_video, "Top-k must be between", top_k=0)
+    wrong = WebModel(checkpoints=(tmp_path / "absent.ckpt",), extract_config=web_model.extract_config,
+                     extract_overrides=web_model.extract_overrides)  # fmt: skip
+    with pytest.raises(WebInputError, match="checkpoint not found"):
+        handle_request(tiny_video, model=wrong, work_root=work_root)
+    assert not work_root.exists() or list(work_root.iterdir()) == []
+
+
+def test_quickstart_mode_names_what_is_missing_and_finds_the_models(tmp_path, capsys):
+    folder = tmp_path / "quickstart_output"
+    with pytest.raises(FileNotFoundError, match="best.ckpt not found .*make quickstart"):
+        quickstart_serving(folder)
+    assert main(["--quickstart-dir", str(folder)], launch=lambda **_: None) == 1
+    assert "make quickstart" in capsys.readouterr().err
+    data = folder / "data"
+    (folder / "runs" / "fusion" / "checkpoints").mkdir(parents=True)
+    (folder / "runs" / "fusion" / "checkpoints" / "best.ckpt").write_bytes(b"x")
+    (data / "videos").mkdir(parents=True)
+    for name in ("objects.yaml", "actions.csv", "validation.csv"):
+        (data / name).write_text("x\n")
+    (data / "validation_videos.csv").write_text("P02_01\nP02_02\n")
+    (data / "videos" / "P02_01.mp4").write_bytes(b"x")
+    serving = quickstart_serving(folder)
+    assert serving.samples == (data / "videos" / "P02_01.mp4",)
+    assert serving.model.extract_config.name == "quickstart.yaml"
+    assert serving.model.extract_overrides == ("--obj.palette", str(data / "objects.yaml"))
+    launched = {}
+    assert main(["--quickstart-dir", str(folder), "--port", "7999"], launch=launched.update) == 0
+    assert launched["server_name"] == "127.0.0.1" and launched["server_port"] == 7999
+    assert launched["allowed_paths"] == [str((data / "videos").resolve())]
+
+
+def test_the_core_packages_do_not_import_gradio():
+    code = (
+        "import sys, rulstm, rulstm.online, feature_extraction, epic_protocol, "
+        "rulstm_apps.demo, rulstm_apps.web; "
+        "assert 'gradio' not in sys.modules, 'gradio imported'"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
+    "chromium-driver); .ci/run installs them",
+)
+def test_the_page_in_headless_chromium(web_model, tiny_video, tmp_path):
+    """Start the app on a free local port, upload the tiny clip, wait for the result: the
+    video element has a source and the predictions file downloads; screenshot in tmp_path."""
+    pytest.importorskip("gradio", reason="the [web] extra is not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from rulstm_apps.web import build_app, serve_in_background
+
+    work_root = tmp_path / "work"
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    app = build_app(web_model, work_root=work_root)
+    port = _free_port()
+    serve_in_background(app, port=port)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        "--window-size=1400,1600",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(driver, 120)
+        upload = wait.until(
+            ready.presence_of_element_located((By.CSS_SELECTOR, "#clip input[type=file]"))
+        )
+        upload.send_keys(str(tiny_video))
+        wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#clip video")))
+        driver.find_element(By.CSS_SELECTOR, "#run").click()
+        video = wait.until(
+            ready.presence_of_element_located((By.CSS_SELECTOR, "#result-video video"))
+        )
+        wait.until(lambda _: video.get_attribute("src"))
+        assert video.get_attribute("src").startswith(f"http://127.0.0.1:{port}/")
+        links = wait.until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#downloads a[href*='predictions']")
+        )
+        links[0].click()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(downloads.glob("predictions*.jsonl")):
+            time.sleep(0.2)
+        (downloaded,) = downloads.glob("predictions*.jsonl")
+        lines = [json.loads(line) for line in downloaded.read_text().splitlines()]
+        assert len(lines) == 8 and lines[0]["frame"] == 7
+        assert "8 anticipation steps" in driver.find_element(By.CSS_SELECTOR, "#status").text
+        time.sleep(1.0)  # let the charts draw before the screenshot
+        assert driver.save_screenshot(str(tmp_path / "web.png"))
+        # The request's folder is removed once Gradio has its copies.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(work_root.iterdir()):
+            time.sleep(0.2)
+        assert list(work_root.iterdir()) == []
+    finally:
+        driver.quit()
+        app.close()
