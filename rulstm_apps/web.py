@@ -31,7 +31,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,6 +262,7 @@ def build_app(
     work_root: str | Path | None = None,
 ) -> Any:
     """The Gradio Blocks of the page (queued, one request at a time)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
     import gradio as gr
 
     def respond(
@@ -398,14 +399,16 @@ def quickstart_serving(folder: str | Path) -> QuickstartServing:
             )
     first = needed["validation videos"].read_text().split()
     samples = tuple(p for p in [data / "videos" / f"{first[0]}.mp4"] if first and p.is_file())
-    epic = data / "epic"
+    verbs = data / "epic" / "EPIC_100_verb_classes.csv"
+    nouns = data / "epic" / "EPIC_100_noun_classes.csv"
+    named = verbs.is_file() and nouns.is_file()  # actions read 'verb noun'
     model = WebModel(
         checkpoints=(needed["fusion checkpoint"],),
         extract_config=CONFIGS / "extract" / "quickstart.yaml",
         extract_overrides=("--obj.palette", str(needed["palette"])),
         actions=str(needed["actions"]),
-        verb_classes=str(epic / "EPIC_100_verb_classes.csv"),
-        noun_classes=str(epic / "EPIC_100_noun_classes.csv"),
+        verb_classes=str(verbs) if named else None,
+        noun_classes=str(nouns) if named else None,
         annotations=str(data / "validation.csv"),
     )
     return QuickstartServing(model=model, samples=samples)
@@ -502,53 +505,62 @@ def _serving(namespace: argparse.Namespace, overrides: list[str]) -> QuickstartS
     return QuickstartServing(model=model, samples=(*serving.samples, *(namespace.sample or ())))
 
 
-def main(argv: Sequence[str] | None = None, *, launch: Callable[..., Any] | None = None) -> int:
-    """Exit codes: 0 served (until interrupted), 1 unusable input, 2 bad arguments or no
-    Gradio installed."""
-    os.environ.setdefault("WANDB_MODE", "disabled")
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    namespace, overrides = parse(sys.argv[1:] if argv is None else argv)
+@dataclass
+class PreparedApp:
+    """An app ready to launch: ``app.launch(**launch_kwargs)``; ``work_root`` holds the
+    requests' folders (removed by :func:`main` when the server stops)."""
+
+    app: Any
+    launch_kwargs: dict[str, Any]
+    work_root: Path
+
+
+class WebSetupError(RuntimeError):
+    """The app cannot start (a missing file, Gradio not installed); one line for the user."""
+
+
+def prepare(argv: Sequence[str], *, work_root: str | Path | None = None) -> PreparedApp:
+    """Parse ``argv`` and build the app without launching it (tests launch it in a thread)."""
+    namespace, overrides = parse(argv)
     try:
         import gradio  # noqa: F401
     except ImportError:
-        print(
-            'rulstm-web: error: the web demo needs Gradio: pip install -e ".[web]"',
-            file=sys.stderr,
-        )
-        return 2
+        raise WebSetupError('the web demo needs Gradio: pip install -e ".[web]"') from None
     try:
         serving = _serving(namespace, overrides)
     except FileNotFoundError as error:
-        print(f"rulstm-web: error: {error}", file=sys.stderr)
-        return 1
+        raise WebSetupError(str(error)) from None
     for checkpoint in serving.model.checkpoints:
         if not Path(checkpoint).is_file():
-            print(f"rulstm-web: error: checkpoint not found: {checkpoint}", file=sys.stderr)
-            return 1
+            raise WebSetupError(f"checkpoint not found: {checkpoint}")
     limits = WebLimits(max_seconds=namespace.max_seconds, max_upload_mb=namespace.max_upload_mb)
-    work_root = Path(tempfile.mkdtemp(prefix="rulstm-web-"))
-    app = build_app(serving.model, limits=limits, samples=serving.samples, work_root=work_root)
-    allowed = sorted({str(Path(p).resolve().parent) for p in serving.samples})
+    root = Path(work_root) if work_root else Path(tempfile.mkdtemp(prefix="rulstm-web-"))
+    app = build_app(serving.model, limits=limits, samples=serving.samples, work_root=root)
+    launch_kwargs = {
+        "server_name": namespace.host,
+        "server_port": namespace.port,
+        "max_file_size": f"{namespace.max_upload_mb:g}mb",
+        "allowed_paths": sorted({str(Path(p).resolve().parent) for p in serving.samples}),
+        "show_error": False,
+    }
+    return PreparedApp(app=app, launch_kwargs=launch_kwargs, work_root=root)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until interrupted. Exit codes: 0 served, 1 the app cannot start (the message
+    says why), 2 bad arguments."""
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        (launch or app.launch)(
-            server_name=namespace.host,
-            server_port=namespace.port,
-            max_file_size=f"{namespace.max_upload_mb:g}mb",
-            allowed_paths=allowed,
-            show_error=False,
-        )
+        prepared = prepare(sys.argv[1:] if argv is None else argv)
+    except WebSetupError as error:
+        print(f"rulstm-web: error: {error}", file=sys.stderr)
+        return 1
+    try:
+        prepared.app.launch(**prepared.launch_kwargs)
     finally:
-        shutil.rmtree(work_root, ignore_errors=True)
+        shutil.rmtree(prepared.work_root, ignore_errors=True)
     return 0
-
-
-def serve_in_background(app: Any, *, host: str = "127.0.0.1", port: int, **kwargs: Any) -> Any:
-    """Launch ``app`` without blocking (tests, notebooks); ``app.close()`` stops it."""
-    app.launch(
-        server_name=host, server_port=port, prevent_thread_lock=True, show_error=False, **kwargs
-    )
-    return app
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from rulstm_apps.web import (
     WebModel,
     handle_request,
     main,
+    prepare,
     quickstart_serving,
 )
 
@@ -41,9 +42,7 @@ def test_handler_gives_the_video_the_predictions_and_the_chart_rows(
     web_model, tiny_video, tmp_path, tiny, one_thread
 ):
     work_root = tmp_path / "work"
-    result = handle_request(
-        tiny_video, model=web_model, horizon=0.5, top_k=3, work_root=work_root
-    )
+    result = handle_request(tiny_video, model=web_model, horizon=0.5, top_k=3, work_root=work_root)
     assert result.workdir.parent == work_root and result.steps == 8
     with av.open(str(result.video)) as container:
         stream = container.streams.video[0]
@@ -102,28 +101,59 @@ def test_bad_inputs_give_messages_and_leave_no_files(web_model, tiny_video, tmp_
     assert not work_root.exists() or list(work_root.iterdir()) == []
 
 
-def test_quickstart_mode_names_what_is_missing_and_finds_the_models(tmp_path, capsys):
+PALETTE = """\
+- id: 0
+  name: tomato
+  rgb: [220, 40, 40]
+- id: 1
+  name: basil
+  rgb: [40, 180, 60]
+- id: 2
+  name: plate
+  rgb: [40, 60, 220]
+"""
+
+
+@pytest.fixture
+def quickstart_folder(tmp_path, make_checkpoint, tiny_video, actions_csv) -> Path:
+    """A quickstart output folder as rulstm-web reads it: a fusion checkpoint that fits
+    configs/extract/quickstart.yaml (ResNet-18 rgb/flow, a 3-colour palette), the vocabulary,
+    and one validation video (the tiny clip)."""
     folder = tmp_path / "quickstart_output"
-    with pytest.raises(FileNotFoundError, match="best.ckpt not found .*make quickstart"):
-        quickstart_serving(folder)
-    assert main(["--quickstart-dir", str(folder)], launch=lambda **_: None) == 1
-    assert "make quickstart" in capsys.readouterr().err
     data = folder / "data"
-    (folder / "runs" / "fusion" / "checkpoints").mkdir(parents=True)
-    (folder / "runs" / "fusion" / "checkpoints" / "best.ckpt").write_bytes(b"x")
     (data / "videos").mkdir(parents=True)
-    for name in ("objects.yaml", "actions.csv", "validation.csv"):
-        (data / name).write_text("x\n")
-    (data / "validation_videos.csv").write_text("P02_01\nP02_02\n")
-    (data / "videos" / "P02_01.mp4").write_bytes(b"x")
-    serving = quickstart_serving(folder)
+    checkpoints = folder / "runs" / "fusion" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    fusion = make_checkpoint("fusion", dims={"rgb": 512, "flow": 512, "obj": 3})
+    fusion.rename(checkpoints / "best.ckpt")
+    (data / "objects.yaml").write_text(PALETTE)
+    shutil.copy(actions_csv, data / "actions.csv")
+    (data / "validation_videos.csv").write_text("P02_01\n")
+    (data / "validation.csv").write_text("00000, P02_01, 0000000020, 0000000040, 001, 004, 0004\n")
+    shutil.copy(tiny_video, data / "videos" / "P02_01.mp4")
+    return folder
+
+
+def test_quickstart_mode_names_what_is_missing_and_finds_the_models(
+    tmp_path, quickstart_folder, capsys
+):
+    missing = tmp_path / "elsewhere"
+    with pytest.raises(FileNotFoundError, match="best.ckpt not found .*make quickstart"):
+        quickstart_serving(missing)
+    assert main(["--quickstart-dir", str(missing)]) == 1
+    assert "make quickstart" in capsys.readouterr().err
+    data = quickstart_folder / "data"
+    serving = quickstart_serving(quickstart_folder)
     assert serving.samples == (data / "videos" / "P02_01.mp4",)
     assert serving.model.extract_config.name == "quickstart.yaml"
     assert serving.model.extract_overrides == ("--obj.palette", str(data / "objects.yaml"))
-    launched = {}
-    assert main(["--quickstart-dir", str(folder), "--port", "7999"], launch=launched.update) == 0
-    assert launched["server_name"] == "127.0.0.1" and launched["server_port"] == 7999
-    assert launched["allowed_paths"] == [str((data / "videos").resolve())]
+    assert serving.model.verb_classes is None  # no EPIC class files: names from actions.csv
+    prepared = prepare(["--quickstart-dir", str(quickstart_folder), "--port", "7999"],
+                       work_root=tmp_path / "work")  # fmt: skip
+    assert prepared.launch_kwargs["server_name"] == "127.0.0.1"  # local only by default
+    assert prepared.launch_kwargs["server_port"] == 7999
+    assert prepared.launch_kwargs["allowed_paths"] == [str((data / "videos").resolve())]
+    assert prepared.launch_kwargs["max_file_size"] == "100mb"
 
 
 def test_the_core_packages_do_not_import_gradio():
@@ -148,9 +178,10 @@ def _free_port() -> int:
     reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
     "chromium-driver); .ci/run installs them",
 )
-def test_the_page_in_headless_chromium(web_model, tiny_video, tmp_path):
-    """Start the app on a free local port, upload the tiny clip, wait for the result: the
-    video element has a source and the predictions file downloads; screenshot in tmp_path."""
+def test_the_page_in_headless_chromium(quickstart_folder, tiny_video, tmp_path):
+    """rulstm-web in quickstart mode (no model arguments) on a free local port: the sample is
+    offered; upload the tiny clip, wait for the result: the video element has a source and the
+    predictions file downloads; screenshot in tmp_path."""
     pytest.importorskip("gradio", reason="the [web] extra is not installed")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -158,14 +189,15 @@ def test_the_page_in_headless_chromium(web_model, tiny_video, tmp_path):
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from rulstm_apps.web import build_app, serve_in_background
-
     work_root = tmp_path / "work"
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    app = build_app(web_model, work_root=work_root)
     port = _free_port()
-    serve_in_background(app, port=port)
+    prepared = prepare(
+        ["--quickstart-dir", str(quickstart_folder), "--port", str(port)], work_root=work_root
+    )
+    app = prepared.app
+    app.launch(prevent_thread_lock=True, **prepared.launch_kwargs)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -175,12 +207,14 @@ def test_the_page_in_headless_chromium(web_model, tiny_video, tmp_path):
     ):  # fmt: skip
         options.add_argument(flag)
     options.add_experimental_option(
-        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
     )
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     try:
         driver.get(f"http://127.0.0.1:{port}/")
         wait = WebDriverWait(driver, 120)
+        wait.until(lambda d: "P02_01" in d.page_source)  # the quickstart's sample is offered
         upload = wait.until(
             ready.presence_of_element_located((By.CSS_SELECTOR, "#clip input[type=file]"))
         )
