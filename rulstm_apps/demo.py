@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from epic_protocol.errors import cli_main
+from epic_protocol.errors import UsageError, cli_main
 
 log = logging.getLogger(__name__)
 
@@ -931,8 +931,26 @@ def parse_options(argv: Sequence[str]) -> DemoOptions:
     values["overlay_detections"] = namespace.overlay_detections and not namespace.hide_detections
     if namespace.get("palette") is not None:
         overrides = ["--obj.palette", str(namespace.palette), *overrides]
+    _check_extraction_options(overrides)
     values["extract_overrides"] = tuple(overrides)
     return DemoOptions(**values)
+
+
+def _check_extraction_options(overrides: Sequence[str]) -> None:
+    """An option that is neither the demo's nor an extraction option is a usage error
+    (exit status 2), found before any file is read."""
+    from feature_extraction import load_config
+
+    try:
+        load_config(None, overrides)
+    except Exception as error:  # jsonargparse reports with several error types
+        message = " ".join(str(error).split())
+        if "unrecognized arguments" in message:
+            raise UsageError(
+                f"{message}: neither a rulstm-demo option nor an extraction option (see "
+                "rulstm-demo --help and rulstm-extract --help)"
+            ) from None
+        # Other problems (values) may depend on --extract-config: reported when it is read.
 
 
 @cli_main("rulstm-demo")
