@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -383,3 +384,92 @@ def test_detections_of_another_size_or_for_a_branch_are_refused(
     args = _tiny_run(tiny_video, tmp_path, "--checkpoint", str(branch), "--detections", str(npy))
     assert main(args) == 1
     assert "reads no Obj features" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the released models
+def _authors_rulstm_checkpoint(
+    path: Path, dims: dict[str, int], *, hidden=16, classes=2513
+) -> Path:
+    """A random RU-LSTM fusion in the authors' .pth.tar layout (branches.i.*, MATT.*), with
+    numpy scalars as their files have."""
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for index, dim in enumerate(dims.values()):
+        for lstm in ("rolling_lstm.lstm", "unrolling_lstm"):
+            for name, shape in (("weight_ih", (4 * hidden, dim)), ("weight_hh", (4 * hidden, hidden)),
+                                ("bias_ih", (4 * hidden,)), ("bias_hh", (4 * hidden,))):  # fmt: skip
+                state[f"branches.{index}.{lstm}.{name}_l0"] = (
+                    torch.randn(shape, generator=generator) * 0.1
+                )
+        state[f"branches.{index}.classifier.1.weight"] = torch.randn(
+            classes, hidden, generator=generator
+        )
+        state[f"branches.{index}.classifier.1.bias"] = torch.zeros(classes)
+    sizes = [
+        2 * len(dims) * hidden,
+        2 * len(dims) * hidden // 4,
+        2 * len(dims) * hidden // 8,
+        len(dims),
+    ]
+    for layer, (fan_in, fan_out) in zip((0, 3, 6), zip(sizes, sizes[1:])):
+        state[f"MATT.{layer}.weight"] = torch.randn(fan_out, fan_in, generator=generator) * 0.1
+        state[f"MATT.{layer}.bias"] = torch.zeros(fan_out)
+    torch.save(
+        {"state_dict": state, "epoch": 3, "perf": np.float64(1.0), "best_perf": np.float32(1.0)},
+        path,
+    )
+    return path
+
+
+def _authors_tsn_checkpoint(path: Path, *, channels: int) -> Path:
+    """A random BN-Inception in the authors' TSN layout: module.base_model.* plus the
+    module.new_fc head."""
+    from feature_extraction import BNInception
+
+    torch.manual_seed(channels)
+    state = {
+        f"module.base_model.{k}": v
+        for k, v in BNInception(in_channels=channels).state_dict().items()
+    }
+    head = torch.nn.Linear(1024, 2513)
+    state.update({f"module.new_fc.{k}": v for k, v in head.state_dict().items()})
+    torch.save({"epoch": 0, "arch": "BNInception", "state_dict": state}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_the_released_models_on_a_video_with_tsn_features(tiny_video, tmp_path):
+    """rulstm-import checkpoint on an authors' fusion .pth.tar, then the demo with
+    rulstm_tsn.yaml and TSN checkpoints in the authors' layout (random weights), the Obj
+    features from an authors'-format detection file: MP4 and JSONL written."""
+    from rulstm.compat.cli import main as import_main
+
+    reference = _authors_rulstm_checkpoint(
+        tmp_path / "RULSTM-anticipation_0.25_6_8_fusion_best.pth.tar",
+        {"rgb": 1024, "flow": 1024, "obj": 352},
+    )
+    fusion = tmp_path / "fusion.ckpt"
+    assert import_main(["checkpoint", "--in", str(reference), "--out", str(fusion)]) == 0
+    entries = np.empty(60, dtype=object)
+    for index in range(60):
+        entries[index] = np.array([[index % 352, 1, 2, 30, 40, 0.9], [17, 5, 5, 9, 9, 0.2]])
+    detections = tmp_path / "P01_01.npy"
+    np.save(detections, entries, allow_pickle=True)
+    out, jsonl = tmp_path / "released.mp4", tmp_path / "released.jsonl"
+    args = [
+        "--video", str(tiny_video), "--checkpoint", str(fusion), "--detections", str(detections),
+        "--extract-config", str(REPO_TINY_CONFIG.parent / "rulstm_tsn.yaml"),
+        "--rgb.weights", str(_authors_tsn_checkpoint(tmp_path / "TSN-rgb.pth.tar", channels=3)),
+        "--flow.weights", str(_authors_tsn_checkpoint(tmp_path / "TSN-flow.pth.tar", channels=10)),
+        "--flow.method", "dis", "--device", "cpu", "--threads", "1", "--duration", "0.5",
+        "--actions", "builtin:ek55/actions.csv", "--out", str(out), "--predictions-out", str(jsonl),
+        "--progress", "false",
+    ]  # fmt: skip
+    assert main(args) == 0
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 15
+    records = _records(jsonl)
+    assert [r["frame"] for r in records] == [7, 15] and {r["fusion"] for r in records} == {"matt"}
+    first = records[0]["anticipations"][4]
+    assert first["time_s"] == 1.0 and set(first["weights"]) == {"rgb", "flow", "obj"}
+    assert all(" " in entry["name"] for entry in first["top_k"])  # EK55 'verb noun' names
