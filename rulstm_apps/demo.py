@@ -6,6 +6,11 @@ keeps the optical-flow history), and every ``alpha`` seconds the features of the
 frame go through one :meth:`~rulstm.online.OnlineAnticipator.step`. Nothing is extracted
 ahead: the demo is what a live system would see.
 
+(This module is longer than 600 lines because it is one concept, the streaming demo: its
+typed options, the assembly of model, extractor and detection source, the frame loop with its
+step clock, the predictions file and the command line generated from the options change
+together. Drawing, encoding and naming live in ``overlay``, ``encoding`` and ``labels``.)
+
 Examples::
 
     rulstm-demo --video P01_11.mp4 --checkpoint fusion.ckpt --out demo.mp4 \\
