@@ -247,3 +247,17 @@ def test_the_page_in_headless_chromium(quickstart_folder, tiny_video, tmp_path):
     finally:
         driver.quit()
         app.close()
+
+
+def test_options_that_are_not_the_apps_are_extraction_options():
+    from rulstm_apps.web import parse
+
+    namespace, overrides = parse(
+        ["--checkpoint", "rgb.ckpt", "--rgb.weights", "TSN-rgb.pth.tar", "--checkpoint",
+         "flow.ckpt", "--modalities", "rgb", "flow", "--port", "7000", "--", "--threads", "1"]
+    )  # fmt: skip
+    assert namespace.checkpoint == [Path("rgb.ckpt"), Path("flow.ckpt")] and namespace.port == 7000
+    assert namespace.host == "127.0.0.1"
+    assert overrides == [
+        "--rgb.weights", "TSN-rgb.pth.tar", "--modalities", "rgb", "flow", "--threads", "1"
+    ]  # fmt: skip
