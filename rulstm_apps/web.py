@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from epic_protocol.errors import UserError, cli_main
+
 log = logging.getLogger(__name__)
 
 #: The anticipation times the page offers (RU-LSTM's 8 steps of 0.25 s).
@@ -515,7 +517,7 @@ class PreparedApp:
     work_root: Path
 
 
-class WebSetupError(RuntimeError):
+class WebSetupError(UserError):
     """The app cannot start (a missing file, Gradio not installed); one line for the user."""
 
 
@@ -546,16 +548,13 @@ def prepare(argv: Sequence[str], *, work_root: str | Path | None = None) -> Prep
     return PreparedApp(app=app, launch_kwargs=launch_kwargs, work_root=root)
 
 
+@cli_main("rulstm-web")
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve until interrupted. Exit codes: 0 served, 1 the app cannot start (the message
-    says why), 2 bad arguments."""
+    """Serve until interrupted. Exit codes: 0 served, 1 the app cannot start (one line says
+    why; ``--debug`` shows the traceback), 2 bad arguments."""
     os.environ.setdefault("WANDB_MODE", "disabled")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        prepared = prepare(sys.argv[1:] if argv is None else argv)
-    except WebSetupError as error:
-        print(f"rulstm-web: error: {error}", file=sys.stderr)
-        return 1
+    prepared = prepare(sys.argv[1:] if argv is None else argv)
     try:
         prepared.app.launch(**prepared.launch_kwargs)
     finally:
