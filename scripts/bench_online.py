@@ -300,8 +300,7 @@ def bench_extraction(
     device: torch.device,
 ) -> dict[str, object]:
     """Per-step latency of pushing alpha's worth of frames and one fusion step."""
-    from feature_extraction.config import load_config
-    from feature_extraction.streaming import StreamingExtractor
+    from feature_extraction import StreamingExtractor, load_config
 
     config = load_config(config_path, overrides)
     extractor = StreamingExtractor(config, device=device)
