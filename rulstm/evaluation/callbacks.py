@@ -122,6 +122,8 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
             (``{name}_challenge.json``, like the reference's ``validate_json``).
         sls: supervision levels (pt, tl, td) written in that JSON (EK100).
         log_prefix: prefix of the logged names.
+        dataset: the data set's name in table and plot titles (e.g. ``"EGTEA Gaze+"``);
+            default the protocol's EPIC-KITCHENS edition.
         overwrite: let a partial run (``fast_dev_run``, ``limit_test_batches``) replace a
             full report of the same name in ``out_dir``. Without it the partial report goes
             to ``{name}.partial.{json,csv,png}``. A partial run never writes the challenge
@@ -156,6 +158,7 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
         write_json: bool = False,
         sls: tuple[int, int, int] = (1, 4, 3),
         log_prefix: str = "test",
+        dataset: str | None = None,
         overwrite: bool = False,
     ) -> None:
         super().__init__()
@@ -192,6 +195,7 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
         self.write_json = write_json
         self.sls = tuple(sls)
         self.log_prefix = log_prefix
+        self.dataset = dataset
         self.overwrite = overwrite
         self.report: AnticipationReport | None = None
         self._vocabulary: ActionVocabulary | None = None
@@ -331,6 +335,7 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
             )
             return
         self.report = self.compute(outcomes)
+        self.report.dataset = self.dataset
         self.report.partial, self.report.split_size = is_partial(trainer, "test", len(outcomes))
         if self.report.num_outside_vocabulary:
             log.warning(

@@ -60,7 +60,7 @@ def plot_accuracy(
             axis.invert_xaxis()  # 2.0 s on the left, 0.25 s (closest to the action) right
             axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize="small")
-    figure.suptitle(title or f"{first.protocol.upper()} action anticipation")
+    figure.suptitle(title or first.title)
     # Fixed margins: a layout engine (tight/constrained) doubles the rendering time.
     figure.subplots_adjust(left=0.06, right=0.98, bottom=0.07, top=0.92, hspace=0.5, wspace=0.25)
     path = Path(path)

@@ -76,6 +76,14 @@ class AnticipationReport:
     partial: bool = False
     #: Segments in the split (``None`` when unknown); ``num_samples`` were evaluated.
     split_size: int | None = None
+    #: The data set's name for titles ("EGTEA Gaze+"); ``None``: the protocol's EPIC-KITCHENS.
+    dataset: str | None = None
+
+    @property
+    def title(self) -> str:
+        """``"EPIC-KITCHENS-55 action anticipation"`` (or the data set's name)."""
+        default = {"ek55": "EPIC-KITCHENS-55", "ek100": "EPIC-KITCHENS-100"}[self.protocol]
+        return f"{self.dataset or default} action anticipation"
 
     # ---- access
 
@@ -118,11 +126,10 @@ class AnticipationReport:
 
     def table(self) -> str:
         """The report as a fixed-width table: rows are metrics, columns anticipation times."""
-        title = {"ek55": "EPIC-KITCHENS-55", "ek100": "EPIC-KITCHENS-100"}[self.protocol]
         dropped = "left out" if self.discarded == "drop" else "scored as zeros"
         label_width = max(len(s.label) for s in self.series) + 2
         partial = " (PARTIAL run)" if self.partial else ""
-        lines = [f"{title} action anticipation: {self.name}{partial}"]
+        lines = [f"{self.title}: {self.name}{partial}"]
         if self.split_size is not None:
             lines.append(f"{self.num_samples} of {self.split_size} segments of the split")
         lines += [
@@ -167,6 +174,7 @@ class AnticipationReport:
             "discarded": self.discarded,
             "partial": self.partial,
             "split_size": self.split_size,
+            "dataset": self.dataset,
             "outside_vocabulary": {
                 "count": self.num_outside_vocabulary,
                 "first_uids": list(self.outside_vocabulary_uids),
@@ -224,6 +232,7 @@ class AnticipationReport:
             outside_vocabulary_uids=tuple(outside.get("first_uids", ())),
             partial=bool(data.get("partial", False)),
             split_size=None if data.get("split_size") is None else int(data["split_size"]),
+            dataset=data.get("dataset"),
         )
 
     def to_json(self, path: str | Path) -> Path:

@@ -624,3 +624,24 @@ def test_ek55_evaluator_counts_a_many_shot_pair_outside_the_vocabulary(tmp_path:
     )
     # The extra class (recall 0) lowers the class mean.
     assert report.value("action", "mean_top5_recall") < without.value("action", "mean_top5_recall")
+
+
+def test_report_title_names_the_dataset_and_survives_json(tmp_path) -> None:
+    from rulstm.evaluation import AnticipationReport, MetricSeries
+
+    report = AnticipationReport(
+        protocol="ek55",
+        name="rgb",
+        times=(1.0,),
+        series=(MetricSeries("action", "top5_acc", "overall", (50.0,)),),
+        mean_tta={"action": 1.0},
+        num_samples=2,
+        num_evaluated=2,
+        num_discarded=0,
+        discarded="drop",
+    )
+    assert report.table().splitlines()[0] == "EPIC-KITCHENS-55 action anticipation: rgb"
+    report.dataset = "EGTEA Gaze+"
+    assert report.table().splitlines()[0] == "EGTEA Gaze+ action anticipation: rgb"
+    loaded = AnticipationReport.from_json(report.to_json(tmp_path / "rgb.json"))
+    assert loaded.dataset == "EGTEA Gaze+" and loaded.title == "EGTEA Gaze+ action anticipation"
