@@ -189,9 +189,15 @@ def _common_args(
     return args
 
 
-def train(out: Path, data, features: dict[str, Path], preset: QuickstartPreset) -> dict[str, Path]:
+def train(
+    out: Path,
+    data,
+    features: dict[str, Path],
+    preset: QuickstartPreset,
+    precision: str = "32-true",
+) -> dict[str, Path]:
     """SC then anticipation for each branch, then MATT fusion (and the baselines with
-    ``preset.baselines``); returns the best checkpoints."""
+    ``preset.baselines``), at Lightning ``precision``; returns the best checkpoints."""
     runs = out / "runs"
     base = _config("quickstart", "base.yaml")
     best: dict[str, Path] = {}
@@ -210,6 +216,8 @@ def train(out: Path, data, features: dict[str, Path], preset: QuickstartPreset) 
                 str(epochs),
                 "--trainer.default_root_dir",
                 str(runs / stage),
+                "--trainer.precision",
+                precision,
                 *extra,
             ]  # fmt: skip
         )
@@ -429,6 +437,7 @@ def run(
     with_demo: bool = True,
     baselines: bool = False,
     overwrite: bool = False,
+    precision: str = "32-true",
 ) -> QuickstartResult:
     """Run every step into ``out``; raises :class:`QuickstartError` when ``out`` holds an
     earlier run and ``overwrite`` is false, or when a step fails."""
@@ -460,7 +469,7 @@ def run(
     data = timed("generate", generate, out, settings, seed)
     _banner("extracting features with rulstm-extract")
     features = timed("extract", extract, out, data, settings)
-    best = timed("train", train, out, data, features, settings)
+    best = timed("train", train, out, data, features, settings, precision)
     reports = timed("evaluate", evaluate, out, data, features, best)
     summary = timed("summarise", summarise, out, data, reports)
     if with_demo:
@@ -533,6 +542,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the generated kitchen: its recipe and every video (default: %(default)s); "
         "training is seeded by the configs in configs/quickstart/",
     )
+    parser.add_argument(
+        "--precision",
+        choices=["32-true", "bf16-mixed"],
+        default="32-true",
+        help="training precision (default: %(default)s); bf16-mixed is faster on CPUs with "
+        "native bf16 (AVX-512 BF16, AMX) and on recent GPUs",
+    )
     parser.add_argument("--no-demo", action="store_true", help="skip rendering demo.mp4")
     parser.add_argument(
         "--overwrite",
@@ -558,6 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with_demo=not args.no_demo,
         baselines=args.baselines,
         overwrite=args.overwrite,
+        precision=args.precision,
     )
     return 0
 

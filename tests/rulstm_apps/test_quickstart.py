@@ -63,6 +63,7 @@ def test_tiny_quickstart_end_to_end(tmp_path, capsys):
     ):
         assert f"$ {program}" in printed and f"\n{program}" in commands, program
     assert "num_classes" not in commands and "feat_dim" not in commands
+    assert commands.count("--trainer.precision 32-true") == commands.count("rulstm fit ")
     assert len(summary["bayes_expected"]["top5"]) == 8
     for values in summary["models"].values():
         assert all(0.0 <= v <= 100.0 for v in values["top5"])
@@ -93,6 +94,9 @@ def test_presets_and_bad_arguments(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rulstm-quickstart: error: argument --preset")
     assert "invalid choice: 'huge'" in err[0]
+    assert build_parser().parse_args(["--precision", "bf16-mixed"]).precision == "bf16-mixed"
+    assert main(["--precision", "fp8", "--out", str(tmp_path)]) == 2
+    assert "argument --precision" in capsys.readouterr().err
 
 
 def test_help_has_no_markup_and_documents_every_option(capsys):
