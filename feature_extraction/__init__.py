@@ -13,8 +13,9 @@ The public API (imported lazily, so ``import feature_extraction`` stays cheap):
   (benchmarks, custom pipelines).
 * :class:`BNInception`, :class:`TSNBackbone`, :func:`save_tsn_checkpoint`,
   :func:`calibrate_batchnorm`, :class:`CheckpointError`: the TSN network of the RU-LSTM features,
-  its reference preprocessing and the authors' checkpoint format; :func:`find_frame_videos` and
-  :class:`FrameReader`: JPEG frame folders (``--frames``).
+  its reference preprocessing and the authors' checkpoint format; :func:`find_frame_videos`,
+  :class:`FrameReader` and :class:`FrameError`: JPEG frame folders (``--frames``; the demo's
+  :meth:`StreamingExtractor.push_stored`).
 
 Apps and scripts import these names only; everything else is internal.
 """
@@ -47,6 +48,7 @@ _PUBLIC = {
     "CheckpointError": "feature_extraction.tsn",
     "calibrate_batchnorm": "feature_extraction.tsn",
     "save_tsn_checkpoint": "feature_extraction.tsn",
+    "FrameError": "feature_extraction.frames",
     "FrameReader": "feature_extraction.frames",
     "find_frame_videos": "feature_extraction.frames",
 }

@@ -11,6 +11,14 @@ vector), keeping the flow history internally::
         boxes = extractor.last_detections          # for drawing
 
 Frames must be pushed at the config's fps, in order; :meth:`reset` starts a new video.
+
+Frame folders (:mod:`feature_extraction.frames`) hold their flow as images: an extractor made
+with ``flow_from_images=True`` estimates no flow, and :meth:`push_stored` takes a frame with its
+stored flow stack, any frame in any order (nothing is kept between frames)::
+
+    extractor = StreamingExtractor(config, flow_from_images=True)
+    reader = FrameReader(video, fps=config.fps, rgb=True, flow=True, stack=config.flow.stack)
+    features = extractor.push_stored(reader.rgb_image(7), flow=reader.flow_stack(7))
 """
 
 from __future__ import annotations
@@ -43,10 +51,16 @@ class StreamingExtractor:
         *,
         device: str | torch.device | None = None,
         models: ExtractionModels | None = None,
+        flow_from_images: bool = False,
     ) -> None:
         self.config = config
         self.device = torch.device(device) if device is not None else resolve_device(config.device)
-        self.models = models if models is not None else build_models(config, device=self.device)
+        self.flow_from_images = flow_from_images
+        self.models = (
+            models
+            if models is not None
+            else build_models(config, device=self.device, flow_from_images=flow_from_images)
+        )
         self.computer = FeatureComputer.from_models(self.models).to(self.device).eval()
         self._cpu_flow: CausalFlow | None = None
         self._raft: RaftStream | None = None
@@ -108,9 +122,10 @@ class StreamingExtractor:
         flow field of this frame: the caller must keep ``flow=True`` on the ``stack`` frames
         before any computed frame (the stack of frame k reads the fields of k-stack+1 .. k).
         """
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        _check_image(frame, "push")
+        if self.flow_from_images and self.computer.flow is not None:
             raise ValueError(
-                f"push expects an RGB uint8 (H, W, 3) frame, got {frame.dtype} {frame.shape}"
+                "this extractor reads stored flow images (flow_from_images=True): use push_stored"
             )
         self._frame += 1
         size = output_size(
@@ -149,3 +164,48 @@ class StreamingExtractor:
                 features["obj"] = vectors[0]
                 self.last_detections = detections[0]
         return features
+
+    @torch.no_grad()
+    def push_stored(
+        self, image: np.ndarray, *, flow: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Features of one frame of a frame folder, computed as ``rulstm-extract --frames``
+        does: ``image`` RGB uint8 (H, W, 3) as stored (not resized: the backbones resize to
+        their input size), ``flow`` its stored stack, uint8 (2 * stack, H, W) with 128 = no
+        motion (:meth:`feature_extraction.frames.FrameReader.flow_stack`), required when the
+        config has flow. Returns ``{modality: (dim,) float32}``; sets ``last_image`` and
+        ``last_detections``. Raises ``ValueError`` on a wrong image or stack."""
+        _check_image(image, "push_stored")
+        stack = 2 * self.config.flow.stack
+        if self.computer.flow is not None:
+            if flow is None:
+                raise ValueError("push_stored: the config has flow, give the frame's flow stack")
+            if flow.ndim != 3 or flow.shape[0] != stack or flow.dtype != np.uint8:
+                raise ValueError(
+                    f"push_stored expects a uint8 ({stack}, H, W) flow stack, got "
+                    f"{flow.dtype} {flow.shape}"
+                )
+        image = np.ascontiguousarray(image)  # frame_number stays: frames come in any order
+        self.last_image = image
+        batch = torch.from_numpy(image)[None].to(self.device)  # (H, W, 3) -> (1, H, W, 3)
+        features: dict[str, np.ndarray] = {}
+        with self._autocast():
+            if self.computer.rgb is not None:
+                features["rgb"] = self.computer.rgb_features(batch)[0].float().cpu().numpy()
+            if self.computer.flow is not None:
+                assert flow is not None
+                # (2 * stack, H, W) -> (1, 2 * stack, H, W)
+                stacks = torch.from_numpy(np.ascontiguousarray(flow))[None].to(self.device)
+                features["flow"] = self.computer.flow_features(stacks)[0].float().cpu().numpy()
+            if self.computer.detector is not None:
+                vectors, detections = self.computer.object_features(batch)
+                features["obj"] = vectors[0]
+                self.last_detections = detections[0]
+        return features
+
+
+def _check_image(image: np.ndarray, method: str) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"{method} expects an RGB uint8 (H, W, 3) frame, got {image.dtype} {image.shape}"
+        )

@@ -37,6 +37,19 @@ ever fed zeros.
 ``--predictions-out FILE.jsonl`` writes one JSON object per step (see
 :func:`prediction_record`).
 
+Frame folders (``--frames DIR`` instead of ``--video``, as for ``rulstm-extract --frames``;
+see :mod:`feature_extraction.frames`): the RU-LSTM authors' flat layout
+(``<video>_frame_<n>.jpg``, ``<video>_flow_u_<n>.jpg``, ``<video>_flow_v_<n>.jpg``, 30 fps) or
+EPIC-KITCHENS' (``rgb_frames/<video>/``, ``flow_frames/<video>/{u,v}/``, native rates from
+``--video_info``). ``--video_id`` picks the video when the folder holds several. The RGB JPEGs
+are shown; on step frames their features and those of the stored flow stack are computed
+exactly as ``rulstm-extract --frames`` does (flow images as the authors made them, no flow
+estimated), through :meth:`~feature_extraction.StreamingExtractor.push_stored`::
+
+    rulstm-demo --frames data/ --checkpoint fusion.ckpt --detections P01_01.npy \
+        --extract-config configs/extract/rulstm_tsn.yaml \
+        --rgb.weights TSN-rgb.pth.tar --flow.weights TSN-flow.pth.tar
+
 Step schedule: step ``j = 1, 2, ...`` happens at frame ``floor(j * alpha * fps)`` (frames 7,
 15, 22, 30, ... for 0.25 s at 30 fps), the same rounding as the RU-LSTM sampling, so steps
 are ``alpha`` seconds apart on average and never drift. ``--every N`` refreshes the displayed
@@ -79,10 +92,17 @@ class DemoOptions:
     """Options of rulstm-demo.
 
     Args:
-        video: The input video.
         checkpoint: A RU-LSTM branch or fusion .ckpt (rulstm fit or rulstm-import
             checkpoint); several branch checkpoints (--checkpoint rgb.ckpt --checkpoint
             flow.ckpt) are fused by averaging their scores.
+        video: The input video (or --frames).
+        frames: Instead of --video: a folder of JPEG frames, as for rulstm-extract --frames:
+            the RU-LSTM authors' layout (<video>_frame_<n>.jpg, <video>_flow_u_<n>.jpg,
+            <video>_flow_v_<n>.jpg, 30 fps) or EPIC-KITCHENS' (rgb_frames/<video>/frame_<n>.jpg,
+            flow_frames/<video>/{u,v}/frame_<n>.jpg; needs --video_info). Flow features come
+            from the stored flow images.
+        video_info: EPIC video-info CSV (EPIC_100_video_info.csv): the native frame rates of
+            EPIC-KITCHENS frame folders.
         out: The output MP4.
         extract_config: Extraction config (configs/extract/*.yaml); the defaults
             (= default.yaml) without it. Other extraction options override it.
@@ -93,7 +113,8 @@ class DemoOptions:
         predictions_out: Write the predictions of every step to this JSON Lines file.
         annotations: Ground truth: a RU-LSTM split CSV or an EPIC CSV
             (builtin:ek55/validation.csv works); the segments of video_id are shown.
-        video_id: Video id in annotations (default: the video's file name without extension).
+        video_id: Video id in annotations, and the video of --frames (default: the video's
+            file name without extension; the folder's only video).
         actions: actions.csv naming the model's classes (default: the shipped EK55/EK100 one
             when the class count is 2513/3806).
         verb_classes: EPIC verb classes CSV: actions are named 'verb noun' (with actions).
@@ -117,8 +138,10 @@ class DemoOptions:
         progress: Show a progress bar.
     """
 
-    video: Path
     checkpoint: Path | Sequence[Path]
+    video: Path | None = None
+    frames: Path | None = None
+    video_info: Path | None = None
     out: Path = Path("demo.mp4")
     extract_config: Path | None = None
     extract_overrides: Sequence[str] = ()
@@ -325,9 +348,11 @@ def build_extractor(
     device: torch.device | None,
     checkpoint: Path | str,
     config_name: str,
+    flow_from_images: bool = False,
 ) -> Any:
     """A StreamingExtractor computing only the modalities the model reads, after checking
-    that the config produces them with the model's feature sizes."""
+    that the config produces them with the model's feature sizes. ``flow_from_images``: the
+    flow comes from stored flow images (frame folders), none is estimated."""
     from feature_extraction import StreamingExtractor
 
     missing = [m for m in needed if m not in config.modalities]
@@ -338,7 +363,7 @@ def build_extractor(
         )
     # Only extract what the model reads (a single RGB branch needs no flow nor detector).
     config = dataclasses.replace(config, modalities=[m for m in config.modalities if m in needed])
-    extractor = StreamingExtractor(config, device=device)
+    extractor = StreamingExtractor(config, device=device, flow_from_images=flow_from_images)
     wrong = {m: (extractor.dims[m], dim) for m, dim in needed.items() if extractor.dims[m] != dim}
     if wrong:
         details = ", ".join(
@@ -409,6 +434,136 @@ class StepClock:
         return count
 
 
+# --------------------------------------------------------------------------- inputs
+class VideoInput:
+    """``--video``: decoded at the extractor's fps; every frame is pushed (the flow history),
+    features are computed on step frames (:class:`FramePusher`)."""
+
+    option = "--video"
+
+    def __init__(self, path: Path, extractor: Any) -> None:
+        self.path, self.extractor = Path(path), extractor
+        self._pusher: FramePusher | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def start(self, clock: StepClock) -> None:
+        self.extractor.reset()
+        self._pusher = FramePusher(self.extractor, clock)
+        if not self._pusher.can_skip:
+            log.info("the extractor computes features on every frame (no push(compute=False))")
+
+    def images(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(frame, (H, W, 3) uint8 RGB)``, frames 1-based at the extractor's fps."""
+        from feature_extraction import VideoError, decode_video
+
+        try:
+            for decoded in decode_video(self.path, fps=self.extractor.config.fps):
+                yield decoded.frame, decoded.image
+        except VideoError as error:
+            raise DemoError(f"--video: {error}") from None
+
+    def features(self, image: np.ndarray, *, frame: int, due: bool) -> dict[str, np.ndarray]:
+        assert self._pusher is not None
+        return self._pusher.push(image, frame=frame, due=due)
+
+
+class FrameFolderInput:
+    """``--frames``: one video of a frame folder (:mod:`feature_extraction.frames`). Its RGB
+    JPEGs are shown; on step frames, the features of the RGB JPEG and of the stored flow stack
+    are computed as ``rulstm-extract --frames`` does.
+
+    Raises :class:`DemoError` (naming the file) on a gap in the numbering, a flow image without
+    its partner, an unreadable JPEG, or a video that is not in the folder."""
+
+    option = "--frames"
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        video_id: str | None,
+        video_info: Path | None,
+        fps: float,
+        flow: bool,
+        stack: int,
+    ) -> None:
+        from epic_protocol.annotations import read_video_info
+        from feature_extraction import FrameError, FrameReader, find_frame_videos
+
+        self.path = Path(root)
+        try:
+            rates = read_video_info(video_info) if video_info is not None else None
+        except (OSError, ValueError) as error:
+            raise DemoError(f"--video_info: {error}") from None
+        try:
+            videos = find_frame_videos(self.path, video_info=rates)
+        except (FileNotFoundError, ValueError) as error:
+            raise DemoError(f"--frames: {error}") from None
+        if not videos:
+            raise DemoError(
+                f"--frames {self.path}: no frames found (expected <video>_frame_<10 digits>.jpg "
+                "or rgb_frames/<video>/frame_<10 digits>.jpg)"
+            )
+        ids = [video.video_id for video in videos]
+        if video_id is None and len(videos) > 1:
+            raise DemoError(
+                f"--frames {self.path} holds {len(videos)} videos ({', '.join(ids[:5])}"
+                f"{', ...' if len(ids) > 5 else ''}): choose one with --video_id"
+            )
+        if video_id is not None and video_id not in ids:
+            raise DemoError(
+                f"--frames {self.path}: no frames of video {video_id} (found {', '.join(ids[:5])}"
+                f"{', ...' if len(ids) > 5 else ''})"
+            )
+        video = videos[ids.index(video_id)] if video_id is not None else videos[0]
+        if video.layout == "flat" and abs(fps - 30.0) > 1e-6:
+            raise DemoError(
+                f"--frames {self.path}: the frames of {video.video_id} are at 30 fps (the "
+                f"authors' layout); they cannot be shown at --fps {fps:g}"
+            )
+        self.video_id, self.fps = video.video_id, fps
+        try:
+            self.reader = FrameReader(video, fps=fps, rgb=True, flow=flow, stack=stack)
+            first = self.reader.rgb_image(1)
+        except FrameError as error:
+            raise DemoError(f"--frames: {error}") from None
+        self.width, self.height = first.shape[1], first.shape[0]
+        self.total = self.reader.total
+        self.flow = flow
+        self.extractor: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.video_id
+
+    def start(self, clock: StepClock) -> None:
+        assert self.extractor is not None
+        self.extractor.reset()
+
+    def images(self) -> Iterator[tuple[int, np.ndarray]]:
+        from feature_extraction import FrameError
+
+        try:
+            for frame in range(1, self.total + 1):
+                yield frame, self.reader.rgb_image(frame)
+        except FrameError as error:
+            raise DemoError(f"--frames: {error}") from None
+
+    def features(self, image: np.ndarray, *, frame: int, due: bool) -> dict[str, np.ndarray]:
+        from feature_extraction import FrameError
+
+        if not due:
+            return {}  # nothing to keep between frames: the flow history is on disk
+        try:
+            flow = self.reader.flow_stack(frame) if self.flow else None
+        except FrameError as error:
+            raise DemoError(f"--frames: {error}") from None
+        return self.extractor.push_stored(image, flow=flow)
+
+
 # --------------------------------------------------------------------------- the run
 def _boxes(
     extractor: Any, threshold: float, limit: int = 12
@@ -450,15 +605,19 @@ def run_demo(
         raise DemoError(f"--every must be >= 1, got {options.every}")
     if options.top_k < 1:
         raise DemoError(f"--top_k must be >= 1, got {options.top_k}")
+    if (options.video is None) == (options.frames is None):
+        raise DemoError("give either --video or --frames (a folder of JPEG frames)")
     started = time.perf_counter()
-    video = Path(options.video)
-    try:
-        info = probe_video(video)
-    except VideoError as error:
-        raise DemoError(f"--video: {error}") from None
-    for name, path in (("--out", options.out), ("--predictions-out", options.predictions_out)):
-        if path is not None and Path(path).resolve() == video.resolve():
-            raise DemoError(f"{name} {path} would overwrite the input video")
+    info = None
+    if options.video is not None:
+        video = Path(options.video)
+        try:
+            info = probe_video(video)
+        except VideoError as error:
+            raise DemoError(f"--video: {error}") from None
+        for name, path in (("--out", options.out), ("--predictions-out", options.predictions_out)):
+            if path is not None and Path(path).resolve() == video.resolve():
+                raise DemoError(f"{name} {path} would overwrite the input video")
     if options.predictions_out is not None and Path(options.predictions_out).resolve() == (
         Path(options.out).resolve()
     ):
@@ -488,13 +647,36 @@ def run_demo(
         detections = DetectionFeatures(options.detections, num_classes=needed.pop("obj"))
     if not needed:
         raise DemoError(f"{options.checkpoint_name} reads no feature the extraction computes")
+    frames = None
+    if options.frames is not None:
+        # Before the models are built: a bad folder is reported at once.
+        frames = FrameFolderInput(
+            options.frames,
+            video_id=options.video_id,
+            video_info=options.video_info,
+            fps=config.fps,
+            flow="flow" in needed,
+            stack=config.flow.stack,
+        )
     extractor = build_extractor(
         config,
         needed=needed,
         device=device,
         checkpoint=options.checkpoint_name,
         config_name=str(options.extract_config or "(defaults)"),
+        flow_from_images=frames is not None,
     )
+    source: VideoInput | FrameFolderInput
+    if frames is not None:
+        frames.extractor, source = extractor, frames
+        width, height, total = frames.width, frames.height, frames.total
+        video_id = frames.video_id
+    else:
+        assert info is not None
+        source = VideoInput(video, extractor)
+        width, height = info.width, info.height
+        total = info.estimated_frames(extractor.config.fps)
+        video_id = options.video_id or video.stem
     anticipator = model.anticipator
     if device is None and extractor.device != anticipator.device:
         anticipator.to(extractor.device)
@@ -509,14 +691,13 @@ def run_demo(
     if options.annotations is not None:
         timeline = VideoTimeline.from_file(
             options.annotations,
-            video_id=options.video_id or video.stem,
+            video_id=video_id,
             fps=fps,
             vocabulary=names.vocabulary,
         )
     layout = Layout.for_video(
-        info.width, info.height, min_height=options.min_height, max_height=options.max_height
+        width, height, min_height=options.min_height, max_height=options.max_height
     )
-    total = info.estimated_frames(fps)
     last_frame = math.floor(options.duration * fps) if options.duration else None
     if last_frame is not None:
         total = min(total, last_frame)
@@ -526,7 +707,7 @@ def run_demo(
     with _torch_threads(threads):
         summary = _stream(
             options,
-            video=video,
+            source=source,
             extractor=extractor,
             detections=detections,
             anticipator=anticipator,
@@ -629,7 +810,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 def _stream(
     options: DemoOptions,
     *,
-    video: Path,
+    source: VideoInput | FrameFolderInput,
     extractor: Any,
     detections: DetectionFeatures | None,
     anticipator: Any,
@@ -642,25 +823,21 @@ def _stream(
     last_frame: int | None,
     on_step: Callable[[int, float, Any], None] | None = None,
 ) -> DemoSummary:
-    """The frame loop: decode, push, step every alpha, draw, encode."""
+    """The frame loop: read (decode), extract, step every alpha, draw, encode."""
     from tqdm import tqdm
 
-    from feature_extraction import VideoError, decode_video
     from rulstm_apps.encoding import H264Writer
     from rulstm_apps.overlay import render
 
     fps = extractor.config.fps
     clock = StepClock(alpha=alpha, fps=fps)
-    pusher = FramePusher(extractor, clock)
-    if not pusher.can_skip:
-        log.info("the extractor computes features on every frame (no push(compute=False))")
     threshold = extractor.config.obj.threshold
     shown = None  # the prediction on display
     steps = frames = 0
     extract_s = anticipate_s = 0.0
     started = time.perf_counter()
     anticipator.reset()
-    extractor.reset()
+    source.start(clock)
     predictions = _PredictionsFile(options.predictions_out)
     ok = False
     try:
@@ -668,64 +845,60 @@ def _stream(
             H264Writer(
                 options.out, fps=fps, width=layout.width, height=layout.height, crf=options.crf
             ) as writer,
-            tqdm(total=total, unit="frame", desc=video.name, disable=not options.progress) as bar,
+            tqdm(total=total, unit="frame", desc=source.name, disable=not options.progress) as bar,
         ):
-            try:
-                for decoded in decode_video(video, fps=fps):
-                    frame = decoded.frame
-                    if last_frame is not None and frame > last_frame:
-                        break
-                    due = clock.steps_at(frame)
+            for frame, image in source.images():
+                if last_frame is not None and frame > last_frame:
+                    break
+                due = clock.steps_at(frame)
+                tick = time.perf_counter()
+                features = source.features(image, frame=frame, due=due > 0)
+                if due and detections is not None:
+                    features = {**features, "obj": detections.at(frame, fps)}
+                extract_s += time.perf_counter() - tick
+                for _ in range(due):
                     tick = time.perf_counter()
-                    features = pusher.push(decoded.image, frame=frame, due=due > 0)
-                    if due and detections is not None:
-                        features = {**features, "obj": detections.at(frame, fps)}
-                    extract_s += time.perf_counter() - tick
-                    for _ in range(due):
-                        tick = time.perf_counter()
-                        prediction = anticipator.step(features)
-                        anticipate_s += time.perf_counter() - tick
-                        if anticipator.fusion != "matt":  # uniform weights: nothing to show
-                            prediction = dataclasses.replace(prediction, weights=None)
-                        predictions.write(
-                            prediction_record(
-                                prediction,
-                                frame=frame,
-                                fps=fps,
-                                names=names,
-                                top_k=options.top_k,
-                                fusion=anticipator.fusion,
-                            )
+                    prediction = anticipator.step(features)
+                    anticipate_s += time.perf_counter() - tick
+                    if anticipator.fusion != "matt":  # uniform weights: nothing to show
+                        prediction = dataclasses.replace(prediction, weights=None)
+                    predictions.write(
+                        prediction_record(
+                            prediction,
+                            frame=frame,
+                            fps=fps,
+                            names=names,
+                            top_k=options.top_k,
+                            fusion=anticipator.fusion,
                         )
-                        if on_step is not None:
-                            on_step(frame, fps, prediction)
-                        if steps % options.every == 0:
-                            shown = prediction
-                        steps += 1
-                    content = _panel(
-                        frame=frame,
-                        fps=fps,
-                        steps=steps,
-                        prediction=shown,
-                        options=options,
-                        names=names,
-                        timeline=timeline,
-                        first_step_s=alpha,
                     )
-                    boxes, box_size = (
-                        _boxes(extractor, threshold)
-                        if options.overlay_detections and "obj" in extractor.modalities
-                        else ([], None)
-                    )
-                    content = dataclasses.replace(content, boxes=tuple(boxes), fusion_note=note)
-                    writer.write(render(decoded.image, content, layout, boxes_image_size=box_size))
-                    frames += 1
-                    bar.update(1)
-                    bar.set_postfix(steps=steps, refresh=False)
-            except VideoError as error:
-                raise DemoError(f"--video: {error}") from None
+                    if on_step is not None:
+                        on_step(frame, fps, prediction)
+                    if steps % options.every == 0:
+                        shown = prediction
+                    steps += 1
+                content = _panel(
+                    frame=frame,
+                    fps=fps,
+                    steps=steps,
+                    prediction=shown,
+                    options=options,
+                    names=names,
+                    timeline=timeline,
+                    first_step_s=alpha,
+                )
+                boxes, box_size = (
+                    _boxes(extractor, threshold)
+                    if options.overlay_detections and "obj" in extractor.modalities
+                    else ([], None)
+                )
+                content = dataclasses.replace(content, boxes=tuple(boxes), fusion_note=note)
+                writer.write(render(image, content, layout, boxes_image_size=box_size))
+                frames += 1
+                bar.update(1)
+                bar.set_postfix(steps=steps, refresh=False)
         if frames == 0:
-            raise DemoError(f"--video {video}: no frame could be decoded")
+            raise DemoError(f"{source.option} {source.path}: no frame could be decoded")
         ok = True
     finally:
         predictions.close(ok=ok)
