@@ -185,7 +185,8 @@ class StreamingExtractor:
                     f"push_stored expects a uint8 ({stack}, H, W) flow stack, got "
                     f"{flow.dtype} {flow.shape}"
                 )
-        image = np.ascontiguousarray(image)  # frame_number stays: frames come in any order
+        # JPEG readers give read-only arrays, which torch.from_numpy warns about: copy those.
+        image = np.require(image, requirements=["C", "W"])  # frame_number stays: any order
         self.last_image = image
         batch = torch.from_numpy(image)[None].to(self.device)  # (H, W, 3) -> (1, H, W, 3)
         features: dict[str, np.ndarray] = {}
@@ -195,7 +196,8 @@ class StreamingExtractor:
             if self.computer.flow is not None:
                 assert flow is not None
                 # (2 * stack, H, W) -> (1, 2 * stack, H, W)
-                stacks = torch.from_numpy(np.ascontiguousarray(flow))[None].to(self.device)
+                stacks = torch.from_numpy(np.require(flow, requirements=["C", "W"]))[None]
+                stacks = stacks.to(self.device)
                 features["flow"] = self.computer.flow_features(stacks)[0].float().cpu().numpy()
             if self.computer.detector is not None:
                 vectors, detections = self.computer.object_features(batch)

@@ -981,6 +981,7 @@ def build_parser() -> Any:
         prog="rulstm-demo",
         description="Anticipate actions while streaming a video through the feature "
         "extraction and a RU-LSTM (branch, fusion, or branches averaged), and write the video "
+        "(or the RGB JPEGs of a frame folder, --frames) "
         "with an overlay (H.264 MP4). Every other option is an extraction option, as for "
         "rulstm-extract (rulstm-extract --help lists them: --rgb.weights PATH, --modalities "
         "rgb flow, ...); so are all arguments after '--'. Options accept '-' or '_'.",
@@ -1105,6 +1106,8 @@ def parse_options(argv: Sequence[str]) -> DemoOptions:
         if f.name in namespace
     }
     values["checkpoint"] = tuple(namespace.checkpoint)
+    if (values.get("video") is None) == (values.get("frames") is None):
+        raise UsageError("give either --video or --frames (a folder of JPEG frames)")
     values["overlay_gt"] = namespace.overlay_gt and not namespace.hide_gt
     values["overlay_detections"] = namespace.overlay_detections and not namespace.hide_detections
     if namespace.get("palette") is not None:

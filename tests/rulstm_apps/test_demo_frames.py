@@ -181,7 +181,12 @@ def test_the_input_is_a_video_or_a_folder_and_one_video_of_it(tmp_path, tiny):
         FrameFolderInput(frames, video_id="P01_02", **{**kwargs, "fps": 25.0})
     with pytest.raises(DemoError, match="frame folder not found"):
         FrameFolderInput(tmp_path / "nowhere", video_id=None, **kwargs)
-    from rulstm_apps.demo import DemoOptions, run_demo
+    from epic_protocol.errors import UsageError
+    from rulstm_apps.demo import DemoOptions, parse_options, run_demo
+
+    for extra in ([], ["--video", "v.mp4", "--frames", str(frames)]):
+        with pytest.raises(UsageError, match="either --video or --frames"):
+            parse_options(["--checkpoint", "c.ckpt", *extra])
 
     for video, folder in ((None, None), (tmp_path / "v.mp4", frames)):
         options = DemoOptions(checkpoint=Path("c.ckpt"), video=video, frames=folder)
