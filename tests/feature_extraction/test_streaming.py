@@ -78,3 +78,29 @@ def test_a_portrait_phone_clip_streams_upright(
         features = extractor.push(decoded.image)
         assert extractor.last_image is not None and extractor.last_image.shape == (96, 72, 3)
         assert set(features) == {"rgb", "flow", "obj"}
+
+
+def test_stored_flow_extractor_takes_stacks_not_videos(
+    tiny_config: Path, tiny_overrides: list[str]
+) -> None:
+    """With flow_from_images no flow is estimated: push_stored takes the stored stack (frame
+    folders), push is refused, and a missing or misshapen stack is named."""
+    config = load_config(tiny_config, [*tiny_overrides, "--modalities", "rgb", "flow"])
+    extractor = StreamingExtractor(config, flow_from_images=True)
+    assert extractor.models.cpu_flow is None and extractor.models.raft is None
+    image = np.full((48, 64, 3), 90, np.uint8)
+    image.setflags(write=False)  # as JPEG readers return them
+    still = np.full((2 * config.flow.stack, 48, 64), 128, np.uint8)
+    moving = still.copy()
+    moving[:, 10:30, 10:30] = 200
+    features = extractor.push_stored(image, flow=still)
+    assert set(features) == {"rgb", "flow"} and features["flow"].shape == (512,)
+    again = extractor.push_stored(image, flow=moving)
+    np.testing.assert_array_equal(features["rgb"], again["rgb"])
+    assert not np.allclose(features["flow"], again["flow"])  # the stack is what is read
+    with pytest.raises(ValueError, match="use push_stored"):
+        extractor.push(image)
+    with pytest.raises(ValueError, match="flow stack"):
+        extractor.push_stored(image)
+    with pytest.raises(ValueError, match=r"uint8 \(10, H, W\)"):
+        extractor.push_stored(image, flow=still[:4])
