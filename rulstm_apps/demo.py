@@ -7,9 +7,9 @@ frame go through one :meth:`~rulstm.online.OnlineAnticipator.step`. Nothing is e
 ahead: the demo is what a live system would see.
 
 (This module is longer than 600 lines because it is one concept, the streaming demo: its
-typed options, the assembly of model, extractor and detection source, the frame loop with its
-step clock, the predictions file and the command line generated from the options change
-together. Drawing, encoding and naming live in ``overlay``, ``encoding`` and ``labels``.)
+typed options, the assembly of model, extractor and detection source, its two inputs (a video,
+a frame folder), the frame loop with its step clock, the predictions file and the command line
+generated from the options change together. Drawing, encoding and naming live in ``overlay``, ``encoding`` and ``labels``.)
 
 Examples::
 
