@@ -12,7 +12,8 @@ import torch
 
 from epic_protocol import Segment
 from rulstm.online import OnlinePrediction
-from rulstm_apps.demo import DemoOptions, StepClock, _panel, main, parse_options, run_demo
+from rulstm_apps.demo import DemoOptions, _panel, main, parse_options, run_demo
+from rulstm_apps.demo_inputs import StepClock
 from rulstm_apps.labels import ActionNames, VideoTimeline
 from rulstm_apps.overlay import BACKGROUND, Box, Layout, PanelContent, render
 
@@ -159,7 +160,7 @@ def test_skipping_frames_between_steps_gives_the_same_step_features(tiny_video, 
     """The demo computes features only on step frames (and flow only where the next stack
     reads it): the step features must equal those of an extractor computing every frame."""
     from feature_extraction import StreamingExtractor, decode_video, load_config
-    from rulstm_apps.demo import FramePusher
+    from rulstm_apps.demo_inputs import FramePusher
 
     config = load_config(tiny.config, tiny.overrides)
     everything, skipping = StreamingExtractor(config), StreamingExtractor(config)
@@ -228,7 +229,7 @@ def test_checkpoint_that_does_not_fit_the_extraction_config(make_checkpoint, dem
 
 
 def test_checkpoint_weights_that_do_not_fit_are_named(make_checkpoint, tmp_path):
-    from rulstm_apps.demo import DemoError, load_model
+    from rulstm_apps.demo_inputs import DemoError, load_model
 
     path = make_checkpoint("fusion")
     checkpoint = torch.load(path, weights_only=True)
