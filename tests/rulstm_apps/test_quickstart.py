@@ -108,7 +108,7 @@ def test_help_has_no_markup_and_documents_every_option(capsys):
         assert action.help, f"{action.option_strings} has no help"
         for option in action.option_strings:
             assert option in text
-    assert "277 s" in text  # the measured default run (README, "Quickstart")
+    assert "260 s" in text  # the measured default run (README, "Quickstart")
 
 
 def test_overwrite_replaces_only_the_quickstart_outputs(tmp_path):
