@@ -15,6 +15,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -135,7 +136,7 @@ class ExtractionData(L.LightningDataModule):
             try:
                 result = (self.planner(), "")
             except (OutputError, ValueError, FileNotFoundError) as error:
-                result = (None, f"{type(error).__name__}: {error}")
+                result = (None, str(error))  # names the file or option already
         plan, error = self.trainer.strategy.broadcast(result, src=0)
         if error:
             raise PlanningError(error)
@@ -193,6 +194,8 @@ class StagingSink(BasePredictionWriter):
         self.class_names = list(class_names)
         self.progress = progress
         self.results: list[VideoResult] = []
+        #: Why the run stopped early ("SIGTERM", "Ctrl-C"), or None.
+        self.interrupted: str | None = None
         self.first_batch_at: float | None = None
         self._open: dict[str, _OpenVideo] = {}
         self._overall: Any = None
@@ -256,6 +259,8 @@ class StagingSink(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        if trainer.received_sigterm:  # Lightning's predict loop never checks it
+            raise SIGTERMException
         if self.first_batch_at is None:
             self.first_batch_at = time.perf_counter()
         video = batch.video
@@ -300,6 +305,15 @@ class StagingSink(BasePredictionWriter):
             )
             self._overall.update(1)
             self._overall.set_postfix(frames=sum(r.frames for r in self.results))
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(exception, SIGTERMException):
+            self.interrupted = "SIGTERM"
+        elif isinstance(exception, KeyboardInterrupt):
+            self.interrupted = "Ctrl-C"
+        self.on_predict_end(trainer, pl_module)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for video in list(self._open):

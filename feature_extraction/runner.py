@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from epic_protocol.errors import UserError
 from feature_extraction.config import ExtractConfig
 from feature_extraction.loop import ExtractionData, ExtractionModule, StagingSink, VideoResult
 from feature_extraction.models import (
@@ -98,6 +99,27 @@ class Summary:
         return "\n".join(lines)
 
 
+class ExtractionInterrupted(UserError):
+    """The run was stopped (SIGTERM from a scheduler or ``kill``, or Ctrl-C). Finished videos
+    stay in the staging area; the same command resumes, redoing only unfinished videos."""
+
+    def __init__(self, signal_name: str, *, finished: int) -> None:
+        super().__init__(
+            f"interrupted by {signal_name} after {finished} finished videos (kept); rerun the "
+            "same command to resume"
+        )
+        self.exit_code = 143 if signal_name == "SIGTERM" else 130
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Delete ``folder`` when it holds nothing but empty folders."""
+    if any(path.is_file() for path in folder.rglob("*")):
+        return
+    for path in sorted(folder.rglob("*"), reverse=True):
+        path.rmdir()
+    folder.rmdir()
+
+
 def _trainer_hardware(config: ExtractConfig, options: RunOptions) -> dict[str, Any]:
     device = resolve_device(config.device)
     if device.type == "cuda":
@@ -145,6 +167,7 @@ def run_extraction(
 
     Raises :class:`OutputError` when the output folder cannot be used."""
     options.out = Path(options.out)
+    created_out = not options.out.exists()
     check_writable(options.out)
     # Busy-waiting OpenMP threads and DataLoader workers must not fight over the same cores.
     torch.set_num_threads(config.resolved_threads())
@@ -197,7 +220,18 @@ def run_extraction(
             inference_mode=True,
         )
         started = time.perf_counter()
-        trainer.predict(module, datamodule=data, return_predictions=False)
+        try:
+            trainer.predict(module, datamodule=data, return_predictions=False)
+        except PlanningError:
+            if created_out:  # nothing was planned: leave no empty output folder behind
+                _remove_if_empty(options.out)
+            raise
+        except SystemExit:  # Lightning exits on Ctrl-C; the sink raised SIGTERMException
+            if sink.interrupted is None:
+                raise
+            raise ExtractionInterrupted(
+                sink.interrupted, finished=sum(r.status == "done" for r in sink.results)
+            ) from None
         seconds = time.perf_counter() - started
     results_dir = options.out / WORK_DIR
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -247,6 +281,7 @@ def run_extraction(
 
 
 __all__ = [
+    "ExtractionInterrupted",
     "PlanningError",
     "RunOptions",
     "Summary",

@@ -34,6 +34,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -298,9 +299,10 @@ def resolve_ckpt_path(which: str, trainer) -> str:
 
     ``best``: the callback's ``best_model_path`` (set after ``fit`` in this process), else
     ``{dirpath}/{filename}.ckpt`` (the stage configs: ``runs/<stage>/checkpoints/best.ckpt``);
-    ``last``: ``{dirpath}/last.ckpt``. Raises FileNotFoundError (one line, saying which path
-    to pass) when there is no such callback, its file names carry a template, or the file
-    does not exist.
+    ``last``: ``{dirpath}/last.ckpt``. Without such a callback (the test configs replace the
+    callback list), the stage layout ``<default_root_dir>/checkpoints/{best,last}.ckpt``.
+    Raises FileNotFoundError (one line, saying which path to pass) when the file names carry a
+    template or the file does not exist.
     """
     callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
     hint = (
@@ -311,6 +313,9 @@ def resolve_ckpt_path(which: str, trainer) -> str:
     if which == "best":  # the monitored callback writes best.ckpt, the other one last.ckpt
         configured.sort(key=lambda c: c.monitor is None)
     if not configured:
+        stage_layout = Path(trainer.default_root_dir) / "checkpoints" / f"{which}.ckpt"
+        if stage_layout.is_file():
+            return str(stage_layout)
         raise FileNotFoundError(
             f"--ckpt_path {which}: the config has no ModelCheckpoint callback with a fixed "
             f"file name (the stage configs with base.yaml have one); {hint}"
@@ -417,16 +422,37 @@ def check_resumable(path: str | os.PathLike, model: AnticipationModule) -> None:
         )
 
 
+class _NoAdverts(logging.Filter):
+    """Drop Lightning's "Tip: try installing ..." product adverts (printed on every run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless" not in record.getMessage()
+
+
+for _name in (
+    "lightning_utilities.core.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.utilities.rank_zero",
+):
+    logging.getLogger(_name).addFilter(_NoAdverts())
+
+
 def build_cli(args: Sequence[str] | None = None, **kwargs) -> RulstmCLI:
     """Parse ``args`` (default: the command line) and run the subcommand, if any."""
-    return RulstmCLI(
-        AnticipationModule,
-        AnticipationDataModule,
-        args=None if args is None else list(args),
-        trainer_defaults={"logger": DEFAULT_LOGGER},
-        save_config_kwargs={"overwrite": True},
-        **kwargs,
-    )
+    with warnings.catch_warnings():
+        # Given args while sys.argv holds the same command (the console script, or the
+        # quickstart's own options), LightningCLI warns; passing them is intended here.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        # A deprecation inside torch's pytree that Lightning triggers on every run.
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        return RulstmCLI(
+            AnticipationModule,
+            AnticipationDataModule,
+            args=None if args is None else list(args),
+            trainer_defaults={"logger": DEFAULT_LOGGER},
+            save_config_kwargs={"overwrite": True},
+            **kwargs,
+        )
 
 
 @cli_main("rulstm")

@@ -130,16 +130,10 @@ def _show(program: str, args: Sequence[str]) -> None:
 
 
 def _rulstm(args: list[str]):
-    import warnings
-
     from rulstm.cli import build_cli
 
     _show("rulstm", args)
-    with warnings.catch_warnings():
-        # LightningCLI warns when it is given args while sys.argv holds the quickstart's own
-        # options; here that is intended (the args are the whole command).
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return build_cli(args)
+    return build_cli(args)
 
 
 def _config(*parts: str) -> str:

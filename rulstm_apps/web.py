@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from epic_protocol.errors import UserError, cli_main
+from epic_protocol.errors import ArgumentParser, UserError, cli_main
 
 log = logging.getLogger(__name__)
 
@@ -418,7 +418,7 @@ def quickstart_serving(folder: str | Path) -> QuickstartServing:
 
 # --------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="rulstm-web",
         description="Serve the streaming action-anticipation demo as a local web page "
         "(Gradio). Without --checkpoint it serves the quickstart's models and a sample clip "

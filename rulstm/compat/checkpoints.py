@@ -91,6 +91,13 @@ def read_reference_checkpoint(path: str | Path, *, unsafe: bool = False) -> Refe
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    # torch.save writes a zip archive (PK..) or, before PyTorch 1.6, a pickle (protocol 2+).
+    if not (magic.startswith(b"PK") or magic[:1] == b"\x80"):
+        raise CheckpointImportError(
+            f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)"
+        )
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             loaded = torch.load(path, map_location="cpu", weights_only=True)

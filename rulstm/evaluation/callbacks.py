@@ -306,7 +306,7 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
                     verbs=frozenset(range(v.num_verbs)),
                     nouns=frozenset(range(v.num_nouns)),
                     actions=frozenset(range(v.num_actions)) | frozenset(outside.tolist()),
-                    source="all classes (class_lists=False)",
+                    source="every class, class_lists=False",
                 )
             return evaluate_ek55(
                 outcomes, many_shot=many_shot, times=times, discarded=self.discarded, name=self.name

@@ -60,6 +60,18 @@ def _mean_tta(outcomes: RankedOutcomes, times: Sequence[float]) -> dict[str, flo
     }
 
 
+def _recall_classes_note(
+    outcomes: RankedOutcomes, classes: dict[str, frozenset[int]], source: str
+) -> str:
+    """How many classes each class-mean recall averages over: those of ``classes`` that occur
+    among the evaluated labels (see :func:`rulstm.metrics.class_mean_recall_from_ranks`)."""
+    counts = []
+    for task in TASKS:
+        present = set(np.unique(_task_rows(outcomes, task)[1]).tolist())
+        counts.append(f"{len(present & classes[task])} {task}s")
+    return f"{', '.join(counts)} with samples ({source})"
+
+
 def evaluate_ek55(
     outcomes: RankedOutcomes,
     *,
@@ -95,10 +107,7 @@ def evaluate_ek55(
         num_evaluated=len(evaluated),
         num_discarded=int((~outcomes.valid).sum()),
         discarded=discarded,
-        notes={
-            "many-shot classes": f"{len(many_shot.verbs)} verbs, {len(many_shot.nouns)} nouns, "
-            f"{len(many_shot.actions)} actions ({many_shot.source})"
-        },
+        notes={"recall classes": _recall_classes_note(evaluated, classes, many_shot.source)},
         **_outside_vocabulary(outcomes),
     )
 

@@ -370,6 +370,7 @@ def test_a_folder_without_videos_is_an_error_and_ignored_files_are_counted(
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "holds no video file (1 other files ignored" in error[0]
     assert error[0].startswith("rulstm-extract: error:") and str(empty) in error[0]
+    assert "ValueError" not in error[0] and not (tmp_path / "out").exists()  # nothing left
     modalities = ["--modalities", "rgb"]
     assert (
         _extract(

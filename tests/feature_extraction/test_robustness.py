@@ -217,3 +217,45 @@ def test_two_cpu_processes_with_ddp_share_the_videos(
     for modality in ("rgb", "obj"):
         _assert_same(_read(distributed / f"{modality}.h5"), _read(single / f"{modality}.h5"))
     assert sorted(p.name for p in distributed.iterdir()) == ["obj.h5", "rgb.h5"]
+
+
+def test_sigterm_stops_the_run_and_the_same_command_resumes(
+    tmp_path: Path, make_video, tiny_config: Path, tiny_overrides: list[str], monkeypatch, capsys
+) -> None:
+    """A scheduler's SIGTERM (Lightning records it; its predict loop never checks) stops the
+    extraction after the current chunk with one line and status 143; the rerun finishes and
+    equals an uninterrupted run."""
+    from feature_extraction.loop import StagingSink
+
+    for name in ("A", "B"):
+        make_video(f"videos/{name}.mp4", num_frames=30)
+    args = [*tiny_overrides, "--batch_size", "4", "--num_workers", "0", "--progress", "false"]
+
+    def run(out: Path) -> int:
+        command = ["--videos", str(tmp_path / "videos"), "--out", str(out), "-c", str(tiny_config)]
+        return main([*command, *args])
+
+    assert run(tmp_path / "straight") == 0
+    original = StagingSink.write_on_batch_end
+    calls = {"n": 0}
+
+    def terminated_after_two_chunks(self, trainer, *rest, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            trainer._signal_connector.received_sigterm = True  # what Lightning's handler does
+        return original(self, trainer, *rest, **kwargs)
+
+    monkeypatch.setattr(StagingSink, "write_on_batch_end", terminated_after_two_chunks)
+    capsys.readouterr()
+    assert run(tmp_path / "resumed") == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted by SIGTERM" in err[0] and "rerun the same" in err[0]
+    monkeypatch.setattr(StagingSink, "write_on_batch_end", original)
+    assert run(tmp_path / "resumed") == 0
+    for modality in ("rgb", "flow", "obj"):
+        left = _read(tmp_path / "straight" / f"{modality}.h5")
+        right = _read(tmp_path / "resumed" / f"{modality}.h5")
+        assert left.keys() == right.keys() == {"A", "B"}
+        for video in left:
+            assert np.array_equal(left[video][0], right[video][0])
+            assert np.array_equal(left[video][1], right[video][1])

@@ -113,6 +113,13 @@ def test_bad_checkpoints_name_the_key(ref, tmp_path: Path, generator: torch.Gene
         load_reference_checkpoint(path, modalities=("rgb", "flow"))
 
 
+def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path: Path):
+    text = tmp_path / "predictions.jsonl"
+    text.write_text('{"frame": 7}\n')
+    with pytest.raises(CheckpointImportError, match="predictions.jsonl: not a PyTorch checkpoint"):
+        read_reference_checkpoint(text)
+
+
 class _Tester(L.LightningModule):
     """Stores the network as ``self.net``, like the project's AnticipationModule."""
 

@@ -268,6 +268,11 @@ def test_ckpt_path_best_without_a_checkpoint_callback_says_which_path_to_pass(
     )
     with pytest.raises(FileNotFoundError, match=message):
         build_cli([*args, "--data.test_annotations", str(data.val), "--ckpt_path", "best"])
+    # Once the stage has run, such a config (like the test_*.yaml ones) finds its files in
+    # <default_root_dir>/checkpoints.
+    fit("rgb_sc", data, tmp_path / "runs", epochs=1)
+    cli = build_cli([*args, "--data.test_annotations", str(data.val), "--ckpt_path", "best"])
+    assert cli.trainer.ckpt_path == str(tmp_path / "runs" / "rgb_sc" / "checkpoints" / "best.ckpt")
 
 
 def test_wandb_mode_online_turns_syncing_on(tmp_path, synthetic_data, monkeypatch):
