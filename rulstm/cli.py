@@ -34,6 +34,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -445,6 +446,10 @@ def build_cli(args: Sequence[str] | None = None, **kwargs) -> RulstmCLI:
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         # A deprecation inside torch's pytree that Lightning triggers on every run.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        command = list(sys.argv[1:] if args is None else args)[:1]
+        if command and command[0] in ("validate", "test", "predict"):
+            # Evaluating a checkpoint needs none of the callbacks that wrote it.
+            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
         return RulstmCLI(
             AnticipationModule,
             AnticipationDataModule,
