@@ -24,7 +24,6 @@ Timings are wall-clock medians and 95th percentiles after a warm-up.
 
 from __future__ import annotations
 
-import inspect
 import io
 import math
 import os
@@ -229,51 +228,6 @@ def checkpoint_stream(
     return net, modality, stream
 
 
-class StepClock:
-    """Step ``j = 1, 2, ...`` falls on frame ``floor(j * alpha * fps)`` (1-based frames), the
-    rounding of the RU-LSTM sampling (what ``rulstm-demo`` does)."""
-
-    def __init__(self, *, alpha: float, fps: float) -> None:
-        self.alpha, self.fps = alpha, fps
-        self._next = 1
-
-    def frame_of(self, step: int) -> int:
-        # The epsilon absorbs float error (0.25 * 30 * 4 must be frame 30, not 29).
-        return math.floor(step * self.alpha * self.fps + 1e-6)
-
-    @property
-    def next_frame(self) -> int:
-        return self.frame_of(self._next)
-
-    def steps_at(self, frame: int) -> int:
-        count = 0
-        while self.frame_of(self._next) <= frame:
-            self._next += 1
-            count += 1
-        return count
-
-
-class FramePusher:
-    """Pushes every frame to a ``StreamingExtractor``, computing features only on step frames
-    and optical flow only on the frames the next step's flow stack reads (its public
-    ``push(image, compute=..., flow=...)`` keywords)."""
-
-    def __init__(self, extractor, clock: StepClock) -> None:
-        self.extractor, self.clock = extractor, clock
-        keywords = inspect.signature(extractor.push).parameters
-        self.can_skip = "compute" in keywords
-        self.can_skip_flow = "flow" in keywords
-        self.stack = extractor.config.flow.stack
-
-    def push(self, image: np.ndarray, *, frame: int, due: bool) -> dict[str, np.ndarray]:
-        if due or not self.can_skip:
-            return self.extractor.push(image)
-        if not self.can_skip_flow:
-            return self.extractor.push(image, compute=False)
-        needed = self.clock.next_frame - frame < self.stack
-        return self.extractor.push(image, compute=False, flow=needed)
-
-
 def synthetic_frames(count: int, *, height: int, width: int) -> list[np.ndarray]:
     """RGB frames with a moving texture and a moving flat-coloured square (flow and
     detections have something to find)."""
@@ -301,6 +255,7 @@ def bench_extraction(
 ) -> dict[str, object]:
     """Per-step latency of pushing alpha's worth of frames and one fusion step."""
     from feature_extraction import StreamingExtractor, load_config
+    from rulstm_apps.demo_inputs import FramePusher, StepClock
 
     config = load_config(config_path, overrides)
     extractor = StreamingExtractor(config, device=device)
