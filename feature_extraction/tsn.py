@@ -32,6 +32,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from epic_protocol.pickles import numpy_scalar_globals
+
 TSN_INPUT_SIZE = (256, 454)  # (rows, columns) of the reference's transforms.Resize
 TSN_RGB_MEAN_BGR = (104.0, 117.0, 128.0)
 TSN_FLOW_MEAN = 128.0
@@ -115,20 +117,6 @@ class TSNBackbone(nn.Module):
         return self.trunk(x).float().flatten(1)  # (B, D, ...) -> (B, D)
 
 
-def _numpy_scalar_globals() -> list[Any]:
-    """What a pickled numpy scalar needs (the reconstructor under its numpy 1.x and 2.x
-    names, ``numpy.dtype`` and the dtype classes): data, no code."""
-    core = getattr(np, "_core", None) or np.core
-    scalar = core.multiarray.scalar
-    dtypes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
-    return [
-        np.dtype,
-        (scalar, "numpy.core.multiarray.scalar"),
-        (scalar, "numpy._core.multiarray.scalar"),
-        *dtypes,
-    ]
-
-
 def read_tsn_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The backbone tensors of a TSN checkpoint (or of a plain BN-Inception state dict):
     ``module.`` and ``base_model.`` prefixes dropped, the ``new_fc`` classifier left out.
@@ -138,7 +126,7 @@ def read_tsn_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         # Safe loading; numpy scalars (an epoch's accuracy, in some TRN/TSN files) are data.
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+        with torch.serialization.safe_globals(numpy_scalar_globals()):
             checkpoint: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from epic_protocol.pickles import numpy_scalar_globals
 from rulstm.models import RULSTM, RULSTMFusion
 from rulstm.models.spec import NET_KEY
 
@@ -63,20 +63,6 @@ class ConvertedNetwork:
     state_dict: dict[str, torch.Tensor]
 
 
-def _numpy_safe_globals() -> list[Any]:
-    """What a pickled numpy scalar needs: the ``scalar`` reconstructor under its numpy 1.x
-    and 2.x names, ``numpy.dtype`` and the dtype classes (data only, no code)."""
-    core = getattr(np, "_core", None) or np.core
-    scalar = core.multiarray.scalar
-    dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
-    return [
-        np.dtype,
-        (scalar, "numpy.core.multiarray.scalar"),
-        (scalar, "numpy._core.multiarray.scalar"),
-        *dtype_classes,
-    ]
-
-
 def _to_number(value: Any) -> float | None:
     if value is None:
         return None
@@ -99,7 +85,7 @@ def read_reference_checkpoint(path: str | Path, *, unsafe: bool = False) -> Refe
             f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)"
         )
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        with torch.serialization.safe_globals(numpy_scalar_globals()):
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if not unsafe:
