@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +64,64 @@ def feature_file(tmp_path: Path) -> Callable[..., Path]:
         return write_features(tmp_path / name, **kwargs)
 
     return make
+
+
+def fast_dev_run_args(
+    *configs: Path,
+    features: Mapping[str, Path],
+    train: Path,
+    val: Path,
+    root: Path,
+    actions: Path | str = "null",
+    batch_size: int = 4,
+    hidden: int = 8,
+) -> list[str]:
+    """``rulstm fit`` arguments that run ``configs`` (applied in order) for one batch
+    (``fast_dev_run``) on CPU at a tiny hidden size: no logger, no initialisation checkpoints,
+    the run folder ``root``. Append options to the returned list to override more."""
+    args = ["fit"]
+    for config in configs:
+        args += ["-c", str(config)]
+    return args + [
+        "--data.features", str({m: str(p) for m, p in features.items()}),
+        "--data.train_annotations", str(train),
+        "--data.val_annotations", str(val),
+        "--data.actions", str(actions),
+        "--data.batch_size", str(batch_size),
+        "--data.num_workers", "0",
+        "--model.net.init_args.hidden", str(hidden),
+        "--model.init_checkpoint", "null",
+        "--model.branch_checkpoints", "null",
+        "--trainer.fast_dev_run", "true",
+        "--trainer.logger", "false",
+        "--trainer.accelerator", "cpu",
+        "--trainer.devices", "1",
+        "--trainer.default_root_dir", str(root),
+    ]  # fmt: skip
+
+
+@pytest.fixture(name="fast_dev_run_args")
+def fast_dev_run_args_fixture() -> Callable[..., list[str]]:
+    """:func:`fast_dev_run_args`, for test modules (conftest is not importable under
+    ``--import-mode=importlib``)."""
+    return fast_dev_run_args
+
+
+@pytest.fixture
+def tiny_extraction_options() -> list[str]:
+    """``rulstm-extract`` options for a quick offline run of any extraction config on CPU:
+    64x48 frames, random weights (no download), DIS flow, one thread, no workers."""
+    return [
+        "--device", "cpu",
+        "--progress", "false",
+        "--num_workers", "0",
+        "--threads", "1",
+        "--decode.width", "64",
+        "--decode.height", "48",
+        "--rgb.weights", "none",
+        "--flow.weights", "none",
+        "--obj.weights", "none",
+        "--flow.method", "dis",
+        "--obj.min_size", "64",
+        "--obj.max_size", "64",
+    ]  # fmt: skip

@@ -31,48 +31,10 @@ def _write_video(path: Path, *, frames: int, seed: int) -> None:
         container.mux(stream.encode())
 
 
-def _fit(stage: str, features: dict[str, Path], split: Path, actions: Path, root: Path):
-    return build_cli(
-        [
-            "fit",
-            "-c",
-            str(ROOT / "configs" / "ek55" / "base.yaml"),
-            "-c",
-            str(ROOT / "configs" / "ek55" / f"{stage}.yaml"),
-            "--data.features",
-            str({m: str(p) for m, p in features.items()}),
-            "--data.train_annotations",
-            str(split),
-            "--data.val_annotations",
-            str(split),
-            "--data.actions",
-            str(actions),
-            "--data.batch_size",
-            "2",
-            "--data.num_workers",
-            "0",
-            "--model.net.init_args.hidden",
-            "8",
-            "--model.init_checkpoint",
-            "null",
-            "--model.branch_checkpoints",
-            "null",
-            "--trainer.fast_dev_run",
-            "true",
-            "--trainer.logger",
-            "false",
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.devices",
-            "1",
-            "--trainer.default_root_dir",
-            str(root / stage),
-        ]  # fmt: skip
-    )
-
-
 @pytest.mark.slow
-def test_default_extraction_trains_with_the_ek55_stage_configs(tmp_path):
+def test_default_extraction_trains_with_the_ek55_stage_configs(
+    tmp_path, fast_dev_run_args, tiny_extraction_options
+):
     for index, video in enumerate(("P01_01", "P01_02")):
         _write_video(tmp_path / "videos" / f"{video}.mp4", frames=150, seed=index)
     segments = [
@@ -103,40 +65,32 @@ def test_default_extraction_trains_with_the_ek55_stage_configs(tmp_path):
             "--annotations",
             str(split),
             "--only-needed",
-            "--device",
-            "cpu",
-            "--progress",
-            "false",
-            "--num_workers",
-            "0",
-            "--threads",
-            "1",
-            "--decode.width",
-            "64",
-            "--decode.height",
-            "48",
-            "--rgb.weights",
-            "none",
-            "--flow.weights",
-            "none",
-            "--obj.weights",
-            "none",
-            "--flow.method",
-            "dis",
-            "--obj.min_size",
-            "64",
-            "--obj.max_size",
-            "64",
+            *tiny_extraction_options,
         ]  # fmt: skip
     )
     assert code == 0
     features = {m: out / f"{m}.h5" for m in ("rgb", "flow", "obj")}
-    cli = _fit("rgb_sc", {"rgb": features["rgb"]}, split, actions, tmp_path / "runs")
+
+    def fit(stage: str, features: dict[str, Path]):
+        configs = ROOT / "configs" / "ek55"
+        args = fast_dev_run_args(
+            configs / "base.yaml",
+            configs / f"{stage}.yaml",
+            features=features,
+            train=split,
+            val=split,
+            root=tmp_path / "runs" / stage,
+            actions=actions,
+            batch_size=2,
+        )
+        return build_cli(args)
+
+    cli = fit("rgb_sc", {"rgb": features["rgb"]})
     assert isinstance(cli.model.net, RULSTM) and cli.trainer.state.finished
     assert (cli.model.net.feat_dim, cli.model.net.num_classes) == (2048, 3)
-    cli = _fit("obj_anticipation", {"obj": features["obj"]}, split, actions, tmp_path / "runs")
+    cli = fit("obj_anticipation", {"obj": features["obj"]})
     assert cli.model.net.feat_dim == 90 and cli.trainer.state.finished
-    cli = _fit("fusion", features, split, actions, tmp_path / "runs")
+    cli = fit("fusion", features)
     assert isinstance(cli.model.net, RULSTMFusion) and cli.trainer.state.finished
     dims = {m: branch.feat_dim for m, branch in cli.model.net.branches.items()}
     assert dims == {"rgb": 2048, "flow": 2048, "obj": 90}

@@ -16,7 +16,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "extract"
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["default", "cpu"])
-def test_reference_config_runs_offline(name, tmp_path, make_video):
+def test_reference_config_runs_offline(name, tmp_path, make_video, tiny_extraction_options):
     video = make_video("videos/P01_01.mp4", num_frames=8)
     out = tmp_path / "out"
     code = main(
@@ -27,30 +27,7 @@ def test_reference_config_runs_offline(name, tmp_path, make_video):
             str(out),
             "-c",
             str(CONFIGS / f"{name}.yaml"),
-            "--device",
-            "cpu",
-            "--progress",
-            "false",
-            "--num_workers",
-            "0",
-            "--threads",
-            "1",
-            "--decode.width",
-            "64",
-            "--decode.height",
-            "48",
-            "--rgb.weights",
-            "none",
-            "--flow.weights",
-            "none",
-            "--obj.weights",
-            "none",
-            "--flow.method",
-            "dis",
-            "--obj.min_size",
-            "64",
-            "--obj.max_size",
-            "64",
+            *tiny_extraction_options,
         ]  # fmt: skip
     )
     assert code == 0

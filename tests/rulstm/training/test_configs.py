@@ -35,48 +35,21 @@ def test_every_dataset_has_all_stages():
 
 
 @pytest.mark.parametrize("stage", STAGES, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_config_runs_fast_dev_run(stage, tmp_path, synthetic_data):
+def test_config_runs_fast_dev_run(stage, tmp_path, synthetic_data, fast_dev_run_args):
     dataset = stage.parent.name
     stage_config = yaml.safe_load(stage.read_text())
     modalities = list(stage_config["data"]["features"])
     data = synthetic_data(
         dims={m: REFERENCE_DIMS[m] for m in modalities}, videos=3, frames=600, num_classes=4
     )
-    args = [
-        "fit",
-        "-c",
-        str(CONFIGS / dataset / "base.yaml"),
-        "-c",
-        str(stage),
-        "--data.features",
-        str({m: str(data.features[m]) for m in modalities}),
-        "--data.train_annotations",
-        str(data.train),
-        "--data.val_annotations",
-        str(data.val),
-        "--data.actions",
-        "null",
-        "--data.batch_size",
-        "4",
-        "--data.num_workers",
-        "0",
-        "--model.net.init_args.hidden",
-        "8",
-        "--model.init_checkpoint",
-        "null",
-        "--model.branch_checkpoints",
-        "null",
-        "--trainer.fast_dev_run",
-        "true",
-        "--trainer.logger",
-        "false",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "1",
-        "--trainer.default_root_dir",
-        str(tmp_path / "run"),
-    ]
+    args = fast_dev_run_args(
+        CONFIGS / dataset / "base.yaml",
+        stage,
+        features={m: data.features[m] for m in modalities},
+        train=data.train,
+        val=data.val,
+        root=tmp_path / "run",
+    )
     if stage.stem == "baseline_transformer_rgb":
         args += ["--model.net.init_args.heads", "2"]  # hidden 8 above
     cli = build_cli(args)

@@ -18,61 +18,38 @@ CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "ek55"
 EXTRACTOR_DIMS = {"rgb": 2048, "flow": 2048, "obj": 90}
 
 
-def run(stage: str, features: dict[str, Path], data, tmp_path: Path, *extra: str):
-    return build_cli(
-        [
-            "fit",
-            "-c",
-            str(CONFIGS / "base.yaml"),
-            "-c",
-            str(CONFIGS / f"{stage}.yaml"),
-            "--data.features",
-            str({m: str(p) for m, p in features.items()}),
-            "--data.train_annotations",
-            str(data.train),
-            "--data.val_annotations",
-            str(data.val),
-            "--data.actions",
-            "null",
-            "--data.batch_size",
-            "4",
-            "--data.num_workers",
-            "0",
-            "--model.net.init_args.hidden",
-            "8",
-            "--model.init_checkpoint",
-            "null",
-            "--model.branch_checkpoints",
-            "null",
-            "--trainer.fast_dev_run",
-            "true",
-            "--trainer.logger",
-            "false",
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.devices",
-            "1",
-            "--trainer.default_root_dir",
-            str(tmp_path / stage),
-            *extra,
-        ]  # fmt: skip
-    )
+@pytest.fixture
+def run(tmp_path, fast_dev_run_args):
+    """``run(stage, features, data, *extra)``: one fast_dev_run of an EK55 stage config."""
+
+    def fit(stage: str, features: dict[str, Path], data, *extra: str):
+        args = fast_dev_run_args(
+            CONFIGS / "base.yaml",
+            CONFIGS / f"{stage}.yaml",
+            features=features,
+            train=data.train,
+            val=data.val,
+            root=tmp_path / stage,
+        )
+        return build_cli([*args, *extra])
+
+    return fit
 
 
-def test_extractor_sizes_train_with_the_stage_configs_unchanged(tmp_path, synthetic_data):
+def test_extractor_sizes_train_with_the_stage_configs_unchanged(tmp_path, synthetic_data, run):
     data = synthetic_data(dims=EXTRACTOR_DIMS, num_classes=4, videos=3, frames=600)
-    cli = run("rgb_sc", {"rgb": data.features["rgb"]}, data, tmp_path)
+    cli = run("rgb_sc", {"rgb": data.features["rgb"]}, data)
     assert isinstance(cli.model.net, RULSTM)
     assert (cli.model.net.feat_dim, cli.model.net.num_classes) == (2048, 4)
-    cli = run("obj_anticipation", {"obj": data.features["obj"]}, data, tmp_path)
+    cli = run("obj_anticipation", {"obj": data.features["obj"]}, data)
     assert cli.model.net.feat_dim == 90
-    cli = run("fusion", data.features, data, tmp_path)
+    cli = run("fusion", data.features, data)
     assert isinstance(cli.model.net, RULSTMFusion)
     assert {m: b.feat_dim for m, b in cli.model.net.branches.items()} == EXTRACTOR_DIMS
     assert cli.model.net.num_classes == 4 and cli.trainer.state.finished
 
 
-def test_imported_lmdb_features_train_without_size_overrides(tmp_path, synthetic_data):
+def test_imported_lmdb_features_train_without_size_overrides(tmp_path, synthetic_data, run):
     lmdb = pytest.importorskip("lmdb")
     from rulstm.compat import convert_lmdb
 
@@ -89,15 +66,15 @@ def test_imported_lmdb_features_train_without_size_overrides(tmp_path, synthetic
     env.close()
     imported = tmp_path / "imported_rgb.h5"
     convert_lmdb(database, imported, modality="rgb", progress=False)
-    cli = run("rgb_anticipation", {"rgb": imported}, data, tmp_path)
+    cli = run("rgb_anticipation", {"rgb": imported}, data)
     assert (cli.model.net.feat_dim, cli.model.net.num_classes) == (1024, 3)
 
 
-def test_values_set_on_the_model_must_agree_with_the_data(tmp_path, synthetic_data):
+def test_values_set_on_the_model_must_agree_with_the_data(tmp_path, synthetic_data, run):
     data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
     features = {"rgb": data.features["rgb"]}
     # Agreeing values are accepted.
-    cli = run("rgb_sc", features, data, tmp_path, "--model.net.init_args.num_classes", "3")
+    cli = run("rgb_sc", features, data, "--model.net.init_args.num_classes", "3")
     assert cli.model.net.num_classes == 3
     cases = {
         ("--model.net.init_args.num_classes", "7"): "predicts 7 classes but the action vocabulary",
@@ -105,11 +82,11 @@ def test_values_set_on_the_model_must_agree_with_the_data(tmp_path, synthetic_da
     }
     for (key, value), message in cases.items():
         with pytest.raises(ValueError, match=message):
-            run("rgb_sc", features, data, tmp_path, key, value)
+            run("rgb_sc", features, data, key, value)
     # Protocol values: the command line refuses them on the model side; a config file that
     # sets one which disagrees with the data stops the run naming both values.
     with pytest.raises(SystemExit):
-        run("rgb_sc", features, data, tmp_path, "--model.alpha", "0.5")
+        run("rgb_sc", features, data, "--model.alpha", "0.5")
     configs = {
         "alpha: 0.5": r"model.alpha is 0.5 but the data gives 0.25",
         "anticipation_steps: 4": r"model.anticipation_steps is 4 but the data gives 8",
@@ -121,29 +98,31 @@ def test_values_set_on_the_model_must_agree_with_the_data(tmp_path, synthetic_da
         override = tmp_path / "override.yaml"
         override.write_text(f"model:\n  {line}\n")
         with pytest.raises(ValueError, match=message):
-            run("rgb_sc", features, data, tmp_path, "-c", str(override))
+            run("rgb_sc", features, data, "-c", str(override))
 
 
-def test_protocol_values_reach_the_model_from_the_data(tmp_path, synthetic_data):
+def test_protocol_values_reach_the_model_from_the_data(tmp_path, synthetic_data, run):
     data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
     features = {"rgb": data.features["rgb"]}
-    cli = run("rgb_sc", features, data, tmp_path, "--data.alpha", "0.5")
+    cli = run("rgb_sc", features, data, "--data.alpha", "0.5")
     assert cli.model.hparams.alpha == 0.5
     # alpha 0.5 and 8 steps: outputs at 4.0 ... 0.5 s, and the 1 s column is step -2.
     assert cli.model.output_times[cli.model.headline_index] == pytest.approx(1.0)
-    cli = run("early_rgb", features, data, tmp_path, "--data.early_recognition_steps", "4")
+    cli = run("early_rgb", features, data, "--data.early_recognition_steps", "4")
     assert (cli.model.task, cli.model.anticipation_steps) == ("early_recognition", 4)
 
 
-def test_single_branch_net_on_several_modalities_needs_model_modality(tmp_path, synthetic_data):
+def test_single_branch_net_on_several_modalities_needs_model_modality(
+    tmp_path, synthetic_data, run
+):
     data = synthetic_data(dims={"rgb": 12, "flow": 6}, num_classes=3, videos=3, frames=600)
     with pytest.raises(ValueError, match="set model.modality"):
-        run("rgb_sc", data.features, data, tmp_path, "--model.modality", "null")
-    cli = run("rgb_sc", data.features, data, tmp_path, "--model.modality", "flow")
+        run("rgb_sc", data.features, data, "--model.modality", "null")
+    cli = run("rgb_sc", data.features, data, "--model.modality", "flow")
     assert cli.model.net.feat_dim == 6
 
 
-def test_evaluator_alpha_must_agree_with_the_data(tmp_path, synthetic_data, monkeypatch):
+def test_evaluator_alpha_must_agree_with_the_data(tmp_path, synthetic_data, run, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
     args = [

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.skipif(not _bf16_available(), reason="no CPU bf16 autoc
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_stage_runs_under_bf16_mixed(stage, tmp_path, synthetic_data):
+def test_stage_runs_under_bf16_mixed(stage, tmp_path, synthetic_data, fast_dev_run_args):
     data = synthetic_data(dims=DIMS, videos=3, frames=600, num_classes=4)
     modalities = list(DIMS) if "fusion" in stage else ["rgb"]
     net_dims = (
@@ -46,46 +46,16 @@ def test_stage_runs_under_bf16_mixed(stage, tmp_path, synthetic_data):
         if "fusion" in stage
         else ["--model.net.init_args.feat_dim", str(DIMS["rgb"])]
     )
-    args = [
-        "fit",
-        "-c",
-        str(CONFIGS / "base.yaml"),
-        "-c",
-        str(CONFIGS / f"{stage}.yaml"),
-        "--data.features",
-        str({m: str(data.features[m]) for m in modalities}),
-        "--data.train_annotations",
-        str(data.train),
-        "--data.val_annotations",
-        str(data.val),
-        "--data.actions",
-        "null",
-        "--data.batch_size",
-        "4",
-        "--data.num_workers",
-        "0",
-        "--model.net.init_args.num_classes",
-        "4",
-        "--model.net.init_args.hidden",
-        "8",
-        *net_dims,
-        "--model.init_checkpoint",
-        "null",
-        "--model.branch_checkpoints",
-        "null",
-        "--trainer.precision",
-        "bf16-mixed",
-        "--trainer.fast_dev_run",
-        "true",
-        "--trainer.logger",
-        "false",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "1",
-        "--trainer.default_root_dir",
-        str(tmp_path / "run"),
-    ]
+    args = fast_dev_run_args(
+        CONFIGS / "base.yaml",
+        CONFIGS / f"{stage}.yaml",
+        features={m: data.features[m] for m in modalities},
+        train=data.train,
+        val=data.val,
+        root=tmp_path / "run",
+    )
+    args += [*net_dims, "--model.net.init_args.num_classes", "4"]
+    args += ["--trainer.precision", "bf16-mixed"]
     cli = build_cli(args)
     assert cli.trainer.state.finished
     assert cli.trainer.precision == "bf16-mixed"
