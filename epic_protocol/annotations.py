@@ -401,7 +401,11 @@ def read_epic_csv(
     )
     missing = [name for name in needed if name not in header]
     if missing:
-        raise AnnotationError(f"{path}:{line}: header lacks the columns {missing}")
+        raise AnnotationError(
+            f"{path}:{line}: header lacks the columns {missing} of an EPIC-KITCHENS CSV (a "
+            "RU-LSTM split file has no header: uid, video_id, start_frame, end_frame, verb, "
+            "noun, action)"
+        )
     if frames_from == "frames" and video_fps is None:
         raise AnnotationError(
             f"{path}: converting native-fps frame numbers needs the video-info CSV (video_fps=...)"

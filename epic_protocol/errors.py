@@ -82,8 +82,18 @@ def one_line(error: BaseException) -> str:
     return " ".join(lines)
 
 
+def _unwrapped(error: BaseException) -> BaseException:
+    """The error a configuration link wrapped: jsonargparse reports a failing ``compute_fn``
+    as ``Call to compute_fn of link '...' with args (<every argument's repr>) failed: ...``,
+    which buries the cause in a screen of parser internals."""
+    while str(error).startswith("Call to compute_fn of link ") and error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
 def describe(error: BaseException) -> str:
     """One line for any exception; unexpected types are named and point to ``--debug``."""
+    error = _unwrapped(error)
     message = one_line(error)
     if isinstance(error, (UserError, *USER_ERROR_TYPES)):
         return message
@@ -94,6 +104,7 @@ def describe(error: BaseException) -> str:
 
 
 def exit_code_of(error: BaseException) -> int:
+    error = _unwrapped(error)
     if isinstance(error, argparse.ArgumentError):
         return 2
     return int(getattr(error, "exit_code", 1))

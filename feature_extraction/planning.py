@@ -209,8 +209,8 @@ def plan_extraction(
     ordered = [job for _, job in sorted(jobs, key=lambda item: -item[0])]
     if wanted is not None and total:
         log(
-            f"sparse extraction: {planned} of ~{total} frames needed by the sampling "
-            f"({1 - planned / total:.1%} saved"
+            f"sparse extraction: the sampling needs {planned} frames of the videos' ~{total} "
+            f"({1 - planned / total:.1%} of the frames not extracted"
             + (
                 f"; flow also decodes {config.flow.stack} frames before each)"
                 if options.frames is None

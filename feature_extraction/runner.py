@@ -257,7 +257,8 @@ def run_extraction(
             dtype=config.dtype,
         )
         if merged:
-            log(f"{options.out / f'{modality}.h5'}: added {len(merged)} videos")
+            noun = "video" if len(merged) == 1 else "videos"
+            log(f"{options.out / f'{modality}.h5'}: added {len(merged)} {noun}")
     clean_work_dir(options.out)
     startup = (sink.first_batch_at - started) if sink.first_batch_at is not None else seconds
     summary = Summary(

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rulstm.models.spec import NET_KEY, build_net
+from rulstm.models.spec import NET_KEY, build_net, describe_net
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,15 @@ def load_weights(
         state = {
             key[len("net.") :]: value for key, value in state.items() if key.startswith("net.")
         }
+    mismatched = _shape_mismatches(module, state)
+    if mismatched:
+        raise ValueError(
+            f"{path} does not fit {type(module).__name__}: "
+            f"{_mismatch_summary(module, checkpoint, mismatched)}"
+        )
     try:
         result = module.load_state_dict(state, strict=False)
-    except RuntimeError as error:  # shape mismatches
+    except RuntimeError as error:  # anything load_state_dict refuses beyond shapes
         raise ValueError(f"{path} does not fit {type(module).__name__}: {error}") from None
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
@@ -69,3 +75,42 @@ def load_weights(
             f"unexpected {result.unexpected_keys[:6]}"
         )
     log.info("initialised %s from %s", type(module).__name__, path)
+
+
+def _shape_mismatches(
+    module: nn.Module, state: dict[str, Any]
+) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """``(key, shape in the file, shape in the module)`` for every tensor present in both."""
+    own = module.state_dict()
+    return [
+        (key, tuple(value.shape), tuple(own[key].shape))
+        for key, value in state.items()
+        if key in own and hasattr(value, "shape") and tuple(value.shape) != tuple(own[key].shape)
+    ]
+
+
+def _mismatch_summary(
+    module: nn.Module,
+    checkpoint: dict[str, Any],
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+) -> str:
+    """Name the hyper-parameters that differ when both sides describe their network (a
+    checkpoint of a smaller ``hidden`` otherwise reads as a screen of tensor shapes), else the
+    first mismatched tensors."""
+    saved, here = checkpoint.get(NET_KEY), describe_net(module)
+    if saved and here and saved.get("class_path") == here["class_path"]:
+        differ = {
+            name: (value, here["init_args"].get(name))
+            for name, value in saved.get("init_args", {}).items()
+            if name in here["init_args"] and here["init_args"][name] != value
+        }
+        if differ:
+            listed = ", ".join(f"{n} {a} (this network: {b})" for n, (a, b) in differ.items())
+            options = " ".join(f"--model.net.init_args.{n} {a}" for n, (a, _) in differ.items())
+            return f"it was trained with {listed}; give the network the same ({options})"
+    first = "; ".join(
+        f"{key} is {list(saved_shape)} in the file, {list(own_shape)} here"
+        for key, saved_shape, own_shape in mismatched[:3]
+    )
+    more = f" (and {len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
+    return f"{first}{more}"

@@ -150,6 +150,7 @@ class RulstmCLI(LightningCLI):
             os.environ["WANDB_MODE"] = "online"
         # W&B must never block on a machine without network: offline unless asked otherwise.
         os.environ.setdefault("WANDB_MODE", "offline")
+        self._keep_logs_with_the_run(config)
         # What the config itself says, before the links overwrite it at instantiation.
         self._configured = {
             key: config.get(key)
@@ -161,6 +162,22 @@ class RulstmCLI(LightningCLI):
             )
         }
         self._net_args = set(vars(config.get("model.net.init_args") or {}))
+
+    @staticmethod
+    def _keep_logs_with_the_run(config) -> None:
+        """The W&B logger writes into the run folder (``trainer.default_root_dir``), not into
+        the current directory: its offline run, and the ``config.yaml`` that LightningCLI saves
+        in the first logger's ``save_dir``, stay with the stage's checkpoints instead of one
+        stage overwriting the previous stage's config in the working directory."""
+        root = config.get("trainer.default_root_dir")
+        logger = config.get("trainer.logger")
+        if not root or not hasattr(logger, "get"):
+            return  # no run folder, or no logger / a list of loggers (configured explicitly)
+        if str(logger.get("class_path", "")).rsplit(".", 1)[-1] != "WandbLogger":
+            return
+        init_args = logger.get("init_args")
+        if init_args is not None and init_args.get("save_dir") in (None, "", "."):
+            init_args["save_dir"] = str(root)
 
     def _from_data(
         self,

@@ -279,9 +279,11 @@ class AnticipationDataModule(L.LightningDataModule):
                     raise ValueError(
                         "no action vocabulary: pass actions=<actions.csv> or train_annotations"
                     )
-                self._vocabulary = ActionVocabulary.from_segments(
-                    read_annotations(train, video_fps=self.video_info, fps=self.fps)
-                )
+                segments = read_annotations(train, video_fps=self.video_info, fps=self.fps)
+                try:
+                    self._vocabulary = ActionVocabulary.from_segments(segments)
+                except ValueError as error:
+                    raise ValueError(f"{train}: {error}") from None
         return self._vocabulary
 
     @property

@@ -408,7 +408,8 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
             written["combined_png"] = plot_accuracy(
                 reports, self.out_dir / f"accuracy_{report.protocol}.png"
             )
-        log.info("evaluation written to %s", self.out_dir)
+        names = ", ".join(path.name for path in written.values())
+        print(f"evaluation written to {self.out_dir}: {names}", flush=True)
         return written
 
     def _write_challenge_json(self, scores: SubmissionScores) -> Path:

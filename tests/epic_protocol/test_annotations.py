@@ -239,6 +239,10 @@ def test_malformed_actions_and_epic_rows(tmp_path):
         read_epic_csv(epic)
     with pytest.raises(FileNotFoundError, match="missing.csv"):
         read_rulstm_split(tmp_path / "missing.csv")
+    # A header with a RU-LSTM split's column names is neither format: say that splits have none.
+    header = write(tmp_path, "header.csv", "uid,video_id,start_frame,end_frame,verb,noun,action\n")
+    with pytest.raises(AnnotationError, match=r"header.csv:1: .*\['stop_frame'\].*has no header"):
+        read_annotations(header)
 
 
 def test_builtin_resolution_errors():

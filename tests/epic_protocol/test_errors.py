@@ -108,3 +108,21 @@ def test_errors_re_raised_by_a_dataloader_worker_keep_their_message():
     )
     assert one_line(wrapped) == "rgb.h5: frame 9 of video 'v' is past the end"
     assert describe(wrapped) == one_line(wrapped)
+
+
+def test_a_failing_configuration_link_reports_its_cause(capsys):
+    def link_fails(argv):
+        try:
+            raise ValueError("actions.csv:3: expected 4 columns, got ['1', '1', '0']")
+        except ValueError as cause:
+            raise ValueError(
+                "Call to compute_fn of link 'from_the_data(data) --> model.net.init_args."
+                "num_classes' with args ({Train dataloader: None} {Validation dataloader: "
+                f"None}}) failed: {cause}"
+            ) from cause
+
+    code, err = _run(link_fails, [], capsys)
+    assert (code, err) == (
+        1,
+        "prog: error: actions.csv:3: expected 4 columns, got ['1', '1', '0']\n",
+    )

@@ -260,3 +260,16 @@ def test_batched_reads_give_every_sample_its_own_rows(tmp_path, splits, feature_
                 else:
                     expected = store.lookup(sample.segment.video_id, sample.frames)
                     assert torch.equal(item["features"][modality], torch.from_numpy(expected))
+
+
+def test_a_vocabulary_built_from_an_inconsistent_training_split_names_the_file(
+    tmp_path, feature_file
+):
+    train = write(
+        tmp_path / "training.csv",
+        [(1, "P01_01", 100, 130, 1, 1, 2), (5, "P01_01", 200, 230, 0, 1, 2)],
+    )
+    rgb = feature_file("rgb.h5", videos={"P01_01": 400}, dim=4)
+    dm = AnticipationDataModule(features={"rgb": str(rgb)}, train_annotations=train)
+    with pytest.raises(ValueError, match=r"training.csv: action 2 is \(1, 1\) .* segment 5"):
+        _ = dm.num_actions

@@ -89,3 +89,8 @@ def test_checkpoints_of_another_kind(tmp_path, data, capsys):
     assert main([*args, "--model.init_checkpoint", str(narrower)]) == 1
     line = _error_line(capsys.readouterr().err)
     assert line.startswith(f"rulstm: error: {narrower} does not fit RULSTM")
+    # The differing hyper-parameter and the option to set, not a screen of tensor shapes.
+    assert line.endswith(
+        "it was trained with hidden 8 (this network: 16); give the network the same "
+        "(--model.net.init_args.hidden 8)"
+    )

@@ -141,7 +141,7 @@ def test_checkpoint_carries_optimizer_state_and_resumes(tmp_path, synthetic_data
     assert resumed["global_step"] > checkpoint["global_step"]
 
 
-def test_default_wandb_logger_is_offline_and_checkpoints_stay_in_the_stage_folder(
+def test_default_wandb_logger_is_offline_and_stays_in_the_stage_folder(
     tmp_path, synthetic_data, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
@@ -153,8 +153,12 @@ def test_default_wandb_logger_is_offline_and_checkpoints_stay_in_the_stage_folde
     del args[logger_at : logger_at + 2]  # keep the default logger
     cli = build_cli(args)
     assert type(cli.trainer.logger).__name__ == "WandbLogger"
-    assert (tmp_path / "runs" / "rgb_sc" / "checkpoints" / "best.ckpt").is_file()
-    assert list((tmp_path / "wandb").glob("offline-run-*")), "W&B must log offline"
+    run = tmp_path / "runs" / "rgb_sc"
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    # The offline W&B run and the saved config stay with the stage, not in the working folder.
+    assert list((run / "wandb").glob("offline-run-*")), "W&B must log offline"
+    assert (run / "config.yaml").is_file()
+    assert not (tmp_path / "wandb").exists() and not (tmp_path / "config.yaml").exists()
 
 
 def test_bad_setup_fails_with_clear_errors(tmp_path, synthetic_data):
