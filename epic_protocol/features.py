@@ -32,6 +32,7 @@ extraction); h5py follows them transparently.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -57,9 +58,36 @@ _FLOAT16_MAX = float(np.finfo(np.float16).max)
 #: Video attribute: only the frames a sampling protocol reads were stored (sparse extraction).
 SPARSE = "sparse"
 
+log = logging.getLogger(__name__)
+
 
 class FeatureFileError(ValueError):
     """A feature file that does not follow the layout, or does not match what was asked."""
+
+
+class FeatureFileMismatchError(FeatureFileError):
+    """An existing feature file holds complete videos of other features (modality, dim, fps
+    or storage dtype) than a writer was asked for.
+
+    ``path``, ``mismatches`` (e.g. ``["dim is 20, not 352"]``) and ``videos`` (its number of
+    complete videos) let a command line say what to do in its own terms.
+    """
+
+    def __init__(self, path: Path, mismatches: Sequence[str], videos: int) -> None:
+        self.path, self.mismatches, self.videos = Path(path), list(mismatches), int(videos)
+        super().__init__(
+            f"{self.path} already holds {_videos(self.videos)} of different features: "
+            f"{'; '.join(self.mismatches)}. Delete it, write to another file, or replace it "
+            "(replace_mismatched=True)"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable despite the custom signature
+        return type(self), (self.path, self.mismatches, self.videos)
+
+
+class FeaturesReplacedWarning(UserWarning):
+    """A writer replaced a feature file holding complete videos of other features
+    (``replace_mismatched``, e.g. ``--overwrite``)."""
 
 
 class BeyondEndWarning(UserWarning):
@@ -135,9 +163,65 @@ def _info_from_attrs(path: Path, attrs: Mapping[str, Any]) -> FeatureFileInfo:
     )
 
 
-def _check_video_id(video: str) -> None:
+def check_video_id(video: str) -> None:
+    """Raise :class:`FeatureFileError` for a video id that cannot name an HDF5 group."""
     if not video or "/" in video or video.startswith("."):
         raise FeatureFileError(f"invalid video id {video!r}: it names an HDF5 group")
+
+
+def _videos(count: int) -> str:
+    return f"{count} complete video{'' if count == 1 else 's'}"
+
+
+def _mismatches(
+    info: FeatureFileInfo, *, modality: str, dim: int, fps: float, dtype: str
+) -> list[str]:
+    """What differs between a file's root attributes and what a writer was asked for."""
+    return [
+        f"{name} is {have!r}, not {want!r}"
+        for name, have, want in (
+            ("modality", info.modality, modality),
+            ("dim", info.dim, int(dim)),
+            ("fps", info.fps, float(fps)),
+            ("storage dtype", info.storage_dtype, dtype),
+        )
+        if have != want
+    ]
+
+
+def _count_complete(handle: h5py.Group) -> int:
+    count = 0
+    for name in handle:
+        group = handle.get(name)  # None for a dangling external link
+        if isinstance(group, h5py.Group) and bool(group.attrs.get(COMPLETE, False)):
+            count += 1
+    return count
+
+
+def feature_file_mismatches(
+    path: str | Path, *, modality: str, dim: int, fps: float, dtype: str = "float32"
+) -> tuple[list[str], int]:
+    """What a :class:`FeatureFileWriter` opening ``path`` would find, read-only.
+
+    Returns ``(mismatches, complete_videos)``: how the file's modality, dim, fps and storage
+    dtype differ from those asked for (empty when they agree) and how many complete videos
+    it holds; ``([], 0)`` when the file does not exist or has no layout attributes yet. A
+    writer refuses the file when both are non-zero (unless ``replace_mismatched``), so a
+    command can check before doing any work.
+
+    Raises:
+        FeatureFileError: the file exists but is not a readable HDF5 file (or is locked), or
+            its layout is newer than this code.
+    """
+    path = Path(path)
+    if not path.exists():
+        return [], 0
+    with open_for_reading(path) as handle:
+        if "layout" not in handle.attrs:
+            return [], 0
+        info = _info_from_attrs(path, handle.attrs)
+        mismatches = _mismatches(info, modality=modality, dim=dim, fps=fps, dtype=dtype)
+        return mismatches, (_count_complete(handle) if mismatches else 0)
 
 
 class FeatureFileWriter:
@@ -146,12 +230,22 @@ class FeatureFileWriter:
     A video is written between :meth:`start_video` and :meth:`finish_video`; only the latter
     marks it complete (and flushes), so a crash mid-video leaves an incomplete group that the
     next run discards and redoes. Reopening an existing file checks that modality, dim, fps and
-    storage dtype agree.
+    storage dtype agree. When they differ, a file without any complete video (left by a run
+    that failed before finishing one) is recreated with the new attributes (logged at INFO);
+    a file with complete videos raises :class:`FeatureFileMismatchError`, or with
+    ``replace_mismatched=True`` is replaced by an empty one, with a
+    :class:`FeaturesReplacedWarning` naming the file and what differed. ``replaced`` lists
+    what differed in the file that was recreated or replaced (empty otherwise).
 
     ``dtype="float16"`` stores the features at half the disk size (readers convert back to
     float32); values beyond float16's range (65504) raise :class:`FeatureFileError` instead of
     becoming infinite. ``chunk_rows`` overrides the rows per HDF5 chunk (default: about
     256 KiB of whole rows).
+
+    Raises:
+        FeatureFileMismatchError: see above.
+        FeatureFileError: a bad ``dtype`` or ``chunk_rows``, or a file that cannot be opened
+            for writing (locked, not HDF5, unwritable folder).
     """
 
     def __init__(
@@ -164,39 +258,46 @@ class FeatureFileWriter:
         provenance: Mapping[str, Any] | None = None,
         dtype: StorageDtype = "float32",
         chunk_rows: int | None = None,
+        replace_mismatched: bool = False,
     ) -> None:
         if dtype not in STORAGE_DTYPES:
             raise FeatureFileError(f"dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
         if chunk_rows is not None and chunk_rows < 1:
             raise FeatureFileError(f"chunk_rows must be >= 1, got {chunk_rows}")
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = h5py.File(self.path, "a")
-        except OSError as error:
-            if _is_lock_error(error):
-                raise FeatureFileError(_lock_message(self.path, error)) from error
-            raise FeatureFileError(f"cannot open {self.path} for writing: {error}") from error
+        #: What differed in an existing file that was recreated or replaced (else empty).
+        self.replaced: list[str] = []
+        self._file = self._open("a")
         attrs = self._file.attrs
         if "layout" in attrs:
-            info = _info_from_attrs(self.path, attrs)
-            mismatches = [
-                f"{name} is {have!r}, not {want!r}"
-                for name, have, want in (
-                    ("modality", info.modality, modality),
-                    ("dim", info.dim, dim),
-                    ("fps", info.fps, float(fps)),
-                    ("storage dtype", info.storage_dtype, dtype),
-                )
-                if have != want
-            ]
-            if mismatches:
+            try:
+                info = _info_from_attrs(self.path, attrs)
+            except FeatureFileError:
                 self._file.close()
-                raise FeatureFileError(
-                    f"{self.path} already holds different features: {'; '.join(mismatches)}. "
-                    "Use another output folder, or overwrite it."
-                )
-        else:
+                raise
+            mismatches = _mismatches(info, modality=modality, dim=dim, fps=fps, dtype=dtype)
+            if mismatches:
+                videos = _count_complete(self._file)
+                self._file.close()
+                if videos and not replace_mismatched:
+                    raise FeatureFileMismatchError(self.path, mismatches, videos)
+                if videos:
+                    warnings.warn(
+                        f"{self.path}: replacing it and its {_videos(videos)}: it holds "
+                        f"different features ({'; '.join(mismatches)})",
+                        FeaturesReplacedWarning,
+                        stacklevel=2,
+                    )
+                else:
+                    log.info(
+                        "%s: holds no complete video; recreating it (%s)",
+                        self.path,
+                        "; ".join(mismatches),
+                    )
+                self.replaced = mismatches
+                self._file = self._open("w")
+                attrs = self._file.attrs
+        if "layout" not in attrs:
             attrs["layout"] = LAYOUT_NAME
             attrs["layout_version"] = LAYOUT_VERSION
             attrs["modality"] = modality
@@ -212,6 +313,15 @@ class FeatureFileWriter:
         self.chunk_rows = chunk_rows or int(
             np.clip(2**18 // (self.dim * self.dtype.itemsize), 16, 4096)
         )
+
+    def _open(self, mode: str) -> h5py.File:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return h5py.File(self.path, mode)
+        except OSError as error:
+            if _is_lock_error(error):
+                raise FeatureFileError(_lock_message(self.path, error)) from error
+            raise FeatureFileError(f"cannot open {self.path} for writing: {error}") from error
 
     def __enter__(self) -> FeatureFileWriter:
         return self
@@ -234,7 +344,7 @@ class FeatureFileWriter:
         self, video: str, *, overwrite: bool = False, attrs: Mapping[str, Any] | None = None
     ) -> None:
         """Begin (or restart) a video. A complete video is only replaced with ``overwrite``."""
-        _check_video_id(video)
+        check_video_id(video)
         if video in self._file:
             if self.is_complete(video) and not overwrite:
                 raise FeatureFileError(

@@ -7,10 +7,12 @@ from rulstm.compat.checkpoints import (
     ConvertedNetwork,
     ReferenceCheckpoint,
     convert_reference_state_dict,
+    export_reference_state_dict,
     import_checkpoint,
     lightning_checkpoint,
     load_reference_checkpoint,
     read_reference_checkpoint,
+    write_reference_checkpoint,
 )
 from rulstm.compat.detections import (
     DetectionImportError,
@@ -32,10 +34,12 @@ __all__ = [
     "convert_lmdb",
     "convert_reference_state_dict",
     "detection_features",
+    "export_reference_state_dict",
     "import_checkpoint",
     "import_detections",
     "lightning_checkpoint",
     "load_detection_file",
     "load_reference_checkpoint",
     "read_reference_checkpoint",
+    "write_reference_checkpoint",
 ]

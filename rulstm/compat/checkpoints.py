@@ -13,6 +13,10 @@ They map one to one onto :class:`rulstm.models.RULSTM` (``rolling_lstm.*``) and
 :class:`rulstm.models.RULSTMFusion` (``branches.<modality>.*``, ``attention.*``); feature
 size, hidden size, depth and number of classes are read from the weight shapes.
 
+:func:`export_reference_state_dict` is the exact inverse (this package's network under the
+reference's names) and :func:`write_reference_checkpoint` writes a file in the released layout,
+e.g. random-weight stand-ins for the released models (``scripts/make_rulstm_checkpoints.py``).
+
 Loading never unpickles arbitrary objects unless asked: ``torch.load(weights_only=True)``
 with the numpy scalar types allow-listed; ``unsafe=True`` (CLI ``--unsafe``) falls back to
 full unpickling for files from a trusted source that hold other objects.
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -329,3 +334,84 @@ def import_checkpoint(
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(lightning_checkpoint(converted, reference=reference), output)
     return converted
+
+
+def _export_branch(branch: RULSTM, prefix: str) -> dict[str, torch.Tensor]:
+    """One branch under the reference's names (the inverse of :func:`convert_branch_state_dict`)."""
+    # The reference holds float nn.LSTMs only: a RU-GRU (nn.GRU) or a dynamically quantised
+    # branch (whose LSTM is no nn.LSTM) has other parameters, which no released file can carry.
+    if not all(isinstance(rnn, nn.LSTM) for rnn in (branch.rolling_lstm, branch.unrolling_lstm)):
+        raise ValueError(
+            f"{prefix or 'the branch'}: the reference holds float LSTM branches only, not "
+            f"{type(branch.rolling_lstm).__name__} (cell={branch.cell!r})"
+        )
+    exported: dict[str, torch.Tensor] = {}
+    for key, value in branch.state_dict().items():
+        # The reference wraps its rolling nn.LSTM in a module (attribute "lstm").
+        if key.startswith("rolling_lstm."):
+            key = "rolling_lstm.lstm." + key[len("rolling_lstm.") :]
+        exported[prefix + key] = value
+    return exported
+
+
+def export_reference_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
+    """A network's parameters under the reference's names: the exact inverse of
+    :func:`convert_reference_state_dict` (converting the result gives back the network's state
+    dict, name for name and tensor for tensor).
+
+    * :class:`RULSTM` -> ``rolling_lstm.lstm.*_l{k}``, ``unrolling_lstm.*_l{k}``,
+      ``classifier.1.{weight,bias}``;
+    * :class:`RULSTMFusion` with MATT -> ``branches.{i}.*`` (the branches in
+      :attr:`~RULSTMFusion.modalities` order, so ``modalities=`` names them back on import) and
+      ``MATT.{0,3,6}.{weight,bias}``.
+
+    The tensors are those of ``network.state_dict()`` (detached, sharing storage with the
+    parameters, same dtype and device).
+
+    Raises:
+        TypeError: ``network`` is neither a :class:`RULSTM` nor a :class:`RULSTMFusion`.
+        ValueError: what the reference cannot hold: RU-GRU or quantised branches, or a fusion
+            by averaging (no MATT parameters).
+    """
+    if isinstance(network, RULSTM):
+        return _export_branch(network, "")
+    if not isinstance(network, RULSTMFusion):
+        raise TypeError(
+            f"expected a RULSTM or a RULSTMFusion, got {type(network).__name__}: the reference "
+            "has no other network"
+        )
+    if network.attention is None:
+        raise ValueError(
+            f"fusion={network.fusion!r} has no MATT parameters; the reference's fusion is MATT"
+        )
+    exported: dict[str, torch.Tensor] = {}
+    for index, branch in enumerate(network.branches.values()):
+        exported.update(_export_branch(branch, f"branches.{index}."))  # type: ignore[arg-type]
+    exported.update({f"MATT.{k}": v for k, v in network.attention.state_dict().items()})
+    return exported
+
+
+def write_reference_checkpoint(
+    network: nn.Module,
+    path: str | Path,
+    *,
+    epoch: int = 0,
+    perf: float = 0.0,
+    best_perf: float = 0.0,
+) -> Path:
+    """Save ``network`` as the authors' training script saves a model:
+    ``{"state_dict": export_reference_state_dict(network), "epoch", "perf", "best_perf"}``, the
+    last two numpy float64 scalars (as their meters produce), so that the file reads back with
+    :func:`read_reference_checkpoint` like a released one. The parent folder must exist; an
+    existing file is replaced. Raises as :func:`export_reference_state_dict`."""
+    path = Path(path)
+    torch.save(
+        {
+            "state_dict": export_reference_state_dict(network),
+            "epoch": int(epoch),
+            "perf": np.float64(perf),
+            "best_perf": np.float64(best_perf),
+        },
+        path,
+    )
+    return path

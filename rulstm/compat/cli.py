@@ -85,7 +85,8 @@ def _parser() -> ArgumentParser:
         help="per-frame detection .npy files -> obj HDF5 feature file (resumable)",
         description="Sum the detection scores of each class per frame (float32, in the listed "
         "order, as the authors' extraction) from the authors' <video>.npy detection files. "
-        "Re-running after an interruption skips the videos already imported. The files are "
+        "Re-running after an interruption skips the videos already imported; an --out file "
+        "without any complete video is recreated if its attributes differ. The files are "
         "pickled numpy arrays: import only files from a trusted source.",
     )
     detections.add_argument(
@@ -99,7 +100,10 @@ def _parser() -> ArgumentParser:
         help="feature size: detector classes (default: %(default)s, the EK55 nouns)",
     )
     detections.add_argument(
-        "--video", default=None, help="video id of a single --npy file (default: its name)"
+        "--video",
+        default=None,
+        help="video id of a single --npy file, e.g. P01_101 (default: its name without .npy; "
+        "a name that is not an EPIC-KITCHENS id warns)",
     )
     detections.add_argument(
         "--threshold",
@@ -109,7 +113,10 @@ def _parser() -> ArgumentParser:
     )
     detections.add_argument("--fps", type=float, default=30.0, help="fps of the frame entries")
     detections.add_argument(
-        "--overwrite", action="store_true", help="redo videos already complete in --out"
+        "--overwrite",
+        action="store_true",
+        help="redo videos already complete in --out, and replace an --out file that holds "
+        "other features (another --num-classes or --fps), with a warning",
     )
     detections.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser

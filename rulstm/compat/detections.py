@@ -15,12 +15,19 @@ the order, so the order is kept. No score threshold is applied unless asked.
 
 The import is resumable like ``rulstm-import features``: videos already complete in the
 output are skipped, an interrupted video is redone, and the stored row counts are checked
-against the number of frame entries at the end.
+against the number of frame entries at the end. The arguments, the input files' names and the
+first file to import are checked before the output is created or changed, so a wrong
+``--num-classes`` leaves nothing behind. An output holding no complete video is recreated
+when its attributes differ (e.g. another ``--num-classes``); one holding complete videos of
+other features is refused unless ``overwrite`` replaces it (with a warning).
 """
 
 from __future__ import annotations
 
+import math
 import pickle
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,16 +36,34 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from epic_protocol.features import FRAMES, FeatureFileError, FeatureFileWriter
+from epic_protocol.features import (
+    COMPLETE,
+    FRAMES,
+    FeatureFileError,
+    FeatureFileMismatchError,
+    FeatureFileWriter,
+    check_video_id,
+    feature_file_mismatches,
+    open_for_reading,
+)
 
 #: Classes of the released Obj features (EK55 nouns).
 RELEASED_OBJ_CLASSES = 352
 #: Columns of a detection row.
 DETECTION_COLUMNS = ("class", "x1", "y1", "x2", "y2", "score")
+#: EPIC-KITCHENS video ids: ``P01_01`` (EK55), ``P01_101`` (EK100 extension).
+EPIC_VIDEO_ID = re.compile(r"P\d{2}_\d{2,3}")
+#: Written videos the summary line names (more are only counted).
+NAMED_VIDEOS = 3
 
 
 class DetectionImportError(ValueError):
     """A detection file that cannot be imported; the message names the file (and frame)."""
+
+
+class VideoIdWarning(UserWarning):
+    """A single detection file stored under its file name, which is not an EPIC-KITCHENS
+    video id (pass ``--video``)."""
 
 
 @dataclass
@@ -52,13 +77,20 @@ class DetectionImportSummary:
     detections: int = 0  # detections summed (this run)
     videos_written: list[str] = field(default_factory=list)
     videos_skipped: list[str] = field(default_factory=list)
+    #: What differed in an existing output that was recreated or replaced (else empty).
+    replaced: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (
+        written = self.videos_written
+        names = f"{', '.join(written)}; " if 0 < len(written) <= NAMED_VIDEOS else ""
+        text = (
             f"{self.output}: obj {self.num_classes}-d, {self.rows} rows for {self.frames} frame "
-            f"entries; {len(self.videos_written)} videos written ({self.detections} detections), "
-            f"{len(self.videos_skipped)} already complete"
+            f"entries; {len(written)} video{'' if len(written) == 1 else 's'} written "
+            f"({names}{self.detections} detections), {len(self.videos_skipped)} already complete"
         )
+        if self.replaced:
+            text += f"; recreated the file, which held other features ({'; '.join(self.replaced)})"
+        return text
 
 
 def load_detection_file(path: str | Path) -> list[np.ndarray]:
@@ -161,6 +193,7 @@ def detection_features(
 
 
 def _detection_files(npy: Path, video: str | None) -> list[tuple[str, Path]]:
+    """``(video id, file)`` pairs to import, their ids checked (see :func:`import_detections`)."""
     if npy.is_dir():
         if video is not None:
             raise ValueError(f"--video names a single file's video; {npy} is a folder")
@@ -174,10 +207,55 @@ def _detection_files(npy: Path, video: str | None) -> list[tuple[str, Path]]:
                     f"{path} and {seen[path.stem]} are both detections of video {path.stem!r}"
                 )
             seen[path.stem] = path
-        return [(path.stem, path) for path in files]
-    if not npy.is_file():
+        pairs = [(path.stem, path) for path in files]
+    elif not npy.is_file():
         raise FileNotFoundError(f"detection file or folder not found: {npy}")
-    return [(video or npy.stem, npy)]
+    else:
+        if video is None and not EPIC_VIDEO_ID.fullmatch(npy.stem):
+            warnings.warn(
+                f"{npy}: storing its detections as video {npy.stem!r} (the file name), which "
+                "does not look like an EPIC-KITCHENS video id (P01_01, P01_101); pass "
+                "--video ID to store them under the video's id",
+                VideoIdWarning,
+                stacklevel=3,
+            )
+        pairs = [(video or npy.stem, npy)]
+    for video_id, path in pairs:
+        try:
+            check_video_id(video_id)
+        except FeatureFileError as error:
+            raise DetectionImportError(f"{path}: {error}") from None
+    return pairs
+
+
+def _convert(path: Path, num_classes: int, threshold: float | None) -> tuple[np.ndarray, int]:
+    """Features ``(frame entries, num_classes)`` of one detection file, and its detections."""
+    frames = load_detection_file(path)
+    features = detection_features(
+        frames, num_classes=num_classes, threshold=threshold, source=str(path)
+    )
+    return features, sum(len(rows) for rows in frames)
+
+
+def _refusal(output: Path, mismatches: Sequence[str], videos: int) -> DetectionImportError:
+    return DetectionImportError(
+        f"{output} already holds {videos} complete video{'' if videos == 1 else 's'} of "
+        f"different features: {'; '.join(mismatches)}. Delete the file, choose another --out "
+        "path, or pass --overwrite to replace it"
+    )
+
+
+def _completed(output: Path) -> set[str]:
+    """Videos complete in an existing output (read-only; empty if there is none)."""
+    if not output.is_file():
+        return set()
+    with open_for_reading(output) as handle:
+        return {
+            name
+            for name in handle
+            if isinstance(group := handle.get(name), h5py.Group)
+            and bool(group.attrs.get(COMPLETE, False))
+        }
 
 
 def import_detections(
@@ -193,25 +271,58 @@ def import_detections(
 ) -> DetectionImportSummary:
     """Write the Obj features of the authors' detection files into an HDF5 feature file.
 
+    Before the output is created or changed, the arguments, the video ids, the output's
+    attributes and the first file to import are checked, so that such errors leave no file
+    behind. A single file whose name is not an EPIC-KITCHENS video id (and no ``video``)
+    gives a :class:`VideoIdWarning`.
+
     Args:
         npy: one ``<video>.npy`` file, or a folder searched recursively for them.
         output: the ``obj.h5`` to create or complete (``epic_protocol`` layout, modality
-            ``obj``, ``dim = num_classes``).
+            ``obj``, ``dim = num_classes``). If it exists with other attributes (dim, fps,
+            ...) but holds no complete video, it is recreated.
         num_classes: feature size (352: the EK55 nouns of the released models).
         video: the video id of a single file (default: its file name without ``.npy``).
         threshold: drop detections scoring below it (default: none, as the authors).
         fps: rate of the frame numbering (30 for the authors' files).
-        overwrite: redo videos already complete in ``output``.
+        overwrite: redo videos already complete in ``output``, and replace an ``output``
+            whose complete videos are other features (a
+            :class:`~epic_protocol.features.FeaturesReplacedWarning` says what differed).
 
     Raises:
-        DetectionImportError: a malformed file (names file and frame) or an output that does
-            not hold what was written.
+        DetectionImportError: a malformed file (names file and frame), a video id that
+            cannot be stored, an output that is a folder, holds complete videos of other
+            features (without ``overwrite``), or does not hold what was written.
         FileNotFoundError: ``npy`` does not exist.
+        ValueError: ``num_classes`` below 1, ``fps`` not positive, ``threshold`` not finite,
+            or ``video`` with a folder.
     """
     npy, output = Path(npy), Path(output)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    if threshold is not None and not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    if output.is_dir():
+        raise DetectionImportError(
+            f"{output} is a folder; --out names the .h5 file to write (e.g. {output / 'obj.h5'})"
+        )
     files = _detection_files(npy, video)
+    try:
+        mismatches, videos = feature_file_mismatches(
+            output, modality="obj", dim=num_classes, fps=fps
+        )
+        completed = set() if mismatches else _completed(output)
+    except FeatureFileError as error:
+        raise DetectionImportError(str(error)) from None
+    if mismatches and videos and not overwrite:
+        raise _refusal(output, mismatches, videos)
+    # Convert the first file to write now: its errors (a wrong --num-classes) leave no output.
+    converted: dict[str, tuple[np.ndarray, int]] = {}
+    first = next(((v, p) for v, p in files if overwrite or v not in completed), None)
+    if first is not None:
+        converted[first[0]] = _convert(first[1], num_classes, threshold)
     summary = DetectionImportSummary(output=output, num_classes=num_classes)
     provenance = {
         "source": "rulstm-detections",
@@ -222,30 +333,37 @@ def import_detections(
     try:
         with (
             FeatureFileWriter(
-                output, modality="obj", dim=num_classes, fps=fps, provenance=provenance
+                output,
+                modality="obj",
+                dim=num_classes,
+                fps=fps,
+                provenance=provenance,
+                replace_mismatched=overwrite,
             ) as writer,
             tqdm(files, desc="detections -> obj.h5", unit="video", disable=not progress) as bar,
         ):
+            summary.replaced = list(writer.replaced)
             for video_id, path in bar:
                 bar.set_postfix_str(video_id, refresh=False)
                 if writer.is_complete(video_id) and not overwrite:
                     expected[video_id] = _entries(path)
                     summary.videos_skipped.append(video_id)
                     continue
-                frames = load_detection_file(path)
-                features = detection_features(
-                    frames, num_classes=num_classes, threshold=threshold, source=str(path)
+                features, detections = converted.pop(video_id, None) or _convert(
+                    path, num_classes, threshold
                 )
                 writer.write_video(
                     video_id,
-                    np.arange(1, len(frames) + 1),
+                    np.arange(1, len(features) + 1),
                     features,
                     overwrite=True,
                     attrs={"source_file": path.name},
                 )
-                expected[video_id] = len(frames)
-                summary.detections += sum(len(rows) for rows in frames)
+                expected[video_id] = len(features)
+                summary.detections += detections
                 summary.videos_written.append(video_id)
+    except FeatureFileMismatchError as error:  # written by another process meanwhile
+        raise _refusal(output, error.mismatches, error.videos) from None
     except FeatureFileError as error:
         raise DetectionImportError(str(error)) from None
     summary.frames = sum(expected.values())

@@ -29,7 +29,12 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
-from epic_protocol.features import FRAMES, FeatureFileError, FeatureFileWriter
+from epic_protocol.features import (
+    FRAMES,
+    FeatureFileError,
+    FeatureFileMismatchError,
+    FeatureFileWriter,
+)
 
 #: Feature size of each released modality.
 RELEASED_DIMS = {"rgb": 1024, "flow": 1024, "obj": 352}
@@ -171,7 +176,8 @@ def convert_lmdb(
 
     Args:
         lmdb_path: the LMDB folder (holding ``data.mdb``) or file.
-        output: the ``.h5`` file to create or complete.
+        output: the ``.h5`` file to create or complete; one holding no complete video is
+            recreated if its attributes (dim, dtype, ...) differ.
         modality: ``rgb``, ``flow``, ``obj`` (or any name).
         fps: frame rate of the frame numbers in the keys (30 for the released features).
         dim: feature size, any modality; default inferred from the first value. A size
@@ -181,6 +187,13 @@ def convert_lmdb(
         progress: show a progress bar.
         dtype: storage dtype of the HDF5 features, ``float32`` (as released) or ``float16``
             (half the disk size, read back as float32; values must fit float16's range).
+
+    Raises:
+        LMDBConversionError: an unusable key or value (named), or an output that holds
+            complete videos of different features (modality, dim, fps or dtype) or, at the
+            end, other rows than the database.
+        FileNotFoundError: no such database.
+        ImportError: the optional ``lmdb`` package is missing.
     """
     lmdb_path, output = Path(lmdb_path), Path(output)
     pattern = re.compile(key_pattern)
@@ -210,15 +223,18 @@ def convert_lmdb(
                 output=output, modality=modality, dim=dim, entries=entries, rows=0
             )
             provenance = {"source": "rulstm-lmdb", "lmdb": str(lmdb_path.resolve())}
+            try:
+                writer = FeatureFileWriter(
+                    output, modality=modality, dim=dim, fps=fps, provenance=provenance, dtype=dtype
+                )
+            except FeatureFileMismatchError as error:
+                videos = f"{error.videos} complete video{'' if error.videos == 1 else 's'}"
+                raise LMDBConversionError(
+                    f"{output} already holds {videos} of different features: "
+                    f"{'; '.join(error.mismatches)}. Delete the file or choose another --out path"
+                ) from None
             with (
-                FeatureFileWriter(
-                    output,
-                    modality=modality,
-                    dim=dim,
-                    fps=fps,
-                    provenance=provenance,
-                    dtype=dtype,
-                ) as writer,
+                writer,
                 tqdm(
                     total=entries, desc=f"{modality} LMDB -> HDF5", unit="key", disable=not progress
                 ) as bar,

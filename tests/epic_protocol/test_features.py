@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import logging
+import pickle
+import warnings
+
 import h5py
 import numpy as np
 import pytest
@@ -7,7 +11,10 @@ import pytest
 from epic_protocol.features import (
     COMPLETE,
     FeatureFileError,
+    FeatureFileMismatchError,
     FeatureFileWriter,
+    FeaturesReplacedWarning,
+    feature_file_mismatches,
     read_file_info,
 )
 
@@ -53,8 +60,6 @@ def test_writer_rejects_bad_input(tmp_path):
             w.start_video("a/b")
         with pytest.raises(FeatureFileError, match="start_video"):
             w.append("other", np.array([1]), np.zeros((1, 2)))
-    with pytest.raises(FeatureFileError, match="dim is 2, not 5"):
-        FeatureFileWriter(path, modality="flow", dim=5, fps=30.0)
     plain = tmp_path / "plain.h5"
     h5py.File(plain, "w").close()
     with pytest.raises(FeatureFileError, match="not a rulstm-features file"):
@@ -64,3 +69,68 @@ def test_writer_rejects_bad_input(tmp_path):
         read_file_info(tmp_path / "junk.h5")
     with pytest.raises(FileNotFoundError, match="nothing.h5"):
         read_file_info(tmp_path / "nothing.h5")
+
+
+def test_other_attributes_recreate_a_file_without_complete_videos(tmp_path, caplog):
+    """A file left by a run that failed before finishing any video (here: one interrupted
+    video) does not block a rerun with another dim: it is recreated, with an INFO line."""
+    path = tmp_path / "obj.h5"
+    with FeatureFileWriter(path, modality="obj", dim=20, fps=30.0) as w:
+        w.start_video("P01_01")
+        w.append("P01_01", np.array([1]), np.zeros((1, 20)))
+    assert feature_file_mismatches(path, modality="obj", dim=352, fps=30.0) == (
+        ["dim is 20, not 352"],
+        0,
+    )
+    with (
+        caplog.at_level(logging.INFO, logger="epic_protocol.features"),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("error")  # no warning: nothing of value is lost
+        with FeatureFileWriter(path, modality="obj", dim=352, fps=30.0) as w:
+            assert w.replaced == ["dim is 20, not 352"]
+            assert w.completed_videos() == set() and "P01_01" not in w._file
+            w.write_video("P01_01", np.array([1]), np.ones((1, 352)))
+    assert f"{path}: holds no complete video; recreating it (dim is 20, not 352)" in caplog.text
+    info = read_file_info(path)
+    assert (info.dim, info.storage_dtype) == (352, "float32")
+    # Agreeing attributes leave the file as it is.
+    with FeatureFileWriter(path, modality="obj", dim=352, fps=30.0) as w:
+        assert w.replaced == [] and w.completed_videos() == {"P01_01"}
+
+
+def test_complete_videos_of_other_features_are_refused_or_replaced(tmp_path):
+    path = tmp_path / "flow.h5"
+    with FeatureFileWriter(path, modality="flow", dim=2, fps=30.0) as w:
+        w.write_video("v", np.array([1, 2]), np.zeros((2, 2)))
+    want = {"modality": "rgb", "dim": 5, "fps": 25.0, "dtype": "float16"}
+    differences = [
+        "modality is 'flow', not 'rgb'",
+        "dim is 2, not 5",
+        "fps is 30.0, not 25.0",
+        "storage dtype is 'float32', not 'float16'",
+    ]
+    assert feature_file_mismatches(path, **want) == (differences, 1)
+    assert feature_file_mismatches(tmp_path / "absent.h5", **want) == ([], 0)
+    with pytest.raises(FeatureFileMismatchError) as caught:
+        FeatureFileWriter(path, **want)
+    error = caught.value
+    assert (error.path, error.mismatches, error.videos) == (path, differences, 1)
+    assert str(error) == (
+        f"{path} already holds 1 complete video of different features: "
+        f"{'; '.join(differences)}. Delete it, write to another file, or replace it "
+        "(replace_mismatched=True)"
+    )
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)
+    assert read_file_info(path).dim == 2  # refused: untouched
+    with (
+        pytest.warns(FeaturesReplacedWarning) as caught_warnings,
+        FeatureFileWriter(path, **want, replace_mismatched=True) as w,
+    ):
+        assert w.replaced == differences and w.completed_videos() == set()
+    assert str(caught_warnings[0].message) == (
+        f"{path}: replacing it and its 1 complete video: it holds different features "
+        f"({'; '.join(differences)})"
+    )
+    info = read_file_info(path)
+    assert (info.modality, info.dim, info.fps, info.storage_dtype) == ("rgb", 5, 25.0, "float16")

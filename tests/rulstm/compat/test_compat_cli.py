@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from epic_protocol.features import read_file_info
 from rulstm.compat.cli import main
 
 
@@ -40,9 +41,33 @@ def test_import_features_as_float16(ref, tmp_path: Path, capsys):
     assert rows.dtype == np.float32
     np.testing.assert_allclose(rows, np.stack(list(values.values())), rtol=2**-11, atol=1e-7)
     store.close()
-    # Completing the file as float32 is refused with a message naming it.
+    # Completing the file as float32 is refused with a message naming it and what to do.
     assert main([*argv, "--no-progress"]) == 1
-    assert "storage dtype" in capsys.readouterr().err
+    assert _one_line(capsys.readouterr().err) == (
+        f"rulstm-import: error: {output} already holds 1 complete video of different "
+        "features: storage dtype is 'float16', not 'float32'. Delete the file or choose "
+        "another --out path"
+    )
+
+
+def test_a_failed_conversion_does_not_block_a_rerun_with_other_settings(
+    ref, tmp_path: Path, capsys
+):
+    """A conversion that fails before finishing a video leaves a file with the layout's
+    attributes; a rerun with another --dtype recreates it instead of refusing it."""
+    pytest.importorskip("lmdb")
+    entries = {f"P01_01_frame_{f:010d}.jpg": np.full(4, f, np.float32) for f in (1, 2)}
+    bad = ref.write_lmdb(tmp_path / "bad", {**entries, "P01_01_thumbnail.png": np.zeros(4)})
+    output = tmp_path / "feat.h5"
+    argv = ["features", "--modality", "feat", "--out", str(output), "--no-progress"]
+    assert main([*argv, "--lmdb", str(bad)]) == 1
+    assert "'P01_01_thumbnail.png' does not match" in capsys.readouterr().err
+    assert read_file_info(output).storage_dtype == "float32"  # left behind, no video
+    good = ref.write_lmdb(tmp_path / "good", entries)
+    assert main([*argv, "--lmdb", str(good), "--dtype", "float16"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "2 rows from 2 LMDB entries; 1 videos written" in captured.out
+    assert read_file_info(output).storage_dtype == "float16"
 
 
 def test_import_checkpoint(ref, tmp_path: Path, generator: torch.Generator, capsys):

@@ -3,16 +3,18 @@ in float32 in the listed order, resumable, with errors naming the file and the f
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from epic_protocol.features import read_file_info
+from epic_protocol.features import FeatureFileWriter, FeaturesReplacedWarning, read_file_info
 from rulstm.compat.cli import main
 from rulstm.compat.detections import (
     DetectionImportError,
+    VideoIdWarning,
     detection_features,
     import_detections,
     load_detection_file,
@@ -141,8 +143,7 @@ def test_malformed_files_name_the_file_and_frame(tmp_path, capsys):
                  "4", "--no-progress"]) == 1  # fmt: skip
     err = capsys.readouterr().err
     assert "bad_class.npy: frame 3: class 7 is not an integer in [0, 4)" in err
-    with h5py.File(out, "r") as handle:
-        assert "bad_class" not in handle  # nothing half-written
+    assert not out.exists()  # checked before the output is created: nothing half-written
     fractional = _save(tmp_path / "frac.npy", [[_row(0, 0.5)]])
     frames = load_detection_file(fractional)
     frames[0][0, 0] = 1.5
@@ -158,7 +159,122 @@ def test_malformed_files_name_the_file_and_frame(tmp_path, capsys):
         load_detection_file(two_d)
     with pytest.raises(FileNotFoundError, match="absent.npy"):
         import_detections(tmp_path / "absent.npy", out, progress=False)
-    # A file that disagrees with the output's size is refused, naming the file.
-    assert main(["detections", "--npy", str(bad_shape), "--out", str(out), "--num-classes",
-                 "5", "--no-progress"]) == 1  # fmt: skip
-    assert "dim is 4, not 5" in capsys.readouterr().err
+    with pytest.raises(DetectionImportError, match=r"is a folder; --out names the \.h5 file"):
+        import_detections(fractional, tmp_path, progress=False)
+    with pytest.raises(DetectionImportError, match=r"frac.npy: invalid video id 'a/b'"):
+        import_detections(fractional, out, video="a/b", progress=False)
+    with pytest.raises(ValueError, match="fps must be a positive number, got 0"):
+        import_detections(fractional, out, fps=0.0, progress=False)
+    assert not out.exists()
+
+
+def _cli(npy: Path, out: Path, *extra: str) -> int:
+    return main(["detections", "--npy", str(npy), "--out", str(out), *extra, "--no-progress"])
+
+
+def test_a_wrong_num_classes_leaves_no_output_and_the_rerun_works(tmp_path, capsys):
+    """The user's case: class 56 with --num-classes 20 fails; the corrected rerun succeeds."""
+    frames: list = [[_row(1, 0.5)] for _ in range(60)]
+    frames[49] = [_row(56, 0.75), _row(3, 0.25)]
+    source = _save(tmp_path / "P01_11.npy", frames)
+    out = tmp_path / "o.h5"
+    assert _cli(source, out, "--num-classes", "20") == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"rulstm-import: error: {source}: frame 50: class 56 is not an integer in [0, 20) "
+        "(--num-classes 20)"
+    )
+    assert not out.exists()
+    assert _cli(source, out, "--num-classes", "352") == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out.strip() == (
+        f"{out}: obj 352-d, 60 rows for 60 frame entries; 1 video written (P01_11; 61 "
+        "detections), 0 already complete"
+    )
+    with h5py.File(out, "r") as handle:
+        assert handle["P01_11/features"][49, 56] == np.float32(0.75)
+
+
+def test_an_output_without_complete_videos_is_recreated(tmp_path, capsys):
+    """A file left behind by a failed run (attributes, an interrupted video, no complete
+    one) is recreated with the new attributes, with or without --overwrite."""
+    source = _save(tmp_path / "P01_01.npy", [[_row(3, 0.5)], [_row(1, 0.25)]])
+    out = tmp_path / "o.h5"
+    for extra in ((), ("--overwrite",)):
+        out.unlink(missing_ok=True)
+        with FeatureFileWriter(out, modality="obj", dim=20, fps=25.0) as w:
+            w.start_video("P01_01")  # interrupted
+        assert _cli(source, out, "--num-classes", "352", *extra) == 0
+        captured = capsys.readouterr()
+        assert captured.err == ""  # no warning: nothing of value was lost
+        assert captured.out.strip().endswith(
+            "1 video written (P01_01; 2 detections), 0 already complete; recreated the file, "
+            "which held other features (dim is 20, not 352; fps is 25.0, not 30.0)"
+        )
+        info = read_file_info(out)
+        assert (info.dim, info.fps) == (352, 30.0)
+    summary = import_detections(source, out, progress=False)  # nothing to recreate now
+    assert summary.replaced == [] and summary.videos_skipped == ["P01_01"]
+
+
+def test_complete_videos_of_other_features_need_overwrite(tmp_path, capsys):
+    source = _save(tmp_path / "P01_01.npy", [[_row(3, 0.5)], [_row(1, 0.25)]])
+    out = tmp_path / "obj.h5"
+    assert _cli(source, out, "--num-classes", "4") == 0
+    capsys.readouterr()
+    stamp = out.stat().st_mtime_ns
+    assert _cli(source, out, "--num-classes", "352") == 1
+    assert capsys.readouterr().err.strip() == (
+        f"rulstm-import: error: {out} already holds 1 complete video of different features: "
+        "dim is 4, not 352. Delete the file, choose another --out path, or pass --overwrite "
+        "to replace it"
+    )
+    assert out.stat().st_mtime_ns == stamp and read_file_info(out).dim == 4  # untouched
+    assert _cli(source, out, "--num-classes", "352", "--overwrite") == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        f"rulstm-import: warning: {out}: replacing it and its 1 complete video: it holds "
+        "different features (dim is 4, not 352)"
+    )
+    assert "1 video written (P01_01; 2 detections)" in captured.out
+    assert read_file_info(out).dim == 352
+    # Likewise through the Python API, for another fps.
+    with pytest.raises(DetectionImportError, match=r"fps is 30.0, not 25.0\. Delete the file"):
+        import_detections(source, out, fps=25.0, progress=False)
+    with pytest.warns(FeaturesReplacedWarning, match=r"obj.h5: replacing .* \(fps is 30.0"):
+        summary = import_detections(source, out, fps=25.0, overwrite=True, progress=False)
+    assert summary.replaced == ["fps is 30.0, not 25.0"] and summary.videos_written == ["P01_01"]
+
+
+def test_a_file_name_that_is_not_an_epic_video_id_warns(tmp_path, capsys):
+    sample = _save(tmp_path / "sample_obj.npy", [[_row(0, 0.5)]])
+    out = tmp_path / "obj.h5"
+    assert _cli(sample, out, "--num-classes", "3") == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        f"rulstm-import: warning: {sample}: storing its detections as video 'sample_obj' (the "
+        "file name), which does not look like an EPIC-KITCHENS video id (P01_01, P01_101); "
+        "pass --video ID to store them under the video's id"
+    )
+    assert "1 video written (sample_obj; 1 detections)" in captured.out
+    with h5py.File(out, "r") as handle:
+        assert list(handle) == ["sample_obj"]  # stored anyway: own footage may be named so
+    # No warning with --video, for EPIC ids (EK55 and EK100), or for a folder.
+    epic = [_save(tmp_path / f"{name}.npy", [[_row(0, 0.5)]]) for name in ("P01_01", "P01_101")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        written = import_detections(sample, out, num_classes=3, video="P30_05", progress=False)
+        assert written.videos_written == ["P30_05"]
+        for path in epic:
+            written = import_detections(path, out, num_classes=3, progress=False)
+            assert written.videos_written == [path.stem]
+        summary = import_detections(tmp_path, tmp_path / "all.h5", progress=False)
+    # More than three videos written: counted, not named.
+    assert summary.videos_written == ["P01_01", "P01_101", "sample_obj"]
+    assert "3 videos written (P01_01, P01_101, sample_obj; 3 detections)" in str(summary)
+    _save(tmp_path / "P02_01.npy", [[_row(0, 0.5)]])
+    summary = import_detections(tmp_path, tmp_path / "four.h5", progress=False)
+    assert "; 4 videos written (4 detections), 0 already complete" in str(summary)
+    with pytest.warns(VideoIdWarning, match="'sample_obj'"):
+        import_detections(sample, tmp_path / "again.h5", progress=False)
