@@ -77,6 +77,10 @@ def load_weights(
     log.info("initialised %s from %s", type(module).__name__, path)
 
 
+#: Network arguments that do not change any tensor's shape (stages may differ in them).
+_SHAPELESS = frozenset({"dropout"})
+
+
 def _shape_mismatches(
     module: nn.Module, state: dict[str, Any]
 ) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
@@ -102,7 +106,9 @@ def _mismatch_summary(
         differ = {
             name: (value, here["init_args"].get(name))
             for name, value in saved.get("init_args", {}).items()
-            if name in here["init_args"] and here["init_args"][name] != value
+            if name in here["init_args"]
+            and name not in _SHAPELESS
+            and here["init_args"][name] != value
         }
         if differ:
             listed = ", ".join(f"{n} {a} (this network: {b})" for n, (a, b) in differ.items())
