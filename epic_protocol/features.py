@@ -189,13 +189,27 @@ def _mismatches(
     ]
 
 
-def _count_complete(handle: h5py.Group) -> int:
-    count = 0
-    for name in handle:
-        group = handle.get(name)  # None for a dangling external link
-        if isinstance(group, h5py.Group) and bool(group.attrs.get(COMPLETE, False)):
-            count += 1
-    return count
+def _complete_in(handle: h5py.Group) -> set[str]:
+    """Videos of an open feature file marked complete (a dangling external link is not)."""
+    return {
+        name
+        for name in handle
+        if isinstance(group := handle.get(name), h5py.Group)
+        and bool(group.attrs.get(COMPLETE, False))
+    }
+
+
+def complete_videos(path: str | Path) -> set[str]:
+    """Videos marked complete in a feature file, read-only; empty if it is absent.
+
+    Raises:
+        FeatureFileError: the file exists but is not a readable HDF5 file (or is locked).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return set()
+    with open_for_reading(path) as handle:
+        return _complete_in(handle)
 
 
 def feature_file_mismatches(
@@ -221,7 +235,7 @@ def feature_file_mismatches(
             return [], 0
         info = _info_from_attrs(path, handle.attrs)
         mismatches = _mismatches(info, modality=modality, dim=dim, fps=fps, dtype=dtype)
-        return mismatches, (_count_complete(handle) if mismatches else 0)
+        return mismatches, (len(_complete_in(handle)) if mismatches else 0)
 
 
 class FeatureFileWriter:
@@ -277,7 +291,7 @@ class FeatureFileWriter:
                 raise
             mismatches = _mismatches(info, modality=modality, dim=dim, fps=fps, dtype=dtype)
             if mismatches:
-                videos = _count_complete(self._file)
+                videos = len(_complete_in(self._file))
                 self._file.close()
                 if videos and not replace_mismatched:
                     raise FeatureFileMismatchError(self.path, mismatches, videos)

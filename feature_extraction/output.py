@@ -45,6 +45,7 @@ from epic_protocol.features import (
     SPARSE,
     FeatureFileError,
     FeatureFileWriter,
+    complete_videos,
 )
 
 WORK_DIR = ".rulstm-extract"
@@ -72,14 +73,6 @@ def check_writable(out: Path) -> None:
         raise OutputError(
             f"cannot write to the output folder {out}: {error.strerror or error}"
         ) from error
-
-
-def complete_videos(path: Path) -> set[str]:
-    """Videos marked complete in a feature file, read-only; empty if it is absent."""
-    if not path.is_file():
-        return set()
-    with h5py.File(path, "r") as handle:
-        return {name for name in handle if bool(handle[name].attrs.get(COMPLETE, False))}
 
 
 @dataclass(frozen=True)
@@ -260,7 +253,7 @@ def merge_staging(
         try:
             if video in complete_videos(path):
                 staged[video] = path
-        except OSError:
+        except (OSError, FeatureFileError):
             continue
     if not staged:
         return []

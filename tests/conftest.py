@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -125,3 +126,18 @@ def tiny_extraction_options() -> list[str]:
         "--obj.min_size", "64",
         "--obj.max_size", "64",
     ]  # fmt: skip
+
+
+@pytest.fixture
+def load_script() -> Callable[[str], object]:
+    """``load_script("train_egtea")``: a module of ``scripts/`` (not a package), imported
+    from its file so that tests can call its functions."""
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+
+    def load(name: str) -> object:
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

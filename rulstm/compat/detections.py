@@ -37,14 +37,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from epic_protocol.features import (
-    COMPLETE,
     FRAMES,
     FeatureFileError,
     FeatureFileMismatchError,
     FeatureFileWriter,
     check_video_id,
+    complete_videos,
     feature_file_mismatches,
-    open_for_reading,
 )
 
 #: Classes of the released Obj features (EK55 nouns).
@@ -245,19 +244,6 @@ def _refusal(output: Path, mismatches: Sequence[str], videos: int) -> DetectionI
     )
 
 
-def _completed(output: Path) -> set[str]:
-    """Videos complete in an existing output (read-only; empty if there is none)."""
-    if not output.is_file():
-        return set()
-    with open_for_reading(output) as handle:
-        return {
-            name
-            for name in handle
-            if isinstance(group := handle.get(name), h5py.Group)
-            and bool(group.attrs.get(COMPLETE, False))
-        }
-
-
 def import_detections(
     npy: str | Path,
     output: str | Path,
@@ -313,7 +299,7 @@ def import_detections(
         mismatches, videos = feature_file_mismatches(
             output, modality="obj", dim=num_classes, fps=fps
         )
-        completed = set() if mismatches else _completed(output)
+        completed = set() if mismatches else complete_videos(output)
     except FeatureFileError as error:
         raise DetectionImportError(str(error)) from None
     if mismatches and videos and not overwrite:

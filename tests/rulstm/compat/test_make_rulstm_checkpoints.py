@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -13,19 +12,13 @@ import torch
 
 from rulstm.compat.cli import main as import_main
 
-REPO = Path(__file__).resolve().parents[3]
 TINY = ["--hidden", "8", "--num-classes", "7"]
 BRANCH_DIMS = {"rgb": 1024, "flow": 1024, "obj": 352}
 
 
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location(
-        "make_rulstm_checkpoints", REPO / "scripts" / "make_rulstm_checkpoints.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def script(load_script):
+    return load_script("make_rulstm_checkpoints")
 
 
 def _reference_name(key: str) -> str:

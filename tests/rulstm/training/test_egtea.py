@@ -4,7 +4,6 @@ summarises the three splits."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -95,18 +94,11 @@ def test_config_runs_fast_dev_run(split, stage, egtea_features, tmp_path):
     assert len(train) + train.num_dropped == {1: 8299, 2: 8299, 3: 8300}[split]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "train_egtea", REPO / "scripts" / "train_egtea.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
-def test_script_trains_evaluates_and_summarises_three_splits(egtea_features, tmp_path, capsys):
-    script = _load_script()
+def test_script_trains_evaluates_and_summarises_three_splits(
+    egtea_features, tmp_path, capsys, load_script
+):
+    script = load_script("train_egtea")
     features = tmp_path / "features"
     for split in (1, 2, 3):
         (features / f"split{split}").mkdir(parents=True)
@@ -150,8 +142,8 @@ def test_script_trains_evaluates_and_summarises_three_splits(egtea_features, tmp
     assert (out / "summary.csv").read_text().startswith("model,task,metric,time_s,mean,std")
 
 
-def test_aggregate_mean_and_spread(tmp_path):
-    script = _load_script()
+def test_aggregate_mean_and_spread(tmp_path, load_script):
+    script = load_script("train_egtea")
     times = [2.0, 1.0]
     for split, value in ((1, 10.0), (2, 20.0), (3, 60.0)):
         series = [
