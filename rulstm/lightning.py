@@ -286,8 +286,9 @@ class AnticipationModule(L.LightningModule):
         values = metrics.compute() if metrics.update_called else {}
         metrics.reset()
         log = functools.partial(self.log, sync_dist=True, reduce_fx="max")
-        if "num_segments" in values:
-            report_partial(self.trainer, stage, int(values["num_segments"]))
+        if "num_seen" in values:
+            # Discarded segments went through too: a full split is not partial.
+            report_partial(self.trainer, stage, int(values["num_seen"]))
         if "loss" in values:
             log(f"{stage}/loss", values["loss"].item())
         if "weights" in values:

@@ -316,7 +316,9 @@ class SplitMetrics(Metric):
         if discarded not in ("drop", "zeros"):
             raise ValueError(f"discarded must be 'drop' or 'zeros', got {discarded!r}")
         self.discarded = discarded
-        for name in ("index", "ranks", "labels", "losses", "weights"):
+        # "seen": the index of every segment of the split that went through, scored or not
+        # (dropped, unlabelled), so that a full run is told from a partial one.
+        for name in ("index", "seen", "ranks", "labels", "losses", "weights"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(
@@ -351,6 +353,7 @@ class SplitMetrics(Metric):
             ranks[known] = torch.from_numpy(true_class_rank(logits[~outside], action[~outside]))
         # All-zero scores: the true class ranks last.
         ranks[~valid & known] = num_classes
+        self.seen.append(index.long().to(logits.device))
         self.index.append(index.long().to(logits.device)[keep])
         self.ranks.append(ranks.to(logits.device))
         self.labels.append(labels)
@@ -364,7 +367,8 @@ class SplitMetrics(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         """``top1``, ``top5``, ``recall5`` (percent, (S,) each), ``loss`` (scalar, the mean
         over segments with a loss) and ``weights`` ((M,), fusion only); ``{}`` when no
-        segment was scored. ``num_segments`` counts the segments scored."""
+        segment was scored. ``num_segments`` counts the segments scored, ``num_seen`` the
+        distinct segments of the split that went through (discarded and unlabelled ones too)."""
         index = _cat(self.index)
         if index is None or index.numel() == 0:
             return {}
@@ -377,6 +381,7 @@ class SplitMetrics(Metric):
             "top5": torch.as_tensor(accuracy_from_ranks(ranks, k=5) * 100),
             "recall5": torch.as_tensor(class_mean_recall_from_ranks(ranks, labels, k=5) * 100),
             "num_segments": torch.tensor(len(first)),
+            "num_seen": torch.tensor(len(torch.unique(dim_zero_cat(self.seen)))),
         }
         scored = ~torch.isnan(losses)
         if bool(scored.any()):

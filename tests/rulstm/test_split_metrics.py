@@ -135,3 +135,14 @@ def test_headline_step_follows_alpha():
     assert half.output_times[half.headline_index] == 1.0
     with pytest.raises(ValueError, match="no output is 1 s before the action with alpha=0.3"):
         AnticipationModule(net=net, alpha=0.3, anticipation_steps=8)
+
+
+def test_discarded_segments_are_seen_but_not_scored():
+    # EK55 drops a segment with no observable frame: 4 scored, yet all 5 went through, so a
+    # full split is not mistaken for a partial run.
+    metric = SplitMetrics(discarded="drop")
+    update(
+        metric, [0, 1, 2, 3, 4], ranks=[1] * 5, labels=[0, 1, 2, 3, 4], valid=[False] + [True] * 4
+    )
+    values = metric.compute()
+    assert (int(values["num_segments"]), int(values["num_seen"])) == (4, 5)

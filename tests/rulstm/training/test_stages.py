@@ -315,3 +315,18 @@ def test_partial_validation_says_n_of_m_segments(tmp_path, synthetic_data, caplo
     assert total > 2
     assert f"val metrics of a partial run: 2 of {total} segments of the split" in caplog.text
     assert "val/action/top5/1.00s" in cli.trainer.callback_metrics
+
+
+def test_a_full_validation_with_a_discarded_segment_is_not_partial(
+    tmp_path, synthetic_data, caplog
+):
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+    # A segment starting at frame 3: nothing observable before it, so EK55 drops it.
+    with data.val.open("a") as split:
+        split.write("early,P03_01,3,40,0,0,0\n")
+    args = fit_args("rgb_sc", data, tmp_path / "runs", epochs=1)
+    args[0] = "validate"
+    with caplog.at_level("WARNING"):
+        cli = build_cli(args)
+    assert "val/action/top5/1.00s" in cli.trainer.callback_metrics
+    assert "partial run" not in caplog.text
