@@ -23,7 +23,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 import numpy as np
 
@@ -154,16 +154,37 @@ class ActionVocabulary:
         )
 
 
+def open_text(path: PathLike) -> TextIO:
+    """Open a text file the user made (CSV annotations, id lists, class files) for reading.
+
+    UTF-8 with or without a byte-order mark: spreadsheet programs (Excel's and Google
+    Sheets' "CSV UTF-8") start the file with ``U+FEFF``, which would otherwise stick to the
+    first cell (uid ``0`` read as ``U+FEFF 0``, a header cell ``narration_id`` not found).
+    Newlines are left to the ``csv`` module (``newline=""``). Every reader of such files
+    opens them here.
+    """
+    return Path(path).open(newline="", encoding="utf-8-sig")
+
+
 def _rows(path: PathLike) -> Iterator[tuple[int, list[str]]]:
-    """(1-based line number, stripped cells) for every non-blank CSV row."""
+    """(1-based line number, stripped cells) for every non-blank CSV row.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`AnnotationError` for one
+    that is not UTF-8 text (naming the file and the line)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as handle:
-        for line_number, row in enumerate(csv.reader(handle), start=1):
-            cells = [cell.strip() for cell in row]
-            if any(cells):
-                yield line_number, cells
+    line_number = 0
+    try:
+        with open_text(path) as handle:
+            for line_number, row in enumerate(csv.reader(handle), start=1):
+                cells = [cell.strip() for cell in row]
+                if any(cells):
+                    yield line_number, cells
+    except UnicodeDecodeError as error:
+        raise AnnotationError(
+            f"{path}:{line_number + 1}: not UTF-8 text ({error.reason}); save it as CSV UTF-8"
+        ) from None
 
 
 def _int(path: PathLike, line: int, column: str, value: str) -> int:

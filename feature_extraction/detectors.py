@@ -25,6 +25,7 @@ import torch
 import torchvision
 from torch import nn
 
+from epic_protocol.annotations import open_text
 from epic_protocol.errors import WeightsUnavailableError
 from feature_extraction.backbones import load_state_dict, resolve_weights, seeded
 
@@ -127,7 +128,8 @@ def read_palette(source: str | Path | Sequence[Any] | Mapping[str, Any]) -> list
         name = str(path)
         if not path.is_file():
             raise FileNotFoundError(f"palette file not found: {path}")
-        text = path.read_text(encoding="utf-8")
+        with open_text(path) as handle:  # with or without a byte-order mark
+            text = handle.read()
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
@@ -338,7 +340,8 @@ class TorchvisionDetector(nn.Module):
 
 def _class_names_from_file(path: Path) -> list[str]:
     """One name per line, or a CSV whose second column is the name (EPIC class files)."""
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with open_text(path) as handle:  # with or without a byte-order mark
+        lines = [line.strip() for line in handle.read().splitlines() if line.strip()]
     if lines and "," in lines[0]:
         header, *rows = lines
         if not header.split(",")[0].strip().isdigit():

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from epic_protocol.annotations import read_id_list
 from epic_protocol.errors import ArgumentParser, UserError, cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -391,7 +392,7 @@ def demo(out: Path, data, best: dict[str, Path]) -> Path:
     """``rulstm-demo`` on the first validation video, with the fusion model."""
     from rulstm_apps.demo import main as demo_main
 
-    video_id = data.validation_videos_csv.read_text().split()[0]
+    video_id = read_id_list(data.validation_videos_csv)[0]
     path = out / "demo.mp4"
     _banner(f"demo on validation video {video_id}")
     args = [

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from epic_protocol.annotations import read_id_list
 from epic_protocol.errors import ArgumentParser, UserError, cli_main
 
 log = logging.getLogger(__name__)
@@ -399,7 +400,7 @@ def quickstart_serving(folder: str | Path) -> QuickstartServing:
                 f"{path} not found ({what}): run `make quickstart` (or rulstm-quickstart "
                 f"--out {root}) first, or pass --checkpoint and --extract-config"
             )
-    first = needed["validation videos"].read_text().split()
+    first = read_id_list(needed["validation videos"])
     samples = tuple(p for p in [data / "videos" / f"{first[0]}.mp4"] if first and p.is_file())
     verbs = data / "epic" / "EPIC_100_verb_classes.csv"
     nouns = data / "epic" / "EPIC_100_noun_classes.csv"

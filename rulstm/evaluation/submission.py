@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from epic_protocol.annotations import ActionVocabulary
+from epic_protocol.annotations import ActionVocabulary, open_text
 from rulstm.evaluation.classes import CLASS_COUNTS
 from rulstm.evaluation.records import SegmentRecords
 from rulstm.metrics import ArrayLike, marginalize
@@ -449,7 +449,7 @@ def read_split_ids(path: str | Path) -> list[str]:
     """Segment ids of a split: a RU-LSTM split CSV (first column, EK55 uids without their
     zero padding), an EPIC CSV (``uid`` / ``narration_id`` column) or a one-id-per-line list."""
     path = resolve_path(path)
-    with path.open(newline="", encoding="utf-8") as handle:
+    with open_text(path) as handle:
         rows = [[c.strip() for c in row] for row in csv.reader(handle) if any(row)]
     if not rows:
         return []

@@ -248,3 +248,70 @@ def test_malformed_actions_and_epic_rows(tmp_path):
 def test_builtin_resolution_errors():
     with pytest.raises(FileNotFoundError, match="not a shipped file"):
         resolve_path("builtin:ek55/nope.csv")
+
+
+# Files as spreadsheet programs save them ("CSV UTF-8" in Excel and Google Sheets): a UTF-8
+# byte-order mark first. Each reader must give the same result with and without it.
+BOM_FILES = {
+    "ek55_split": ("00000, P01_01, 0000000004, 0000000101, 002, 008, 1298\n", read_rulstm_split),
+    "ek100_split": ("P01_01_0,P01_01,4,101,3,3,2413\n", read_rulstm_split),
+    "egtea_split": ("2,P07-R01-PastaSalad,2751,2808,3,10,5\n", read_rulstm_split),
+    "test_split": ("01924, P01_11, 0000000001, 0000000056\n", read_annotations),
+    "ek55_epic": (
+        EK55_HEADER + "0,P01,P01_01,open x,00:00:01.00,00:00:02.00,60,120,open,2,x,8,[],[]\n",
+        read_annotations,
+    ),
+    "ek100_epic": (
+        "narration_id,participant_id,video_id,start_timestamp,stop_timestamp,verb_class,"
+        "noun_class\nP01_01_0,P01,P01_01,00:00:01.00,00:00:02.00,2,8\n",
+        read_epic_csv,
+    ),
+    "ek55_actions": ("id,action,verb,noun\n0,take cup,0,29\n", read_actions_csv),
+    "ek100_actions": ("id,verb,noun,action\n0,0,29,take cup\n", read_actions_csv),
+    "egtea_actions": ("0, 0_0, Inspect/Read_recipe\n", read_actions_csv),
+    "video_info": ("video_id,duration,fps,resolution\nP01_11,10.0,50.0,x\n", read_video_info),
+    "ek55_video_info": ("video,resolution,duration,fps\nP01_11,x,10.0,59.94\n", read_video_info),
+    "many_shot_verbs": ("verb_class,verb\n0,take\n3,open\n", read_class_ids),
+    "tail_nouns": ("noun\n7\n9\n", read_class_ids),
+    "many_shot_actions": ("verb_class,noun_class,action\n0,29,take cup\n", read_many_shot_actions),
+    "unseen_ids": ("participant_id\nP01\nP02\n", read_id_list),
+    "validation_ids": ("0\n12\n", read_id_list),
+    "verb_classes": ("id,key,instances,category\n0,take,['take'],x\n1,put,[],x\n", read_class_names),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOM_FILES))
+def test_every_reader_ignores_a_utf8_byte_order_mark(tmp_path, name):
+    text, reader = BOM_FILES[name]
+    plain = tmp_path / f"{name}.csv"
+    plain.write_text(text, encoding="utf-8")
+    marked = tmp_path / f"{name}_bom.csv"
+    marked.write_text(text, encoding="utf-8-sig")
+    assert marked.read_bytes().startswith(b"\xef\xbb\xbf")
+    expected = reader(plain)
+    assert reader(marked) == expected
+    assert "\ufeff" not in repr(expected)
+
+
+def test_bom_uid_and_id_list_header(tmp_path):
+    """The reported cases: uid '0' not '\\ufeff0', an id-list header not taken as an id, an
+    EPIC-100 CSV whose first header cell is narration_id."""
+    split = tmp_path / "validation.csv"
+    split.write_text("00000, P01_01, 0000000004, 0000000101, 002, 008, 1298\n", "utf-8-sig")
+    assert read_rulstm_split(split)[0].uid == "0"
+    ids = tmp_path / "EPIC_100_unseen_participant_ids_test.csv"
+    ids.write_text("participant_id\nP33\n", "utf-8-sig")
+    assert read_id_list(ids) == ["P33"]
+    epic = tmp_path / "EPIC_100_validation.csv"
+    epic.write_text(
+        "narration_id,video_id,start_timestamp,stop_timestamp\nP01_01_0,P01_01,0:0:1.0,0:0:2.0\n",
+        "utf-8-sig",
+    )
+    assert [s.uid for s in read_annotations(epic)] == ["P01_01_0"]
+
+
+def test_non_utf8_annotation_names_file_and_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"0,P01_01,1,2\n1,P01_\xe9,1,2\n")
+    with pytest.raises(AnnotationError, match=r"latin1.csv:\d+: not UTF-8 text"):
+        read_rulstm_split(path)

@@ -99,6 +99,21 @@ def test_palette_files_in_several_shapes(tmp_path: Path) -> None:
     assert list(detector.class_names) == ["knife", "pan"]
 
 
+def test_class_and_palette_files_with_byte_order_mark(tmp_path) -> None:
+    """Files saved as "CSV UTF-8" by a spreadsheet start with a BOM: same names as without."""
+    from feature_extraction.detectors import _class_names_from_file
+
+    classes = tmp_path / "EPIC_100_noun_classes.csv"
+    classes.write_text("id,key,instances,category\n0,tap,[],x\n1,cup,[],x\n", "utf-8-sig")
+    assert _class_names_from_file(classes) == ["tap", "cup"]
+    plain = tmp_path / "names.txt"
+    plain.write_text("tap\ncup\n", "utf-8-sig")
+    assert _class_names_from_file(plain) == ["tap", "cup"]
+    palette = tmp_path / "palette.json"
+    palette.write_text(json.dumps({"pan": [255, 128, 0]}), "utf-8-sig")
+    assert read_palette(palette) == [PaletteEntry("pan", (255, 128, 0))]
+
+
 def test_faster_rcnn_random_init_gives_one_score_per_class() -> None:
     detector = build_torchvision_detector(
         model="fasterrcnn_mobilenet_v3_large_320_fpn",

@@ -221,6 +221,14 @@ def test_read_split_ids(tmp_path: Path):
     assert read_split_ids(tmp_path / "epic.csv") == ["P01_101_0"]
 
 
+def test_read_split_ids_with_byte_order_mark(tmp_path: Path):
+    """Spreadsheets' "CSV UTF-8" starts with a BOM: the same ids as without it."""
+    (tmp_path / "ek55.csv").write_text("00000, P01_01, 1, 2\n", encoding="utf-8-sig")
+    assert read_split_ids(tmp_path / "ek55.csv") == ["0"]
+    (tmp_path / "epic.csv").write_text("narration_id,x\nP01_101_0,P01\n", encoding="utf-8-sig")
+    assert read_split_ids(tmp_path / "epic.csv") == ["P01_101_0"]
+
+
 class _Replay(L.LightningModule):
     def __init__(self) -> None:
         super().__init__()
