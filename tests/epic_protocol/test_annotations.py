@@ -276,7 +276,10 @@ BOM_FILES = {
     "many_shot_actions": ("verb_class,noun_class,action\n0,29,take cup\n", read_many_shot_actions),
     "unseen_ids": ("participant_id\nP01\nP02\n", read_id_list),
     "validation_ids": ("0\n12\n", read_id_list),
-    "verb_classes": ("id,key,instances,category\n0,take,['take'],x\n1,put,[],x\n", read_class_names),
+    "verb_classes": (
+        "id,key,instances,category\n0,take,['take'],x\n1,put,[],x\n",
+        read_class_names,
+    ),
 }
 
 
