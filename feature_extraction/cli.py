@@ -52,7 +52,8 @@ def build_parser() -> ArgumentParser:
         help="Instead of --videos: a folder of JPEG frames, searched recursively, in the RU-LSTM "
         "authors' flat layout (<video>_frame_<n>.jpg, <video>_flow_u_<n>.jpg, "
         "<video>_flow_v_<n>.jpg, 30 fps) or EPIC-KITCHENS' (rgb_frames/<video>/frame_<n>.jpg, "
-        "flow_frames/<video>/{u,v}/frame_<n>.jpg, native fps: needs --video_info).",
+        "flow_frames/<video>/{u,v}/frame_<n>.jpg, native fps: needs --video_info); .jpeg and "
+        "upper case (.JPG) are read too.",
     )
     parser.add_argument(
         "--out", type=Path, required=True, help="Output folder for rgb.h5, flow.h5, obj.h5."

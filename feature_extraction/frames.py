@@ -24,10 +24,15 @@ image 1 before the start: frame 3 of the flat layout stacks images 1, 1, 1, 2, 3
 authors' script does. For the epic layout the stack holds consecutive flow images at their
 own rate, as TSN was trained.
 
+File names end in any spelling of the JPEG extension (``.jpg``, ``.jpeg``, ``.JPG``, ``.JPEG``,
+mixed within a video: cameras and copies from Windows write upper case).
+
 Errors: a gap in a sequence's numbering (including a missing frame 1), a flow image without its
-partner, frames of one kind in two folders, or a video missing from the video-info CSV fail
-that video, and reading an unreadable JPEG fails it when it is reached; the messages name the
-file. Other videos go on.
+partner, frames of one kind in two folders, a file named like a frame but with another extension
+(``frame_0000000041.png``) or one frame under two spellings (``.jpg`` and ``.JPG``), or a video
+missing from the video-info CSV fail that video (never a video cut short at the odd file), and
+reading an unreadable JPEG fails it when it is reached; the messages name the file. Other videos
+go on.
 """
 
 from __future__ import annotations
@@ -35,9 +40,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -50,8 +55,11 @@ from feature_extraction.video import exact_rate, resample
 Layout = Literal["flat", "epic"]
 Kind = Literal["rgb", "u", "v"]
 
-_FLAT = re.compile(r"^(?P<video>.+)_(?P<kind>frame|flow_u|flow_v)_(?P<n>\d{10})\.jpg$")
-_EPIC = re.compile(r"^frame_(?P<n>\d{10})\.jpg$")
+# Names of the layouts with any extension; :data:`JPEG_SUFFIXES` are read, others fail the video.
+_FLAT = re.compile(r"^(?P<video>.+)_(?P<kind>frame|flow_u|flow_v)_(?P<n>\d{10})(?P<ext>\.[^.]+)$")
+_EPIC = re.compile(r"^frame_(?P<n>\d{10})(?P<ext>\.[^.]+)$")
+#: Extensions of frame images, compared case-insensitively (``.JPG`` and ``.Jpeg`` too).
+JPEG_SUFFIXES = (".jpg", ".jpeg")
 _FLAT_KINDS: dict[str, Kind] = {"frame": "rgb", "flow_u": "u", "flow_v": "v"}
 
 
@@ -61,14 +69,18 @@ class FrameError(RuntimeError):
 
 @dataclass(frozen=True)
 class FrameSequence:
-    """Images ``1 .. count`` of one kind of one video: ``folder / f"{prefix}{n:010d}.jpg"``."""
+    """Images ``1 .. count`` of one kind of one video:
+    ``folder / f"{prefix}{n:010d}{suffix}"``, where ``suffix`` is ``suffixes[n]`` for the
+    images whose extension is spelled unlike the others (``.JPG`` among ``.jpg``)."""
 
     folder: Path
     prefix: str
     count: int
+    suffix: str = ".jpg"
+    suffixes: Mapping[int, str] = field(default_factory=dict, hash=False, compare=False)
 
     def path(self, number: int) -> Path:
-        return self.folder / f"{self.prefix}{number:010d}.jpg"
+        return self.folder / f"{self.prefix}{number:010d}{self.suffixes.get(number, self.suffix)}"
 
 
 @dataclass(frozen=True)
@@ -131,16 +143,49 @@ def source_indices(count: int, *, rate: float, fps: float) -> np.ndarray:
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, str]]:
-    """(folder, file name) of every ``.jpg`` under ``root``, hidden folders and files skipped."""
+    """(folder, file name) of every file under ``root`` in name order, hidden folders and files
+    skipped."""
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        for name in files:
-            if name.endswith(".jpg") and not name.startswith("."):
+        for name in sorted(files):
+            if not name.startswith("."):
                 yield Path(folder), name
 
 
+# Found images of one kind of one video: folder -> {image number: extension as spelled}.
+_Found = dict[Path, dict[int, str]]
+
+
+def _add(
+    found: _Found,
+    folder: Path,
+    name: str,
+    match: re.Match[str],
+    problems: dict[str, str],
+    video: str,
+) -> None:
+    """Record one file named like a frame, or the video's first problem with it: an extension
+    that is not JPEG, or an image number present under two spellings."""
+    number, suffix = int(match["n"]), match["ext"]
+    if suffix.lower() not in JPEG_SUFFIXES:
+        problems.setdefault(
+            video,
+            f"{folder / name}: named like a frame of {video} but not a JPEG (frames must end in "
+            f"{', '.join(JPEG_SUFFIXES)}, in any case); rename or convert it",
+        )
+        return
+    numbers = found.setdefault(folder, {})
+    if number in numbers:
+        other = name[: -len(suffix)] + numbers[number]
+        problems.setdefault(
+            video, f"{folder / name}: the same frame as {other}; keep one of the two files"
+        )
+        return
+    numbers[number] = suffix
+
+
 def _sequence(
-    video: str, kind: str, found: Mapping[Path, list[int]], prefix: str
+    video: str, kind: str, found: Mapping[Path, Mapping[int, str]], prefix: str
 ) -> tuple[FrameSequence | None, str]:
     """The sequence of one kind, or a problem: two folders, or a gap in the numbering."""
     if not found:
@@ -148,9 +193,11 @@ def _sequence(
     if len(found) > 1:
         folders = ", ".join(str(f) for f in sorted(found)[:2])
         return None, f"{video}: {kind} images in more than one folder ({folders})"
-    folder, numbers = next(iter(found.items()))
-    numbers = sorted(numbers)
-    sequence = FrameSequence(folder, prefix, numbers[-1])
+    folder, spelled = next(iter(found.items()))
+    numbers = sorted(spelled)
+    suffix = Counter(spelled.values()).most_common(1)[0][0]
+    others = {n: ext for n, ext in spelled.items() if ext != suffix}
+    sequence = FrameSequence(folder, prefix, numbers[-1], suffix, others)
     if len(numbers) != numbers[-1] or numbers[0] != 1:
         present = set(numbers)
         missing = next(n for n in range(1, numbers[-1] + 1) if n not in present)
@@ -190,14 +237,15 @@ def find_frame_videos(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"frame folder not found: {root}")
-    flat: dict[str, dict[str, dict[Path, list[int]]]] = {}
-    epic: dict[str, dict[str, dict[Path, list[int]]]] = {}
+    flat: dict[str, dict[str, _Found]] = {}
+    epic: dict[str, dict[str, _Found]] = {}
+    problems: dict[str, str] = {}  # video -> its first file problem (see _add)
     for folder, name in _walk(root):
         match = _FLAT.match(name)
         if match:
             kinds = flat.setdefault(match["video"], {})
             kind = _FLAT_KINDS[match["kind"]]
-            kinds.setdefault(kind, {}).setdefault(folder, []).append(int(match["n"]))
+            _add(kinds.setdefault(kind, {}), folder, name, match, problems, match["video"])
             continue
         match = _EPIC.match(name)
         if match is None:
@@ -209,9 +257,7 @@ def find_frame_videos(
             video, kind = parts[-2], parts[-1]
         else:
             continue
-        epic.setdefault(video, {}).setdefault(kind, {}).setdefault(folder, []).append(
-            int(match["n"])
-        )
+        _add(epic.setdefault(video, {}).setdefault(kind, {}), folder, name, match, problems, video)
     both = sorted(set(flat) & set(epic))
     if both:
         raise ValueError(f"video {both[0]} has frames in both the flat and the EPIC layout")
@@ -220,26 +266,29 @@ def find_frame_videos(
             f"{root} holds EPIC-KITCHENS frame folders (rgb_frames/, flow_frames/): their native "
             "frame rates come from the video-info CSV, give --video_info EPIC_100_video_info.csv"
         )
-    videos = [_flat_video(video, kinds) for video, kinds in flat.items()]
-    videos += [_epic_video(video, kinds, video_info or {}) for video, kinds in epic.items()]
+    videos = [_flat_video(video, kinds, problems.get(video, "")) for video, kinds in flat.items()]
+    videos += [
+        _epic_video(video, kinds, video_info or {}, problems.get(video, ""))
+        for video, kinds in epic.items()
+    ]
     return sorted(videos, key=lambda v: v.video_id)
 
 
-def _flat_video(video: str, kinds: Mapping[str, Mapping[Path, list[int]]]) -> FrameVideo:
+def _flat_video(video: str, kinds: Mapping[str, _Found], problem: str) -> FrameVideo:
     rgb, p1 = _sequence(video, "RGB", kinds.get("rgb", {}), f"{video}_frame_")
     u, p2 = _sequence(video, "flow u", kinds.get("u", {}), f"{video}_flow_u_")
     v, p3 = _sequence(video, "flow v", kinds.get("v", {}), f"{video}_flow_v_")
-    problem = p1 or p2 or p3 or _pair_problem(u, v, video)
+    problem = problem or p1 or p2 or p3 or _pair_problem(u, v, video)
     return FrameVideo(video, "flat", rgb, u, v, problem=problem)
 
 
 def _epic_video(
-    video: str, kinds: Mapping[str, Mapping[Path, list[int]]], video_info: Mapping[str, float]
+    video: str, kinds: Mapping[str, _Found], video_info: Mapping[str, float], problem: str
 ) -> FrameVideo:
     rgb, p1 = _sequence(video, "RGB", kinds.get("rgb", {}), "frame_")
     u, p2 = _sequence(video, "flow u", kinds.get("u", {}), "frame_")
     v, p3 = _sequence(video, "flow v", kinds.get("v", {}), "frame_")
-    problem = p1 or p2 or p3 or _pair_problem(u, v, video)
+    problem = problem or p1 or p2 or p3 or _pair_problem(u, v, video)
     native = video_info.get(video)
     if native is None and not problem:
         problem = f"{video}: not in the video-info CSV (its native frame rate is needed)"

@@ -84,6 +84,50 @@ def test_a_gap_or_a_missing_v_fails_that_video_naming_the_file(tmp_path: Path) -
         list(reader.rows())
 
 
+def test_jpeg_spellings_mixed_in_one_video_are_all_read(tmp_path: Path) -> None:
+    """Frames 1-4 ``.jpg``, 5-8 ``.JPG`` (and flow in ``.jpeg`` / ``.JPEG``): all 8 frames."""
+    _flat(tmp_path, "P01_01", rgb=range(1, 9), u=range(1, 9), v=range(1, 9))
+    renamed = {"rgb": ".JPG", "flow": ".JPEG"}
+    for folder, suffix in renamed.items():
+        for path in sorted((tmp_path / folder).iterdir()):
+            if int(path.stem[-10:]) >= 5:
+                path.rename(path.with_suffix(suffix))
+    (tmp_path / "flow" / "P01_01_flow_u_0000000002.jpg").rename(
+        tmp_path / "flow" / "P01_01_flow_u_0000000002.jpeg"
+    )
+    (video,) = find_frame_videos(tmp_path)
+    assert not video.problem and video.output_frames(30) == 8
+    assert video.rgb.path(5).name == "P01_01_frame_0000000005.JPG"
+    assert video.rgb.path(4).name == "P01_01_frame_0000000004.jpg"
+    reader = FrameReader(video, fps=30, rgb=True, flow=True, stack=5)
+    assert reader.frames() == list(range(1, 9))
+    assert [_level(reader.rgb_image(k)) for k in (4, 5, 8)] == [40, 50, 80]
+    assert [_level(c) for c in reader.flow_stack(2)][-2:] == [20, 25]  # the .jpeg u image
+    # The EPIC layout as well.
+    epic = tmp_path / "epic" / "rgb_frames" / "P02_01"
+    for n in range(1, 5):
+        _gray(epic / f"frame_{n:010d}.{'jpg' if n < 3 else 'JPG'}", 10 * n, mode="RGB")
+    (video,) = find_frame_videos(tmp_path / "epic", video_info={"P02_01": 30.0})
+    assert not video.problem and video.output_frames(30) == 4
+
+
+def test_a_frame_with_another_extension_or_two_spellings_fails_that_video(tmp_path: Path) -> None:
+    """Never cut short: a frame saved as .png (or twice) fails the video, naming the file."""
+    _flat(tmp_path, "P01_01", rgb=range(1, 5), u=[], v=[])
+    _flat(tmp_path, "P01_02", rgb=range(1, 5), u=[], v=[])
+    _flat(tmp_path, "P01_03", rgb=range(1, 5), u=[], v=[])
+    rgb = tmp_path / "rgb"
+    (rgb / "P01_01_frame_0000000003.jpg").rename(rgb / "P01_01_frame_0000000003.png")
+    _gray(rgb / "P01_02_frame_0000000002.JPG", 0, mode="RGB")
+    (rgb / "P01_03_frame_0000000005.jpg.xmp").write_text("sidecar")  # not named like a frame
+    videos = {v.video_id: v for v in find_frame_videos(tmp_path)}
+    with pytest.raises(FrameError, match=r"P01_01_frame_0000000003\.png: named like a frame"):
+        FrameReader(videos["P01_01"], fps=30, rgb=True, flow=False)
+    with pytest.raises(FrameError, match=r"P01_02_frame_0000000002\.jpg: the same frame as "):
+        FrameReader(videos["P01_02"], fps=30, rgb=True, flow=False)
+    assert not videos["P01_03"].problem and videos["P01_03"].output_frames(30) == 4
+
+
 def test_epic_layout_maps_native_rates_onto_30_fps(tmp_path: Path) -> None:
     # 60 fps video: RGB frame 2k - 1 and flow image k (flow at 30 fps) become frame k.
     for n in range(1, 13):
@@ -174,3 +218,25 @@ def test_extract_frames_reports_bad_videos_resumes_and_samples_sparsely(
         with h5py.File(sparse / f"{modality}.h5") as s, h5py.File(out / f"{modality}.h5") as d:
             dense = d["P01_01"]["features"][()][np.array(expected) - 1]
             np.testing.assert_allclose(s["P01_01"]["features"][()], dense, rtol=1e-4, atol=1e-5)
+
+
+def test_extract_frames_with_upper_case_jpg_stores_every_frame(
+    tmp_path: Path, tiny_config: Path, tiny_overrides: list[str], capsys
+) -> None:
+    """The report: frames 7-12 named .JPG were dropped and the video marked complete."""
+    frames = tmp_path / "frames"
+    _flat(frames, "P01_01", rgb=range(1, 13), u=[], v=[])
+    _flat(frames, "P01_02", rgb=range(1, 5), u=[], v=[])
+    for path in (frames / "rgb").glob("P01_01_frame_*.jpg"):
+        if int(path.stem[-10:]) >= 7:
+            path.rename(path.with_suffix(".JPG"))
+    (frames / "rgb" / "P01_02_frame_0000000003.jpg").rename(
+        frames / "rgb" / "P01_02_frame_0000000003.png"
+    )
+    out = tmp_path / "out"
+    assert _extract(frames, out, tiny_config, tiny_overrides, "--modalities", "rgb") == 1
+    printed = capsys.readouterr().out
+    assert "P01_02_frame_0000000003.png: named like a frame of P01_02 but not a JPEG" in printed
+    assert {k: v.tolist() for k, v in _stored(out / "rgb.h5").items()} == {
+        "P01_01": list(range(1, 13))
+    }
