@@ -31,11 +31,16 @@ extraction); h5py follows them transparently.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import errno as errno_codes
 import json
 import logging
 import os
+import re
+import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -83,6 +88,89 @@ class FeatureFileMismatchError(FeatureFileError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable despite the custom signature
         return type(self), (self.path, self.mismatches, self.videos)
+
+
+class FeatureWriteError(FeatureFileError):
+    """The operating system refused a write to a feature file (disk full, ``File too large``
+    under a file-size limit, quota, I/O error). ``path``, ``errno`` and ``strerror`` say which
+    file and why; the message is one line: ``<path>: cannot write: <strerror>``.
+
+    The file is abandoned (see :func:`abandon_hdf5`): the process ends with status 1 once the
+    error is reported, and the file is left as it is, to be discarded by the next run."""
+
+    def __init__(self, path: Path, errno: int | None, strerror: str) -> None:
+        self.path, self.errno, self.strerror = Path(path), errno, strerror
+        super().__init__(f"{self.path}: cannot write: {strerror}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, self.errno, self.strerror)
+
+
+# HDF5 reports a failed write(2) as "file write failed: ..., errno = 28, error message = 'No
+# space left on device', ..." in a RuntimeError or OSError of h5py.
+_HDF5_WRITE_FAILED = re.compile(r"errno = (\d+), error message = '([^']*)'")
+_WRITE_ERRNOS = frozenset(
+    getattr(errno_codes, name)
+    for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO", "EROFS")
+    if hasattr(errno_codes, name)
+)
+
+
+def write_failure(path: str | Path, error: BaseException) -> FeatureWriteError | None:
+    """The :class:`FeatureWriteError` for ``error`` when it is the operating system refusing a
+    write to ``path`` (an h5py error carrying HDF5's "file write failed" errno, or an
+    ``OSError`` with a disk-full-like errno); ``None`` for any other error."""
+    if isinstance(error, FeatureWriteError):
+        return error
+    match = _HDF5_WRITE_FAILED.search(str(error)) if isinstance(error, Exception) else None
+    if match:
+        number = int(match[1])
+        return FeatureWriteError(Path(path), number, os.strerror(number) or match[2])
+    if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+        return FeatureWriteError(Path(path), error.errno, os.strerror(error.errno))
+    return None
+
+
+_ABANDONED: list[Any] = []
+
+
+def _end_without_hdf5_cleanup() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def abandon_hdf5(*objects: Any) -> None:
+    """Keep the h5py objects of a file HDF5 failed to write alive until the process ends, and
+    end it with ``os._exit(1)`` (after flushing stdout and stderr) instead of a normal exit.
+
+    Why: once a write failed (disk full, file-size limit), closing the file or its datasets
+    fails again, each failure printing a traceback from a destructor, and HDF5's own clean-up
+    at exit then crashes the process with a segmentation fault (h5py/h5py#914; seen with
+    HDF5 2.0). So such a file is never closed: nothing of it is worth saving (writers only
+    write files that a failed run discards: staging files, temporary files, videos not yet
+    marked complete), and every other file was closed by the code that wrote it. Python's
+    ``atexit`` callbacks run before the C library's, so the process ends with status 1
+    right after the command has printed its error line.
+    """
+    if not _ABANDONED:
+        atexit.register(_end_without_hdf5_cleanup)
+    _ABANDONED.append(objects)
+
+
+@contextlib.contextmanager
+def reporting_write_failures(path: str | Path, *objects: Any) -> Iterator[None]:
+    """Run a block of writes to the HDF5 file ``path``: an error of the operating system
+    refusing a write becomes a :class:`FeatureWriteError`, and ``objects`` (the open file and
+    the datasets the block uses) are abandoned (:func:`abandon_hdf5`); other errors pass."""
+    try:
+        yield
+    except Exception as error:
+        failure = write_failure(path, error)
+        if failure is None:
+            raise
+        abandon_hdf5(*objects)
+        raise failure from None
 
 
 class FeaturesReplacedWarning(UserWarning):
@@ -256,8 +344,15 @@ class FeatureFileWriter:
     becoming infinite. ``chunk_rows`` overrides the rows per HDF5 chunk (default: about
     256 KiB of whole rows).
 
+    A write the operating system refuses (disk full, a file-size limit) raises
+    :class:`FeatureWriteError` naming the file and the OS error, from the call that wrote
+    (:meth:`finish_video` and :meth:`close` flush first, so a failure is never left to a
+    destructor); the file is then abandoned, not closed (:func:`abandon_hdf5`), and every
+    later call raises the same error (:meth:`close` returns quietly).
+
     Raises:
         FeatureFileMismatchError: see above.
+        FeatureWriteError: see above.
         FeatureFileError: a bad ``dtype`` or ``chunk_rows``, or a file that cannot be opened
             for writing (locked, not HDF5, unwritable folder).
     """
@@ -281,6 +376,10 @@ class FeatureFileWriter:
         self.path = Path(path)
         #: What differed in an existing file that was recreated or replaced (else empty).
         self.replaced: list[str] = []
+        self._failure: FeatureWriteError | None = None
+        # (frames, features) datasets of the videos started here and not finished: held open
+        # so that their cached chunks are written by an explicit flush (see _writing).
+        self._datasets: dict[str, tuple[h5py.Dataset, h5py.Dataset]] = {}
         self._file = self._open("a")
         attrs = self._file.attrs
         if "layout" in attrs:
@@ -312,14 +411,15 @@ class FeatureFileWriter:
                 self._file = self._open("w")
                 attrs = self._file.attrs
         if "layout" not in attrs:
-            attrs["layout"] = LAYOUT_NAME
-            attrs["layout_version"] = LAYOUT_VERSION
-            attrs["modality"] = modality
-            attrs["dim"] = int(dim)
-            attrs["fps"] = float(fps)
-            attrs["provenance"] = json.dumps(dict(provenance or {}), sort_keys=True)
-            if dtype != "float32":  # absent means float32: older files stay valid
-                attrs[STORAGE_DTYPE] = dtype
+            with self._writing():
+                attrs["layout"] = LAYOUT_NAME
+                attrs["layout_version"] = LAYOUT_VERSION
+                attrs["modality"] = modality
+                attrs["dim"] = int(dim)
+                attrs["fps"] = float(fps)
+                attrs["provenance"] = json.dumps(dict(provenance or {}), sort_keys=True)
+                if dtype != "float32":  # absent means float32: older files stay valid
+                    attrs[STORAGE_DTYPE] = dtype
         self.modality, self.dim, self.fps = modality, int(dim), float(fps)
         self.dtype = np.dtype(dtype)
         # Whole rows, ~256 KiB per chunk: 64 rows of 1024 float32 (a dense sample's ~105-row
@@ -337,6 +437,22 @@ class FeatureFileWriter:
                 raise FeatureFileError(_lock_message(self.path, error)) from error
             raise FeatureFileError(f"cannot open {self.path} for writing: {error}") from error
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Writes to the file: a write the OS refuses abandons the file and raises
+        :class:`FeatureWriteError` (see the class docstring)."""
+        if self._failure is not None:
+            raise self._failure
+        try:
+            yield
+        except Exception as error:
+            failure = write_failure(self.path, error)
+            if failure is None:
+                raise
+            self._failure = failure
+            abandon_hdf5(self._file, dict(self._datasets))
+            raise failure from None
+
     def __enter__(self) -> FeatureFileWriter:
         return self
 
@@ -344,7 +460,13 @@ class FeatureFileWriter:
         self.close()
 
     def close(self) -> None:
-        if self._file.id.valid:
+        """Flush and close the file (a file abandoned after a failed write stays open)."""
+        if self._failure is not None or not self._file.id.valid:
+            return
+        with self._writing():
+            # A dataset closed by its destructor would swallow a failed write: flush first.
+            self._file.flush()
+            self._datasets.clear()
             self._file.close()
 
     def is_complete(self, video: str) -> bool:
@@ -359,24 +481,29 @@ class FeatureFileWriter:
     ) -> None:
         """Begin (or restart) a video. A complete video is only replaced with ``overwrite``."""
         check_video_id(video)
-        if video in self._file:
-            if self.is_complete(video) and not overwrite:
-                raise FeatureFileError(
-                    f"{self.path}: video {video!r} is already complete (pass overwrite)"
-                )
-            del self._file[video]
-        group = self._file.create_group(video)
-        group.attrs[COMPLETE] = False
-        for key, value in (attrs or {}).items():
-            group.attrs[key] = value
-        group.create_dataset(
-            FEATURES,
-            shape=(0, self.dim),
-            maxshape=(None, self.dim),
-            dtype=self.dtype,
-            chunks=(self.chunk_rows, self.dim),
-        )
-        group.create_dataset(FRAMES, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
+        if video in self._file and self.is_complete(video) and not overwrite:
+            raise FeatureFileError(
+                f"{self.path}: video {video!r} is already complete (pass overwrite)"
+            )
+        with self._writing():
+            self._datasets.pop(video, None)
+            if video in self._file:
+                del self._file[video]
+            group = self._file.create_group(video)
+            group.attrs[COMPLETE] = False
+            for key, value in (attrs or {}).items():
+                group.attrs[key] = value
+            features = group.create_dataset(
+                FEATURES,
+                shape=(0, self.dim),
+                maxshape=(None, self.dim),
+                dtype=self.dtype,
+                chunks=(self.chunk_rows, self.dim),
+            )
+            frames = group.create_dataset(
+                FRAMES, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,)
+            )
+            self._datasets[video] = (frames, features)
 
     def append(self, video: str, frames: np.ndarray, features: np.ndarray) -> None:
         """Append rows; frame numbers must be 1-based and continue strictly increasing."""
@@ -397,7 +524,11 @@ class FeatureFileWriter:
                 f"{self.path}: video {video!r}: features reach {np.abs(features).max():.3g}, "
                 "beyond float16's range (65504); store this modality as float32"
             )
-        stored_frames, stored_features = group[FRAMES], group[FEATURES]
+        if self._failure is not None:
+            raise self._failure
+        if video not in self._datasets:  # started by an earlier writer of this file
+            self._datasets[video] = (group[FRAMES], group[FEATURES])
+        stored_frames, stored_features = self._datasets[video]
         previous = stored_frames[-1] if len(stored_frames) else 0
         if frames[0] <= previous or np.any(np.diff(frames) <= 0):
             raise FeatureFileError(
@@ -405,17 +536,19 @@ class FeatureFileWriter:
                 f"increasing (last stored {previous}, got {frames[:5].tolist()}...)"
             )
         n = len(stored_frames)
-        stored_frames.resize((n + len(frames),))
-        stored_features.resize((n + len(frames), self.dim))
-        stored_frames[n:] = frames
-        stored_features[n:] = features.astype(self.dtype, copy=False)
+        with self._writing():
+            stored_frames.resize((n + len(frames),))
+            stored_features.resize((n + len(frames), self.dim))
+            stored_frames[n:] = frames
+            stored_features[n:] = features.astype(self.dtype, copy=False)
 
     def set_video_attrs(self, video: str, attrs: Mapping[str, Any]) -> None:
         """Add free-form attributes (extractor notes) to a started video."""
         if video not in self._file:
             raise FeatureFileError(f"{self.path}: video {video!r} was never started")
-        for key, value in attrs.items():
-            self._file[video].attrs[key] = value
+        with self._writing():
+            for key, value in attrs.items():
+                self._file[video].attrs[key] = value
 
     def finish_video(self, video: str, *, num_frames: int | None = None) -> None:
         """Mark a video complete and flush it to disk.
@@ -428,16 +561,19 @@ class FeatureFileWriter:
         if group is None:
             raise FeatureFileError(f"{self.path}: video {video!r} was never started")
         if num_frames is not None:
-            stored = group[FRAMES]
+            stored = self._datasets[video][0] if video in self._datasets else group[FRAMES]
             last = int(stored[-1]) if len(stored) else 0
             if int(num_frames) < last:
                 raise FeatureFileError(
                     f"{self.path}: video {video!r}: num_frames={num_frames} is below the "
                     f"last stored frame {last}"
                 )
-            group.attrs[NUM_FRAMES] = int(num_frames)
-        group.attrs[COMPLETE] = True
-        self._file.flush()
+        with self._writing():
+            if num_frames is not None:
+                group.attrs[NUM_FRAMES] = int(num_frames)
+            group.attrs[COMPLETE] = True
+            self._file.flush()
+            self._datasets.pop(video, None)  # written: closing them writes nothing
 
     def write_video(
         self,

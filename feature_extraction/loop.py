@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from epic_protocol.features import SPARSE, FeatureFileWriter
+from epic_protocol.features import SPARSE, FeatureFileWriter, FeatureWriteError
 from feature_extraction.config import Modality
 from feature_extraction.models import FeatureComputer, RaftStream
 from feature_extraction.output import DetectionsWriter, OutputError, StagingArea
@@ -239,14 +239,19 @@ class StagingSink(BasePredictionWriter):
         state = self._open.pop(video, None)
         if state is None:
             return None
-        for writer in state.writers.values():
-            writer.close()
-        if state.detections is not None:
-            state.detections.close()
+        errors = []
+        for writer in [*state.writers.values(), state.detections]:
+            try:  # every file is closed (or abandoned) even when one cannot be written
+                if writer is not None:
+                    writer.close()
+            except FeatureWriteError as error:
+                errors.append(error)
         state.bar.close()
         if failed:
             for modality in state.writers:
                 self.staging.discard(modality, video)
+        if errors:
+            raise errors[0]
         return state
 
     def write_on_batch_end(
@@ -317,6 +322,9 @@ class StagingSink(BasePredictionWriter):
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for video in list(self._open):
-            self._close(video, failed=False)  # left incomplete: redone on the next run
+            try:
+                self._close(video, failed=False)  # left incomplete: redone on the next run
+            except FeatureWriteError:
+                pass  # the run failed already: this is its clean-up
         if self._overall is not None:
             self._overall.close()

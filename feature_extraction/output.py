@@ -28,10 +28,11 @@ in a ``detections`` subgroup: ``frame`` int64 (M,) the 1-based frame of each det
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,9 @@ from epic_protocol.features import (
     SPARSE,
     FeatureFileError,
     FeatureFileWriter,
+    FeatureWriteError,
     complete_videos,
+    reporting_write_failures,
 )
 
 WORK_DIR = ".rulstm-extract"
@@ -142,8 +145,8 @@ class StagingArea:
             try:
                 stored = stored_videos(path).get(video)
                 ok = stored is not None and _config_hash(path) == config_hash
-            except OSError:
-                stored, ok = None, False  # killed while writing it
+            except (OSError, RuntimeError):  # h5py: "addr overflow" in a file cut short
+                stored, ok = None, False  # killed while writing it, or the disk was full
             if ok and stored is not None:
                 done[video] = stored
             else:
@@ -157,19 +160,41 @@ class StagingArea:
 
 
 class DetectionsWriter:
-    """Appends one video's raw detections to a staging file (see the module docstring)."""
+    """Appends one video's raw detections to a staging file (see the module docstring).
+
+    A write the OS refuses raises :class:`epic_protocol.features.FeatureWriteError` naming
+    the file and abandons it (as :class:`FeatureFileWriter` does); :meth:`close` then returns
+    quietly."""
 
     def __init__(self, path: Path, *, class_names: Iterable[str]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
         self.path = path
+        self._failed = False
         self._file = h5py.File(path, "w")
-        self._file.attrs[COMPLETE] = False
-        self._file.attrs["class_names"] = json.dumps(list(class_names))
-        for name, (dtype, shape) in DETECTION_FIELDS.items():
-            self._file.create_dataset(
-                name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(1024, *shape)
-            )
+        self._datasets: dict[str, h5py.Dataset] = {}
+        with self._writing():
+            self._file.attrs[COMPLETE] = False
+            self._file.attrs["class_names"] = json.dumps(list(class_names))
+            for name, (dtype, shape) in DETECTION_FIELDS.items():
+                self._datasets[name] = self._file.create_dataset(
+                    name,
+                    shape=(0, *shape),
+                    maxshape=(None, *shape),
+                    dtype=dtype,
+                    chunks=(1024, *shape),
+                )
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        if self._failed:
+            raise OutputError(f"{self.path}: an earlier write failed")
+        try:
+            with reporting_write_failures(self.path, self._file, self._datasets):
+                yield
+        except FeatureWriteError:
+            self._failed = True
+            raise
 
     def append(self, frame: int, boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> None:
         count = len(scores)
@@ -181,18 +206,24 @@ class DetectionsWriter:
             "labels": np.asarray(labels, np.int64),
             "scores": np.asarray(scores, np.float32),
         }
-        for name, value in values.items():
-            dataset = self._file[name]
-            start = dataset.shape[0]
-            dataset.resize(start + count, axis=0)
-            dataset[start:] = value
+        with self._writing():
+            for name, value in values.items():
+                dataset = self._datasets[name]
+                start = dataset.shape[0]
+                dataset.resize(start + count, axis=0)
+                dataset[start:] = value
 
     def finish(self) -> None:
-        self._file.attrs[COMPLETE] = True
-        self._file.close()
+        with self._writing():
+            self._file.attrs[COMPLETE] = True
+        self.close()
 
     def close(self) -> None:
-        if self._file.id.valid:
+        if self._failed or not self._file.id.valid:
+            return
+        with self._writing():
+            self._file.flush()  # a dataset closed by its destructor would hide a failed write
+            self._datasets.clear()
             self._file.close()
 
 
@@ -253,7 +284,7 @@ def merge_staging(
         try:
             if video in complete_videos(path):
                 staged[video] = path
-        except (OSError, FeatureFileError):
+        except (OSError, RuntimeError, FeatureFileError):
             continue
     if not staged:
         return []
@@ -264,7 +295,10 @@ def merge_staging(
         FeatureFileWriter(
             temporary, modality=modality, dim=dim, fps=fps, provenance=provenance, dtype=dtype
         ).close()
-        with h5py.File(temporary, "a") as destination:
+        destination = h5py.File(temporary, "a")
+        # A write the OS refuses (disk full) abandons the temporary file: closing it would
+        # fail again and crash the process at exit (see epic_protocol.abandon_hdf5).
+        with reporting_write_failures(temporary, destination):
             if target.exists() and not replace_old:
                 with h5py.File(target, "r") as old:
                     for video in old:
@@ -280,9 +314,13 @@ def merge_staging(
                             group = destination[video].create_group(DETECTIONS)
                             for name in DETECTION_FIELDS:
                                 source.copy(source[name], group, name=name)
+            destination.flush()
+            destination.close()
         os.replace(temporary, target)
     except (OSError, FeatureFileError) as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, FeatureWriteError):  # the old output file is untouched
+            raise OutputError(f"cannot write {target}: {error.path}: {error.strerror}") from None
         raise OutputError(f"cannot write {target}: {error}") from error
     for video in staged:
         staging.discard(modality, video)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -259,3 +260,48 @@ def test_sigterm_stops_the_run_and_the_same_command_resumes(
         for video in left:
             assert np.array_equal(left[video][0], right[video][0])
             assert np.array_equal(left[video][1], right[video][1])
+
+
+def _file_size_limit(limit: int):
+    def set_limit() -> None:
+        # Ignored SIGXFSZ: a write past the limit returns EFBIG ("File too large").
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return set_limit
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_with_one_line_keeps_finished_files_and_resumes(
+    tmp_path: Path, make_video, tiny_config: Path, tiny_overrides: list[str]
+) -> None:
+    """RLIMIT_FSIZE stands in for a full disk (the same failed write(2), EFBIG for ENOSPC):
+    it was a segmentation fault after dozens of h5py tracebacks (h5py/h5py#914)."""
+    videos = tmp_path / "videos"
+    make_video("videos/A.mp4", num_frames=20)
+    overrides = [*tiny_overrides, "--modalities", "rgb"]
+    out = tmp_path / "out"
+    command = _command(videos, out, tiny_config, overrides)
+    assert main(command[3:]) == 0
+    finished = (out / "rgb.h5").read_bytes()
+    for name in ("B", "C"):
+        make_video(f"videos/{name}.mp4", num_frames=30)
+    # A 512-d video fills one 256 KiB chunk: 200 kB stops its staging file, 700 kB the merge
+    # of three videos into rgb.h5.tmp.
+    staging = out / ".rulstm-extract" / "staging" / "rgb" / "B.h5"
+    expected = {
+        200_000: f"rulstm-extract: error: {staging}: cannot write: File too large\n",
+        700_000: (
+            f"rulstm-extract: error: cannot write {out / 'rgb.h5'}: "
+            f"{out / 'rgb.h5.tmp'}: File too large\n"
+        ),
+    }
+    for limit, message in expected.items():
+        result = subprocess.run(
+            command, env=_environment(), capture_output=True, text=True, timeout=300,
+            preexec_fn=_file_size_limit(limit),
+        )  # fmt: skip
+        assert (result.returncode, result.stderr) == (1, message), result.stderr[-3000:]
+        assert (out / "rgb.h5").read_bytes() == finished
+    assert main(command[3:]) == 0  # the rerun resumes
+    assert sorted(_read(out / "rgb.h5")) == ["A", "B", "C"]
