@@ -6,7 +6,9 @@ One file per modality (``rgb.h5``, ``flow.h5``, ``obj.h5``)::
     |                                          modality, dim, fps, provenance (JSON string),
     |                                          storage_dtype ("float32" if absent, or "float16")
     +-- <video_id>/                     attrs: complete (bool), num_frames (int, optional),
-        |                                          plus free-form extractor notes
+        |                                          finite (bool, optional: the writer checked
+        |                                          every row for NaN/inf), plus free-form
+        |                                          extractor notes
         +-- features   float32 [N, dim] one row per stored frame (float16 if storage_dtype says
         |                               so; readers always return float32)
         +-- frames     int64   [N]      1-based frame numbers at ``fps``, strictly increasing
@@ -62,6 +64,8 @@ STORAGE_DTYPES: tuple[str, ...] = ("float32", "float16")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 #: Video attribute: only the frames a sampling protocol reads were stored (sparse extraction).
 SPARSE = "sparse"
+#: Video attribute: every row was checked finite when written (see FeatureStore.check_finite).
+FINITE = "finite"
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,43 @@ class FeatureFileMismatchError(FeatureFileError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable despite the custom signature
         return type(self), (self.path, self.mismatches, self.videos)
+
+
+class NonFiniteFeatureError(FeatureFileError):
+    """A feature vector holding NaN or an infinity, refused by the writers (and found by
+    :func:`find_non_finite` in files made elsewhere); ``video`` and ``frame`` (1-based) say
+    where. Training on it would stop later with NaN scores that name no file."""
+
+    def __init__(self, message: str, *, video: str, frame: int) -> None:
+        super().__init__(message)
+        self.video, self.frame = video, int(frame)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _non_finite_error, (str(self), self.video, self.frame)
+
+
+def _non_finite_error(message: str, video: str, frame: int) -> NonFiniteFeatureError:
+    return NonFiniteFeatureError(message, video=video, frame=frame)
+
+
+def describe_non_finite(vector: np.ndarray) -> str:
+    """``'NaN in 3 of 512 values'`` / ``'inf in 1 of 512 values'`` for a (D,) vector."""
+    vector = np.asarray(vector)
+    kinds = [
+        name
+        for name, hit in (("NaN", np.isnan(vector).any()), ("inf", np.isinf(vector).any()))
+        if hit
+    ]
+    bad = int((~np.isfinite(vector)).sum())
+    return f"{' and '.join(kinds)} in {bad} of {vector.size} values"
+
+
+def first_non_finite_row(features: np.ndarray) -> int | None:
+    """Index of the first row of ``features`` (N, D) holding NaN or inf, or ``None``."""
+    finite = np.isfinite(features).all(axis=tuple(range(1, np.ndim(features))))
+    if finite.all():
+        return None
+    return int(np.argmin(finite))
 
 
 class FeatureWriteError(FeatureFileError):
@@ -344,6 +385,9 @@ class FeatureFileWriter:
     becoming infinite. ``chunk_rows`` overrides the rows per HDF5 chunk (default: about
     256 KiB of whole rows).
 
+    A row holding NaN or inf raises :class:`NonFiniteFeatureError` naming the file, video and
+    frame, and nothing of that :meth:`append` is written.
+
     A write the operating system refuses (disk full, a file-size limit) raises
     :class:`FeatureWriteError` naming the file and the OS error, from the call that wrote
     (:meth:`finish_video` and :meth:`close` flush first, so a failure is never left to a
@@ -519,6 +563,14 @@ class FeatureFileWriter:
             )
         if len(frames) == 0:
             return
+        bad = first_non_finite_row(features)
+        if bad is not None:
+            raise NonFiniteFeatureError(
+                f"{self.path}: video {video!r}: frame {frames[bad]}: the feature vector is not "
+                f"finite ({describe_non_finite(features[bad])})",
+                video=video,
+                frame=int(frames[bad]),
+            )
         if self.dtype == np.float16 and np.abs(features).max(initial=0.0) > _FLOAT16_MAX:
             raise FeatureFileError(
                 f"{self.path}: video {video!r}: features reach {np.abs(features).max():.3g}, "
@@ -571,6 +623,7 @@ class FeatureFileWriter:
         with self._writing():
             if num_frames is not None:
                 group.attrs[NUM_FRAMES] = int(num_frames)
+            group.attrs[FINITE] = True  # append refuses NaN and inf
             group.attrs[COMPLETE] = True
             self._file.flush()
             self._datasets.pop(video, None)  # written: closing them writes nothing
@@ -732,6 +785,34 @@ class FeatureStore:
             ends = (int(recorded) if recorded is not None else last, last)
             self._ends[video] = ends
         return ends
+
+    def check_finite(self, video: str, *, rows_per_read: int | None = None) -> None:
+        """Raise :class:`NonFiniteFeatureError` naming the file, video and frame of the first
+        feature vector of ``video`` holding NaN or inf.
+
+        Videos written by this project's writers carry the ``finite`` attribute (every row was
+        checked when it was written) and cost one attribute read; others (files made
+        elsewhere, or before the writers checked) are read in blocks of ``rows_per_read`` rows
+        (default: about 16 MiB), never whole.
+        """
+        group = self._video(video)
+        if bool(group.attrs.get(FINITE, False)):
+            return
+        dataset = group[FEATURES]
+        step = rows_per_read or max(1, 2**24 // max(1, self.dim * dataset.dtype.itemsize))
+        for start in range(0, dataset.shape[0], step):
+            bad = first_non_finite_row(dataset[start : start + step])
+            if bad is not None:
+                row = start + bad
+                frame = int(group[FRAMES][row])
+                raise NonFiniteFeatureError(
+                    f"{self.path}: video {video!r}: frame {frame}: the {self.modality} feature "
+                    f"vector is not finite ({describe_non_finite(dataset[row])}); training on "
+                    "it gives NaN scores: re-extract or re-import the video, or drop its "
+                    "segments",
+                    video=video,
+                    frame=frame,
+                )
 
     def check_frames(self, video: str, frames: np.ndarray) -> bool:
         """Apply the end-of-video rule to requested frames.

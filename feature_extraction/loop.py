@@ -5,9 +5,10 @@ writer that stores each chunk's features in the video's staging files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from epic_protocol.features import SPARSE, FeatureFileWriter, FeatureWriteError
+from epic_protocol.features import (
+    SPARSE,
+    FeatureFileWriter,
+    FeatureWriteError,
+    describe_non_finite,
+    first_non_finite_row,
+)
 from feature_extraction.config import Modality
 from feature_extraction.models import FeatureComputer, RaftStream
 from feature_extraction.output import DetectionsWriter, OutputError, StagingArea
@@ -163,6 +170,19 @@ class ExtractionData(L.LightningDataModule):
         )
 
 
+def _non_finite(frames: Any, prediction: dict[str, Any], modalities: Iterable[str]) -> str:
+    """Why a chunk's features cannot be stored (a vector holding NaN or inf), or ''."""
+    for modality in modalities:
+        rows = prediction[modality]
+        bad = first_non_finite_row(rows)
+        if bad is not None:
+            return (
+                f"frame {int(frames[bad])}: the {modality} feature vector is not finite "
+                f"({describe_non_finite(rows[bad])}); the model computed NaN or inf"
+            )
+    return ""
+
+
 @dataclass
 class _OpenVideo:
     writers: dict[str, FeatureFileWriter]
@@ -198,6 +218,7 @@ class StagingSink(BasePredictionWriter):
         self.interrupted: str | None = None
         self.first_batch_at: float | None = None
         self._open: dict[str, _OpenVideo] = {}
+        self._refused: set[str] = set()  # failed videos whose remaining chunks are ignored
         self._overall: Any = None
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -269,6 +290,10 @@ class StagingSink(BasePredictionWriter):
         if self.first_batch_at is None:
             self.first_batch_at = time.perf_counter()
         video = batch.video
+        if video in self._refused:
+            if batch.last:
+                self._refused.discard(video)
+            return
         if batch.error:
             state = self._close(video, failed=True)
             frames = state.frames if state else 0
@@ -281,6 +306,16 @@ class StagingSink(BasePredictionWriter):
         if state is None:
             state = self._open[video] = self._begin(batch, trainer.global_rank == 0)
         kept_frames = batch.frames[batch.keep].cpu().numpy()
+        problem = len(kept_frames) and _non_finite(kept_frames, prediction, state.writers)
+        if problem:  # that video fails, the others go on (the writers would refuse it too)
+            self._close(video, failed=True)
+            self.results.append(
+                VideoResult(video, "failed", state.frames, 0, problem, trainer.global_rank)
+            )
+            self._overall.update(1)
+            if not batch.last:
+                self._refused.add(video)
+            return
         if len(kept_frames):
             for modality, writer in state.writers.items():
                 writer.append(video, kept_frames, prediction[modality])
@@ -322,9 +357,9 @@ class StagingSink(BasePredictionWriter):
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for video in list(self._open):
-            try:
-                self._close(video, failed=False)  # left incomplete: redone on the next run
-            except FeatureWriteError:
-                pass  # the run failed already: this is its clean-up
+            # Left incomplete: redone on the next run. A write failure here is that of a run
+            # that failed already (this is its clean-up), reported by then.
+            with contextlib.suppress(FeatureWriteError):
+                self._close(video, failed=False)
         if self._overall is not None:
             self._overall.close()

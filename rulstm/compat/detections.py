@@ -43,7 +43,9 @@ from epic_protocol.features import (
     FeatureFileWriter,
     check_video_id,
     complete_videos,
+    describe_non_finite,
     feature_file_mismatches,
+    first_non_finite_row,
 )
 
 #: Classes of the released Obj features (EK55 nouns).
@@ -233,6 +235,12 @@ def _convert(path: Path, num_classes: int, threshold: float | None) -> tuple[np.
     features = detection_features(
         frames, num_classes=num_classes, threshold=threshold, source=str(path)
     )
+    bad = first_non_finite_row(features)  # scores summing past float32's range
+    if bad is not None:
+        raise DetectionImportError(
+            f"{path}: frame {bad + 1}: the Obj feature vector is not finite "
+            f"({describe_non_finite(features[bad])}); its detection scores are too large"
+        )
     return features, sum(len(rows) for rows in frames)
 
 

@@ -34,6 +34,7 @@ from epic_protocol.features import (
     FeatureFileError,
     FeatureFileMismatchError,
     FeatureFileWriter,
+    describe_non_finite,
 )
 
 #: Feature size of each released modality.
@@ -144,7 +145,13 @@ def _vector(raw_key: bytes, value: bytes | None, dim: int) -> np.ndarray:
             f"LMDB key {name!r}: value has {len(value)} bytes, expected {4 * dim} "
             f"({dim} float32 values); wrong --dim or --modality?"
         )
-    return np.frombuffer(value, dtype=np.float32)
+    vector = np.frombuffer(value, dtype=np.float32)
+    if not np.isfinite(vector).all():
+        raise LMDBConversionError(
+            f"LMDB key {name!r}: the feature vector is not finite "
+            f"({describe_non_finite(vector)}); nothing of its video is stored"
+        )
+    return vector
 
 
 def _infer_dim(txn: Any, path: Path) -> int:

@@ -77,13 +77,16 @@ class AnticipationDataset(Dataset):
     ``valid=False``, so that evaluation can score them as zeros like the reference.
 
     Every video's frames are checked against each store when the dataset is built (see
-    :meth:`FeatureStore.check_frames`), so a video missing from a file, or a frame past a
-    video's end, fails here, in the main process, with the file, video and frame named,
-    not in a DataLoader worker in the middle of an epoch.
+    :meth:`FeatureStore.check_frames` and :meth:`FeatureStore.check_finite`), so a video
+    missing from a file, a frame past a video's end, or a feature vector holding NaN or inf
+    fails here, in the main process, with the file, video and frame named, not in a
+    DataLoader worker in the middle of an epoch (or as NaN scores naming nothing).
 
     Raises:
         MissingFeaturesError: a video is missing or incomplete, or a sampled frame lies past
             its end (unless the store clamps: ``beyond_end="clamp"``).
+        NonFiniteFeatureError: a video's features hold NaN or inf (files made elsewhere;
+            this project's writers refuse them).
     """
 
     def __init__(
@@ -147,6 +150,7 @@ class AnticipationDataset(Dataset):
             try:
                 for video, frame in highest.items():
                     store.check_frames(video, np.array([frame]))
+                    store.check_finite(video)  # files made elsewhere: read in blocks
             finally:
                 store.close()  # workers open their own handles
 

@@ -134,3 +134,41 @@ def test_complete_videos_of_other_features_are_refused_or_replaced(tmp_path):
     )
     info = read_file_info(path)
     assert (info.modality, info.dim, info.fps, info.storage_dtype) == ("rgb", 5, 25.0, "float16")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_writer_refuses_a_non_finite_vector_naming_video_and_frame(tmp_path, value):
+    from epic_protocol.features import NonFiniteFeatureError
+
+    path = tmp_path / "f.h5"
+    features = np.ones((4, 3), np.float32)
+    features[2, 1] = value
+    with FeatureFileWriter(path, modality="rgb", dim=3, fps=30.0) as writer:
+        writer.start_video("P01_01")
+        with pytest.raises(NonFiniteFeatureError, match=r"video 'P01_01': frame 7: .*not finite"):
+            writer.append("P01_01", [1, 4, 7, 9], features)
+        writer.append("P01_01", [1, 4], features[:2])  # nothing of the refused rows was written
+        writer.finish_video("P01_01")
+    with h5py.File(path, "r") as handle:
+        assert handle["P01_01"]["frames"][()].tolist() == [1, 4]
+        assert handle["P01_01"].attrs["finite"]
+
+
+def test_check_finite_reads_unchecked_videos_in_blocks(tmp_path):
+    from epic_protocol.features import FeatureStore, NonFiniteFeatureError
+
+    path = tmp_path / "f.h5"
+    with FeatureFileWriter(path, modality="flow", dim=2, fps=30.0) as writer:
+        writer.write_video("A", np.arange(1, 11), np.zeros((10, 2), np.float32))
+    store = FeatureStore(path)
+    store.check_finite("A")  # checked when written
+    store.close()
+    with h5py.File(path, "a") as handle:  # made elsewhere: no attribute, an inf at row 7
+        del handle["A"].attrs["finite"]
+        handle["A"]["features"][7, 0] = np.inf
+    for rows_per_read in (1, 3, 7, 8, None):  # the bad row at every place of a block
+        store = FeatureStore(path)
+        with pytest.raises(NonFiniteFeatureError, match=r"video 'A': frame 8: the flow") as e:
+            store.check_finite("A", rows_per_read=rows_per_read)
+        assert (e.value.video, e.value.frame) == ("A", 8)
+        store.close()

@@ -379,3 +379,37 @@ def test_a_folder_without_videos_is_an_error_and_ignored_files_are_counted(
         == 0
     )
     assert "ignored (not a video file): 2" in capsys.readouterr().out  # notes.txt, thumb.jpg
+
+
+def test_a_non_finite_feature_fails_that_video_and_the_others_go_on(
+    tmp_path: Path,
+    videos: Path,
+    tiny_config: Path,
+    tiny_overrides: list[str],
+    capsys,
+    monkeypatch,
+) -> None:
+    """A model computing NaN (e.g. a float16 overflow) for one video: that video fails naming
+    the frame, nothing of it is stored, and the next video is extracted as usual."""
+    from feature_extraction.loop import ExtractionModule
+
+    predict = ExtractionModule.predict_step
+
+    def nan_in_p01_01(self, batch, batch_idx):
+        out = predict(self, batch, batch_idx)
+        frames = batch.frames[batch.keep].tolist()
+        if batch.video == "P01_01" and 9 in frames:
+            out["flow"][frames.index(9), :3] = np.nan
+        return out
+
+    monkeypatch.setattr(ExtractionModule, "predict_step", nan_in_p01_01)
+    out = tmp_path / "features"
+    code = _extract(videos, out, config=tiny_config, overrides=tiny_overrides)
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "1 done, 0 skipped, 1 failed" in printed
+    assert (
+        "P01_01: frame 9: the flow feature vector is not finite (NaN in 3 of 512 values)" in printed
+    )
+    for modality in ("rgb", "flow", "obj"):
+        assert sorted(_read(out / f"{modality}.h5")) == ["P01_02"]

@@ -278,3 +278,17 @@ def test_a_file_name_that_is_not_an_epic_video_id_warns(tmp_path, capsys):
     assert "; 4 videos written (4 detections), 0 already complete" in str(summary)
     with pytest.warns(VideoIdWarning, match="'sample_obj'"):
         import_detections(sample, tmp_path / "again.h5", progress=False)
+
+
+def test_scores_summing_past_float32_are_refused_naming_file_and_frame(tmp_path, capsys):
+    """Finite float64 scores whose float32 sum is infinite: no inf stored with exit 0."""
+    folder = tmp_path / "detections"
+    folder.mkdir()
+    _save(folder / "P01_01.npy", [[_row(0, 0.5)]])
+    _save(folder / "P01_02.npy", [[_row(0, 0.5)], [_row(1, 1e39)]])
+    out = tmp_path / "obj.h5"
+    assert _cli(folder, out, "--num-classes", "4") == 1
+    err = capsys.readouterr().err
+    assert "P01_02.npy: frame 2: the Obj feature vector is not finite (inf in 1 of 4" in err
+    with h5py.File(out, "r") as handle:
+        assert "P01_02" not in handle or not handle["P01_02"].attrs["complete"]

@@ -155,3 +155,21 @@ def test_missing_lmdb_package_has_a_clear_message(tmp_path: Path, monkeypatch):
 def test_missing_database(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         convert_lmdb(tmp_path / "nowhere", tmp_path / "x.h5", modality="rgb")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_vector_is_refused_naming_its_key(ref, tmp_path: Path, value: float):
+    """It was stored with exit 0; training then stopped on NaN scores naming no file."""
+    entries = _features({"P01_01": [1, 2], "P01_02": [1, 2, 3]})
+    entries["P01_02_frame_0000000002.jpg"][1] = value
+    database = ref.write_lmdb(tmp_path / "db", entries)
+    output = tmp_path / "feat.h5"
+    with pytest.raises(
+        LMDBConversionError,
+        match=r"LMDB key 'P01_02_frame_0000000002.jpg': the feature vector is not finite "
+        r"\((NaN|inf) in 1 of 4 values\)",
+    ):
+        convert_lmdb(database, output, modality="feat", progress=False)
+    with h5py.File(output, "r") as handle:  # the video before it is kept, this one is not
+        complete = {video for video in handle if handle[video].attrs["complete"]}
+    assert complete == {"P01_01"}

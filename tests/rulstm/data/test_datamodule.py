@@ -273,3 +273,30 @@ def test_a_vocabulary_built_from_an_inconsistent_training_split_names_the_file(
     dm = AnticipationDataModule(features={"rgb": str(rgb)}, train_annotations=train)
     with pytest.raises(ValueError, match=r"training.csv: action 2 is \(1, 1\) .* segment 5"):
         _ = dm.num_actions
+
+
+def test_a_non_finite_feature_of_a_file_made_elsewhere_fails_at_setup(
+    tmp_path, splits, feature_file
+):
+    """Named at set-up (file, video, frame), not as NaN scores in the middle of training."""
+    import h5py
+
+    from epic_protocol.features import NonFiniteFeatureError
+
+    train, val, _ = splits
+    rgb = feature_file("rgb.h5", videos={"P01_01": 400, "P02_01": 400}, dim=2)
+    with h5py.File(rgb, "a") as handle:  # as another tool writes it: no 'finite' attribute
+        for video in handle:
+            assert handle[video].attrs["finite"]  # this project's writer checked every row
+            del handle[video].attrs["finite"]
+        rows = handle["P02_01"]["features"]
+        frame = int(handle["P02_01"]["frames"][123])
+        rows[123, 1] = float("nan")
+    dm = AnticipationDataModule(
+        features={"rgb": str(rgb)}, train_annotations=train, val_annotations=val, num_workers=0
+    )
+    with pytest.raises(NonFiniteFeatureError) as caught:
+        dm.setup("fit")
+    message = str(caught.value)
+    assert message.startswith(f"{rgb}: video 'P02_01': frame {frame}: the rgb feature vector")
+    assert "(NaN in 1 of 2 values)" in message
