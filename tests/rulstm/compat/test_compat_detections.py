@@ -292,3 +292,32 @@ def test_scores_summing_past_float32_are_refused_naming_file_and_frame(tmp_path,
     assert "P01_02.npy: frame 2: the Obj feature vector is not finite (inf in 1 of 4" in err
     with h5py.File(out, "r") as handle:
         assert "P01_02" not in handle or not handle["P01_02"].attrs["complete"]
+
+
+def test_a_full_disk_ends_with_one_line_naming_the_output(tmp_path):
+    """RLIMIT_FSIZE stands in for a full disk: one error line and status 1, no h5py crash."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "detections"
+    folder.mkdir()
+    for video in ("P01_01", "P01_02"):  # 2 x 1500 frames x 352 float32: 4.2 MB
+        _save(folder / f"{video}.npy", [[_row(1, 0.5)]] * 1500)
+    out = tmp_path / "obj.h5"
+
+    def set_limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write returns EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    repo = Path(__file__).resolve().parents[3]
+    result = subprocess.run(
+        [sys.executable, "-m", "rulstm.compat.cli", "detections", "--npy", str(folder),
+         "--out", str(out), "--no-progress"],
+        env=dict(os.environ, PYTHONPATH=str(repo)), capture_output=True, text=True,
+        timeout=300, preexec_fn=set_limit,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr == f"rulstm-import: error: {out}: cannot write: File too large\n"
