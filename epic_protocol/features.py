@@ -163,8 +163,9 @@ def write_failure(path: str | Path, error: BaseException) -> FeatureWriteError |
     ``OSError`` with a disk-full-like errno); ``None`` for any other error."""
     if isinstance(error, FeatureWriteError):
         return error
-    match = _HDF5_WRITE_FAILED.search(str(error)) if isinstance(error, Exception) else None
-    if match:
+    text = str(error)
+    match = _HDF5_WRITE_FAILED.search(text)
+    if match and ("write" in text or "extend file" in text):  # not a failed read
         number = int(match[1])
         return FeatureWriteError(Path(path), number, os.strerror(number) or match[2])
     if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:

@@ -126,6 +126,11 @@ def test_write_failure_recognises_hdf5_and_os_errors(tmp_path: Path) -> None:
     failure = write_failure(tmp_path / "a.h5", hdf5)
     assert isinstance(failure, FeatureWriteError) and failure.errno == 28
     assert str(failure) == f"{tmp_path / 'a.h5'}: cannot write: No space left on device"
+    extend = OSError("Can't decrement id ref count (unable to extend file properly, errno = 27, "
+                     "error message = 'File too large')")  # fmt: skip
+    assert write_failure("a.h5", extend).strerror == "File too large"
+    read = OSError("Can't read data (file read failed: time = x, errno = 5, error message = 'x')")
+    assert write_failure("a.h5", read) is None
     assert write_failure("a.h5", OSError(27, "File too large")).strerror == "File too large"
     assert write_failure("a.h5", OSError(2, "No such file")) is None
     assert write_failure("a.h5", ValueError("bad shape")) is None
