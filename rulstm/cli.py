@@ -48,6 +48,7 @@ from epic_protocol.errors import UserError, cli_main
 from rulstm.checkpoints import read_checkpoint
 from rulstm.data.datamodule import AnticipationDataModule
 from rulstm.lightning import AnticipationModule
+from rulstm.optimization import compare, configured
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,7 @@ class RulstmCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if ckpt_path:
             check_resumable(ckpt_path, self.model)
+            check_optimizer_unchanged(ckpt_path, self.model)
         self._claim_run_folders(
             overwrite=bool(config.get("overwrite", False)), resuming=bool(ckpt_path)
         )
@@ -438,6 +440,22 @@ def check_resumable(path: str | os.PathLike, model: AnticipationModule) -> None:
             f"{path} is a checkpoint of another network than the configured "
             f"{type(model.net).__name__} ({details})"
         )
+
+
+def check_optimizer_unchanged(path: str | os.PathLike, model: AnticipationModule) -> None:
+    """Refuse, before anything is written, to resume ``path`` with another optimiser or
+    scheduler class than it was trained with (:class:`rulstm.optimization.OptimizerChangeError`);
+    other hyper-parameters of the same class are applied with a warning when Lightning
+    restores the state (``AnticipationModule.on_load_checkpoint``)."""
+    if str(path) in {"last", "best", "hpc", "registry"}:
+        return
+    try:
+        checkpoint = read_checkpoint(path)
+    except (OSError, ValueError) as error:
+        log.debug("not comparing the optimizer of %s: %s", path, error)
+        return  # check_resumable / Lightning report unreadable files
+    optimizers, schedulers = configured(model)
+    compare(checkpoint, optimizers, schedulers, path=path)
 
 
 class _NoAdverts(logging.Filter):

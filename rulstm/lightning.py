@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from epic_protocol.sampling import HEADLINE_SECONDS, anticipation_step, anticipation_times
@@ -26,6 +27,7 @@ from rulstm.evaluation.records import report_partial
 from rulstm.losses import early_recognition_loss
 from rulstm.metrics import SplitMetrics, uid_index
 from rulstm.models.spec import NET_KEY, describe_net
+from rulstm.optimization import OPTIMIZATION_KEY, apply_configured, configured, describe
 
 log = logging.getLogger(__name__)
 
@@ -323,10 +325,27 @@ class AnticipationModule(L.LightningModule):
             checkpoint[NET_KEY] = spec
         # Resuming from last.ckpt then shuffles and drops out exactly as the uninterrupted run.
         checkpoint[RNG_KEY] = rng_states()
+        # Resuming compares the configured optimiser / scheduler classes with these.
+        trainer = self._trainer
+        if trainer is not None:
+            schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
+            checkpoint[OPTIMIZATION_KEY] = describe(trainer.optimizers, schedulers)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if RNG_KEY in checkpoint:
             set_rng_states(checkpoint[RNG_KEY])
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == "fit" and "optimizer_states" in checkpoint:
+            # Resuming: the configured hyper-parameters win over the saved ones (Lightning
+            # restores the states from this dict after this hook).
+            path = trainer.ckpt_path or "the checkpoint"
+            optimizers, schedulers = configured(self)
+            changes = apply_configured(checkpoint, optimizers, schedulers, path=path)
+            if changes:
+                rank_zero_warn(
+                    f"resuming {path} with the configured hyper-parameters, not the "
+                    f"checkpoint's: {'; '.join(map(str, changes))}"
+                )
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 import lightning as L
 import numpy as np
@@ -58,6 +59,28 @@ def sample_frames(
 
 #: How many uids messages and reports list.
 FIRST_UIDS = 5
+
+#: The most loader worker processes ``num_workers: auto`` starts (HDF5 reads are cheap).
+MAX_AUTO_WORKERS = 4
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's or
+    ``taskset``'s limit), else the machine's count; at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS / Windows: no affinity mask
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_num_workers(num_workers: int | Literal["auto"]) -> int:
+    """``"auto"`` -> ``min(4, usable CPU cores)``: no more workers than cores (PyTorch warns
+    that more "might freeze" the machine), and no more than the reads need; an int is kept."""
+    if num_workers == "auto":
+        return min(MAX_AUTO_WORKERS, usable_cpus())
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"data.num_workers must be 'auto' or an int >= 0, got {num_workers!r}")
+    return num_workers
 
 
 def outside_vocabulary(segments: Iterable[Segment]) -> list[str]:
@@ -204,6 +227,9 @@ class AnticipationDataModule(L.LightningDataModule):
         fps, alpha, encoding_steps, anticipation_steps: the sampling protocol (reference:
             30 fps, 0.25 s, 6 + 8 steps).
         early_recognition_steps: observations inside the action (reference: 8).
+        batch_size: samples per batch.
+        num_workers: loader worker processes; ``auto`` (default) starts ``min(4, usable CPU
+            cores)`` (:func:`resolve_num_workers`), 0 reads in the main process.
         in_memory: hold each modality in RAM (per worker process) for fast epochs.
         beyond_end: what a sampled frame past a video's end reads: ``error`` (default) raises
             :class:`MissingFeaturesError` naming the file, video, frame and last stored frame;
@@ -227,7 +253,7 @@ class AnticipationDataModule(L.LightningDataModule):
         anticipation_steps: int = 8,
         early_recognition_steps: int = 8,
         batch_size: int = 128,
-        num_workers: int = 4,
+        num_workers: int | Literal["auto"] = "auto",
         in_memory: bool = False,
         pin_memory: bool = False,
         beyond_end: BeyondEnd = "error",
@@ -256,7 +282,7 @@ class AnticipationDataModule(L.LightningDataModule):
             if task == "anticipation"
             else early_recognition_steps
         )
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers = batch_size, resolve_num_workers(num_workers)
         self.in_memory, self.pin_memory = in_memory, pin_memory
         # Metadata only: files are opened lazily in each worker.
         self.stores = {
