@@ -34,6 +34,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import shutil
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -41,19 +42,34 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import WandbLogger
 
 from epic_protocol.errors import UserError, cli_main
 from rulstm.checkpoints import read_checkpoint
 from rulstm.data.datamodule import AnticipationDataModule
+from rulstm.evaluation import AnticipationEvaluator, SubmissionWriter
 from rulstm.lightning import AnticipationModule
-from rulstm.optimization import compare, configured
+from rulstm.optimization import compare as compare_optimization
+from rulstm.optimization import configured as configured_optimization
 
 log = logging.getLogger(__name__)
 
 #: File names of the two checkpoints every stage writes.
 BEST, LAST = "best", "last"
+
+
+def _quiet_wandb(logger: WandbLogger) -> None:
+    """No W&B warnings that ask nothing of the user: Lightning passes ``anonymous=None``,
+    which W&B >= 0.19 reports as a deprecated setting on every run, and W&B looks for a git
+    repository from its ``dir``, warning "git root ... does not exist" while the run folder
+    is not created yet."""
+    init = getattr(logger, "_wandb_init", None)  # the wandb.init() kwargs, used lazily
+    if isinstance(init, dict) and "anonymous" in init and init["anonymous"] is None:
+        del init["anonymous"]
+    if logger.save_dir:
+        os.makedirs(logger.save_dir, exist_ok=True)
 
 
 class RunFolderError(UserError, ValueError):
@@ -166,19 +182,29 @@ class RulstmCLI(LightningCLI):
 
     @staticmethod
     def _keep_logs_with_the_run(config) -> None:
-        """The W&B logger writes into the run folder (``trainer.default_root_dir``), not into
-        the current directory: its offline run, and the ``config.yaml`` that LightningCLI saves
-        in the first logger's ``save_dir``, stay with the stage's checkpoints instead of one
-        stage overwriting the previous stage's config in the working directory."""
+        """Every logger writes into the run folder (``trainer.default_root_dir``), not into the
+        current directory: W&B's offline run, a CSV or TensorBoard logger's ``version_N``
+        folders, and the ``config.yaml`` that LightningCLI saves in the first logger's folder
+        stay with the stage's checkpoints. A logger's ``save_dir`` set to anything other than
+        the current directory (``.``) is kept."""
         root = config.get("trainer.default_root_dir")
-        logger = config.get("trainer.logger")
-        if not root or not hasattr(logger, "get"):
-            return  # no run folder, or no logger / a list of loggers (configured explicitly)
-        if str(logger.get("class_path", "")).rsplit(".", 1)[-1] != "WandbLogger":
-            return
-        init_args = logger.get("init_args")
-        if init_args is not None and init_args.get("save_dir") in (None, "", "."):
-            init_args["save_dir"] = str(root)
+        loggers = config.get("trainer.logger")
+        if not root or not loggers or loggers is True:
+            return  # no run folder, or no logger / Lightning's default (already in root)
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            if not hasattr(logger, "get") or not logger.get("class_path"):
+                continue
+            init_args = logger.get("init_args")
+            if init_args is None or "save_dir" not in init_args:
+                continue  # a logger without a save_dir argument (e.g. Neptune)
+            if init_args.get("save_dir") in (None, "", "."):
+                init_args["save_dir"] = str(root)
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                _quiet_wandb(logger)
 
     def _from_data(
         self,
@@ -256,7 +282,9 @@ class RulstmCLI(LightningCLI):
             self.trainer.callbacks.append(last_checkpoint(default_dir))
 
     def _claim_run_folders(self, *, overwrite: bool, resuming: bool) -> None:
-        """Refuse (or, with ``overwrite``, empty) checkpoint folders of an earlier run."""
+        """Refuse checkpoint folders of an earlier run; with ``overwrite``, remove that run:
+        its checkpoints and, in the stage folder, its ``config.yaml``, W&B runs and logger
+        ``version_N`` folders (:meth:`_earlier_run`)."""
         if not self.trainer.is_global_zero:
             return  # rank 0 decided before the other processes were launched
         folders = sorted(
@@ -266,33 +294,100 @@ class RulstmCLI(LightningCLI):
                 if getattr(c, "dirpath", None)
             }
         )
+        stale: list[Path] = []
         for folder in folders:
-            stale = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
-            if not stale or resuming:
+            found = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+            if not found or resuming:
                 continue
             if not overwrite:
-                names = ", ".join(p.name for p in stale[:4]) + (" ..." if len(stale) > 4 else "")
+                names = ", ".join(p.name for p in found[:4]) + (" ..." if len(found) > 4 else "")
                 raise RunFolderError(
                     f"{folder} already holds checkpoints of an earlier run ({names}); pass "
                     "--overwrite true to replace them, --ckpt_path "
                     f"{folder / (LAST + '.ckpt')} to resume, or another "
                     "--trainer.default_root_dir"
                 )
-            for path in stale:
-                path.unlink()
-            log.info("removed %d checkpoint(s) of an earlier run from %s", len(stale), folder)
+            stale += found
+        if not overwrite or resuming:
+            return
+        stale += self._earlier_run()
+        for path in stale:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        if stale:
+            root = Path(self.trainer.default_root_dir).resolve()
+            names = [
+                str(p.resolve().relative_to(root)) if p.resolve().is_relative_to(root) else str(p)
+                for p in stale
+            ]
+            print(f"--overwrite: removed the earlier run from {root}: {', '.join(names)}")
+
+    def _earlier_run(self) -> list[Path]:
+        """What an earlier run left in the stage folder besides checkpoints: the saved
+        ``config.yaml``, W&B runs (``wandb/``) and CSV / TensorBoard ``version_N`` folders.
+        Only inside an explicit ``--trainer.default_root_dir`` (never the current folder)."""
+        if not self.config[self.subcommand].get("trainer.default_root_dir"):
+            return []
+        root = Path(self.trainer.default_root_dir).resolve()
+        # What the default and the usual loggers leave, whichever logger this run uses.
+        found = [root / "config.yaml", root / "wandb", root / "lightning_logs"]
+        found += sorted(root.glob("version_*"))
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                found.append(Path(logger.save_dir or root) / "wandb")
+            elif getattr(logger, "root_dir", None):  # CSV, TensorBoard: root_dir/version_N
+                found += sorted(Path(logger.root_dir).glob("version_*"))
+        unique = dict.fromkeys(p.resolve() for p in found if p.exists() or p.is_symlink())
+        return [p for p in unique if p.is_relative_to(root) and p != root]
 
     def before_validate(self) -> None:
         self._check_shapes()
         self._resolve_ckpt_path()
+        self._one_table()
 
     def before_test(self) -> None:
         self._check_shapes()
         self._resolve_ckpt_path()
+        self._one_table()
 
     def before_predict(self) -> None:
         self._check_shapes()
         self._resolve_ckpt_path()
+
+    def _one_table(self) -> None:
+        """With the project's evaluator (which prints its own table and where the reports
+        went), Lightning's table of every logged metric (~100 lines) is not printed."""
+        if any(isinstance(c, AnticipationEvaluator) for c in self.trainer.callbacks):
+            self.config_init[self.subcommand]["verbose"] = False
+
+    def after_fit(self) -> None:
+        """Where the stage's files went (one line each)."""
+        if not self.trainer.is_global_zero:
+            return
+        for callback in self.trainer.checkpoint_callbacks:
+            path = getattr(callback, "best_model_path", "") or getattr(
+                callback, "last_model_path", ""
+            )
+            if path:
+                print(f"checkpoint written: {path}", flush=True)
+        if self.trainer.loggers:
+            print(f"logs written to: {self.trainer.log_dir}", flush=True)
+
+    def after_predict(self) -> None:
+        """No silent nothing: without a prediction writer, ``rulstm predict`` writes no file."""
+        writers = (SubmissionWriter, BasePredictionWriter)
+        if any(isinstance(c, writers) for c in self.trainer.callbacks):
+            return  # the writer says where its file went
+        warnings.warn(
+            "rulstm predict wrote no file: the config has no prediction writer callback, so "
+            "the scores were computed and dropped. For a predictions file add a predict "
+            "config with rulstm.evaluation.SubmissionWriter (its init_args protocol and "
+            "path), e.g. -c configs/ek55/predict_seen.yaml (README: Challenge files)",
+            UserWarning,
+            stacklevel=1,
+        )
 
     def _resolve_ckpt_path(self) -> None:
         """``--ckpt_path best|last`` -> the checkpoint file (see :func:`resolve_ckpt_path`)."""
@@ -336,10 +431,7 @@ def resolve_ckpt_path(which: str, trainer) -> str:
         stage_layout = Path(trainer.default_root_dir) / "checkpoints" / f"{which}.ckpt"
         if stage_layout.is_file():
             return str(stage_layout)
-        raise FileNotFoundError(
-            f"--ckpt_path {which}: the config has no ModelCheckpoint callback with a fixed "
-            f"file name (the stage configs with base.yaml have one); {hint}"
-        )
+        raise FileNotFoundError(_missing_checkpoint(which, stage_layout))
     callback = configured[0]
     if which == "best" and callback.best_model_path:
         return callback.best_model_path
@@ -350,11 +442,24 @@ def resolve_ckpt_path(which: str, trainer) -> str:
         )
     path = Path(callback.dirpath) / f"{name}{callback.FILE_EXTENSION}"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"--ckpt_path {which}: no checkpoint at {path} (run `rulstm fit` with the same "
-            f"config and trainer.default_root_dir first, or pass the checkpoint file)"
-        )
+        raise FileNotFoundError(_missing_checkpoint(which, path))
     return str(path)
+
+
+def _missing_checkpoint(which: str, path: Path) -> str:
+    """One line: the file ``--ckpt_path best|last`` looked for, the folder searched and what
+    it holds, and how to get the file."""
+    folder = path.parent
+    if folder.is_dir():
+        held = sorted(p.name for p in folder.glob("*.ckpt"))
+        holds = f"it holds {', '.join(held[:4])}" if held else "it holds no checkpoint"
+    else:
+        holds = "the folder does not exist"
+    return (
+        f"--ckpt_path {which}: no {path.name} in {folder} ({holds}); train the stage there "
+        f"first (rulstm fit with --trainer.default_root_dir {folder.parent}), or pass the "
+        "checkpoint file to --ckpt_path"
+    )
 
 
 def check_compatibility(model: AnticipationModule, datamodule: AnticipationDataModule) -> None:
@@ -454,8 +559,8 @@ def check_optimizer_unchanged(path: str | os.PathLike, model: AnticipationModule
     except (OSError, ValueError) as error:
         log.debug("not comparing the optimizer of %s: %s", path, error)
         return  # check_resumable / Lightning report unreadable files
-    optimizers, schedulers = configured(model)
-    compare(checkpoint, optimizers, schedulers, path=path)
+    optimizers, schedulers = configured_optimization(model)
+    compare_optimization(checkpoint, optimizers, schedulers, path=path)
 
 
 class _NoAdverts(logging.Filter):
@@ -473,6 +578,18 @@ for _name in (
     logging.getLogger(_name).addFilter(_NoAdverts())
 
 
+#: Lightning warnings that ask nothing of the user here (one screen per stage):
+QUIET = (
+    # A small training split has fewer batches than log_every_n_steps: the logger then gets
+    # no per-step train/loss (the validation metrics still come every epoch). The README says
+    # to lower --trainer.log_every_n_steps for per-step curves on a small own dataset.
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # rulstm fit refuses a folder with an earlier run's checkpoints (--overwrite,
+    # --ckpt_path); when resuming the folder holds the run's own checkpoints by design.
+    r"Checkpoint directory .* exists and is not empty",
+)
+
+
 def build_cli(args: Sequence[str] | None = None, **kwargs) -> RulstmCLI:
     """Parse ``args`` (default: the command line) and run the subcommand, if any."""
     with warnings.catch_warnings():
@@ -481,6 +598,8 @@ def build_cli(args: Sequence[str] | None = None, **kwargs) -> RulstmCLI:
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         # A deprecation inside torch's pytree that Lightning triggers on every run.
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        for message in QUIET:
+            warnings.filterwarnings("ignore", message=message)
         command = list(sys.argv[1:] if args is None else args)[:1]
         if command and command[0] in ("validate", "test", "predict"):
             # Evaluating a checkpoint needs none of the callbacks that wrote it.

@@ -253,7 +253,9 @@ def test_ckpt_path_best_and_last_resolve_in_a_new_process(tmp_path, synthetic_da
     assert run("validate", "last").trainer.ckpt_path == str(checkpoints / "last.ckpt")
     predict = run("predict", "best", "--return_predictions", "false")
     assert predict.trainer.ckpt_path == str(checkpoints / "best.ckpt")
-    with pytest.raises(FileNotFoundError, match=r"--ckpt_path best: no checkpoint at .*best\.ckpt"):
+    elsewhere = tmp_path / "elsewhere" / "checkpoints"
+    message = rf"--ckpt_path best: no best\.ckpt in {elsewhere} \(the folder does not exist\)"
+    with pytest.raises(FileNotFoundError, match=message):
         run("test", "best", "--trainer.default_root_dir", str(tmp_path / "elsewhere"))
 
 
@@ -266,12 +268,20 @@ def test_ckpt_path_best_without_a_checkpoint_callback_says_which_path_to_pass(
     no_callbacks.write_text("trainer:\n  callbacks: []\n")
     args[0] = "test"
     args[5:5] = ["-c", str(no_callbacks)]  # Lightning's default checkpoint: no fixed name
+    # The missing file and the folder searched, not a missing callback (issue 24.5).
+    folder = tmp_path / "runs" / "rgb_sc" / "checkpoints"
     message = (
-        r"--ckpt_path best: the config has no ModelCheckpoint callback with a fixed file name"
-        r".*; pass the checkpoint file instead, e.g. --ckpt_path .*rgb_sc/checkpoints/best\.ckpt"
+        rf"--ckpt_path best: no best\.ckpt in {folder} \(the folder does not exist\); train "
+        rf"the stage there first \(rulstm fit with --trainer.default_root_dir {folder.parent}\)"
+        r", or pass the checkpoint file to --ckpt_path$"
     )
     with pytest.raises(FileNotFoundError, match=message):
         build_cli([*args, "--data.test_annotations", str(data.val), "--ckpt_path", "best"])
+    folder.mkdir(parents=True)
+    (folder / "last.ckpt").touch()
+    with pytest.raises(FileNotFoundError, match=r"no best\.ckpt in .* \(it holds last\.ckpt\)"):
+        build_cli([*args, "--data.test_annotations", str(data.val), "--ckpt_path", "best"])
+    (folder / "last.ckpt").unlink()
     # Once the stage has run, such a config (like the test_*.yaml ones) finds its files in
     # <default_root_dir>/checkpoints.
     fit("rgb_sc", data, tmp_path / "runs", epochs=1)

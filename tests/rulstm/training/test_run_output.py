@@ -1,0 +1,125 @@
+"""What a stage leaves and prints: every logger writes into the stage folder, --overwrite
+removes all of the earlier run, worker count from the CPUs, one screen of output (the
+project's table, where files went, warnings only when actionable), and no silent nothing
+from ``rulstm predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rulstm.cli import build_cli, main
+from rulstm.data import datamodule
+from rulstm.data.datamodule import resolve_num_workers
+
+from .test_stages import CONFIGS, fit_args
+
+CSV_LOGGER = ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger"]
+
+
+@pytest.fixture
+def data(synthetic_data):
+    return synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+
+
+def _without(args: list[str], option: str) -> list[str]:
+    at = args.index(option)
+    return args[:at] + args[at + 2 :]
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_num_workers_auto_follows_the_usable_cpus(monkeypatch, data):
+    monkeypatch.setattr(datamodule.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert resolve_num_workers("auto") == 2  # a 2-core machine: no "might freeze" warning
+    monkeypatch.setattr(datamodule.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert resolve_num_workers("auto") == 4
+    assert resolve_num_workers(0) == 0 and resolve_num_workers(8) == 8  # explicit: kept
+    with pytest.raises(ValueError, match="data.num_workers must be 'auto' or an int >= 0"):
+        resolve_num_workers(-1)
+    for dataset in ("ek55", "ek100", "egtea"):
+        base = (CONFIGS.parent / dataset / "base.yaml").read_text()
+        assert "num_workers: auto" in base, dataset
+    module = datamodule.AnticipationDataModule(features={"rgb": str(data.features["rgb"])})
+    assert module.num_workers == 4
+
+
+def test_any_logger_writes_into_the_stage_folder(tmp_path, data, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    runs = tmp_path / "runs"
+    args = _without(fit_args("rgb_sc", data, runs, epochs=1), "--trainer.logger")
+    build_cli([*args, *CSV_LOGGER])
+    assert _files(cwd) == []  # not ./version_0/ in the current folder
+    stage = runs / "rgb_sc"
+    assert {"version_0/metrics.csv", "version_0/config.yaml"} <= set(_files(stage))
+
+
+def test_overwrite_removes_everything_of_the_earlier_run(tmp_path, data, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    stage = runs / "rgb_sc"
+    args = _without(fit_args("rgb_sc", data, runs, epochs=1), "--trainer.logger")
+    cli = build_cli(args)  # the default logger: W&B offline, in the stage folder
+    assert "anonymous" not in cli.trainer.logger._wandb_init  # W&B warned about it each run
+    assert (stage / "config.yaml").is_file() and list((stage / "wandb").glob("offline-run-*"))
+    build_cli([*args, *CSV_LOGGER, "--overwrite", "true"])
+    left = _files(stage)
+    assert not any(name.startswith("wandb") for name in left), left
+    assert "config.yaml" not in left  # the earlier run's; this run's is in version_0
+    assert {"checkpoints/best.ckpt", "checkpoints/last.ckpt", "version_0/config.yaml"} <= set(
+        left
+    )
+    build_cli([*args, *CSV_LOGGER, "--overwrite", "true"])
+    assert not (stage / "version_1").exists()  # the earlier CSV logs went too
+    out = capsys.readouterr().out
+    assert f"--overwrite: removed the earlier run from {stage}: checkpoints/best.ckpt, " in out
+    assert "version_0" in out.split("--overwrite: removed")[-1]
+    assert "git root" not in out + capsys.readouterr().err
+
+
+def test_a_stage_prints_one_screen(tmp_path, data, capfd):
+    # num_workers from base.yaml (auto), few training batches, the evaluator's own table.
+    runs = tmp_path / "runs"
+    args = _without(fit_args("rgb_sc", data, runs, epochs=1), "--data.num_workers")
+    assert main(args) == 0
+    test_args = [
+        "test",
+        *args[1:5],
+        "-c",
+        str(CONFIGS / "test_rgb.yaml"),
+        *args[5:],
+        "--model.init_checkpoint",
+        "null",
+        "--data.test_annotations",
+        str(data.val),
+        "--trainer.callbacks.init_args.out_dir",
+        str(tmp_path / "evaluation"),
+        "--ckpt_path",
+        "best",
+    ]
+    assert main(test_args) == 0
+    out, err = capfd.readouterr()
+    for noise in ("might freeze", "worker processes", "log_every_n_steps", "is not empty"):
+        assert noise not in out + err, noise
+    assert "Test metric" not in out and "DataLoader 0" not in out  # Lightning's metric table
+    assert "Action Top-5 Accuracy" in out  # the project's table
+    assert f"evaluation written to {tmp_path / 'evaluation'}" in out
+    assert f"checkpoint written: {runs / 'rgb_sc' / 'checkpoints' / 'best.ckpt'}" in out
+
+
+def test_predict_without_a_writer_says_nothing_was_written(tmp_path, data, capsys):
+    runs = tmp_path / "runs"
+    args = fit_args("rgb_sc", data, runs, epochs=1)
+    assert main(args) == 0
+    capsys.readouterr()
+    predict = ["predict", *args[1:], "--data.predict_annotations", str(data.val)]
+    assert main([*predict, "--ckpt_path", "best", "--return_predictions", "false"]) == 0
+    err = capsys.readouterr().err
+    assert "rulstm: warning: rulstm predict wrote no file" in err
+    assert "rulstm.evaluation.SubmissionWriter" in err and "predict_seen.yaml" in err
