@@ -1,21 +1,25 @@
-"""Train and evaluate RU-LSTM on the three EGTEA Gaze+ splits; report mean and spread.
+"""Train and evaluate RU-LSTM on every split of a dataset; report mean and spread.
 
-For each split N (features in ``<features>/splitN/{rgb,flow}.h5``, 30 fps like the split files):
+The EGTEA Gaze+ recipe by default (``configs/egtea``, its three official splits), or your own
+dataset: ``--configs configs/mydata``, a copy of ``configs/egtea`` (README: "Your own
+dataset"). For each split N (``<configs>/splitN.yaml``), with the features of each modality in
+``<features>/splitN/<modality>.h5`` (one feature set per split, as the EGTEA features) or
+``<features>/<modality>.h5`` (one set for every split):
 
-1. ``rgb_sc`` -> ``rgb_anticipation`` and ``flow_sc`` -> ``flow_anticipation`` (sequence
-   completion, then anticipation from its best checkpoint);
-2. ``fusion``: MATT over the two anticipation bests;
-3. ``rulstm test`` of rgb, flow and fusion on the split's validation file, which writes
-   ``<out>/splitN/{rgb,flow,fusion}.json``.
+1. ``<m>_sc`` -> ``<m>_anticipation`` for each modality m (sequence completion, then
+   anticipation from its best checkpoint);
+2. ``fusion``: MATT over the anticipation bests;
+3. ``rulstm test`` of each modality and fusion (``test.yaml``) on the split's validation file,
+   which writes ``<out>/splitN/<model>.json``.
 
 Then every metric (top-1 / top-5 accuracy and class-mean top-5 recall, verb / noun / action, at
 each anticipation time) is summarised over the splits as mean and sample standard deviation
 (``n - 1``), printed and written to ``<out>/summary.json`` and ``<out>/summary.csv``. Every
 ``rulstm`` command is printed before it runs, so any step can be rerun by hand.
 
-    python scripts/train_egtea.py                              # the whole recipe, 3 splits
-    python scripts/train_egtea.py --splits 1 -- --data.num_workers 8   # options after -- go
-                                                               # to every rulstm command
+    python scripts/train_egtea.py                              # EGTEA Gaze+, 3 splits
+    python scripts/train_egtea.py --configs configs/mydata     # your own dataset's splits
+    python scripts/train_egtea.py --splits 1 -- --data.num_workers 0 --trainer.max_epochs 5
     python scripts/train_egtea.py --aggregate-only             # summarise existing reports
 """
 
@@ -33,6 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "egtea"
 MODALITIES = ("rgb", "flow")
+#: Titles of the summary table per config folder name (other folders: the folder's name).
+TITLES = {"egtea": "EGTEA Gaze+"}
 MODELS = (*MODALITIES, "fusion")
 METRICS = ("top1_acc", "top5_acc", "mean_top5_recall")
 TASKS = ("verb", "noun", "action")
@@ -46,9 +52,45 @@ def _rulstm(args: list[str]):
     return build_cli(args)
 
 
-def _configs(split: int, *stage: str) -> list[str]:
+def _configs(split: int, *stage: str, configs: Path = CONFIGS) -> list[str]:
     files = ["base.yaml", f"split{split}.yaml", *stage]
-    return [arg for name in files for arg in ("-c", str(CONFIGS / name))]
+    return [arg for name in files for arg in ("-c", str(configs / name))]
+
+
+def config_splits(configs: Path) -> list[int]:
+    """The split numbers N of the ``splitN.yaml`` files in ``configs``, in order."""
+    numbers = (p.stem[len("split") :] for p in configs.glob("split*.yaml"))
+    return sorted(int(n) for n in numbers if n.isdigit())
+
+
+def check_configs(configs: Path, splits: Sequence[int], modalities: Sequence[str]) -> None:
+    """Raise FileNotFoundError naming the first config file the sequence needs that
+    ``configs`` lacks."""
+    names = ["base.yaml", "fusion.yaml", "test.yaml", *(f"split{n}.yaml" for n in splits)]
+    names += [f"{m}_{stage}.yaml" for m in modalities for stage in ("sc", "anticipation")]
+    for name in names:
+        if not (configs / name).is_file():
+            raise FileNotFoundError(
+                f"{configs / name} not found: --configs needs base.yaml, splitN.yaml per "
+                "split, <modality>_sc.yaml and <modality>_anticipation.yaml per modality, "
+                "fusion.yaml and test.yaml (copy configs/egtea, README: Your own dataset)"
+            )
+
+
+def split_features(features: Path, split: int, modalities: Sequence[str]) -> dict[str, str]:
+    """modality -> feature file of ``split``: ``<features>/splitN/<m>.h5``, else the files
+    shared by every split, ``<features>/<m>.h5``. Raises FileNotFoundError naming both."""
+    per_split, shared = features / f"split{split}", features
+    for root in (per_split, shared):
+        paths = {m: root / f"{m}.h5" for m in modalities}
+        if all(path.is_file() for path in paths.values()):
+            return {m: str(path) for m, path in paths.items()}
+    missing = next(m for m in modalities if not (per_split / f"{m}.h5").is_file())
+    raise FileNotFoundError(
+        f"{per_split / (missing + '.h5')} not found (nor {shared / (missing + '.h5')}): "
+        f"extract features at the configs' fps into {per_split} or {shared} (rulstm-extract) "
+        "or import them (rulstm-import features)"
+    )
 
 
 def train_split(
@@ -59,18 +101,13 @@ def train_split(
     out: Path,
     extra: Sequence[str] = (),
     overwrite: bool = False,
+    configs: Path = CONFIGS,
+    modalities: Sequence[str] = MODALITIES,
 ) -> dict[str, Path]:
     """Every stage of one split; returns the reports written (model -> JSON path).
     ``overwrite`` lets each ``rulstm fit`` replace the checkpoints of an earlier run (it
     refuses such a stage folder otherwise)."""
-    root = features / f"split{split}"
-    paths = {m: str(root / f"{m}.h5") for m in MODALITIES}
-    for path in paths.values():
-        if not Path(path).is_file():
-            raise FileNotFoundError(
-                f"{path} not found: extract EGTEA features at 30 fps into {root} "
-                "(rulstm-extract) or import the authors' LMDBs (rulstm-import features)"
-            )
+    paths = split_features(features, split, modalities)
     run_dir = runs / f"split{split}"
 
     def best(stage: str) -> str:
@@ -83,7 +120,7 @@ def train_split(
         _rulstm(
             [
                 "fit",
-                *_configs(split, f"{stage}.yaml"),
+                *_configs(split, f"{stage}.yaml", configs=configs),
                 "--data.features",
                 json.dumps(features_arg),
                 "--trainer.default_root_dir",
@@ -94,21 +131,21 @@ def train_split(
             ]  # fmt: skip
         )
 
-    for modality in MODALITIES:
+    for modality in modalities:
         single = {modality: paths[modality]}
         fit(f"{modality}_sc", single)
         fit(f"{modality}_anticipation", single, "--model.init_checkpoint", best(f"{modality}_sc"))
-    branches = {m: best(f"{m}_anticipation") for m in MODALITIES}
+    branches = {m: best(f"{m}_anticipation") for m in modalities}
     fit("fusion", paths, "--model.branch_checkpoints", json.dumps(branches))
 
     reports = {}
-    for model in MODELS:
+    for model in (*modalities, "fusion"):
         stage = "fusion" if model == "fusion" else f"{model}_anticipation"
         features_arg = paths if model == "fusion" else {model: paths[model]}
         _rulstm(
             [
                 "test",
-                *_configs(split, f"{stage}.yaml", "test.yaml"),
+                *_configs(split, f"{stage}.yaml", "test.yaml", configs=configs),
                 "--data.features",
                 json.dumps(features_arg),
                 "--model.init_checkpoint",
@@ -177,11 +214,11 @@ def aggregate(out: Path, splits: Sequence[int], models: Sequence[str] = MODELS) 
     return summary
 
 
-def format_summary(summary: dict) -> str:
+def format_summary(summary: dict, title: str = "EGTEA Gaze+") -> str:
     times = summary["times"]
     splits = ", ".join(map(str, summary["splits"]))
     lines = [
-        f"EGTEA Gaze+ action anticipation, splits {splits}: mean ± standard deviation (%)",
+        f"{title} action anticipation, splits {splits}: mean ± standard deviation (%)",
         f"{'':34}" + "".join(f"{t:>14.2f}s" for t in times),
     ]
     for model, series in summary["models"].items():
@@ -219,43 +256,117 @@ def write_summary(summary: dict, out: Path) -> None:
                     )
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train_egtea.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""
+options after "--" go unchanged to every rulstm command (fit and test), after the configs,
+so they override them; see `rulstm fit --help`. For example:
+  python scripts/train_egtea.py -- --data.num_workers 0 --trainer.max_epochs 5
+  python scripts/train_egtea.py -- --trainer.logger lightning.pytorch.loggers.CSVLogger
+Every rulstm command is printed before it runs (rerun a step by hand).
+
+layout, for --configs configs/NAME (defaults in brackets):
+  features  [data/NAME]        splitN/<modality>.h5 per split, or <modality>.h5 for all
+  runs      [runs/NAME]        splitN/<stage>/checkpoints/{best,last}.ckpt, config.yaml, logs
+  out       [evaluation/NAME]  splitN/<model>.{json,csv,png}, summary.{json,csv}
+""",
+    )
+    parser.add_argument(
+        "--configs",
+        type=Path,
+        default=CONFIGS,
+        metavar="DIR",
+        help="config folder: base.yaml, splitN.yaml per split, <modality>_{sc,anticipation}"
+        ".yaml, fusion.yaml, test.yaml (default: configs/egtea; your own dataset: a copy)",
+    )
+    parser.add_argument(
+        "--features",
+        type=Path,
+        metavar="DIR",
+        help="feature folder: DIR/splitN/<modality>.h5 per split, or DIR/<modality>.h5 "
+        "shared by every split (default: data/NAME for --configs configs/NAME)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        metavar="DIR",
+        help="run folder, one trainer.default_root_dir per split and stage: "
+        "DIR/splitN/<stage> (default: runs/NAME)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="evaluation reports DIR/splitN/<model>.json and the summary "
+        "DIR/summary.{json,csv} (default: evaluation/NAME)",
+    )
+    parser.add_argument(
+        "--splits",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="the splits to run (default: every splitN.yaml in --configs; EGTEA: 1 2 3)",
+    )
+    parser.add_argument(
+        "--modalities",
+        nargs="+",
+        default=list(MODALITIES),
+        metavar="M",
+        help="the branches to train and fuse (default: rgb flow, the EGTEA features)",
+    )
+    parser.add_argument(
+        "--aggregate-only",
+        action="store_true",
+        help="train nothing: summarise the reports already in --out",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the checkpoints an earlier run left in --runs (rulstm fit refuses them)",
+    )
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in argv:
         at = argv.index("--")
         argv, extra = argv[:at], argv[at + 1 :]
-    parser = argparse.ArgumentParser(prog="train_egtea.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--features", type=Path, default=Path("data/egtea"))
-    parser.add_argument("--runs", type=Path, default=Path("runs/egtea"))
-    parser.add_argument("--out", type=Path, default=Path("evaluation/egtea"))
-    parser.add_argument("--splits", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3])
-    parser.add_argument("--aggregate-only", action="store_true")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the checkpoints an earlier run left in --runs (rulstm fit refuses them)",
-    )
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    name = args.configs.resolve().name
+    features = args.features or Path("data") / name
+    runs = args.runs or Path("runs") / name
+    out = args.out or Path("evaluation") / name
+    models = [*args.modalities, "fusion"]
     try:
+        splits = args.splits or config_splits(args.configs)
+        if not splits:
+            raise FileNotFoundError(f"no splitN.yaml in {args.configs}: give --splits")
         if not args.aggregate_only:
-            for split in args.splits:
-                print(f"\n=== EGTEA Gaze+ split {split} ===", flush=True)
+            check_configs(args.configs, splits, args.modalities)
+            for split in splits:
+                print(f"\n=== {TITLES.get(name, name)} split {split} ===", flush=True)
                 train_split(
                     split,
-                    features=args.features,
-                    runs=args.runs,
-                    out=args.out,
+                    features=features,
+                    runs=runs,
+                    out=out,
                     extra=extra,
                     overwrite=args.overwrite,
+                    configs=args.configs,
+                    modalities=args.modalities,
                 )
-        summary = aggregate(args.out, args.splits)
+        summary = aggregate(out, splits, models)
     except (FileNotFoundError, ValueError) as error:
         print(f"train_egtea.py: error: {error}", file=sys.stderr)
         return 1
-    write_summary(summary, args.out)
-    print("\n" + format_summary(summary), flush=True)
-    print(f"\nwritten: {args.out / 'summary.json'}, {args.out / 'summary.csv'}", flush=True)
+    write_summary(summary, out)
+    print("\n" + format_summary(summary, TITLES.get(name, name)), flush=True)
+    print(f"\nwritten: {out / 'summary.json'}, {out / 'summary.csv'}", flush=True)
     return 0
 
 

@@ -161,3 +161,71 @@ def test_aggregate_mean_and_spread(tmp_path, load_script):
     assert "30.00 ±26.46" in script.format_summary(summary)
     with pytest.raises(FileNotFoundError, match="split4"):
         script.aggregate(tmp_path, [4], models=["fusion"])
+
+
+def test_script_help_names_every_option_and_its_default(load_script, capsys):
+    script = load_script("train_egtea")
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--configs", "--features", "--runs", "--out", "--splits", "--modalities"):
+        assert option in text, option
+    for default in ("configs/egtea", "data/NAME", "runs/NAME", "evaluation/NAME", "rgb flow"):
+        assert default in text, default
+    assert 'options after "--" go unchanged to every rulstm command' in text
+
+
+def test_script_runs_the_sequence_of_a_copied_config_folder(tmp_path, load_script, monkeypatch):
+    # Your own dataset: configs/egtea copied to configs/mydata with one split, features
+    # shared by the splits in data/mydata/{rgb,flow}.h5, defaults named after the folder.
+    script = load_script("train_egtea")
+    configs = tmp_path / "configs" / "mydata"
+    configs.mkdir(parents=True)
+    egtea = Path(script.CONFIGS)
+    for name in ("base", "split1", "rgb_sc", "rgb_anticipation", "flow_sc"):
+        (configs / f"{name}.yaml").write_text((egtea / f"{name}.yaml").read_text())
+    for modality in ("rgb", "flow"):
+        (tmp_path / "data" / "mydata").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / "mydata" / f"{modality}.h5").touch()
+    monkeypatch.chdir(tmp_path)
+    commands: list[list[str]] = []
+    report = {
+        "times": [1.0],
+        "series": [
+            {"task": t, "metric": m, "subset": "overall", "values": [50.0]}
+            for t in ("verb", "noun", "action")
+            for m in ("top1_acc", "top5_acc", "mean_top5_recall")
+        ],
+    }
+
+    def fake_rulstm(args: list[str]) -> None:  # what would run; writes what it would write
+        commands.append(args)
+        root = Path(args[args.index("--trainer.default_root_dir") + 1])
+        if args[0] == "fit":
+            (root / "checkpoints").mkdir(parents=True)
+            (root / "checkpoints" / "best.ckpt").touch()
+        else:
+            out = Path(args[args.index("--trainer.callbacks.init_args.out_dir") + 1])
+            name = args[args.index("--trainer.callbacks.init_args.name") + 1]
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{name}.json").write_text(json.dumps(report))
+
+    monkeypatch.setattr(script, "_rulstm", fake_rulstm)
+    # A missing stage file is named before anything runs.
+    assert script.main(["--configs", str(configs)]) == 1
+    assert commands == []
+    for name in ("flow_anticipation", "fusion", "test"):
+        (configs / f"{name}.yaml").write_text((egtea / f"{name}.yaml").read_text())
+    assert script.main(["--configs", str(configs), "--", "--trainer.max_epochs", "1"]) == 0
+    assert [c[0] for c in commands] == ["fit"] * 5 + ["test"] * 3
+    for command in commands:
+        config_files = [command[i + 1] for i, a in enumerate(command) if a == "-c"]
+        assert config_files[:2] == [str(configs / "base.yaml"), str(configs / "split1.yaml")]
+        assert all(f.startswith(str(configs)) for f in config_files)
+        assert command[-2:] == ["--trainer.max_epochs", "1"]  # after --: to every command
+    features = json.loads(commands[0][commands[0].index("--data.features") + 1])
+    assert features == {"rgb": str(Path("data/mydata/rgb.h5"))}
+    fit_roots = [c[c.index("--trainer.default_root_dir") + 1] for c in commands[:5]]
+    assert fit_roots[0] == str(Path("runs/mydata/split1/rgb_sc"))
+    assert (tmp_path / "evaluation" / "mydata" / "summary.json").is_file()
