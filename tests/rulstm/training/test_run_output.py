@@ -72,9 +72,7 @@ def test_overwrite_removes_everything_of_the_earlier_run(tmp_path, data, monkeyp
     left = _files(stage)
     assert not any(name.startswith("wandb") for name in left), left
     assert "config.yaml" not in left  # the earlier run's; this run's is in version_0
-    assert {"checkpoints/best.ckpt", "checkpoints/last.ckpt", "version_0/config.yaml"} <= set(
-        left
-    )
+    assert {"checkpoints/best.ckpt", "checkpoints/last.ckpt", "version_0/config.yaml"} <= set(left)
     build_cli([*args, *CSV_LOGGER, "--overwrite", "true"])
     assert not (stage / "version_1").exists()  # the earlier CSV logs went too
     out = capsys.readouterr().out
