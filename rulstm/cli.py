@@ -3,8 +3,12 @@
 Configs are plain YAML under ``configs/``; every argument is typed by the constructors'
 signatures (see ``rulstm fit --help``). W&B logs offline by default so nothing ever blocks on
 the network; ``WANDB_MODE=online`` or ``--wandb-online`` syncs; ``--trainer.logger``
-switches to CSV or anything else. ``--ckpt_path best`` / ``last`` name the stage's ``checkpoints/best.ckpt`` /
-``last.ckpt`` for ``validate``, ``test`` and ``predict``, also in a new process.
+switches to CSV or anything else; every logger writes into the stage folder
+(``trainer.default_root_dir``) unless its ``save_dir`` is set. ``--ckpt_path best`` / ``last``
+name the stage's ``checkpoints/best.ckpt`` / ``last.ckpt`` for ``validate``, ``test`` and
+``predict``, also in a new process. Resuming with ``--ckpt_path`` and other optimiser or
+scheduler settings applies them (same class) or refuses (another class): see
+:mod:`rulstm.optimization`.
 
 Values the data and the model must agree on are set once, on the data side, and reach the
 model through jsonargparse links applied when the classes are instantiated:
@@ -23,7 +27,12 @@ epoch by the monitored metric) and ``last.ckpt`` (the end of the latest epoch, r
 epoch, with the RNG state, so ``--ckpt_path .../last.ckpt`` continues exactly where training
 stopped). ``rulstm fit`` refuses a folder that already holds checkpoints of an earlier run
 (later stages would read them by accident): resume it with ``--ckpt_path``, replace it with
-``--overwrite true``, or pick another ``--trainer.default_root_dir``.
+``--overwrite true`` (which removes all of the earlier run: checkpoints, ``config.yaml``,
+``wandb/`` and ``version_N/`` logs), or pick another ``--trainer.default_root_dir``.
+
+``data.num_workers: auto`` (the default) starts ``min(4, usable CPU cores)`` loader workers.
+Lightning warnings that ask nothing of the user are filtered (:data:`QUIET`), and with the
+project's evaluator ``rulstm test`` prints its table, not Lightning's.
 
 Bad input ends the run with one line ``rulstm: error: ...`` and exit status 1 (2 for unusable
 arguments); ``--debug`` or ``RULSTM_DEBUG=1`` shows the traceback.
@@ -156,8 +165,9 @@ class RulstmCLI(LightningCLI):
                 "--overwrite",
                 type=bool,
                 default=False,
-                help="Replace the checkpoints an earlier run left in the stage folder "
-                "(default: refuse such a folder; --ckpt_path resumes it instead).",
+                help="Remove an earlier run from the stage folder first: its checkpoints, "
+                "config.yaml, wandb/ and version_N/ logs (default: refuse a folder with "
+                "checkpoints; --ckpt_path resumes it instead).",
             )
         return parser
 
