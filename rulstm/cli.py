@@ -342,8 +342,8 @@ class RulstmCLI(LightningCLI):
             return []
         root = Path(self.trainer.default_root_dir).resolve()
         # What the default and the usual loggers leave, whichever logger this run uses.
-        found = [root / "config.yaml", root / "wandb", root / "lightning_logs"]
-        found += sorted(root.glob("version_*"))
+        found = [root / "wandb", root / "lightning_logs"]
+        found += sorted(root.glob("config*.yaml")) + sorted(root.glob("version_*"))
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger):
                 found.append(Path(logger.save_dir or root) / "wandb")
@@ -588,6 +588,15 @@ for _name in (
     logging.getLogger(_name).addFilter(_NoAdverts())
 
 
+def config_filename(command: Sequence[str]) -> str:
+    """The file the run's configuration is saved to: ``config.yaml`` for ``fit`` (what
+    trained the stage's checkpoints), ``config_<subcommand>.yaml`` for ``validate``, ``test``
+    and ``predict``, which often run in the stage folder and must not replace it."""
+    if command and command[0] in ("validate", "test", "predict"):
+        return f"config_{command[0]}.yaml"
+    return "config.yaml"
+
+
 #: Lightning warnings that ask nothing of the user here (one screen per stage):
 QUIET = (
     # A small training split has fewer batches than log_every_n_steps: the logger then gets
@@ -614,14 +623,36 @@ def build_cli(args: Sequence[str] | None = None, **kwargs) -> RulstmCLI:
         if command and command[0] in ("validate", "test", "predict"):
             # Evaluating a checkpoint needs none of the callbacks that wrote it.
             warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
-        return RulstmCLI(
-            AnticipationModule,
-            AnticipationDataModule,
-            args=None if args is None else list(args),
-            trainer_defaults={"logger": DEFAULT_LOGGER},
-            save_config_kwargs={"overwrite": True},
-            **kwargs,
-        )
+        before = _active_wandb_run()
+        try:
+            return RulstmCLI(
+                AnticipationModule,
+                AnticipationDataModule,
+                args=None if args is None else list(args),
+                trainer_defaults={"logger": DEFAULT_LOGGER},
+                save_config_kwargs={
+                    "overwrite": True,
+                    "config_filename": config_filename(command),
+                },
+                **kwargs,
+            )
+        finally:
+            if kwargs.get("run", True):
+                _finish_wandb_run(before)
+
+
+def _active_wandb_run() -> Any:
+    wandb = sys.modules.get("wandb")  # never imported here when no W&B logger ran
+    return getattr(wandb, "run", None)
+
+
+def _finish_wandb_run(before: Any) -> None:
+    """End the W&B run this command started. Lightning's WandbLogger leaves it open (the
+    process exit ends it), so commands run in one process (scripts/train_egtea.py, the
+    quickstart, tests) would otherwise all log into the first stage's run and folder."""
+    run = _active_wandb_run()
+    if run is not None and run is not before:
+        run.finish()
 
 
 @cli_main("rulstm")

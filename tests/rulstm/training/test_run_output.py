@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import wandb
 
 from rulstm.cli import build_cli, main
 from rulstm.data import datamodule
@@ -68,6 +69,7 @@ def test_overwrite_removes_everything_of_the_earlier_run(tmp_path, data, monkeyp
     cli = build_cli(args)  # the default logger: W&B offline, in the stage folder
     assert "anonymous" not in cli.trainer.logger._wandb_init  # W&B warned about it each run
     assert (stage / "config.yaml").is_file() and list((stage / "wandb").glob("offline-run-*"))
+    assert wandb.run is None  # ended: the next command in this process starts its own run
     build_cli([*args, *CSV_LOGGER, "--overwrite", "true"])
     left = _files(stage)
     assert not any(name.startswith("wandb") for name in left), left
@@ -86,6 +88,7 @@ def test_a_stage_prints_one_screen(tmp_path, data, capfd):
     runs = tmp_path / "runs"
     args = _without(fit_args("rgb_sc", data, runs, epochs=1), "--data.num_workers")
     assert main(args) == 0
+    trained_with = (runs / "rgb_sc" / "config.yaml").read_text()
     test_args = [
         "test",
         *args[1:5],
@@ -109,6 +112,9 @@ def test_a_stage_prints_one_screen(tmp_path, data, capfd):
     assert "Action Top-5 Accuracy" in out  # the project's table
     assert f"evaluation written to {tmp_path / 'evaluation'}" in out
     assert f"checkpoint written: {runs / 'rgb_sc' / 'checkpoints' / 'best.ckpt'}" in out
+    # The test run in the stage folder records its config beside, not over, the training one.
+    assert (runs / "rgb_sc" / "config.yaml").read_text() == trained_with
+    assert "test_annotations" in (runs / "rgb_sc" / "config_test.yaml").read_text()
 
 
 def test_predict_without_a_writer_says_nothing_was_written(tmp_path, data, capsys):
