@@ -24,7 +24,8 @@ from rulstm.checkpoints import load_weights
 from rulstm.data.datamodule import AnticipationBatch
 from rulstm.evaluation.records import report_partial
 from rulstm.losses import early_recognition_loss
-from rulstm.metrics import SplitMetrics, uid_index
+from rulstm.evaluation.ranking import uid_index
+from rulstm.evaluation.split_metrics import SplitMetrics
 from rulstm.models.spec import NET_KEY, describe_net
 
 log = logging.getLogger(__name__)

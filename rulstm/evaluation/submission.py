@@ -37,7 +37,7 @@ import torch
 from epic_protocol.annotations import ActionVocabulary, open_text
 from rulstm.evaluation.classes import CLASS_COUNTS
 from rulstm.evaluation.records import SegmentRecords
-from rulstm.metrics import ArrayLike, marginalize
+from rulstm.evaluation.ranking import ArrayLike, marginalize
 from rulstm.resources import resolve_path
 
 Protocol = Literal["ek55", "ek100"]
