@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "egtea"
 MODALITIES = ("rgb", "flow")
 MODELS = (*MODALITIES, "fusion")
-METRICS = ("top1_acc", "top5_acc", "mean_top5_recall")
+METRICS = ("top1", "top5", "recall5")
 TASKS = ("verb", "noun", "action")
 
 

@@ -273,7 +273,6 @@ def uid_index(uids: Sequence[str]) -> torch.Tensor:
     )
 
 
-
 #: The tasks of next-action anticipation; verb and noun scores are marginalised from actions.
 TASKS: tuple[str, ...] = ("verb", "noun", "action")
 
@@ -368,6 +367,4 @@ def rank_segments(
         outside, num_actions + labels["verb"] * PAIR_STRIDE + labels["noun"], labels["action"]
     )
     ranks["action"][outside] = NEVER_RANKED
-    return SegmentRanks(
-        ranks=ranks, labels=labels, outside_vocabulary=outside, valid=valid_rows
-    )
+    return SegmentRanks(ranks=ranks, labels=labels, outside_vocabulary=outside, valid=valid_rows)
