@@ -340,6 +340,7 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
         The protocol's combined plot (``accuracy_{protocol}.png``) shows the full reports of
         the protocol in ``out_dir`` (and this one, when it is full)."""
         print(report.table(), flush=True)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         stem = self._report_stem(report)
         written = {
             "json": report.to_json(self.out_dir / f"{stem}.json"),

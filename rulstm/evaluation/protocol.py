@@ -44,6 +44,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import inspect
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -482,5 +483,5 @@ class CustomProtocol(_EveryClassProtocol):
     def combined_plot_name(self) -> str:
         if not self.dataset:
             return super().combined_plot_name()
-        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.dataset.lower())
-        return f"accuracy_{slug.strip('_') or self.name}.png"
+        slug = re.sub(r"[^a-z0-9-]+", "_", self.dataset.lower()).strip("_")
+        return f"accuracy_{slug or self.name}.png"

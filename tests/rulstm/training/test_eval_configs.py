@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -62,7 +63,23 @@ def test_test_config_evaluates_and_writes_outputs(config, tmp_path, synthetic_da
     out = tmp_path / "evaluation" / config.parent.name
     report = json.loads((out / f"{name}.json").read_text())
     assert report and (out / f"{name}.csv").is_file() and (out / f"{name}.png").is_file()
-    assert "test/action/top5/1.00s" in cli.trainer.callback_metrics
+    # One name per metric: every logged test metric is a row of the report, same value.
+    logged = {
+        key: float(value)
+        for key, value in cli.trainer.callback_metrics.items()
+        if key.startswith("test/") and key != "test/loss" and "/attention/" not in key
+    }
+    with (out / f"{name}.csv").open() as handle:
+        rows = {
+            row["key"]: float(row["value"])
+            for row in csv.DictReader(handle)
+            if row["value"] not in ("", "nan")
+        }
+    assert logged and logged.keys() == rows.keys()
+    for key, value in rows.items():
+        assert logged[key] == pytest.approx(value, rel=1e-6), key
+    headline = report["headline"]["name"]
+    assert headline in logged and logged[headline] == pytest.approx(report["headline"]["value"])
 
 
 @pytest.mark.parametrize("config", PREDICT_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
