@@ -623,7 +623,9 @@ def test_ek55_evaluator_counts_a_many_shot_pair_outside_the_vocabulary(tmp_path:
         outcomes, many_shot=ManyShotClasses(frozenset({0}), frozenset({1}), reference_actions)
     )
     # The extra class (recall 0) lowers the class mean.
-    assert report.value("action", "recall5", "many_shot") < without.value("action", "recall5", "many_shot")
+    assert report.value("action", "recall5", "many_shot") < without.value(
+        "action", "recall5", "many_shot"
+    )
 
 
 def test_report_title_names_the_dataset_and_survives_json(tmp_path) -> None:
