@@ -47,6 +47,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from epic_protocol.errors import UserError, cli_main
 from rulstm.checkpoints import read_checkpoint
 from rulstm.data.datamodule import AnticipationDataModule
+from rulstm.evaluation.callbacks import RunConfigSaver
 from rulstm.lightning import AnticipationModule
 
 log = logging.getLogger(__name__)
@@ -472,6 +473,7 @@ def build_cli(args: Sequence[str] | None = None, **kwargs) -> RulstmCLI:
             AnticipationDataModule,
             args=None if args is None else list(args),
             trainer_defaults={"logger": DEFAULT_LOGGER},
+            save_config_callback=RunConfigSaver,
             save_config_kwargs={"overwrite": True},
             **kwargs,
         )

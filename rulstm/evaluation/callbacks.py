@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+from lightning.pytorch.cli import SaveConfigCallback
 
 from epic_protocol.annotations import ActionVocabulary, read_actions_csv
 from epic_protocol.errors import UsageError
@@ -544,3 +545,30 @@ class SubmissionWriter(_StepTimes, L.Callback):
         )
         print(f"challenge file written: {path} ({len(scores)} segments)", flush=True)
         return path
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """LightningCLI's ``config.yaml``, kept with the run it describes.
+
+    ``rulstm fit`` (and any run given ``--trainer.default_root_dir``) saves it in the run
+    folder, as Lightning does. ``rulstm test`` without a ``default_root_dir`` would write
+    ``config.yaml`` into the current folder and replace it on every run: it is saved next
+    to the evaluator's report instead, as ``{out_dir}/{name}.config.yaml``.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        evaluator = next(
+            (c for c in trainer.callbacks if isinstance(c, AnticipationEvaluator)), None
+        )
+        root_given = self.config.get("trainer.default_root_dir") is not None
+        if self.already_saved or stage == "fit" or root_given or evaluator is None:
+            super().setup(trainer, pl_module, stage)
+            return
+        if trainer.is_global_zero:
+            path = evaluator.out_dir / f"{_safe_name(evaluator.name)}.config.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.parser.save(
+                self.config, str(path), skip_none=False, overwrite=True, multifile=False
+            )
+            self.save_config(trainer, pl_module, stage)
+        self.already_saved = True

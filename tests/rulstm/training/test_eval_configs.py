@@ -118,3 +118,26 @@ def test_predict_config_writes_a_valid_submission(config, tmp_path, synthetic_da
     assert set(submission["results"]) == {
         line.split(",")[0] for line in test_split.read_text().splitlines()
     }
+
+
+def test_test_without_a_root_dir_keeps_its_config_with_the_report(
+    tmp_path, synthetic_data, monkeypatch
+):
+    """`rulstm test` without --trainer.default_root_dir wrote config.yaml into the current
+    folder, replacing it on every run: it now lies next to the report it produced."""
+    monkeypatch.chdir(tmp_path)
+    data = synthetic_data(dims=DIMS, num_classes=4, videos=3, frames=600)
+    config = CONFIGS / "ek55" / "test_rgb.yaml"
+    args = overrides(config, data, tmp_path)[:-2]  # no --trainer.default_root_dir
+    for name in ("rgb", "flow"):
+        build_cli(
+            ["test", "-c", str(config.parent / "base.yaml"), "-c", str(config), *args]
+            + ["--data.test_annotations", str(data.val)]
+            + ["--trainer.callbacks.init_args.class_lists", "false"]
+            + ["--trainer.callbacks.init_args.name", name]
+        )
+    assert not (tmp_path / "config.yaml").exists()
+    out = tmp_path / "evaluation" / "ek55"
+    for name in ("rgb", "flow"):
+        saved = yaml.safe_load((out / f"{name}.config.yaml").read_text())
+        assert saved["trainer"]["callbacks"][0]["init_args"]["name"] == name
