@@ -24,7 +24,13 @@ from epic_protocol.errors import UsageError
 from epic_protocol.sampling import HEADLINE_SECONDS, anticipation_step, anticipation_times
 from rulstm.checkpoints import load_weights
 from rulstm.data.datamodule import AnticipationBatch
-from rulstm.evaluation.names import fraction_key, metric_name, module_metric_names, time_key
+from rulstm.evaluation.names import (
+    fraction_key,
+    metric_mode,
+    metric_name,
+    module_metric_names,
+    time_key,
+)
 from rulstm.evaluation.ranking import uid_index
 from rulstm.evaluation.records import report_partial
 from rulstm.evaluation.split_metrics import SplitMetrics
@@ -297,10 +303,19 @@ class AnticipationModule(L.LightningModule):
         valid = self.logged_metric_names("train") + self.logged_metric_names("val")
         for callback in trainer.callbacks:
             monitor = getattr(callback, "monitor", None)
-            if isinstance(monitor, str) and monitor and monitor not in valid:
+            if not isinstance(monitor, str) or not monitor:
+                continue
+            if monitor not in valid:
                 raise UsageError(
                     f"{type(callback).__name__}(monitor={monitor!r}) names no logged metric; "
                     f"valid names: {', '.join(valid)}"
+                )
+            mode, better = getattr(callback, "mode", None), metric_mode(monitor)
+            if mode in ("max", "min") and better is not None and mode != better:
+                raise UsageError(
+                    f"{type(callback).__name__}(monitor={monitor!r}, mode={mode!r}): "
+                    f"{monitor} is better when {'larger' if better == 'max' else 'smaller'}; "
+                    f"set mode: {better}"
                 )
 
     def _owned_test_metrics(self) -> bool:

@@ -211,10 +211,13 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
             vocabulary=vocabulary if isinstance(vocabulary, ActionVocabulary) else None,
             seconds_per_step=self.seconds_per_step,
         )
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After setup: Lightning knows --ckpt_path only once it restores the checkpoint.
         self.checkpoint = evaluated_checkpoint(trainer, pl_module)
         if self.configured_name is None:
             self.name = default_report_name(pl_module, self.checkpoint)
-        if stage == "test" and trainer.is_global_zero:
+        if trainer.is_global_zero:
             self._refuse_other_checkpoint()
 
     def _refuse_other_checkpoint(self) -> None:
@@ -557,12 +560,20 @@ class RunConfigSaver(SaveConfigCallback):
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        evaluator = next(
-            (c for c in trainer.callbacks if isinstance(c, AnticipationEvaluator)), None
-        )
-        root_given = self.config.get("trainer.default_root_dir") is not None
-        if self.already_saved or stage == "fit" or root_given or evaluator is None:
+        if self._evaluator(trainer, stage) is None:
             super().setup(trainer, pl_module, stage)
+        # Otherwise saved at on_test_start, once the evaluator knows its report's name.
+
+    def _evaluator(self, trainer: L.Trainer, stage: str) -> AnticipationEvaluator | None:
+        """The evaluator whose report the config goes next to (``None``: Lightning's rule)."""
+        root_given = self.config.get("trainer.default_root_dir") is not None
+        if self.already_saved or stage != "test" or root_given:
+            return None
+        return next((c for c in trainer.callbacks if isinstance(c, AnticipationEvaluator)), None)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        evaluator = self._evaluator(trainer, "test")
+        if evaluator is None:
             return
         if trainer.is_global_zero:
             path = evaluator.out_dir / f"{_safe_name(evaluator.name)}.config.yaml"
@@ -570,5 +581,5 @@ class RunConfigSaver(SaveConfigCallback):
             self.parser.save(
                 self.config, str(path), skip_none=False, overwrite=True, multifile=False
             )
-            self.save_config(trainer, pl_module, stage)
+            self.save_config(trainer, pl_module, "test")
         self.already_saved = True

@@ -105,6 +105,21 @@ def label(task: str, metric: str, subset: str = "overall") -> str:
     return f"{task.capitalize():<7}{subset_label}{METRICS[metric].label}"
 
 
+def metric_mode(name: str) -> Mode | None:
+    """Whether a logged ``name`` is better larger (``max``) or smaller (``min``): the
+    registry's mode of its metric, ``min`` for a loss; ``None`` when unknown."""
+    parts = name.split("/")
+    if parts[-1] == "loss":
+        return "min"
+    if len(parts) >= 3:
+        metric = parts[2]
+        for subset in SUBSETS:
+            metric = metric.removesuffix(f"_{subset}")
+        if metric in METRICS:
+            return METRICS[metric].mode
+    return None
+
+
 def module_metric_names(
     stage: str, *, whens: Sequence[str], modalities: Iterable[str] = ()
 ) -> list[str]:

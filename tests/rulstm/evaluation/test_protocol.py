@@ -272,6 +272,12 @@ def test_a_monitor_naming_no_logged_metric_fails_at_start():
         UsageError, match=r"names no logged metric; valid names: .*val/action/top5/1\.00s"
     ):
         module.check_monitors()
+    # A mode against the metric's would keep the worst checkpoint.
+    module._trainer = SimpleNamespace(
+        callbacks=[ModelCheckpoint(monitor="val/action/top5/1.00s", mode="min")]
+    )
+    with pytest.raises(UsageError, match="set mode: max"):
+        module.check_monitors()
 
 
 @pytest.mark.parametrize("folder", ["ek55", "ek100", "egtea", "quickstart"])
