@@ -263,7 +263,9 @@ def test_a_monitor_naming_no_logged_metric_fails_at_start():
     module = AnticipationModule(
         net=RULSTM(feat_dim=4, num_classes=3, hidden=4), anticipation_steps=4
     )
-    module._trainer = SimpleNamespace(callbacks=[ModelCheckpoint(monitor="val/action/top5/1.00s")])
+    module._trainer = SimpleNamespace(
+        callbacks=[ModelCheckpoint(monitor="val/action/top5/1.00s", mode="max")]
+    )
     module.check_monitors()  # a logged name
     module._trainer = SimpleNamespace(
         callbacks=[ModelCheckpoint(monitor="val/action/top5_acc/1.00s")]
