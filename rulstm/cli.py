@@ -59,6 +59,7 @@ from epic_protocol.errors import UserError, cli_main
 from rulstm.checkpoints import read_checkpoint
 from rulstm.data.datamodule import AnticipationDataModule
 from rulstm.evaluation import AnticipationEvaluator, SubmissionWriter
+from rulstm.evaluation.callbacks import RunConfigSaver
 from rulstm.lightning import AnticipationModule
 from rulstm.optimization import compare as compare_optimization
 from rulstm.optimization import configured as configured_optimization
@@ -630,6 +631,7 @@ def build_cli(args: Sequence[str] | None = None, **kwargs) -> RulstmCLI:
                 AnticipationDataModule,
                 args=None if args is None else list(args),
                 trainer_defaults={"logger": DEFAULT_LOGGER},
+                save_config_callback=RunConfigSaver,
                 save_config_kwargs={
                     "overwrite": True,
                     "config_filename": config_filename(command),

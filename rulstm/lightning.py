@@ -1,7 +1,8 @@
 """The LightningModule: losses, metrics and optimisers around a pure network.
 
-One shared step serves training, validation and test. Metric names are slash-separated:
-``val/action/top5/1.00s``, ``val/action/recall5/1.00s``, ``train/loss`` ...
+One shared step serves training, validation and test. Metric names come from the one registry
+(:mod:`rulstm.evaluation.names`): ``val/action/top5/1.00s``, ``val/action/recall5/1.00s``,
+``train/loss`` ...
 """
 
 from __future__ import annotations
@@ -20,12 +21,21 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from epic_protocol.errors import UsageError
 from epic_protocol.sampling import HEADLINE_SECONDS, anticipation_step, anticipation_times
 from rulstm.checkpoints import load_weights
 from rulstm.data.datamodule import AnticipationBatch
+from rulstm.evaluation.names import (
+    fraction_key,
+    metric_mode,
+    metric_name,
+    module_metric_names,
+    time_key,
+)
+from rulstm.evaluation.ranking import uid_index
 from rulstm.evaluation.records import report_partial
+from rulstm.evaluation.split_metrics import SplitMetrics
 from rulstm.losses import early_recognition_loss
-from rulstm.metrics import SplitMetrics, uid_index
 from rulstm.models.spec import NET_KEY, describe_net
 from rulstm.optimization import OPTIMIZATION_KEY, apply_configured, configured, describe
 
@@ -62,11 +72,6 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     version, python_state, gauss = states["python"]
     random.setstate((version, tuple(python_state), gauss))
-
-
-def time_key(seconds: float) -> str:
-    """``1.0 -> "1.00s"``: the suffix of per-anticipation-time metric names."""
-    return f"{seconds:.2f}s"
 
 
 class AnticipationModule(L.LightningModule):
@@ -273,6 +278,54 @@ class AnticipationModule(L.LightningModule):
         }
 
     # ------------------------------------------------------------------ metrics
+    def metric_whens(self) -> list[str]:
+        """The ``when`` of each scored step's name: ``1.00s`` (anticipation) or ``100.0%``
+        (early recognition)."""
+        if self.task == "anticipation":
+            return [time_key(when) for when in self.output_times]
+        return [fraction_key(when) for when in self.output_times]
+
+    def logged_metric_names(self, stage: str) -> list[str]:
+        """Every metric name this module logs for ``stage`` (``train``, ``val``, ``test``)."""
+        if stage == "train":
+            return [f"{stage}/loss"]
+        modalities = list(self.net.branches) if self.is_fusion else []
+        return module_metric_names(stage, whens=self.metric_whens(), modalities=modalities)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.check_monitors()
+
+    def check_monitors(self) -> None:
+        """A checkpoint or early-stopping ``monitor`` that names no logged metric stops the run
+        at start (a :class:`UsageError` listing the valid names), not after the first epoch."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None:
+            return
+        valid = self.logged_metric_names("train") + self.logged_metric_names("val")
+        for callback in trainer.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if not isinstance(monitor, str) or not monitor:
+                continue
+            if monitor not in valid:
+                raise UsageError(
+                    f"{type(callback).__name__}(monitor={monitor!r}) names no logged metric; "
+                    f"valid names: {', '.join(valid)}"
+                )
+            mode, better = getattr(callback, "mode", None), metric_mode(monitor)
+            if mode in ("max", "min") and better is not None and mode != better:
+                raise UsageError(
+                    f"{type(callback).__name__}(monitor={monitor!r}, mode={mode!r}): "
+                    f"{monitor} is better when {'larger' if better == 'max' else 'smaller'}; "
+                    f"set mode: {better}"
+                )
+
+    def _owned_test_metrics(self) -> bool:
+        """Whether a callback (the evaluator) logs the test metrics itself."""
+        trainer = getattr(self, "_trainer", None)
+        callbacks = getattr(trainer, "callbacks", None) or []
+        return any(getattr(callback, "owns_test_metrics", False) for callback in callbacks)
+
     def on_validation_epoch_start(self) -> None:
         self.val_metrics.reset()
 
@@ -296,15 +349,17 @@ class AnticipationModule(L.LightningModule):
         if "weights" in values:
             for name, weight in zip(self.net.branches, values["weights"].tolist()):
                 log(f"{stage}/attention/{name}", weight)
+        if stage == "test" and self._owned_test_metrics():
+            # One name per metric: the evaluator logs the test metrics from its report.
+            return
         for metric in ("top1", "top5", "recall5"):
             if metric not in values:
                 continue
             per_step = values[metric].tolist()
-            for when, value in zip(self.output_times, per_step):
-                suffix = time_key(when) if self.task == "anticipation" else f"{when:.1%}"
-                log(f"{stage}/action/{metric}/{suffix}", value)
+            for when, value in zip(self.metric_whens(), per_step):
+                log(metric_name(stage, "action", metric, when=when), value)
             log(
-                f"{stage}/action/{metric}",
+                metric_name(stage, "action", metric),
                 per_step[self.headline_index],
                 prog_bar=stage == "val" and metric == "top5",
             )

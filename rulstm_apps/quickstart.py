@@ -332,7 +332,7 @@ def summarise(out: Path, data, reports: dict) -> dict:
         f"{'':24}" + "".join(f"{t:>7.2f}s" for t in times),
     ]
     table: dict[str, dict[str, list[float]]] = {}
-    for metric, key in (("top5_acc", "top5"), ("top1_acc", "top1")):
+    for metric, key in (("top5", "top5"), ("top1", "top1")):
         lines.append(f"-- {key} action accuracy")
         for name, report in reports.items():
             values = list(report.get("action", metric).values)
@@ -372,12 +372,12 @@ def summarise(out: Path, data, reports: dict) -> dict:
     (out / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
     references = {
         "Bayes bound": {
-            ("action", "top5_acc"): bound["top5"],
-            ("action", "top1_acc"): bound["top1"],
+            ("action", "top5"): bound["top5"],
+            ("action", "top1"): bound["top1"],
         },
         "chance": {
-            ("action", "top5_acc"): [chance["top5"]] * len(times),
-            ("action", "top1_acc"): [chance["top1"]] * len(times),
+            ("action", "top5"): [chance["top5"]] * len(times),
+            ("action", "top1"): [chance["top1"]] * len(times),
         },
     }
     plot_accuracy(

@@ -40,7 +40,7 @@ MODALITIES = ("rgb", "flow")
 #: Titles of the summary table per config folder name (other folders: the folder's name).
 TITLES = {"egtea": "EGTEA Gaze+"}
 MODELS = (*MODALITIES, "fusion")
-METRICS = ("top1_acc", "top5_acc", "mean_top5_recall")
+METRICS = ("top1", "top5", "recall5")
 TASKS = ("verb", "noun", "action")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from collections.abc import Mapping
@@ -10,26 +9,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+from lightning.pytorch.cli import SaveConfigCallback
 
 from epic_protocol.annotations import ActionVocabulary, read_actions_csv
-from epic_protocol.sampling import HEADLINE_SECONDS, anticipation_step, anticipation_times
-from rulstm.evaluation.classes import (
-    CLASS_COUNTS,
-    EK100Subsets,
-    ManyShotClasses,
-    load_ek100_subsets,
-    load_many_shot,
+from epic_protocol.errors import UsageError
+from epic_protocol.sampling import HEADLINE_SECONDS, anticipation_step
+from rulstm.evaluation.protocol import (
+    EvaluationProtocol,
+    NextActionProtocol,
+    make_protocol,
+    widened,
 )
-from rulstm.evaluation.outcomes import RankedOutcomes, rank_outcomes
-from rulstm.evaluation.plots import plot_accuracy
-from rulstm.evaluation.protocols import Discarded, evaluate_ek55, evaluate_ek100
 from rulstm.evaluation.records import gather_records, is_partial
-from rulstm.evaluation.report import AnticipationReport, Protocol, load_reports
 from rulstm.evaluation.submission import (
+    ChallengeFormat,
     SubmissionError,
     SubmissionScores,
     SupervisionLevels,
-    _format,
+    challenge_format,
     read_split_ids,
     submission_scores,
     write_submission,
@@ -76,58 +73,50 @@ def datamodule_vocabulary(
     vocabulary = getattr(trainer.datamodule, "vocabulary", None)
     if not isinstance(vocabulary, ActionVocabulary):
         return None
-    return ActionVocabulary(
-        verbs=vocabulary.verbs,
-        nouns=vocabulary.nouns,
-        names=vocabulary.names,
-        num_verbs=max(vocabulary.num_verbs, num_verbs),
-        num_nouns=max(vocabulary.num_nouns, num_nouns),
-    )
+    return widened(vocabulary, num_verbs=num_verbs, num_nouns=num_nouns)
 
 
 class AnticipationEvaluator(_StepTimes, L.Callback):
-    """Evaluate ``trainer.test`` outputs with the EPIC protocol and write the results.
+    """A thin Lightning callback over an :class:`~rulstm.evaluation.protocol.EvaluationProtocol`:
+    evaluate ``trainer.test`` outputs with it and write the results.
 
-    The LightningModule's ``test_step`` must return ``{"scores": (B, S, A) action logits at
-    the anticipation steps (oldest first), "valid": (B,) bool, "verb"/"noun"/"action": (B,)
-    long (-1 unknown), "uid": list[str]}``. At the end of the test epoch the outcomes of all
-    processes are gathered, the table is printed, ``{name}.json``, ``{name}.csv`` and
-    ``{name}.png`` are written to ``out_dir`` (by process 0), ``accuracy_{protocol}.png``
-    plots every report found in ``out_dir`` (e.g. rgb, flow, obj and fusion) together, and
-    the values are logged as ``{log_prefix}/{task}/{metric}/{time}``.
+    For the next-action protocols the LightningModule's ``test_step`` returns ``{"scores":
+    (B, S, A) action logits at the anticipation steps (oldest first), "valid": (B,) bool,
+    "verb"/"noun"/"action": (B,) long (-1 unknown), "uid": list[str]}``. At the end of the
+    test epoch the protocol's records of all processes are gathered (each uid once), the
+    table is printed, ``{name}.json``, ``{name}.csv`` and ``{name}.png`` are written to
+    ``out_dir`` (by process 0), the protocol's combined plot (``accuracy_{protocol}.png``)
+    shows every report found in ``out_dir`` (e.g. rgb, flow, obj and fusion) together, and
+    the values are logged under the registry's names (:mod:`rulstm.evaluation.names`,
+    ``test/action/top5/1.00s``): the same names and values as the JSON and CSV files. The
+    LightningModule then logs only ``test/loss`` and the fusion weights.
 
     Args:
-        protocol: ``"ek55"`` or ``"ek100"``.
-        actions: actions.csv. Default: the vocabulary of the trainer's DataModule (the one the
-            model was trained on), else ``builtin:<protocol>/actions.csv``.
+        protocol: a registered protocol's name (``ek55``, ``ek100``, ``egtea``, ``custom``),
+            built with the protocol options below, or a protocol object.
         out_dir: output folder.
-        name: report name (e.g. the modality), used in file names and plot legends.
+        name: report name, used in file names and plot legends. Default: the checkpoint's
+            stage folder (``runs/mydata/fusion/checkpoints/best.ckpt`` -> ``fusion``), else
+            the model's modality (``fusion`` for a fusion net), else ``model``.
         alpha: seconds between time steps (anticipation times are ``alpha * S ... alpha``);
             default the model's ``alpha`` (0.25 without one). The headline and challenge
             JSON time, 1.0 s, is found from it (the 4th step from the end at 0.25 s, the
             2nd at 0.5 s).
-        num_verbs, num_nouns: label-space sizes (default: the dataset's, 125/352 or 97/300).
-        many_shot_verbs, many_shot_nouns, many_shot_actions: EK55 class lists
-            (default: the shipped EPIC lists).
-        use_official_many_shot_actions: EK55 action recall over EPIC's 819 many-shot actions
-            instead of the reference's "verb or noun many-shot" actions.
-        class_lists: ``False`` ignores the many-shot lists (EK55: recall over every class
-            present) and the unseen/tail lists (EK100: overall only), for datasets other than
-            EPIC-KITCHENS such as the quickstart's.
-        unseen_ids, tail_verb_ids, tail_noun_ids, tail_action_ids: EK100 subset id lists
-            (default: the shipped RU-LSTM validation lists).
-        discarded: ``"drop"`` or ``"zeros"`` for samples the reference discards; default the
-            reference's choice (EK55 drop, EK100 zeros).
-        write_json: also write the scores at 1 s in the challenge JSON format
+        write_json: also write the scores at 1 s in the protocol's challenge JSON format
             (``{name}_challenge.json``, like the reference's ``validate_json``).
         sls: supervision levels (pt, tl, td) written in that JSON (EK100).
         log_prefix: prefix of the logged names.
-        dataset: the data set's name in table and plot titles (e.g. ``"EGTEA Gaze+"``);
-            default the protocol's EPIC-KITCHENS edition.
-        overwrite: let a partial run (``fast_dev_run``, ``limit_test_batches``) replace a
-            full report of the same name in ``out_dir``. Without it the partial report goes
-            to ``{name}.partial.{json,csv,png}``. A partial run never writes the challenge
-            JSON.
+        overwrite: replace a report of the same name that another checkpoint wrote, and let a
+            partial run (``fast_dev_run``, ``limit_test_batches``) replace a full report.
+            Without it the partial report goes to ``{name}.partial.{json,csv,png}``, and a
+            report of another checkpoint stops the run before testing. A partial run never
+            writes the challenge JSON.
+        dataset, actions, num_verbs, num_nouns, discarded: options of every next-action
+            protocol (:class:`~rulstm.evaluation.protocol.NextActionProtocol`).
+        many_shot_verbs, many_shot_nouns, many_shot_actions, use_official_many_shot_actions:
+            ``ek55`` options; unseen_ids, tail_verb_ids, tail_noun_ids, tail_action_ids:
+            ``ek100`` options; class_lists: both (``false``: no class lists). A protocol
+            given an option it does not take stops with the list of those it takes.
 
     A report always says how many segments of the split it covers ("N of M segments"),
     ``"partial": true`` (JSON) and "PARTIAL" (table title) when it is not the whole split,
@@ -135,89 +124,118 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
     misses), with the first uids.
     """
 
+    #: The LightningModule leaves the test metrics to this callback (one name per metric).
+    owns_test_metrics = True
+
     def __init__(
         self,
         *,
-        protocol: Protocol,
-        actions: str | None = None,
+        protocol: str | EvaluationProtocol,
         out_dir: str = "evaluation",
-        name: str = "model",
+        name: str | None = None,
         alpha: float | None = None,
+        write_json: bool = False,
+        sls: tuple[int, int, int] = (1, 4, 3),
+        log_prefix: str = "test",
+        overwrite: bool = False,
+        dataset: str | None = None,
+        actions: str | None = None,
         num_verbs: int | None = None,
         num_nouns: int | None = None,
+        discarded: Literal["auto", "drop", "zeros"] | None = None,
         many_shot_verbs: str | None = None,
         many_shot_nouns: str | None = None,
         many_shot_actions: str | None = None,
-        use_official_many_shot_actions: bool = False,
-        class_lists: bool = True,
+        use_official_many_shot_actions: bool | None = None,
+        class_lists: bool | None = None,
         unseen_ids: str | None = None,
         tail_verb_ids: str | None = None,
         tail_noun_ids: str | None = None,
         tail_action_ids: str | None = None,
-        discarded: Literal["auto", "drop", "zeros"] = "auto",
-        write_json: bool = False,
-        sls: tuple[int, int, int] = (1, 4, 3),
-        log_prefix: str = "test",
-        dataset: str | None = None,
-        overwrite: bool = False,
     ) -> None:
         super().__init__()
-        if protocol not in CLASS_COUNTS:
-            raise ValueError(f"protocol must be 'ek55' or 'ek100', got {protocol!r}")
-        self.protocol: Protocol = protocol
-        self.actions = actions
-        self.class_lists = class_lists
+        options = {
+            "dataset": dataset,
+            "actions": actions,
+            "num_verbs": num_verbs,
+            "num_nouns": num_nouns,
+            "discarded": discarded,
+            "many_shot_verbs": many_shot_verbs,
+            "many_shot_nouns": many_shot_nouns,
+            "many_shot_actions": many_shot_actions,
+            "use_official_many_shot_actions": use_official_many_shot_actions,
+            "class_lists": class_lists,
+            "unseen_ids": unseen_ids,
+            "tail_verb_ids": tail_verb_ids,
+            "tail_noun_ids": tail_noun_ids,
+            "tail_action_ids": tail_action_ids,
+        }
+        if isinstance(protocol, EvaluationProtocol):
+            given = sorted(key for key, value in options.items() if value is not None)
+            if given:
+                raise ValueError(
+                    f"AnticipationEvaluator: {', '.join(given)} belong to the protocol object"
+                )
+            self.protocol = protocol
+        else:
+            self.protocol = make_protocol(protocol, **options)
+        if write_json and self.protocol.submission is None:
+            raise ValueError(
+                f"AnticipationEvaluator: the {self.protocol.name} protocol has no challenge "
+                "file format (write_json needs one)"
+            )
         self.out_dir = Path(out_dir)
-        self.name = name
+        self.configured_name = name
+        self.name = name or "model"
         self.configured_alpha = alpha
         # None: the model's, once set up (0.25 without a model).
         self.alpha: float | None = alpha
-        default_verbs, default_nouns = CLASS_COUNTS[protocol]
-        self.num_verbs = num_verbs or default_verbs
-        self.num_nouns = num_nouns or default_nouns
-        self.many_shot_files = {
-            "verbs_csv": many_shot_verbs or "builtin:ek55/EPIC_many_shot_verbs.csv",
-            "nouns_csv": many_shot_nouns or "builtin:ek55/EPIC_many_shot_nouns.csv",
-            "actions_csv": many_shot_actions or "builtin:ek55/epic/EPIC_many_shot_actions.csv",
-        }
-        self.use_official_many_shot_actions = use_official_many_shot_actions
-        self.subset_files = {
-            "unseen_ids": unseen_ids or "builtin:ek100/validation_unseen_participants_ids.csv",
-            "tail_verb_ids": tail_verb_ids or "builtin:ek100/validation_tail_verbs_ids.csv",
-            "tail_noun_ids": tail_noun_ids or "builtin:ek100/validation_tail_nouns_ids.csv",
-            "tail_action_ids": tail_action_ids or "builtin:ek100/validation_tail_actions_ids.csv",
-        }
-        if discarded not in ("auto", "drop", "zeros"):
-            raise ValueError(f"discarded must be 'auto', 'drop' or 'zeros', got {discarded!r}")
-        self.discarded: Discarded = (
-            ("drop" if protocol == "ek55" else "zeros") if discarded == "auto" else discarded
-        )
         self.write_json = write_json
         self.sls = tuple(sls)
         self.log_prefix = log_prefix
-        self.dataset = dataset
         self.overwrite = overwrite
-        self.report: AnticipationReport | None = None
-        self._vocabulary: ActionVocabulary | None = None
-        self._parts: list[RankedOutcomes] = []
+        self.checkpoint: str | None = None
+        self.report: Any = None
+        self._parts: list[Any] = []
         self._json_parts: list[SubmissionScores] = []
 
     @property
     def vocabulary(self) -> ActionVocabulary:
-        if self._vocabulary is None:
-            self._vocabulary = read_actions_csv(
-                resolve_path(self.actions or f"builtin:{self.protocol}/actions.csv"),
-                num_verbs=self.num_verbs,
-                num_nouns=self.num_nouns,
-            )
-        return self._vocabulary
+        """The next-action protocol's vocabulary."""
+        return self.protocol.vocabulary  # type: ignore[attr-defined]
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.actions is None:
-            self._vocabulary = datamodule_vocabulary(
-                trainer, num_verbs=self.num_verbs, num_nouns=self.num_nouns
-            )
         self.alpha = model_alpha(pl_module, self.configured_alpha, "AnticipationEvaluator")
+        vocabulary = getattr(trainer.datamodule, "vocabulary", None)
+        self.protocol.setup(
+            vocabulary=vocabulary if isinstance(vocabulary, ActionVocabulary) else None,
+            seconds_per_step=self.seconds_per_step,
+        )
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After setup: Lightning knows --ckpt_path only once it restores the checkpoint.
+        self.checkpoint = evaluated_checkpoint(trainer, pl_module)
+        if self.configured_name is None:
+            self.name = default_report_name(pl_module, self.checkpoint)
+        if trainer.is_global_zero:
+            self._refuse_other_checkpoint()
+
+    def _refuse_other_checkpoint(self) -> None:
+        """Stop before testing when ``{name}.json`` in ``out_dir`` is a full report of another
+        checkpoint (unless ``overwrite``)."""
+        path = self.out_dir / f"{_safe_name(self.name)}.json"
+        if self.overwrite or self.checkpoint is None or not path.is_file():
+            return
+        existing = self.protocol.load_report(path)
+        other = getattr(existing, "checkpoint", None)
+        if existing is None or existing.partial or other is None:
+            return
+        if Path(other).resolve() != Path(self.checkpoint).resolve():
+            raise UsageError(
+                f"{path} is the report of another checkpoint ({other}); name this one with "
+                "--trainer.callbacks.init_args.name, or replace it with "
+                "--trainer.callbacks.init_args.overwrite true"
+            )
 
     # ---- accumulation
 
@@ -237,28 +255,9 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
 
     def add(self, outputs: Mapping[str, Any]) -> None:
         """Accumulate one ``test_step`` output (usable without a Trainer)."""
-        if not isinstance(outputs, Mapping) or "scores" not in outputs:
-            raise TypeError(
-                "AnticipationEvaluator needs test_step to return a dict with 'scores', "
-                "'valid', 'verb', 'noun', 'action' and 'uid'; got "
-                f"{type(outputs).__name__}"
-            )
-        missing = [k for k in ("valid", "verb", "noun", "action", "uid") if k not in outputs]
-        if missing:
-            raise KeyError(f"test_step output lacks {missing}")
-        scores = outputs["scores"].detach()
-        self._parts.append(
-            rank_outcomes(
-                scores,
-                vocabulary=self.vocabulary,
-                verb=outputs["verb"],
-                noun=outputs["noun"],
-                action=outputs["action"],
-                uids=list(outputs["uid"]),
-                valid=outputs["valid"],
-            )
-        )
+        self._parts.append(self.protocol.records(outputs))
         if self.write_json:
+            scores = outputs["scores"].detach()
             step = anticipation_step(
                 HEADLINE_SECONDS, alpha=self.seconds_per_step, anticipation_steps=scores.shape[1]
             )
@@ -273,71 +272,30 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
 
     # ---- results
 
-    def compute(self, outcomes: RankedOutcomes) -> AnticipationReport:
-        times = anticipation_times(
-            alpha=self.seconds_per_step, anticipation_steps=outcomes.num_steps
-        )
-        if self.protocol == "ek55":
-            if self.class_lists:
-                many_shot = load_many_shot(
-                    self.vocabulary,
-                    **self.many_shot_files,
-                    official_actions=self.use_official_many_shot_actions,
-                )
-                if not self.use_official_many_shot_actions:
-                    # A pair outside the vocabulary is a many-shot action by the reference's
-                    # rule (verb or noun many-shot) too: a class of its own, never predicted.
-                    outside = outcomes.outside_vocabulary
-                    extra = {
-                        int(label)
-                        for label, verb, noun in zip(
-                            outcomes.labels["action"][outside],
-                            outcomes.labels["verb"][outside],
-                            outcomes.labels["noun"][outside],
-                        )
-                        if int(verb) in many_shot.verbs or int(noun) in many_shot.nouns
-                    }
-                    many_shot = dataclasses.replace(many_shot, actions=many_shot.actions | extra)
-            else:
-                v = self.vocabulary
-                # Pairs outside the vocabulary are classes too (see RankedOutcomes).
-                outside = outcomes.labels["action"][outcomes.outside_vocabulary]
-                many_shot = ManyShotClasses(
-                    verbs=frozenset(range(v.num_verbs)),
-                    nouns=frozenset(range(v.num_nouns)),
-                    actions=frozenset(range(v.num_actions)) | frozenset(outside.tolist()),
-                    source="every class, class_lists=False",
-                )
-            return evaluate_ek55(
-                outcomes, many_shot=many_shot, times=times, discarded=self.discarded, name=self.name
-            )
-        if self.class_lists:
-            subsets = load_ek100_subsets(**self.subset_files)
-        else:
-            no_ids: frozenset[str] = frozenset()
-            subsets = EK100Subsets(
-                unseen=no_ids, tail=dict.fromkeys(("verb", "noun", "action"), no_ids)
-            )
-        return evaluate_ek100(
-            outcomes, subsets=subsets, times=times, discarded=self.discarded, name=self.name
-        )
+    def compute(self, records: Any) -> Any:
+        """The protocol's report of gathered records (``None``: nothing to evaluate)."""
+        if isinstance(self.protocol, NextActionProtocol):
+            # Without a Trainer (setup not called): the callback's own alpha.
+            self.protocol.seconds_per_step = self.seconds_per_step
+        report = self.protocol.evaluate(records, name=self.name)
+        if report is not None:
+            report.checkpoint = self.checkpoint
+        return report
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        outcomes = gather_records(self._parts)
-        if outcomes is None:
+        records = gather_records(self._parts)
+        if records is None:
             log.warning("AnticipationEvaluator: no test outputs to evaluate")
             return
-        labelled = outcomes.labels["action"] >= 0
-        if not labelled.any() and not (outcomes.labels["verb"] >= 0).any():
+        self.report = self.compute(records)
+        if self.report is None:
             log.warning(
                 "AnticipationEvaluator: the test split has no labels (challenge test set?): "
                 "nothing to evaluate; use rulstm.evaluation.SubmissionWriter with predict"
             )
             return
-        self.report = self.compute(outcomes)
-        self.report.dataset = self.dataset
-        self.report.partial, self.report.split_size = is_partial(trainer, "test", len(outcomes))
-        if self.report.num_outside_vocabulary:
+        self.report.partial, self.report.split_size = is_partial(trainer, "test", len(records))
+        if getattr(self.report, "num_outside_vocabulary", 0):
             log.warning(
                 "AnticipationEvaluator: %d segments have a (verb, noun) pair outside the "
                 "vocabulary, scored as action misses; first: %s",
@@ -354,73 +312,100 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
                 log.warning(
                     "AnticipationEvaluator: partial run (%d of %s segments): no challenge JSON "
                     "written",
-                    len(outcomes),
+                    len(records),
                     self.report.split_size or "?",
                 )
             elif json_scores is not None:
                 self._write_challenge_json(json_scores)
 
-    def _report_stem(self, report: AnticipationReport) -> str:
+    def _report_stem(self, report: Any) -> str:
         """``{name}``, or ``{name}.partial`` for a partial report that would otherwise
         replace a full one (unless ``overwrite``)."""
         stem = _safe_name(report.name)
         if not report.partial or self.overwrite:
             return stem
-        existing = (
-            load_reports([self.out_dir / f"{stem}.json"])
-            if (self.out_dir / f"{stem}.json").is_file()
-            else {}
-        )
-        if not any(not other.partial for other in existing.values()):
+        path = self.out_dir / f"{stem}.json"
+        existing = self.protocol.load_report(path) if path.is_file() else None
+        if existing is None or existing.partial:
             return stem
         log.warning(
             "AnticipationEvaluator: partial run (%d of %s segments): the full report %s is "
             "kept; writing %s.partial.* instead (overwrite=true replaces it)",
             report.num_samples,
             report.split_size or "?",
-            self.out_dir / f"{stem}.json",
+            path,
             stem,
         )
         return f"{stem}.partial"
 
-    def write(self, report: AnticipationReport) -> dict[str, Path]:
+    def write(self, report: Any) -> dict[str, Path]:
         """Print the table and write JSON, CSV and plots into ``out_dir``.
 
-        The combined plot ``accuracy_{protocol}.png`` shows the full reports in ``out_dir``
-        (and this one, when it is full)."""
+        The protocol's combined plot (``accuracy_{protocol}.png``) shows the full reports of
+        the protocol in ``out_dir`` (and this one, when it is full)."""
         print(report.table(), flush=True)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         stem = self._report_stem(report)
         written = {
             "json": report.to_json(self.out_dir / f"{stem}.json"),
             "csv": report.to_csv(self.out_dir / f"{stem}.csv"),
-            "png": plot_accuracy({report.name: report}, self.out_dir / f"{stem}.png"),
         }
-        reports = {
-            name: other
-            for name, other in load_reports(
-                sorted(self.out_dir.glob("*.json")), include_partial=False
-            ).items()
-            if other.protocol == report.protocol
-        }
+        png = self.protocol.plot({report.name: report}, self.out_dir / f"{stem}.png")
+        if png is not None:
+            written["png"] = png
+        reports = {}
+        for path in sorted(self.out_dir.glob("*.json")):
+            other = self.protocol.load_report(path)
+            if other is not None and not other.partial:
+                reports[other.name] = other
         if not report.partial:
             reports[report.name] = report
         if reports:
-            written["combined_png"] = plot_accuracy(
-                reports, self.out_dir / f"accuracy_{report.protocol}.png"
+            combined = self.protocol.plot(
+                reports, self.out_dir / self.protocol.combined_plot_name()
             )
+            if combined is not None:
+                written["combined_png"] = combined
         names = ", ".join(path.name for path in written.values())
         print(f"evaluation written to {self.out_dir}: {names}", flush=True)
         return written
 
     def _write_challenge_json(self, scores: SubmissionScores) -> Path:
+        fmt = self.protocol.submission
         return write_submission(
             self.out_dir / f"{_safe_name(self.name)}_challenge.json",
             scores,
             vocabulary=self.vocabulary,
-            protocol=self.protocol,
-            sls=SupervisionLevels(*self.sls) if self.protocol == "ek100" else None,
+            protocol=fmt,  # type: ignore[arg-type]
+            sls=SupervisionLevels(*self.sls) if challenge_format(fmt).needs_sls else None,
             expected_ids=scores.uids,
         )
+
+
+def evaluated_checkpoint(trainer: L.Trainer, pl_module: L.LightningModule) -> str | None:
+    """The checkpoint a test run evaluates: ``--ckpt_path`` (resolved), else the model's
+    ``init_checkpoint``; ``None`` when neither is known."""
+    path = getattr(trainer, "ckpt_path", None)
+    if not path:
+        hparams = getattr(pl_module, "hparams", {}) or {}
+        path = hparams.get("init_checkpoint") if hasattr(hparams, "get") else None
+    return str(path) if path else None
+
+
+def default_report_name(pl_module: L.LightningModule, checkpoint: str | None) -> str:
+    """A report name after the evaluated model: the checkpoint's stage folder
+    (``runs/mydata/fusion/checkpoints/best.ckpt`` -> ``fusion``; a checkpoint outside a
+    ``checkpoints`` folder gives its file stem), else ``fusion`` for a fusion net or the
+    model's modality, else ``model``."""
+    if checkpoint:
+        path = Path(checkpoint)
+        if path.parent.name == "checkpoints" and path.parent.parent.name:
+            return _safe_name(path.parent.parent.name)
+        return _safe_name(path.stem)
+    if getattr(pl_module, "is_fusion", False):
+        return "fusion"
+    modality = getattr(pl_module, "modality", None)
+    return _safe_name(modality) if modality else "model"
 
 
 class SubmissionWriter(_StepTimes, L.Callback):
@@ -448,7 +433,7 @@ class SubmissionWriter(_StepTimes, L.Callback):
     def __init__(
         self,
         *,
-        protocol: Protocol,
+        protocol: ChallengeFormat,
         path: str,
         actions: str | None = None,
         expected_ids: str | None = None,
@@ -459,8 +444,8 @@ class SubmissionWriter(_StepTimes, L.Callback):
         alpha: float | None = None,
     ) -> None:
         super().__init__()
-        self.format = _format(protocol)
-        self.protocol: Protocol = protocol
+        self.format = challenge_format(protocol)
+        self.protocol: ChallengeFormat = protocol
         self.path = Path(path)
         self.actions = actions
         self.expected_ids = expected_ids
@@ -563,3 +548,38 @@ class SubmissionWriter(_StepTimes, L.Callback):
         )
         print(f"challenge file written: {path} ({len(scores)} segments)", flush=True)
         return path
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """LightningCLI's ``config.yaml``, kept with the run it describes.
+
+    ``rulstm fit`` (and any run given ``--trainer.default_root_dir``) saves it in the run
+    folder, as Lightning does. ``rulstm test`` without a ``default_root_dir`` would write
+    ``config.yaml`` into the current folder and replace it on every run: it is saved next
+    to the evaluator's report instead, as ``{out_dir}/{name}.config.yaml``.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._evaluator(trainer, stage) is None:
+            super().setup(trainer, pl_module, stage)
+        # Otherwise saved at on_test_start, once the evaluator knows its report's name.
+
+    def _evaluator(self, trainer: L.Trainer, stage: str) -> AnticipationEvaluator | None:
+        """The evaluator whose report the config goes next to (``None``: Lightning's rule)."""
+        root_given = self.config.get("trainer.default_root_dir") is not None
+        if self.already_saved or stage != "test" or root_given:
+            return None
+        return next((c for c in trainer.callbacks if isinstance(c, AnticipationEvaluator)), None)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        evaluator = self._evaluator(trainer, "test")
+        if evaluator is None:
+            return
+        if trainer.is_global_zero:
+            path = evaluator.out_dir / f"{_safe_name(evaluator.name)}.config.yaml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.parser.save(
+                self.config, str(path), skip_none=False, overwrite=True, multifile=False
+            )
+            self.save_config(trainer, pl_module, "test")
+        self.already_saved = True

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from rulstm.evaluation.outcomes import TASKS
-from rulstm.evaluation.report import _METRIC_LABELS, _SUBSET_LABELS, AnticipationReport
+from rulstm.evaluation.names import METRICS, SUBSETS
+from rulstm.evaluation.ranking import TASKS
+from rulstm.evaluation.report import AnticipationReport
 
 
 def plot_accuracy(
@@ -20,7 +21,7 @@ def plot_accuracy(
 
     One panel per (metric, task); all reports must follow the same protocol.
     ``references`` adds dashed lines, e.g. a known upper bound:
-    ``{"Bayes bound": {("action", "top5_acc"): [values at the reports' times]}}``.
+    ``{"Bayes bound": {("action", "top5"): [values at the reports' times]}}``.
     """
     import matplotlib
 
@@ -53,8 +54,8 @@ def plot_accuracy(
                     drawn = True
             if drawn:
                 axis.legend(fontsize="x-small")
-            subset_label = "" if subset == "overall" else f"{_SUBSET_LABELS[subset]} "
-            axis.set_title(f"{task.capitalize()}: {subset_label}{_METRIC_LABELS[metric]}")
+            subset_label = f"{SUBSETS[subset]} " if SUBSETS[subset] else ""
+            axis.set_title(f"{task.capitalize()}: {subset_label}{METRICS[metric].label}")
             axis.set_xlabel("anticipation time (s)")
             axis.set_ylabel("%")
             axis.invert_xaxis()  # 2.0 s on the left, 0.25 s (closest to the action) right

@@ -3,8 +3,9 @@
 Evaluation and challenge-file writing both accumulate one record per test/predict batch, gather
 the records of every process, concatenate them and drop the repeats that Lightning's
 ``DistributedSampler`` pads the split with. That logic lives here once:
-:class:`SegmentRecords` (a dataclass of ``uids`` plus per-segment arrays, ``(N, ...)``) and
-:func:`gather_records`.
+:func:`first_occurrences` (the de-duplication rule, also used by the per-split torchmetrics
+state of validation), :class:`SegmentRecords` (a dataclass of ``uids`` plus per-segment
+arrays, ``(N, ...)``) and :func:`gather_records`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ def _join(values: Sequence[Any]) -> Any:
     return np.concatenate(values)
 
 
+def first_occurrences(keys: np.ndarray | torch.Tensor | Sequence[Any]) -> np.ndarray:
+    """Positions (ascending) of the first occurrence of each key of ``keys`` (N,): the
+    de-duplication rule for the repeats a ``DistributedSampler`` pads a split with. Keys are
+    segment uids (strings) or segment indices (integers, a tensor on any device)."""
+    if isinstance(keys, torch.Tensor):
+        keys = keys.detach().cpu().numpy()
+    values = np.asarray(keys) if not isinstance(keys, np.ndarray) else keys
+    if values.dtype.kind in "OUS":
+        values = values.astype(object)
+    _, first = np.unique(values, return_index=True)
+    return np.sort(first)
+
+
 class SegmentRecords:
     """Mixin for dataclasses whose fields are per-segment: ``uids`` (a list of N ids) and
     arrays (or dicts of arrays) with N rows. Gives selection, de-duplication by uid and
@@ -56,7 +70,7 @@ class SegmentRecords:
 
     def deduplicated(self: R) -> R:
         """Keep the first occurrence of each uid (DistributedSampler pads with repeats)."""
-        _, first = np.unique(np.asarray(self.uids, dtype=object), return_index=True)
+        first = first_occurrences(np.asarray(self.uids, dtype=object))
         if len(first) == len(self.uids):
             return self
         mask = np.zeros(len(self.uids), dtype=bool)

@@ -12,18 +12,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-Protocol = Literal["ek55", "ek100"]
+from rulstm.evaluation.names import label, metric_name, series_key, time_key
+
 Discarded = Literal["drop", "zeros"]
 REPORT_KIND = "rulstm-anticipation-report"
 #: How many uids of segments outside the vocabulary a report lists.
 FIRST_UIDS = 5
-
-_METRIC_LABELS = {
-    "top1_acc": "Top-1 Accuracy",
-    "top5_acc": "Top-5 Accuracy",
-    "mean_top5_recall": "Mean Top-5 Recall",
-}
-_SUBSET_LABELS = {"overall": "Overall", "unseen": "Unseen", "tail": "Tail"}
+#: Titles of reports that name no data set (reports written before protocols named theirs).
+_TITLES = {"ek55": "EPIC-KITCHENS-55", "ek100": "EPIC-KITCHENS-100"}
+#: Metric names of reports written before the one registry (rulstm.evaluation.names).
+_LEGACY_METRICS = {"top1_acc": "top1", "top5_acc": "top5", "mean_top5_recall": "recall5"}
 
 
 @dataclass(frozen=True)
@@ -31,24 +29,18 @@ class MetricSeries:
     """One metric at every anticipation time, in percent."""
 
     task: str
-    metric: str  # top1_acc | top5_acc | mean_top5_recall
-    subset: str  # overall | unseen | tail
+    metric: str  # a key of rulstm.evaluation.names.METRICS: top1 | top5 | recall5
+    subset: str  # a key of rulstm.evaluation.names.SUBSETS: overall | many_shot | unseen | tail
     values: tuple[float, ...]
 
     @property
     def label(self) -> str:
-        subset = "" if self.subset == "overall" else f"{_SUBSET_LABELS[self.subset]} "
-        return f"{self.task.capitalize():<7}{subset}{_METRIC_LABELS[self.metric]}"
+        return label(self.task, self.metric, self.subset)
 
     @property
     def key(self) -> str:
-        """``action/mean_top5_recall_unseen``: the name used for logging."""
-        suffix = "" if self.subset == "overall" else f"_{self.subset}"
-        return f"{self.task}/{self.metric}{suffix}"
-
-
-def _time_label(seconds: float) -> str:
-    return f"{seconds:.2f}s"
+        """``action/recall5_unseen``: the logged name without stage and time."""
+        return series_key(self.task, self.metric, self.subset)
 
 
 def _finite(value: float) -> float | None:
@@ -59,7 +51,7 @@ def _finite(value: float) -> float | None:
 class AnticipationReport:
     """Every number of one evaluation. Accuracies/recalls in percent, TtA in seconds."""
 
-    protocol: Protocol
+    protocol: str
     name: str
     times: tuple[float, ...]
     series: tuple[MetricSeries, ...]
@@ -76,13 +68,19 @@ class AnticipationReport:
     partial: bool = False
     #: Segments in the split (``None`` when unknown); ``num_samples`` were evaluated.
     split_size: int | None = None
-    #: The data set's name for titles ("EGTEA Gaze+"); ``None``: the protocol's EPIC-KITCHENS.
+    #: The data set's name for titles ("EGTEA Gaze+"); ``None``: the protocol's.
     dataset: str | None = None
+    #: (task, metric, subset) of the headline and checkpoint selection, at 1 s; ``None``:
+    #: action top-5 accuracy when the report has it, else action mean top-5 recall.
+    selection: tuple[str, str, str] | None = None
+    #: The checkpoint the report evaluates, when known (a report of another checkpoint is not
+    #: replaced without ``overwrite``).
+    checkpoint: str | None = None
 
     @property
     def title(self) -> str:
         """``"EPIC-KITCHENS-55 action anticipation"`` (or the data set's name)."""
-        default = {"ek55": "EPIC-KITCHENS-55", "ek100": "EPIC-KITCHENS-100"}[self.protocol]
+        default = _TITLES.get(self.protocol, self.protocol)
         return f"{self.dataset or default} action anticipation"
 
     # ---- access
@@ -100,26 +98,31 @@ class AnticipationReport:
 
     @property
     def selection_metric(self) -> tuple[str, str, str]:
-        """(task, metric, subset) used to pick the best checkpoint (at 1 s)."""
-        if self.protocol == "ek55":
-            return ("action", "top5_acc", "overall")
-        return ("action", "mean_top5_recall", "overall")
+        """(task, metric, subset) of the headline (at 1 s): the protocol's selection metric."""
+        if self.selection is not None:
+            return tuple(self.selection)  # type: ignore[return-value]
+        if any(s.key == "action/top5" for s in self.series):
+            return ("action", "top5", "overall")
+        return ("action", "recall5", "overall")
 
     @property
     def headline(self) -> float:
-        """EK55: action top-5 accuracy at 1 s; EK100: action mean top-5 recall at 1 s."""
+        """The selection metric at 1 s (EK55: action top-5 accuracy; EK100: action mean
+        top-5 recall)."""
         return self.value(*self.selection_metric, time=1.0)
 
     def metrics(self, prefix: str = "test") -> dict[str, float]:
-        """Flat ``{prefix}/{task}/{metric}/{time}`` values for loggers (NaN left out)."""
+        """Flat ``{prefix}/{task}/{metric}[_{subset}]/{time}`` and ``{prefix}/{task}/mean_tta5``
+        values for loggers (names: :mod:`rulstm.evaluation.names`; NaN left out)."""
         flat: dict[str, float] = {}
         for series in self.series:
             for time, value in zip(self.times, series.values):
                 if math.isfinite(value):
-                    flat[f"{prefix}/{series.key}/{_time_label(time)}"] = float(value)
+                    name = metric_name(prefix, series.task, series.metric, series.subset)
+                    flat[f"{name}/{time_key(time)}"] = float(value)
         for task, value in self.mean_tta.items():
             if math.isfinite(value):
-                flat[f"{prefix}/{task}/mean_tta5"] = float(value)
+                flat[metric_name(prefix, task, "mean_tta5")] = float(value)
         return flat
 
     # ---- text
@@ -130,12 +133,12 @@ class AnticipationReport:
         label_width = max(len(s.label) for s in self.series) + 2
         partial = " (PARTIAL run)" if self.partial else ""
         lines = [f"{self.title}: {self.name}{partial}"]
-        if self.split_size is not None:
-            lines.append(f"{self.num_samples} of {self.split_size} segments of the split")
-        lines += [
-            f"{self.num_evaluated} samples evaluated of {self.num_samples} "
-            f"({self.num_discarded} discarded samples {dropped})",
-        ]
+        # One line: how much of the split went through, and how much of it was evaluated.
+        of = "?" if self.split_size is None else str(self.split_size)
+        lines.append(
+            f"{self.num_samples} of {of} segments of the split, {self.num_evaluated} evaluated "
+            f"({self.num_discarded} discarded samples {dropped})"
+        )
         if self.num_outside_vocabulary:
             lines.append(
                 f"{self.num_outside_vocabulary} segments have a (verb, noun) pair outside the "
@@ -147,7 +150,7 @@ class AnticipationReport:
                     else ""
                 )
             )
-        lines.append(" " * label_width + "".join(f"{_time_label(t):>8}" for t in self.times))
+        lines.append(" " * label_width + "".join(f"{time_key(t):>8}" for t in self.times))
         for series in self.series:
             cells = "".join(f"{v:8.2f}" for v in series.values)
             lines.append(f"{series.label:<{label_width}}{cells}")
@@ -175,6 +178,7 @@ class AnticipationReport:
             "partial": self.partial,
             "split_size": self.split_size,
             "dataset": self.dataset,
+            "checkpoint": self.checkpoint,
             "outside_vocabulary": {
                 "count": self.num_outside_vocabulary,
                 "first_uids": list(self.outside_vocabulary_uids),
@@ -184,6 +188,7 @@ class AnticipationReport:
                 "metric": self.selection_metric[1],
                 "subset": self.selection_metric[2],
                 "time": 1.0,
+                "name": metric_name("test", *self.selection_metric, when=time_key(1.0)),
                 "value": _finite(self.headline),
             },
             "series": [
@@ -216,7 +221,7 @@ class AnticipationReport:
             series=tuple(
                 MetricSeries(
                     task=s["task"],
-                    metric=s["metric"],
+                    metric=_LEGACY_METRICS.get(s["metric"], s["metric"]),
                     subset=s["subset"],
                     values=tuple(number(v) for v in s["values"]),
                 )
@@ -233,6 +238,8 @@ class AnticipationReport:
             partial=bool(data.get("partial", False)),
             split_size=None if data.get("split_size") is None else int(data["split_size"]),
             dataset=data.get("dataset"),
+            selection=_selection(data.get("headline")),
+            checkpoint=data.get("checkpoint"),
         )
 
     def to_json(self, path: str | Path) -> Path:
@@ -249,25 +256,35 @@ class AnticipationReport:
             raise ValueError(f"{path}: not a readable anticipation report ({error})") from error
 
     def to_csv(self, path: str | Path) -> Path:
-        """Long format: ``name,protocol,task,metric,subset,anticipation_s,value`` (TtA rows
-        have metric ``mean_tta5_s`` and no anticipation time)."""
+        """Long format: ``name,protocol,task,metric,subset,anticipation_s,value,key``; ``key``
+        is the logged name (``test/action/top5/1.00s``). TtA rows have metric ``mean_tta5``
+        (seconds) and no anticipation time."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(
-                ["name", "protocol", "task", "metric", "subset", "anticipation_s", "value"]
+                ["name", "protocol", "task", "metric", "subset", "anticipation_s", "value", "key"]
             )
             for s in self.series:
                 for time, value in zip(self.times, s.values):
+                    key = f"{metric_name('test', s.task, s.metric, s.subset)}/{time_key(time)}"
                     writer.writerow(
-                        [self.name, self.protocol, s.task, s.metric, s.subset, time, value]
+                        [self.name, self.protocol, s.task, s.metric, s.subset, time, value, key]
                     )
             for task, value in self.mean_tta.items():
+                key = metric_name("test", task, "mean_tta5")
                 writer.writerow(
-                    [self.name, self.protocol, task, "mean_tta5_s", "overall", "", value]
+                    [self.name, self.protocol, task, "mean_tta5", "overall", "", value, key]
                 )
         return path
+
+
+def _selection(headline: Mapping[str, Any] | None) -> tuple[str, str, str] | None:
+    if not headline or "task" not in headline:
+        return None
+    metric = _LEGACY_METRICS.get(headline["metric"], headline["metric"])
+    return (headline["task"], metric, headline.get("subset", "overall"))
 
 
 def load_reports(

@@ -36,11 +36,13 @@ import torch
 
 from epic_protocol.annotations import ActionVocabulary, open_text
 from rulstm.evaluation.classes import CLASS_COUNTS
+from rulstm.evaluation.ranking import ArrayLike, marginalize
 from rulstm.evaluation.records import SegmentRecords
-from rulstm.metrics import ArrayLike, marginalize
 from rulstm.resources import resolve_path
 
-Protocol = Literal["ek55", "ek100"]
+#: The challenge file formats (an :class:`~rulstm.evaluation.protocol.EvaluationProtocol`
+#: names its own as ``submission``, or none).
+ChallengeFormat = Literal["ek55", "ek100"]
 CHALLENGE = "action_anticipation"
 TOP_ACTIONS = 100
 
@@ -67,7 +69,7 @@ class SubmissionError(ValueError):
         self.rule = rule
 
 
-def _format(protocol: str) -> SubmissionFormat:
+def challenge_format(protocol: str) -> SubmissionFormat:
     if protocol not in FORMATS:
         raise ValueError(f"protocol must be 'ek55' or 'ek100', got {protocol!r}")
     return FORMATS[protocol]
@@ -291,7 +293,7 @@ def _check_header(submission: Mapping[str, Any], fmt: SubmissionFormat) -> None:
 def validate_submission(
     submission: Mapping[str, Any],
     *,
-    protocol: Protocol,
+    protocol: ChallengeFormat,
     expected_ids: Collection[str] | None = None,
     num_actions: int = TOP_ACTIONS,
 ) -> None:
@@ -300,7 +302,7 @@ def validate_submission(
     Rules (named in the error): version, challenge, sls (EK100: all three in 0..5), ids
     (no duplicates; equal to ``expected_ids`` when given), entry, class-id,
     unexpected-class, missing-class, action-count, action-key, score (finite numbers)."""
-    fmt = _format(protocol)
+    fmt = challenge_format(protocol)
     if not isinstance(submission, Mapping):
         raise SubmissionError("entry", "the submission must be a JSON object")
     _check_header(submission, fmt)
@@ -317,8 +319,8 @@ def validate_submission(
 # --------------------------------------------------------------------------- building
 
 
-def _header(protocol: Protocol, sls: SupervisionLevels | None) -> dict[str, Any]:
-    fmt = _format(protocol)
+def _header(protocol: ChallengeFormat, sls: SupervisionLevels | None) -> dict[str, Any]:
+    fmt = challenge_format(protocol)
     if fmt.needs_sls and sls is None:
         raise SubmissionError("sls", f"{protocol} submissions need supervision levels (sls=...)")
     header: dict[str, Any] = {"version": fmt.version, "challenge": CHALLENGE}
@@ -377,12 +379,12 @@ def build_submission(
     scores: SubmissionScores,
     *,
     vocabulary: ActionVocabulary,
-    protocol: Protocol,
+    protocol: ChallengeFormat,
     sls: SupervisionLevels | None = None,
     expected_ids: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """The validated challenge object, in memory (see :func:`write_submission` for files)."""
-    fmt = _format(protocol)
+    fmt = challenge_format(protocol)
     submission = _header(protocol, sls)
     _check_ids(scores.uids, expected_ids)
     _check_scores(scores, fmt, vocabulary)
@@ -401,7 +403,7 @@ def write_submission(
     scores: SubmissionScores,
     *,
     vocabulary: ActionVocabulary,
-    protocol: Protocol,
+    protocol: ChallengeFormat,
     sls: SupervisionLevels | None = None,
     expected_ids: Collection[str] | None = None,
     num_actions: int = TOP_ACTIONS,
@@ -411,7 +413,7 @@ def write_submission(
     Header, ids, shapes and finiteness are checked before the file is opened; every entry is
     validated as written, into a temporary file renamed at the end, so a failure never
     leaves a partial file at ``path``."""
-    fmt = _format(protocol)
+    fmt = challenge_format(protocol)
     header = _header(protocol, sls)
     _check_ids(scores.uids, expected_ids)
     _check_scores(scores, fmt, vocabulary)

@@ -106,7 +106,7 @@ def test_unknown_labels_are_left_out_of_that_task():
     many_shot = ManyShotClasses(frozenset({0}), frozenset({0}), frozenset({1, 2}))
     report = evaluate_ek55(result, many_shot=many_shot, times=TIMES)
     # Top-1 over samples 0, 1, 3 only: ranks [1, 3, 2] at the first step.
-    assert report.value("action", "top1_acc", time=0.5) == pytest.approx(100 / 3)
+    assert report.value("action", "top1", time=0.5) == pytest.approx(100 / 3)
 
 
 def test_pairs_outside_the_vocabulary_are_action_misses_and_reported():
@@ -124,7 +124,7 @@ def test_pairs_outside_the_vocabulary_are_action_misses_and_reported():
     many_shot = ManyShotClasses(frozenset({0}), frozenset({0}), frozenset({1, 2}))
     report = evaluate_ek55(result, many_shot=many_shot, times=TIMES)
     # Top-1 over all 4 samples: ranks [1, 3, miss, 2] at the first step.
-    assert report.value("action", "top1_acc", time=0.5) == pytest.approx(25.0)
+    assert report.value("action", "top1", time=0.5) == pytest.approx(25.0)
     # Verb and noun still score sample 2 normally.
     assert result.ranks["verb"][2].min() >= 1
     assert report.num_outside_vocabulary == 1
@@ -157,25 +157,25 @@ def test_ek100_recall_counts_a_pair_outside_the_vocabulary_as_its_own_missed_cla
     with_outside = evaluate_ek100(outside, subsets=NO_SUBSETS, times=TIMES)
     # Classes {0, 1}: both in the top 5 at 0.5 s -> 100 %; with the unknown pair as a third
     # class that is never predicted: (100 + 100 + 0) / 3.
-    assert with_unlabelled.value("action", "mean_top5_recall", time=1.0) == pytest.approx(100.0)
-    assert with_outside.value("action", "mean_top5_recall", time=1.0) == pytest.approx(200 / 3)
+    assert with_unlabelled.value("action", "recall5", time=1.0) == pytest.approx(100.0)
+    assert with_outside.value("action", "recall5", time=1.0) == pytest.approx(200 / 3)
 
 
 def test_ek55_report_by_hand():
     many_shot = ManyShotClasses(frozenset({0, 1}), frozenset({0}), frozenset({1, 2}))
     report = evaluate_ek55(outcomes(), many_shot=many_shot, times=TIMES, name="rgb")
-    assert report.get("action", "top1_acc").values == pytest.approx((25.0, 50.0))
-    assert report.get("action", "top5_acc").values == pytest.approx((75.0, 75.0))
+    assert report.get("action", "top1").values == pytest.approx((25.0, 50.0))
+    assert report.get("action", "top5").values == pytest.approx((75.0, 75.0))
     # Many-shot actions {1, 2}: class 1 always in the top 5, class 2 never.
-    assert report.get("action", "mean_top5_recall").values == pytest.approx((50.0, 50.0))
+    assert report.get("action", "recall5", "many_shot").values == pytest.approx((50.0, 50.0))
     # TtA(5): samples 0, 1, 3 hit at 0.5 s, sample 2 never.
     assert report.mean_tta["action"] == pytest.approx(0.375)
     assert report.num_evaluated == 4 and report.num_discarded == 0
-    assert report.headline == report.value("action", "top5_acc", time=1.0)
+    assert report.headline == report.value("action", "top5", time=1.0)
     assert [s.key for s in report.series][:3] == [
-        "verb/top1_acc",
-        "verb/top5_acc",
-        "verb/mean_top5_recall",
+        "verb/top1",
+        "verb/top5",
+        "verb/recall5_many_shot",
     ]
 
 
@@ -184,9 +184,9 @@ def test_ek55_drops_discarded_samples_and_zeros_mode_counts_them():
     valid = (True, True, True, False)
     dropped = evaluate_ek55(outcomes(valid), many_shot=many_shot, times=TIMES)
     assert dropped.num_evaluated == 3 and dropped.num_discarded == 1
-    assert dropped.get("action", "top1_acc").values == pytest.approx((100 / 3, 200 / 3))
+    assert dropped.get("action", "top1").values == pytest.approx((100 / 3, 200 / 3))
     zeros = evaluate_ek55(outcomes(valid), many_shot=many_shot, times=TIMES, discarded="zeros")
-    assert zeros.get("action", "top1_acc").values == pytest.approx((25.0, 50.0))
+    assert zeros.get("action", "top1").values == pytest.approx((25.0, 50.0))
 
 
 def test_ek100_report_by_hand():
@@ -200,16 +200,16 @@ def test_ek100_report_by_hand():
     )
     report = evaluate_ek100(outcomes(), subsets=subsets, times=TIMES)
     # Overall: class 0 hit, class 1 (samples 1, 3) hit, class 2 missed -> 2/3.
-    assert report.get("action", "mean_top5_recall").values == pytest.approx((200 / 3, 200 / 3))
+    assert report.get("action", "recall5").values == pytest.approx((200 / 3, 200 / 3))
     # Unseen (samples 2, 3): class 2 missed, class 1 hit.
-    assert report.get("action", "mean_top5_recall", "unseen").values == pytest.approx((50, 50))
+    assert report.get("action", "recall5", "unseen").values == pytest.approx((50, 50))
     # Tail actions (samples 1, 2): class 1 hit, class 2 missed.
-    assert report.get("action", "mean_top5_recall", "tail").values == pytest.approx((50, 50))
+    assert report.get("action", "recall5", "tail").values == pytest.approx((50, 50))
     # No tail-verb sample: NaN, shown as such and left out of the logged metrics.
-    assert all(math.isnan(v) for v in report.get("verb", "mean_top5_recall", "tail").values)
-    assert "test/verb/mean_top5_recall_tail/0.50s" not in report.metrics()
-    assert report.metrics()["test/action/mean_top5_recall_unseen/0.25s"] == pytest.approx(50)
-    assert report.headline == report.value("action", "mean_top5_recall", time=1.0)
+    assert all(math.isnan(v) for v in report.get("verb", "recall5", "tail").values)
+    assert "test/verb/recall5_tail/0.50s" not in report.metrics()
+    assert report.metrics()["test/action/recall5_unseen/0.25s"] == pytest.approx(50)
+    assert report.headline == report.value("action", "recall5", time=1.0)
 
 
 def test_unseen_by_narration_ids():
@@ -226,9 +226,9 @@ def test_report_files_round_trip(tmp_path: Path):
     assert again.series == report.series and again.mean_tta == report.mean_tta
     rows = (tmp_path / "rgb.csv").read_text() if report.to_csv(tmp_path / "rgb.csv") else ""
     lines = rows.strip().splitlines()
-    assert lines[0] == "name,protocol,task,metric,subset,anticipation_s,value"
+    assert lines[0] == "name,protocol,task,metric,subset,anticipation_s,value,key"
     assert len(lines) == 1 + 9 * 2 + 3  # 9 series x 2 times + 3 TtA rows
-    assert "rgb,ek55,action,top5_acc,overall,0.5,75.0" in lines
+    assert "rgb,ek55,action,top5,overall,0.5,75.0,test/action/top5/0.50s" in lines
 
 
 def test_plot_accuracy_writes_a_png(tmp_path: Path):
@@ -360,15 +360,15 @@ def test_callback_evaluates_logs_and_writes(tmp_path: Path, capsys):
     assert evaluator.report is not None
     assert evaluator.report.series == direct.series
     logged = results[0]
-    assert logged["test/action/top5_acc/1.00s"] == pytest.approx(
-        direct.value("action", "top5_acc", time=1.0)
+    assert logged["test/action/top5/1.00s"] == pytest.approx(
+        direct.value("action", "top5", time=1.0)
     )
     assert "test/verb/mean_tta5" in logged
     assert "EPIC-KITCHENS-55 action anticipation: rgb" in capsys.readouterr().out
     for name in ("rgb.json", "rgb.csv", "rgb.png", "accuracy_ek55.png"):
         assert (out / name).is_file(), name
     metrics_csv = next((tmp_path / "logs").rglob("metrics.csv")).read_text()
-    assert "test/action/top5_acc/1.00s" in metrics_csv
+    assert "test/action/top5/1.00s" in metrics_csv
 
     # A second model in the same folder joins the combined plot.
     flow = AnticipationEvaluator(
@@ -616,14 +616,16 @@ def test_ek55_evaluator_counts_a_many_shot_pair_outside_the_vocabulary(tmp_path:
     )
     report = evaluator.report
     assert report.num_outside_vocabulary == 1 and report.outside_vocabulary_uids == (UIDS[2],)
-    assert report.get("action", "mean_top5_recall").values == pytest.approx(
-        direct.get("action", "mean_top5_recall").values, nan_ok=True
+    assert report.get("action", "recall5", "many_shot").values == pytest.approx(
+        direct.get("action", "recall5", "many_shot").values, nan_ok=True
     )
     without = evaluate_ek55(
         outcomes, many_shot=ManyShotClasses(frozenset({0}), frozenset({1}), reference_actions)
     )
     # The extra class (recall 0) lowers the class mean.
-    assert report.value("action", "mean_top5_recall") < without.value("action", "mean_top5_recall")
+    assert report.value("action", "recall5", "many_shot") < without.value(
+        "action", "recall5", "many_shot"
+    )
 
 
 def test_report_title_names_the_dataset_and_survives_json(tmp_path) -> None:
@@ -633,7 +635,7 @@ def test_report_title_names_the_dataset_and_survives_json(tmp_path) -> None:
         protocol="ek55",
         name="rgb",
         times=(1.0,),
-        series=(MetricSeries("action", "top5_acc", "overall", (50.0,)),),
+        series=(MetricSeries("action", "top5", "overall", (50.0,)),),
         mean_tta={"action": 1.0},
         num_samples=2,
         num_evaluated=2,

@@ -133,7 +133,7 @@ def test_script_trains_evaluates_and_summarises_three_splits(
     assert summary["splits"] == [1, 2, 3] and len(summary["times"]) == 8
     for model in ("rgb", "flow", "fusion"):
         for task in ("verb", "noun", "action"):
-            for metric in ("top1_acc", "top5_acc", "mean_top5_recall"):
+            for metric in ("top1", "top5", "recall5"):
                 stats = summary["models"][model][f"{task}/{metric}"]
                 values = np.array(stats["per_split"])  # (splits, times)
                 assert values.shape == (3, 8)
@@ -149,13 +149,13 @@ def test_aggregate_mean_and_spread(tmp_path, load_script):
         series = [
             {"task": t, "metric": m, "subset": "overall", "values": [value, value + 1]}
             for t in ("verb", "noun", "action")
-            for m in ("top1_acc", "top5_acc", "mean_top5_recall")
+            for m in ("top1", "top5", "recall5")
         ]
         (tmp_path / f"split{split}").mkdir()
         report = {"times": times, "series": series}
         (tmp_path / f"split{split}" / "fusion.json").write_text(json.dumps(report))
     summary = script.aggregate(tmp_path, [1, 2, 3], models=["fusion"])
-    stats = summary["models"]["fusion"]["action/top5_acc"]
+    stats = summary["models"]["fusion"]["action/top5"]
     assert stats["mean"] == [30.0, 31.0]
     assert stats["std"] == pytest.approx([math.sqrt(700), math.sqrt(700)])  # (400+100+900)/2
     assert "30.00 ±26.46" in script.format_summary(summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -62,7 +63,23 @@ def test_test_config_evaluates_and_writes_outputs(config, tmp_path, synthetic_da
     out = tmp_path / "evaluation" / config.parent.name
     report = json.loads((out / f"{name}.json").read_text())
     assert report and (out / f"{name}.csv").is_file() and (out / f"{name}.png").is_file()
-    assert "test/action/top5/1.00s" in cli.trainer.callback_metrics
+    # One name per metric: every logged test metric is a row of the report, same value.
+    logged = {
+        key: float(value)
+        for key, value in cli.trainer.callback_metrics.items()
+        if key.startswith("test/") and key != "test/loss" and "/attention/" not in key
+    }
+    with (out / f"{name}.csv").open() as handle:
+        rows = {
+            row["key"]: float(row["value"])
+            for row in csv.DictReader(handle)
+            if row["value"] not in ("", "nan")
+        }
+    assert logged and logged.keys() == rows.keys()
+    for key, value in rows.items():
+        assert logged[key] == pytest.approx(value, rel=1e-6), key
+    headline = report["headline"]["name"]
+    assert headline in logged and logged[headline] == pytest.approx(report["headline"]["value"])
 
 
 @pytest.mark.parametrize("config", PREDICT_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -101,3 +118,26 @@ def test_predict_config_writes_a_valid_submission(config, tmp_path, synthetic_da
     assert set(submission["results"]) == {
         line.split(",")[0] for line in test_split.read_text().splitlines()
     }
+
+
+def test_test_without_a_root_dir_keeps_its_config_with_the_report(
+    tmp_path, synthetic_data, monkeypatch
+):
+    """`rulstm test` without --trainer.default_root_dir wrote config.yaml into the current
+    folder, replacing it on every run: it now lies next to the report it produced."""
+    monkeypatch.chdir(tmp_path)
+    data = synthetic_data(dims=DIMS, num_classes=4, videos=3, frames=600)
+    config = CONFIGS / "ek55" / "test_rgb.yaml"
+    args = overrides(config, data, tmp_path)[:-2]  # no --trainer.default_root_dir
+    for name in ("rgb", "flow"):
+        build_cli(
+            ["test", "-c", str(config.parent / "base.yaml"), "-c", str(config), *args]
+            + ["--data.test_annotations", str(data.val)]
+            + ["--trainer.callbacks.init_args.class_lists", "false"]
+            + ["--trainer.callbacks.init_args.name", name]
+        )
+    assert not (tmp_path / "config.yaml").exists()
+    out = tmp_path / "evaluation" / "ek55"
+    for name in ("rgb", "flow"):
+        saved = yaml.safe_load((out / f"{name}.config.yaml").read_text())
+        assert saved["trainer"]["callbacks"][0]["init_args"]["name"] == name

@@ -1,4 +1,7 @@
-"""The EK55 and EK100 evaluation protocols: outcomes -> :class:`AnticipationReport`."""
+"""The next-action report tables: outcomes -> :class:`AnticipationReport` (EK55 with its
+many-shot classes, EK100 with its unseen/tail subsets, and top-k accuracy with recall over
+every class for EGTEA and other data sets). The :mod:`~rulstm.evaluation.protocol` classes
+choose which one a benchmark reports."""
 
 from __future__ import annotations
 
@@ -8,13 +11,14 @@ import numpy as np
 
 from epic_protocol.sampling import anticipation_times
 from rulstm.evaluation.classes import EK100Subsets, ManyShotClasses
-from rulstm.evaluation.outcomes import TASKS, RankedOutcomes
-from rulstm.evaluation.report import FIRST_UIDS, AnticipationReport, Discarded, MetricSeries
-from rulstm.metrics import (
+from rulstm.evaluation.outcomes import RankedOutcomes
+from rulstm.evaluation.ranking import (
+    TASKS,
     accuracy_from_ranks,
     class_mean_recall_from_ranks,
     mean_time_to_action_from_ranks,
 )
+from rulstm.evaluation.report import FIRST_UIDS, AnticipationReport, Discarded, MetricSeries
 
 
 def _evaluated(outcomes: RankedOutcomes, discarded: Discarded) -> RankedOutcomes:
@@ -64,7 +68,7 @@ def _recall_classes_note(
     outcomes: RankedOutcomes, classes: dict[str, frozenset[int]], source: str
 ) -> str:
     """How many classes each class-mean recall averages over: those of ``classes`` that occur
-    among the evaluated labels (see :func:`rulstm.metrics.class_mean_recall_from_ranks`)."""
+    among the evaluated labels (see :func:`rulstm.evaluation.ranking.class_mean_recall_from_ranks`)."""
     counts = []
     for task in TASKS:
         present = set(np.unique(_task_rows(outcomes, task)[1]).tolist())
@@ -75,30 +79,40 @@ def _recall_classes_note(
 def evaluate_ek55(
     outcomes: RankedOutcomes,
     *,
-    many_shot: ManyShotClasses,
+    many_shot: ManyShotClasses | None,
     times: Sequence[float] | None = None,
     discarded: Discarded = "drop",
     name: str = "model",
+    protocol: str = "ek55",
 ) -> AnticipationReport:
-    """The EK55 table: top-1/top-5 accuracy and many-shot class-mean top-5 recall."""
+    """The EK55 table: top-1/top-5 accuracy and many-shot class-mean top-5 recall
+    (``recall5_many_shot``). ``many_shot=None``: recall over every class present
+    (``recall5``), as for EGTEA and data sets without class lists."""
     times = _check_times(
         outcomes, times or anticipation_times(anticipation_steps=outcomes.num_steps)
     )
     evaluated = _evaluated(outcomes, discarded)
-    classes = {"verb": many_shot.verbs, "noun": many_shot.nouns, "action": many_shot.actions}
+    classes: dict[str, frozenset[int] | None] = dict.fromkeys(TASKS)
+    if many_shot is not None:
+        classes = {"verb": many_shot.verbs, "noun": many_shot.nouns, "action": many_shot.actions}
+    recall_subset = "overall" if many_shot is None else "many_shot"
     series = []
     for task in TASKS:
         ranks, labels = _task_rows(evaluated, task)
         series.append(
-            MetricSeries(task, "top1_acc", "overall", _percent(accuracy_from_ranks(ranks, k=1)))
+            MetricSeries(task, "top1", "overall", _percent(accuracy_from_ranks(ranks, k=1)))
         )
         series.append(
-            MetricSeries(task, "top5_acc", "overall", _percent(accuracy_from_ranks(ranks, k=5)))
+            MetricSeries(task, "top5", "overall", _percent(accuracy_from_ranks(ranks, k=5)))
         )
         recall = class_mean_recall_from_ranks(ranks, labels, k=5, classes=classes[task])
-        series.append(MetricSeries(task, "mean_top5_recall", "overall", _percent(recall)))
+        series.append(MetricSeries(task, "recall5", recall_subset, _percent(recall)))
+    if many_shot is None:
+        notes = {"recall classes": "every class with samples"}
+    else:
+        notes = {"recall classes": _recall_classes_note(evaluated, classes, many_shot.source)}
     return AnticipationReport(
-        protocol="ek55",
+        protocol=protocol,
         name=name,
         times=times,
         series=tuple(series),
@@ -107,7 +121,8 @@ def evaluate_ek55(
         num_evaluated=len(evaluated),
         num_discarded=int((~outcomes.valid).sum()),
         discarded=discarded,
-        notes={"recall classes": _recall_classes_note(evaluated, classes, many_shot.source)},
+        notes=notes,
+        selection=("action", "top5", "overall"),
         **_outside_vocabulary(outcomes),
     )
 
@@ -136,7 +151,7 @@ def evaluate_ek100(
                 mask = subsets.tail_mask(task, evaluated.uids)
             ranks, labels = _task_rows(evaluated, task, mask)
             recall = class_mean_recall_from_ranks(ranks, labels, k=5)
-            series.append(MetricSeries(task, "mean_top5_recall", subset, _percent(recall)))
+            series.append(MetricSeries(task, "recall5", subset, _percent(recall)))
     return AnticipationReport(
         protocol="ek100",
         name=name,
@@ -153,5 +168,6 @@ def evaluate_ek100(
                 f"{task} {int(subsets.tail_mask(task, evaluated.uids).sum())}" for task in TASKS
             )
         },
+        selection=("action", "recall5", "overall"),
         **_outside_vocabulary(outcomes),
     )

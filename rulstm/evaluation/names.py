@@ -1,0 +1,134 @@
+"""The one registry of metric names: what validation and test log, what reports store and
+what ``ModelCheckpoint(monitor=...)`` may name.
+
+A logged name is ``{stage}/{task}/{metric}[_{subset}]/{when}``:
+
+* ``stage``: ``val`` or ``test`` (``train/loss`` during training);
+* ``task``: ``verb``, ``noun`` or ``action`` (validation logs the action only);
+* ``metric``: a key of :data:`METRICS` (``top1``, ``top5``, ``recall5``, ``mean_tta5``);
+* ``subset``: a key of :data:`SUBSETS`, left out for ``overall``;
+* ``when``: the anticipation time (``1.00s``, :func:`time_key`) or, for early recognition,
+  the observed fraction of the action (``100.0%``, :func:`fraction_key`). ``mean_tta5`` has
+  none. Validation also logs each action metric at the headline step without ``when``
+  (``val/action/top5``: the progress bar's number).
+
+Besides: ``{stage}/loss`` and, for MATT fusion, ``{stage}/attention/{modality}``. The README's
+"Metric names" table lists the same names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Mode = Literal["max", "min"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One metric of the registry: its key, its label in tables and plots, its unit and
+    whether larger (``max``) or smaller (``min``) is better."""
+
+    key: str
+    label: str
+    unit: str
+    mode: Mode
+    description: str
+
+
+METRICS: dict[str, MetricInfo] = {
+    info.key: info
+    for info in (
+        MetricInfo("top1", "Top-1 Accuracy", "%", "max", "true class ranked first"),
+        MetricInfo("top5", "Top-5 Accuracy", "%", "max", "true class among the 5 best"),
+        MetricInfo(
+            "recall5",
+            "Mean Top-5 Recall",
+            "%",
+            "max",
+            "top-5 recall of each class present, averaged over the classes",
+        ),
+        MetricInfo(
+            "mean_tta5",
+            "Mean TtA(5)",
+            "s",
+            "max",
+            "earliest anticipation time with the true class in the top 5, mean over segments",
+        ),
+    )
+}
+
+#: Subsets a report may break a metric down to; ``overall`` is left out of names.
+SUBSETS: dict[str, str] = {
+    "overall": "",
+    "many_shot": "Many-shot",
+    "unseen": "Unseen",
+    "tail": "Tail",
+}
+
+TASK_NAMES: tuple[str, ...] = ("verb", "noun", "action")
+
+
+def time_key(seconds: float) -> str:
+    """``1.0 -> "1.00s"``: the ``when`` of an anticipation time."""
+    return f"{seconds:.2f}s"
+
+
+def fraction_key(fraction: float) -> str:
+    """``1.0 -> "100.0%"``: the ``when`` of an early-recognition step."""
+    return f"{fraction:.1%}"
+
+
+def series_key(task: str, metric: str, subset: str = "overall") -> str:
+    """``("action", "recall5", "unseen") -> "action/recall5_unseen"``; checks the registry."""
+    if metric not in METRICS:
+        raise KeyError(f"unknown metric {metric!r}; the registry has {sorted(METRICS)}")
+    if subset not in SUBSETS:
+        raise KeyError(f"unknown subset {subset!r}; the registry has {sorted(SUBSETS)}")
+    suffix = "" if subset == "overall" else f"_{subset}"
+    return f"{task}/{metric}{suffix}"
+
+
+def metric_name(
+    stage: str, task: str, metric: str, subset: str = "overall", when: str | None = None
+) -> str:
+    """The logged name, e.g. ``metric_name("val", "action", "top5", when="1.00s")`` is
+    ``val/action/top5/1.00s``."""
+    name = f"{stage}/{series_key(task, metric, subset)}"
+    return name if when is None else f"{name}/{when}"
+
+
+def label(task: str, metric: str, subset: str = "overall") -> str:
+    """``"Action Unseen Mean Top-5 Recall"``: the row label of tables and plot titles."""
+    subset_label = SUBSETS[subset] + " " if SUBSETS[subset] else ""
+    return f"{task.capitalize():<7}{subset_label}{METRICS[metric].label}"
+
+
+def metric_mode(name: str) -> Mode | None:
+    """Whether a logged ``name`` is better larger (``max``) or smaller (``min``): the
+    registry's mode of its metric, ``min`` for a loss; ``None`` when unknown."""
+    parts = name.split("/")
+    if parts[-1] == "loss":
+        return "min"
+    if len(parts) >= 3:
+        metric = parts[2]
+        for subset in SUBSETS:
+            metric = metric.removesuffix(f"_{subset}")
+        if metric in METRICS:
+            return METRICS[metric].mode
+    return None
+
+
+def module_metric_names(
+    stage: str, *, whens: Sequence[str], modalities: Iterable[str] = ()
+) -> list[str]:
+    """Every name the LightningModule logs for ``stage`` (``val`` or ``test``): the action's
+    top1/top5/recall5 at every ``when`` and at the headline step, the loss and the fusion
+    weights of ``modalities``."""
+    names = [f"{stage}/loss"]
+    for metric in ("top1", "top5", "recall5"):
+        names += [metric_name(stage, "action", metric, when=when) for when in whens]
+        names.append(metric_name(stage, "action", metric))
+    names += [f"{stage}/attention/{modality}" for modality in modalities]
+    return names
