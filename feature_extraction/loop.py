@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import lightning as L
 import torch
@@ -76,18 +77,59 @@ def in_fixed_batches(
     return torch.cat(parts)
 
 
+class ProgressListener(Protocol):
+    """Told by :class:`ExtractionModule` what it computed (see :class:`StagingSink`)."""
+
+    def first_frame_timed(self, seconds: dict[str, float]) -> None:
+        """Seconds one frame took per modality's model (the first kept frame of the run)."""
+
+    def computed(self, frames: float) -> None:
+        """``frames`` more frames done (a modality's batch counts as its share of them)."""
+
+
 class ExtractionModule(L.LightningModule):
     """Runs the models on each chunk; the writer callback stores the results.
 
     RGB and flow features are computed in batches of exactly ``batch_size`` frames (see
     :func:`in_fixed_batches`), so that they are bit-identical however the frames are chunked.
+    ``progress`` (optional) hears after each modality's batch, and once, before the first
+    batch, how long each model takes for one frame (an extra forward pass whose result is
+    discarded: the estimate of a run's length comes before its first, possibly long, batch).
     """
 
-    def __init__(self, *, computer: FeatureComputer, batch_size: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        computer: FeatureComputer,
+        batch_size: int = 0,
+        progress: ProgressListener | None = None,
+    ) -> None:
         super().__init__()
         self.computer = computer
         self.batch_size = batch_size
+        self.progress = progress
+        self._timed = False
         self._raft_streams: dict[str, RaftStream] = {}
+
+    def _time_one_frame(self, batch: Chunk, kept_images: torch.Tensor) -> dict[str, float]:
+        """Seconds per modality to compute the first kept frame alone (results discarded)."""
+        seconds: dict[str, float] = {}
+        for modality in batch.modalities:
+            begin = time.perf_counter()
+            if modality == "rgb":
+                self.computer.rgb_features(kept_images[:1])
+            elif modality == "flow" and self.computer.raft is None:
+                self.computer.flow_features(batch.flow[:1])
+            elif modality == "obj":
+                self.computer.object_features(kept_images[:1])
+            else:  # RAFT flow runs in streams across chunks: not timed alone
+                continue
+            seconds[modality] = time.perf_counter() - begin
+        return seconds
+
+    def _computed(self, frames: int, modalities: int) -> None:
+        if self.progress is not None:
+            self.progress.computed(frames / modalities)
 
     def predict_step(self, batch: Chunk, batch_idx: int) -> dict[str, Any]:
         video = batch.video
@@ -100,10 +142,15 @@ class ExtractionModule(L.LightningModule):
         raft = self.computer.raft is not None and "flow" in modalities
         kept_images = images[keep] if raft and images.numel() else images
         out: dict[str, Any] = {}
-        if int(keep.sum()) > 0:
+        kept = int(keep.sum())
+        if kept > 0 and self.progress is not None and not self._timed:
+            self._timed = True
+            self.progress.first_frame_timed(self._time_one_frame(batch, kept_images))
+        if kept > 0:
             if "rgb" in modalities:
                 rgb = in_fixed_batches(self.computer.rgb_features, kept_images, self.batch_size)
                 out["rgb"] = rgb.cpu().numpy()
+                self._computed(kept, len(modalities))
             if "flow" in modalities:
                 if raft:
                     stream = self._raft_streams.get(video)
@@ -114,9 +161,11 @@ class ExtractionModule(L.LightningModule):
                     stacks = batch.flow
                 flow = in_fixed_batches(self.computer.flow_features, stacks, self.batch_size)
                 out["flow"] = flow.cpu().numpy()
+                self._computed(kept, len(modalities))
             if "obj" in modalities:
                 vectors, detections = self.computer.object_features(kept_images)
                 out["obj"], out["detections"] = vectors, detections
+                self._computed(kept, len(modalities))
         elif raft and len(batch.frames):
             stream = self._raft_streams.setdefault(video, self.computer.new_raft_stream())
             stream.push(batch.frames.tolist(), images, keep.tolist())
@@ -187,12 +236,32 @@ def _non_finite(frames: Any, prediction: dict[str, Any], modalities: Iterable[st
 class _OpenVideo:
     writers: dict[str, FeatureFileWriter]
     detections: DetectionsWriter | None
-    bar: Any
     frames: int = 0
 
 
+#: Runs estimated to take longer than this (seconds) are announced with the estimate.
+LONG_RUN_SECONDS = 120.0
+
+
+def format_estimate(seconds: float) -> str:
+    """``"about 40 s"``, ``"about 7 min"``, ``"about 2.5 h"``."""
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
 class StagingSink(BasePredictionWriter):
-    """Writes each chunk's features to the video's staging files; tracks results and bars."""
+    """Writes each chunk's features to the video's staging files; tracks results.
+
+    Progress: one bar over the frames of this rank's videos, moved after every modality's
+    batch (so a slow model still moves it every few seconds), with frames/s, the video being
+    extracted and how many are finished. Before the first batch, the seconds the models took
+    for one frame give an estimate of the whole run; a run estimated longer than
+    ``long_run_seconds`` (default :data:`LONG_RUN_SECONDS`) says so on stderr (with
+    ``slow_hint``), whether or not bars are shown.
+    """
 
     def __init__(
         self,
@@ -205,8 +274,18 @@ class StagingSink(BasePredictionWriter):
         class_names: Sequence[str],
         progress: bool,
         dtype: str = "float32",
+        device: str = "cpu",
+        slow_hint: str = "",
+        long_run_seconds: float | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
+        self.device, self.slow_hint = device, slow_hint
+        self.long_run_seconds = LONG_RUN_SECONDS if long_run_seconds is None else long_run_seconds
+        #: The first-frame estimate of the run's model time (seconds), once known.
+        self.estimated_seconds: float | None = None
+        self._planned = 0
+        self._videos = 0
+        self._rank_zero = True
         self.staging = StagingArea(out)
         self.dims, self.fps, self.provenances = dims, fps, provenances
         self.dtype = dtype
@@ -223,11 +302,41 @@ class StagingSink(BasePredictionWriter):
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
-        jobs = len(datamodule.plan.jobs[trainer.global_rank :: trainer.world_size])
-        show = self.progress and trainer.global_rank == 0
-        self._overall = tqdm(total=jobs, unit="video", desc="videos", disable=not show, position=0)
+        jobs = datamodule.plan.jobs[trainer.global_rank :: trainer.world_size]
+        self._planned = sum(job.expected for job in jobs)
+        self._videos = len(jobs)
+        self._rank_zero = trainer.global_rank == 0
+        show = self.progress and self._rank_zero
+        self._overall = tqdm(
+            total=self._planned or None,
+            unit="frame",
+            desc="extracting",
+            disable=not show,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} frames "
+            "[{elapsed}<{remaining}, {rate_fmt}]{postfix}",
+        )
+        self._overall.set_postfix_str(f"decoding the first frames; 0/{self._videos} videos")
 
-    def _begin(self, batch: Chunk, rank_zero: bool) -> _OpenVideo:
+    def first_frame_timed(self, seconds: dict[str, float]) -> None:
+        per_frame = sum(seconds.values())
+        self.estimated_seconds = per_frame * self._planned
+        if not self._rank_zero or self.estimated_seconds <= self.long_run_seconds:
+            return
+        parts = ", ".join(f"{m} {1000 * t:.0f} ms" for m, t in seconds.items())
+        message = (
+            f"rulstm-extract: {format_estimate(self.estimated_seconds)} for {self._planned} "
+            f"frames on {self.device} (one frame took {parts})"
+        )
+        tqdm.write(message + (f"; {self.slow_hint}" if self.slow_hint else ""), file=sys.stderr)
+
+    def computed(self, frames: float) -> None:
+        self._overall.update(frames)
+
+    def _show_video(self, video: str) -> None:
+        finished = len(self.results)
+        self._overall.set_postfix_str(f"{video}; {finished}/{self._videos} videos")
+
+    def _begin(self, batch: Chunk) -> _OpenVideo:
         video = batch.video
         writers = {}
         detections = None
@@ -247,14 +356,8 @@ class StagingSink(BasePredictionWriter):
                 detections = DetectionsWriter(
                     self.staging.detections_path(video), class_names=self.class_names
                 )
-        bar = tqdm(
-            total=batch.expected or None,
-            unit="frame",
-            desc=video,
-            leave=False,
-            disable=not (self.progress and rank_zero),
-        )
-        return _OpenVideo(writers, detections, bar)
+        self._show_video(video)
+        return _OpenVideo(writers, detections)
 
     def _close(self, video: str, *, failed: bool) -> _OpenVideo | None:
         state = self._open.pop(video, None)
@@ -267,7 +370,6 @@ class StagingSink(BasePredictionWriter):
                     writer.close()
             except FeatureWriteError as error:
                 errors.append(error)
-        state.bar.close()
         if failed:
             for modality in state.writers:
                 self.staging.discard(modality, video)
@@ -300,11 +402,11 @@ class StagingSink(BasePredictionWriter):
             self.results.append(
                 VideoResult(video, "failed", frames, 0, batch.error, trainer.global_rank)
             )
-            self._overall.update(1)
+            self._show_video(video)
             return
         state = self._open.get(video)
         if state is None:
-            state = self._open[video] = self._begin(batch, trainer.global_rank == 0)
+            state = self._open[video] = self._begin(batch)
         kept_frames = batch.frames[batch.keep].cpu().numpy()
         problem = len(kept_frames) and _non_finite(kept_frames, prediction, state.writers)
         if problem:  # that video fails, the others go on (the writers would refuse it too)
@@ -323,7 +425,6 @@ class StagingSink(BasePredictionWriter):
                 for frame, found in zip(kept_frames, prediction["detections"]):
                     state.detections.append(int(frame), found.boxes, found.labels, found.scores)
             state.frames += len(kept_frames)
-            state.bar.update(len(kept_frames))
         if batch.last:
             for writer in state.writers.values():
                 if batch.attrs:
@@ -343,8 +444,7 @@ class StagingSink(BasePredictionWriter):
                     rank=trainer.global_rank,
                 )
             )
-            self._overall.update(1)
-            self._overall.set_postfix(frames=sum(r.frames for r in self.results))
+            self._show_video(video)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException

@@ -35,13 +35,15 @@ class VideoJob:
     """One video to extract: which modalities, and which frames (``None``: all).
 
     ``frames``: the video's frame folders when the input is JPEG frames (``--frames``);
-    ``path`` is then one of its folders (for messages)."""
+    ``path`` is then one of its folders (for messages). ``expected``: the frames this job
+    extracts (``len(wanted)``, or the video's estimated length), for progress and estimates."""
 
     video_id: str
     path: Path
     modalities: tuple[Modality, ...]
     wanted: np.ndarray | None = None
     frames: FrameVideo | None = None
+    expected: int = 0  # frames to extract (estimated for a whole video), for progress bars
 
 
 @dataclass(frozen=True)

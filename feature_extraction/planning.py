@@ -95,8 +95,8 @@ class Plan:
     jobs: list[VideoJob]
     skipped: dict[str, str]  # video -> why
     replace_old: dict[str, bool]  # modality -> drop the old file's videos when merging
-    planned_frames: int = 0
-    video_frames: int = 0
+    planned_frames: int = 0  # frames to extract (dense videos: estimated from their length)
+    video_frames: int = 0  # sparse runs: the frames of the videos the sampled frames lie in
     ignored_files: int = 0  # files under --videos that are not videos
 
 
@@ -199,11 +199,12 @@ def plan_extraction(
         if frames is not None:  # keep the frames earlier sparse runs stored
             earlier = [s.frames for m, s in stored.items() if m in todo and s is not None]
             frames = np.union1d(frames, np.concatenate(earlier)) if earlier else frames
-        job = VideoJob(video.video_id, video.path, todo, frames, video.frames)
+        estimated = video.estimated_frames(config.fps)
+        expected = len(frames) if frames is not None else estimated
+        job = VideoJob(video.video_id, video.path, todo, frames, video.frames, expected)
         jobs.append((video.size(), job))
+        planned += expected
         if frames is not None:
-            planned += len(frames)
-            estimated = video.estimated_frames(config.fps)
             total += max(estimated, int(frames.max()) if len(frames) else 0)
     # Largest first, so that round-robin dealing to ranks and workers balances the load.
     ordered = [job for _, job in sorted(jobs, key=lambda item: -item[0])]

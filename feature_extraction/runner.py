@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -160,6 +161,45 @@ def _quiet_lightning() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def describe_models(config: ExtractConfig) -> str:
+    """``"rgb resnet50 (ImageNet weights), flow auto + resnet50 (ImageNet weights), obj
+    faster_rcnn fasterrcnn_resnet50_fpn (COCO weights)"``: what an extraction loads."""
+
+    def weights(value: Any, default: str = "ImageNet") -> str:
+        if value is None or str(value).lower() in ("none", "null"):
+            return "seeded random weights"
+        return f"{default} weights" if value == "DEFAULT" else f"weights {value}"
+
+    parts = []
+    for modality in config.modalities:
+        if modality == "rgb":
+            parts.append(f"rgb {config.rgb.backbone} ({weights(config.rgb.weights)})")
+        elif modality == "flow":
+            parts.append(
+                f"flow {config.flow.method} + {config.flow.backbone} "
+                f"({weights(config.flow.weights)})"
+            )
+        elif modality == "obj":
+            name = config.obj.detector
+            if name == "faster_rcnn":
+                name += f" {config.obj.model} ({weights(config.obj.weights, 'COCO')})"
+            parts.append(f"obj {name}")
+    return ", ".join(parts)
+
+
+def slow_run_hint(config: ExtractConfig, device: torch.device) -> str:
+    """What to change when a run is estimated to take long on ``device``."""
+    if device.type == "cuda":
+        return "fewer --modalities or a larger --batch_size shorten it"
+    hint = "configs/extract/cpu_small.yaml is sized for a CPU"
+    if "obj" in config.modalities and config.obj.detector == "faster_rcnn":
+        hint = (
+            "the obj detector is the slowest part on a CPU: leave it out (--modalities rgb "
+            "flow) when your configs do not train obj (configs/egtea/ does not), or " + hint
+        )
+    return hint
+
+
 def run_extraction(
     config: ExtractConfig, options: RunOptions, *, log: Any = print
 ) -> Summary | None:
@@ -172,9 +212,16 @@ def run_extraction(
     # Busy-waiting OpenMP threads and DataLoader workers must not fight over the same cores.
     torch.set_num_threads(config.resolved_threads())
     frames_input = options.frames is not None
+    device = resolve_device(config.device)
+    began = time.perf_counter()
+    if options.progress:  # weights may download or load for a while: say what is happening
+        log(f"loading the models: {describe_models(config)} (for {device.type})")
+        sys.stdout.flush()
     models: ExtractionModels = build_models(
         config, device=torch.device("cpu"), flow_from_images=frames_input
     )
+    if options.progress:
+        log(f"models ready in {time.perf_counter() - began:.1f} s")
     dims = models.dims
     provenances = {m: provenance(models, m, frames_input=frames_input) for m in config.modalities}
     hashes = {m: provenances[m]["config_hash"] for m in config.modalities}
@@ -196,9 +243,6 @@ def run_extraction(
     data = ExtractionData(
         planner=planner, options=chunk_options, num_workers=config.resolved_workers()
     )
-    module = ExtractionModule(
-        computer=FeatureComputer.from_models(models), batch_size=config.batch_size
-    )
     sink = StagingSink(
         out=options.out,
         dims=dims,
@@ -208,6 +252,11 @@ def run_extraction(
         class_names=models.detector.class_names if models.detector is not None else (),
         progress=options.progress,
         dtype=config.dtype,
+        device=device.type,
+        slow_hint=slow_run_hint(config, device),
+    )
+    module = ExtractionModule(
+        computer=FeatureComputer.from_models(models), batch_size=config.batch_size, progress=sink
     )
     with _quiet_lightning():
         trainer = L.Trainer(
