@@ -300,7 +300,9 @@ class StagingSink(BasePredictionWriter):
         self._refused: set[str] = set()  # failed videos whose remaining chunks are ignored
         self._overall: Any = None
 
-    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """After planning (the DataModule's setup), before the decoding workers start (which
+        takes a while): the bar shows from here on."""
         datamodule = trainer.datamodule
         jobs = datamodule.plan.jobs[trainer.global_rank :: trainer.world_size]
         self._planned = sum(job.expected for job in jobs)
@@ -315,7 +317,15 @@ class StagingSink(BasePredictionWriter):
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} frames "
             "[{elapsed}<{remaining}, {rate_fmt}]{postfix}",
         )
-        self._overall.set_postfix_str(f"decoding the first frames; 0/{self._videos} videos")
+        workers = min(datamodule.num_workers, self._videos)
+        noun = "worker" if workers == 1 else "workers"
+        starting = f"starting {workers} decoding {noun}" if workers else "decoding"
+        self._overall.set_postfix_str(f"{starting}; 0/{self._videos} videos")
+
+    def on_predict_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._show_video(batch.video)
 
     def first_frame_timed(self, seconds: dict[str, float]) -> None:
         per_frame = sum(seconds.values())

@@ -191,13 +191,21 @@ def slow_run_hint(config: ExtractConfig, device: torch.device) -> str:
     """What to change when a run is estimated to take long on ``device``."""
     if device.type == "cuda":
         return "fewer --modalities or a larger --batch_size shorten it"
-    hint = "configs/extract/cpu_small.yaml is sized for a CPU"
     if "obj" in config.modalities and config.obj.detector == "faster_rcnn":
-        hint = (
+        return (
             "the obj detector is the slowest part on a CPU: leave it out (--modalities rgb "
-            "flow) when your configs do not train obj (configs/egtea/ does not), or " + hint
+            "flow) when your configs do not train obj (configs/egtea/ does not), or use "
+            "configs/extract/cpu_small.yaml (sized for a CPU)"
         )
-    return hint
+    small = {"resnet18", "mobilenet_v3_small", "mobilenet_v3_large"}
+    backbones = {
+        config.rgb.backbone if m == "rgb" else config.flow.backbone
+        for m in config.modalities
+        if m in ("rgb", "flow")
+    }
+    if backbones - small:
+        return "configs/extract/cpu_small.yaml is sized for a CPU"
+    return "the models are small already: other processes on this CPU slow them (see its load)"
 
 
 def run_extraction(

@@ -132,12 +132,13 @@ def test_a_run_shows_loading_a_moving_frame_bar_and_an_estimate_when_long(
     bar = captured.err.replace("\r", "\n")
     # One bar over the 32 frames of both videos, in frames, with the rate and the videos done.
     assert "32/32 frames" in bar and "frame/s" in bar and "2/2 videos" in bar
+    assert "| 0/32 frames" in bar and "decoding; 0/2 videos" in bar  # shown before the frames
     # It moved more often than once per video.
     counts = {int(n) for n in re.findall(r"\| (\d+)/32 frames", bar)}
     assert len(counts) > 3, counts
     estimate = re.search(
         r"rulstm-extract: about \d+ s for 32 frames on cpu \(one frame took rgb \d+ ms, "
-        r"flow \d+ ms, obj \d+ ms\); configs/extract/cpu_small.yaml is sized for a CPU",
+        r"flow \d+ ms, obj \d+ ms\); the models are small already",
         captured.err,
     )
     assert (estimate is not None) == long_run, captured.err

@@ -1,0 +1,181 @@
+"""The README's "Your own dataset" route, command by command as the README prints it, on three
+tiny generated clips: configs copied from configs/egtea/ and edited as step 3 says, then every
+command of step 4 (extraction, the five training stages, the evaluation and the demo), each
+with options that only make it tiny (frame and network sizes, one epoch, random weights)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import yaml
+
+from epic_protocol import ActionVocabulary, Segment, write_actions_csv, write_rulstm_split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "rulstm-extract": [
+        "--rgb.weights", "none", "--flow.weights", "none",
+        "--decode.width", "64", "--decode.height", "48",
+        "--rgb.input_size", "[32, 32]", "--flow.input_size", "[32, 32]",
+        "--num_workers", "0", "--threads", "1", "--progress", "false",
+    ],
+    "rulstm": [
+        "--model.net.init_args.hidden", "8",
+        "--data.num_workers", "0", "--data.batch_size", "4",
+        "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
+        "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+    ],
+    "rulstm-demo": [
+        "--rgb.weights", "none", "--flow.weights", "none",
+        "--decode.width", "64", "--decode.height", "48",
+        "--rgb.input_size", "[32, 32]", "--flow.input_size", "[32, 32]",
+        "--duration", "2", "--progress", "false",
+    ],
+}  # fmt: skip
+
+
+def readme_route() -> list[list[str]]:
+    """The commands of step 4 of the README's "Your own dataset", loops unrolled."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Your own dataset") : text.index("## Your own footage")]
+    start = section.index("```bash\n") + len("```bash\n")
+    block = section[start : section.index("```", start)].replace("\\\n", " ")
+    commands: list[str] = []
+    loop: tuple[str, list[str], list[str]] | None = None
+    for line in (line.strip() for line in block.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        if match := re.fullmatch(r"for (\w+) in ([\w ]+); do", line):
+            loop = (match.group(1), match.group(2).split(), [])
+        elif line == "done":
+            assert loop is not None
+            name, values, body = loop
+            for value in values:
+                for command in body:
+                    commands.append(
+                        command.replace("${" + name + "}", value).replace(f"${name}", value)
+                    )
+            loop = None
+        elif loop is not None:
+            loop[2].append(line)
+        else:
+            commands.append(line)
+    return [shlex.split(command) for command in commands]
+
+
+def _write_video(path: Path, *, frames: int, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(frames):
+            image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def _own_dataset(root: Path) -> None:
+    """Three clips, annotations and actions.csv in my/, configs/mydata/ as step 3 says."""
+    for index, video in enumerate(("kitchen_a", "kitchen_b", "clip")):
+        _write_video(root / "my" / "videos" / f"{video}.mp4", frames=150, seed=index)
+    write_rulstm_split(
+        root / "my" / "training.csv",
+        [
+            Segment("1", "kitchen_a", 110, 130, 0, 0, 0),
+            Segment("2", "kitchen_a", 131, 149, 1, 2, 1),
+            Segment("3", "kitchen_b", 115, 140, 2, 1, 2),
+            Segment("4", "kitchen_b", 120, 145, 0, 0, 0),
+        ],
+    )
+    write_rulstm_split(
+        root / "my" / "validation.csv",
+        [Segment("5", "clip", 110, 130, 1, 2, 1), Segment("6", "clip", 125, 149, 2, 1, 2)],
+    )
+    vocabulary = ActionVocabulary(
+        verbs=np.array([0, 1, 2]),
+        nouns=np.array([0, 2, 1]),
+        names=("wash_cup", "cut_bread", "open_jar"),
+        num_verbs=3,
+        num_nouns=3,
+    )
+    write_actions_csv(root / "my" / "actions.csv", vocabulary)
+    configs = root / "configs"
+    shutil.copytree(ROOT / "configs" / "extract", configs / "extract")
+    mydata = configs / "mydata"
+    shutil.copytree(ROOT / "configs" / "egtea", mydata)
+
+    def edit(name: str, change) -> None:
+        path = mydata / name
+        values = yaml.safe_load(path.read_text())
+        change(values)
+        path.write_text(yaml.safe_dump(values))
+
+    edit("base.yaml", lambda c: c["data"].update(actions="my/actions.csv"))
+    edit(
+        "split1.yaml",
+        lambda c: c["data"].update(
+            train_annotations="my/training.csv",
+            val_annotations="my/validation.csv",
+            test_annotations="my/validation.csv",
+            features={"rgb": "data/mydata/rgb.h5", "flow": "data/mydata/flow.h5"},
+        ),
+    )
+
+    def evaluator(c: dict) -> None:
+        callback = c["trainer"]["callbacks"][0]["init_args"]
+        callback.update(dataset="mydata", out_dir="evaluation/mydata", num_verbs=3, num_nouns=3)
+
+    edit("test.yaml", evaluator)
+
+
+def test_the_readme_route_parses_into_its_commands() -> None:
+    route = readme_route()
+    programs = [command[0] for command in route]
+    assert programs == ["rulstm-extract", *["rulstm"] * 6, "rulstm-demo"]
+    assert route[0][route[0].index("-c") + 1] == "configs/extract/cpu_small.yaml"
+    demo = route[-1]
+    assert demo[demo.index("--extract-config") + 1] == "configs/extract/cpu_small.yaml"
+    stages = [command[command.index("--trainer.default_root_dir") + 1] for command in route[1:6]]
+    assert stages == [
+        "runs/mydata/rgb_sc",
+        "runs/mydata/rgb_anticipation",
+        "runs/mydata/flow_sc",
+        "runs/mydata/flow_anticipation",
+        "runs/mydata/fusion",
+    ]
+
+
+@pytest.mark.slow
+def test_the_readme_own_dataset_route_runs_from_videos_to_a_demo(tmp_path, monkeypatch) -> None:
+    from feature_extraction.cli import main as extract_main
+    from rulstm.cli import build_cli
+    from rulstm_apps.demo import main as demo_main
+
+    _own_dataset(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    for command in readme_route():
+        program, args = command[0], [*command[1:], *TINY[command[0]]]
+        if program == "rulstm-extract":
+            assert extract_main(args) == 0, command
+        elif program == "rulstm":
+            cli = build_cli(args)
+            assert cli.trainer.state.finished, command
+        else:
+            assert program == "rulstm-demo"
+            assert demo_main(args) == 0, command
+    for modality in ("rgb", "flow"):
+        assert (tmp_path / "data" / "mydata" / f"{modality}.h5").is_file()
+    for stage in ("rgb_sc", "rgb_anticipation", "flow_sc", "flow_anticipation", "fusion"):
+        assert (tmp_path / "runs" / "mydata" / stage / "checkpoints" / "best.ckpt").is_file()
+    assert any((tmp_path / "evaluation" / "mydata").glob("*.json"))
+    with av.open(str(tmp_path / "demo.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) > 0
