@@ -80,12 +80,24 @@ def spread(values: Sequence[float]) -> dict[str, float | int]:
     }
 
 
+def spreads(columns: Sequence[Sequence[float]]) -> dict[str, list[float]]:
+    """:func:`spread` of each column, as lists: ``{"mean": [...], "std": [...], "min": [...],
+    "max": [...]}`` (one entry per column, e.g. per anticipation time)."""
+    each = [spread(values) for values in columns]
+    return {key: [entry[key] for entry in each] for key in ("mean", "std", "min", "max")}
+
+
+def at(values: Mapping[str, Sequence[float]], index: int) -> dict[str, float]:
+    """One column of :func:`spreads`."""
+    return {key: values[key][index] for key in ("mean", "std", "min", "max")}
+
+
 def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Summarise several quickstart runs of one preset and precision.
 
     Each run is ``{"seed": int, "metrics": <metrics.json>, "seconds": <timings.json>,
     "load": [1-min load at start, at end]}``. Returns the reference entry: ``times``,
-    ``models[name][top5|top1]`` as lists (one :func:`spread` per anticipation time),
+    ``models[name][top5|top1]`` (:func:`spreads` over the anticipation times),
     ``fusion_over_bound`` (percent), ``seconds[step]``, ``seeds`` and ``load``.
     Raises ``ValueError`` when the runs disagree on times or models."""
     if not runs:
@@ -97,10 +109,12 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"seed {run['seed']}: other anticipation times or models")
     models = {
         name: {
-            key: [
-                spread([run["metrics"]["models"][name][key][i] for run in runs])
-                for i in range(len(times))
-            ]
+            key: spreads(
+                [
+                    [run["metrics"]["models"][name][key][i] for run in runs]
+                    for i in range(len(times))
+                ]
+            )
             for key in ("top5", "top1")
         }
         for name in names
@@ -135,7 +149,7 @@ def write_reference(
     references[f"{preset}/{precision}"] = dict(entry)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(references, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(references, indent=1, sort_keys=True) + "\n")  # diffable
     tmp.replace(path)
 
 
@@ -177,7 +191,7 @@ def compare_lines(
     for name, values in summary["models"].items():
         if name not in reference["models"]:
             continue
-        ref = reference["models"][name]["top5"][index]
+        ref = at(reference["models"][name]["top5"], index)
         value = values["top5"][index]
         lines.append(f"  {name:<16} top-5 at 1 s {value:6.2f}   {_interval(ref, value)}")
     if "total" in seconds and "total" in reference["seconds"]:

@@ -27,6 +27,7 @@ from rulstm_apps.quickstart import PRESETS
 from rulstm_apps.quickstart_reference import (
     REFERENCE_FILE,
     aggregate,
+    at,
     cpu_name,
     load_average,
     write_reference,
@@ -141,7 +142,7 @@ def format_table(runs: Sequence[dict], entry: dict) -> str:
     for key in ("top5", "top1"):
         for name, values in entry["models"].items():
             row = [run["metrics"]["models"][name][key][index] for run in runs]
-            ref = values[key][index]
+            ref = at(values[key], index)
             lines.append(
                 f"{name + ' ' + key:<22}"
                 + "".join(f"{v:9.2f}" for v in row)

@@ -42,17 +42,23 @@ TINY = {
 
 
 def readme_route() -> list[list[str]]:
-    """The commands of step 4 of the README's "Your own dataset", loops unrolled."""
+    """The commands of step 4 of the README's "Your own dataset", loops unrolled and shell
+    variables (``QUICK="..."``) expanded."""
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Your own dataset") : text.index("## Your own footage")]
     start = section.index("```bash\n") + len("```bash\n")
     block = section[start : section.index("```", start)].replace("\\\n", " ")
     commands: list[str] = []
     loop: tuple[str, list[str], list[str]] | None = None
+    variables: dict[str, str] = {}
     for line in (line.strip() for line in block.splitlines()):
         if not line or line.startswith("#"):
             continue
-        if match := re.fullmatch(r"for (\w+) in ([\w ]+); do", line):
+        for name, value in variables.items():  # unquoted, split into words as bash does
+            line = line.replace(f"${name}", value)
+        if match := re.fullmatch(r'([A-Z_]+)="([^"]*)"', line):
+            variables[match.group(1)] = match.group(2)
+        elif match := re.fullmatch(r"for (\w+) in ([\w ]+); do", line):
             loop = (match.group(1), match.group(2).split(), [])
         elif line == "done":
             assert loop is not None
@@ -143,6 +149,12 @@ def test_the_readme_route_parses_into_its_commands() -> None:
     assert route[0][route[0].index("-c") + 1] == "configs/extract/cpu_small.yaml"
     demo = route[-1]
     assert demo[demo.index("--extract-config") + 1] == "configs/extract/cpu_small.yaml"
+    # The first-try options go to every training stage and to the evaluation alike.
+    for command in route[1:7]:
+        assert command[-6:] == [
+            "--trainer.max_epochs", "10", "--model.net.init_args.hidden", "256",
+            "--data.num_workers", "0",
+        ], command  # fmt: skip
     stages = [command[command.index("--trainer.default_root_dir") + 1] for command in route[1:6]]
     assert stages == [
         "runs/mydata/rgb_sc",
