@@ -424,7 +424,7 @@ class StagingSink(BasePredictionWriter):
             self.results.append(
                 VideoResult(video, "failed", state.frames, 0, problem, trainer.global_rank)
             )
-            self._overall.update(1)
+            self._show_video(video)
             if not batch.last:
                 self._refused.add(video)
             return
