@@ -97,6 +97,16 @@ def cpu_description() -> str:
     return f"CPU capability {capability}, bf16 native: {'yes' if native else 'no'} ({detail})"
 
 
+def device_description(device: torch.device | str) -> str:
+    """:func:`cpu_description`, plus whether ``device`` computes bf16 natively when it is not
+    the CPU (what every benchmark prints first)."""
+    device = torch.device(device)
+    line = cpu_description()
+    if device.type != "cpu":
+        line += f"; {device.type} bf16 native: {'yes' if bf16_native(device) else 'no'}"
+    return line
+
+
 _warned: set[str] = set()
 
 
