@@ -36,13 +36,13 @@ if [ "$QUICK" = 1 ]; then
     LIMIT_SCALE=3  # a loaded CPU is slower than a GPU at these parts
     # Tiny everything, no peak-memory subprocesses: only checks that every command runs.
     TRAIN_ARGS=(--sizes small --batch-size 4 --iters 1 --warmup 0 --no-memory)
-    LOADER_ARGS=(--sizes small --batch-size 8 --iters 1 --repeats 1 --videos 1)
+    LOADER_ARGS=(--sizes small --batch-size 8 --iters 1 --repeats 1 --videos 1 --workers 0)
     EXTRACT_SECONDS=0.5; EXTRACT_FRAMES=2
     # Small frames, DIS instead of RAFT, the models alone (rulstm-extract end to end is what
     # the test suite runs): only checks that the commands run.
     EXTRACT_QUICK=(--decode.width 96 --decode.height 64 --obj.min_size 64 --obj.max_size 96 --flow.method dis --models_only)
     ONLINE_ARGS=(--hidden 32 --classes 20 --steps 3 --warmup 1)
-    FIT_EPOCHS=1; FIT_DIM=32; FIT_ARGS=(--model.net.init_args.hidden 32)
+    FIT_EPOCHS=1; FIT_DIM=32; FIT_ARGS=(--model.net.init_args.hidden 32 --data.num_workers 0)
     # bf16 only where it is native: emulated bf16 on a CPU is many times slower (auto).
     FIT_PRECISIONS=(32-true auto)
 else
