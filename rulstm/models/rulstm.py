@@ -38,6 +38,10 @@ networks under the same attribute names. A GRU has no cell state, so its state i
 ``(h, h)``: the unrolling starts from the rolling hidden state, and the MATT context is the two
 hidden states (unrolling ``h``, rolling ``h_t``).
 
+Under CPU bf16 autocast on a CPU without native bf16 (no oneDNN bf16 LSTM/GRU kernel), the
+``nn.LSTM`` / ``nn.GRU`` calls of ``unroll="sequential"`` run in float32
+(:func:`rulstm.models.recurrent.run_recurrent`); the fast path's own cells need no kernel.
+
 The whole model is kept in this one file on purpose (like nanoGPT's ``model.py``): a reader sees
 the rolling, unrolling, fast path and fusion side by side, which is why it exceeds 600 lines.
 """
