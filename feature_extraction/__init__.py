@@ -8,7 +8,9 @@ The public API (imported lazily, so ``import feature_extraction`` stays cheap):
 * :func:`probe_video`, :func:`decode_video` and :class:`VideoError`: the frame-rate-fixed
   decoding (1-based frame numbers at the target fps).
 * :class:`StreamingExtractor`: frame-by-frame features for online use (the demo).
-* :func:`resolve_device`: ``"auto"`` / ``"cpu"`` / ``"cuda:N"`` -> ``torch.device``.
+* :func:`resolve_device`: ``"auto"`` / ``"cpu"`` / ``"cuda:N"`` -> ``torch.device``;
+  :func:`resolve_precision`: the precision an extraction runs at on a device (``auto``: bf16
+  where native, see :mod:`epic_protocol.precision`).
 * :func:`build_models`, :class:`FeatureComputer`, :class:`CausalFlow`: the stages one by one
   (benchmarks, custom pipelines).
 * :class:`BNInception`, :class:`TSNBackbone`, :func:`save_tsn_checkpoint`,
@@ -38,6 +40,7 @@ _PUBLIC = {
     "probe_video": "feature_extraction.video",
     "StreamingExtractor": "feature_extraction.streaming",
     "resolve_device": "feature_extraction.models",
+    "resolve_precision": "feature_extraction.models",
     # The stages one by one, for benchmarks and custom pipelines.
     "build_models": "feature_extraction.models",
     "FeatureComputer": "feature_extraction.models",

@@ -177,8 +177,9 @@ class ExtractConfig:
         modalities: Which feature files to write: rgb, flow, obj.
         fps: Frames per second of the output numbering (RU-LSTM: 30).
         device: 'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'.
-        precision: 'auto' (16-bit mixed precision on CUDA, 32 on CPU), '32', '16-mixed',
-            'bf16-mixed'.
+        precision: 'auto' (bf16-mixed where the device computes bf16 natively: a GPU with
+            bf16, a CPU with AVX-512 BF16 or AMX; else 32), '32', '16-mixed', 'bf16-mixed'.
+            Any precision but 32 is part of the feature files' config hash.
         batch_size: Frames per model forward pass.
         dtype: Storage dtype of the feature files: 'float32', or 'float16' (half the disk
             size; readers convert back to float32).

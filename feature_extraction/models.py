@@ -15,6 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
+from epic_protocol import precision as bf16_rule
 from feature_extraction.backbones import (
     Backbone,
     build_flow_backbone,
@@ -50,6 +51,21 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} asked for, but CUDA is not available")
     return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The Lightning precision an extraction on ``device`` runs at: ``"auto"`` follows the
+    precision rule (:func:`epic_protocol.precision.auto_precision`: ``bf16-mixed`` where the
+    device computes bf16 natively, a GPU with bf16 or a CPU with AVX-512 BF16 or AMX, else
+    ``32-true``); ``"32"`` is ``32-true``; an explicit bf16 on a CPU that emulates it warns
+    once (correct but slower)."""
+    if precision == "auto":
+        return bf16_rule.auto_precision(device)
+    if precision == "32":
+        return "32-true"
+    if precision.startswith("bf16"):
+        bf16_rule.warn_if_emulated(device, what=f"extraction precision {precision}")
+    return precision
 
 
 def resolve_flow_method(method: str, device: torch.device) -> str:
@@ -222,6 +238,12 @@ def provenance(
         common["input"] = "frame folders"
     if config.dtype != "float32":  # only when set, so float32 files keep their old hash
         common["dtype"] = config.dtype
+    # The precision the models run at (``auto`` resolved for the device: it differs between
+    # machines), so that a resumed run cannot mix float32 and bf16 rows; only when it is not
+    # float32, so float32 files keep their old hash.
+    run_precision = resolve_precision(config.precision, resolve_device(config.device))
+    if run_precision != "32-true":
+        common["precision"] = run_precision
     if modality == "rgb":
         settings: dict[str, Any] = {**common, "rgb": _without_default_preprocessing(config.rgb)}
     elif modality == "flow":

@@ -34,6 +34,7 @@ from feature_extraction.models import (
     build_models,
     provenance,
     resolve_device,
+    resolve_precision,
 )
 from feature_extraction.output import (
     WORK_DIR,
@@ -131,11 +132,7 @@ def _trainer_hardware(config: ExtractConfig, options: RunOptions) -> dict[str, A
     else:
         devices, accelerator = options.devices, "cpu"
     distributed = options.devices * options.num_nodes > 1
-    precision = config.precision
-    if precision == "auto":
-        precision = "16-mixed" if device.type == "cuda" else "32"
-    if precision == "32":
-        precision = "32-true"
+    precision = resolve_precision(config.precision, device)
     return {
         "accelerator": accelerator,
         "devices": devices,

@@ -38,6 +38,7 @@ from feature_extraction.models import (
     RaftStream,
     build_models,
     resolve_device,
+    resolve_precision,
 )
 from feature_extraction.video import output_size, resize_frame
 
@@ -56,6 +57,8 @@ class StreamingExtractor:
         self.config = config
         self.device = torch.device(device) if device is not None else resolve_device(config.device)
         self.flow_from_images = flow_from_images
+        #: The Lightning precision the models run at (``auto`` resolved for the device).
+        self.precision = resolve_precision(config.precision, self.device)
         self.models = (
             models
             if models is not None
@@ -104,10 +107,12 @@ class StreamingExtractor:
             self._raft.reset()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        precision = self.config.precision
-        if self.device.type == "cuda" and precision in ("auto", "16-mixed", "bf16-mixed"):
-            dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
+        """What the batch extraction's Lightning precision does: bf16 autocast for
+        ``bf16-mixed`` (CPU or GPU), float16 autocast for ``16-mixed`` on a GPU."""
+        if self.precision == "bf16-mixed":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if self.precision == "16-mixed" and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
     @torch.no_grad()

@@ -49,12 +49,14 @@ import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
+from epic_protocol import precision
 from epic_protocol.errors import UserError, cli_main
 from rulstm.checkpoints import read_checkpoint
 from rulstm.data.datamodule import AnticipationDataModule
@@ -130,6 +132,40 @@ DERIVED: dict[str, tuple[Callable[[AnticipationDataModule], Any], Any]] = {
 }
 
 
+def _accept_auto_precision(parser: LightningArgumentParser) -> None:
+    """Let ``trainer.precision`` also take ``auto`` (resolved by :func:`_resolve_precision`
+    before the Trainer is built: Lightning never sees it)."""
+    for action in parser._actions:
+        if getattr(action, "dest", None) == "trainer.precision" and hasattr(action, "_typehint"):
+            action._typehint = action._typehint | Literal["auto"]
+            action.help = (
+                "'auto' (bf16-mixed where bf16 is native: a GPU with bf16, a CPU with AVX-512 "
+                "BF16 or AMX; else 32-true), " + (action.help or "")
+            )
+
+
+def _trainer_device(accelerator: Any) -> str:
+    """The device type a Trainer with ``accelerator`` runs on (``cpu`` unless it is a GPU)."""
+    name = accelerator if isinstance(accelerator, str) else "cpu"
+    if name in ("gpu", "cuda") or (name == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu" if name in ("auto", "cpu") else name
+
+
+def _resolve_precision(config) -> None:
+    """``trainer.precision: auto`` -> ``bf16-mixed`` or ``32-true`` by the precision rule
+    (:mod:`epic_protocol.precision`), written back so the saved ``config.yaml`` records what
+    ran; an explicit bf16 on a CPU without native bf16 warns once (emulated, much slower)."""
+    value = config.get("trainer.precision")
+    device = _trainer_device(config.get("trainer.accelerator", "auto"))
+    if value == "auto":
+        resolved = precision.auto_precision(device)
+        config["trainer.precision"] = resolved
+        log.info("precision auto -> %s (%s)", resolved, precision.cpu_description())
+    elif isinstance(value, str) and value.startswith("bf16"):
+        precision.warn_if_emulated(device, what=f"--trainer.precision {value}")
+
+
 class RulstmCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         self._configured: dict[str, Any] = {}
@@ -151,6 +187,7 @@ class RulstmCLI(LightningCLI):
             self.feat_dims_from_the_files,
             apply_on="instantiate",
         )
+        _accept_auto_precision(parser)
         parser.add_argument(
             "--wandb-online",
             action="store_true",
@@ -179,6 +216,7 @@ class RulstmCLI(LightningCLI):
         # W&B must never block on a machine without network: offline unless asked otherwise.
         os.environ.setdefault("WANDB_MODE", "offline")
         self._keep_logs_with_the_run(config)
+        _resolve_precision(config)
         # What the config itself says, before the links overwrite it at instantiation.
         self._configured = {
             key: config.get(key)

@@ -24,6 +24,12 @@ recurrent matrix being read once per unrolling step), so smaller weights are fas
 
 Both change the scores slightly (tests: top-5 agreement with float32 on random weights);
 ``scripts/bench_online.py`` prints their latency and agreement side by side.
+
+``"auto"`` picks ``"bf16"`` where the device computes bf16 natively (a GPU with bf16, a CPU
+with AVX-512 BF16 or AMX: :mod:`epic_protocol.precision`) and ``"fp32"`` elsewhere: on CPUs
+that emulate bf16 a bf16 step is slower, not faster. It is resolved again when
+:meth:`OnlineAnticipator.to` moves the network. An explicit ``"bf16"`` on such a CPU warns
+once.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from torch import Tensor, nn
 from epic_protocol.sampling import anticipation_times
 from rulstm.models.rulstm import RULSTM, RULSTMFusion
 
-OnlineWeights = Literal["fp32", "bf16", "int8"]
+OnlineWeights = Literal["auto", "fp32", "bf16", "int8"]
 
 
 @dataclass(frozen=True)
@@ -78,9 +84,11 @@ class OnlineAnticipator:
         times: anticipation times in seconds, each a positive multiple of ``alpha``
             (default: 2.0, 1.75, ..., 0.25 for alpha 0.25).
         device: where to run.
-        weights: ``"fp32"`` (default, exact), ``"bf16"`` or ``"int8"`` (CPU only): the
-            precision of the weights the steps run with (see the module docstring). The
-            low-precision modes work on a copy; ``net`` itself is left as it is.
+        weights: ``"fp32"`` (default, exact), ``"bf16"``, ``"int8"`` (CPU only) or
+            ``"auto"`` (bf16 where ``device`` has native bf16, else fp32): the precision of
+            the weights the steps run with (see the module docstring); :attr:`weights` holds
+            the resolved mode. The low-precision modes work on a copy; ``net`` itself is left
+            as it is.
 
     Raises:
         ValueError: an anticipation time that is not a multiple of ``alpha``, an unknown
@@ -101,8 +109,11 @@ class OnlineAnticipator:
         if not isinstance(net, RULSTM | RULSTMFusion):
             raise TypeError(f"OnlineAnticipator needs a RULSTM or RULSTMFusion, got {type(net)}")
         self.device = torch.device(device)
-        self.weights: OnlineWeights = weights
-        self.net = _with_weights(net.to(self.device).eval(), weights, self.device)
+        #: The mode asked for (``"auto"`` is resolved again by :meth:`to`).
+        self.requested_weights: OnlineWeights = weights
+        self._source = net
+        self.weights: OnlineWeights = _resolve_weights(weights, self.device, net)
+        self.net = _with_weights(net.to(self.device).eval(), self.weights, self.device)
         self.modality = modality
         self.alpha = alpha
         self.times = tuple(times) if times is not None else anticipation_times(alpha=alpha)
@@ -250,8 +261,13 @@ class OnlineAnticipator:
         return {self.modality: self.net.feat_dim} if self.modality else {}
 
     def to(self, device: str | torch.device) -> OnlineAnticipator:
-        """Move the network to ``device`` (the state is reset)."""
+        """Move the network to ``device`` (the state is reset); ``weights="auto"`` is resolved
+        for the new device."""
         self.device = torch.device(device)
+        resolved = _resolve_weights(self.requested_weights, self.device, self._source)
+        if resolved != self.weights:
+            self.weights = resolved
+            self.net = _with_weights(self._source.to(self.device).eval(), resolved, self.device)
         self.net.to(self.device)
         self.reset()
         return self
@@ -354,6 +370,23 @@ class OnlineAnticipator:
         return logits, torch.cat([hidden, rolling_cell], dim=-1)  # (B, K, 2H)
 
 
+def _resolve_weights(
+    weights: str, device: torch.device, net: RULSTM | RULSTMFusion
+) -> OnlineWeights:
+    """``"auto"`` -> ``"bf16"`` where ``device`` has native bf16 (and the branches are LSTMs,
+    which the bf16 mode needs), else ``"fp32"``; an explicit ``"bf16"`` on a CPU that emulates
+    bf16 warns once. Other modes are returned as they are."""
+    from epic_protocol import precision
+
+    if weights == "auto":
+        branches = net.branches.values() if isinstance(net, RULSTMFusion) else [net]
+        lstm = all(branch.cell == "lstm" for branch in branches)
+        return "bf16" if lstm and precision.bf16_native(device) else "fp32"
+    if weights == "bf16":
+        precision.warn_if_emulated(device, what="OnlineAnticipator weights='bf16'")
+    return weights  # type: ignore[return-value]
+
+
 def _with_weights(
     net: RULSTM | RULSTMFusion, weights: str, device: torch.device
 ) -> RULSTM | RULSTMFusion:
@@ -361,7 +394,7 @@ def _with_weights(
     if weights == "fp32":
         return net
     if weights not in ("bf16", "int8"):
-        raise ValueError(f"weights must be 'fp32', 'bf16' or 'int8', got {weights!r}")
+        raise ValueError(f"weights must be 'auto', 'fp32', 'bf16' or 'int8', got {weights!r}")
     branches = net.branches.values() if isinstance(net, RULSTMFusion) else [net]
     for branch in branches:
         recurrent = (branch.rolling_lstm, branch.unrolling_lstm)

@@ -71,7 +71,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -132,6 +132,9 @@ class DemoOptions:
         fps: Frames per second of decoding, features and output (default: the extraction
             config's, 30).
         device: auto, cpu, cuda, cuda:N (default: the extraction config's device).
+        weights: Precision of the anticipation model's weights: fp32 (exact), bf16, int8
+            (CPU only) or auto (bf16 where the device computes bf16 natively: a GPU with
+            bf16, a CPU with AVX-512 BF16 or AMX; else fp32).
         alpha: Seconds between steps (default: the checkpoint's, else 0.25).
         horizon: Anticipation time (s) of the displayed top-k; a multiple of alpha.
         top_k: Actions listed (panel and predictions file).
@@ -163,6 +166,7 @@ class DemoOptions:
     overlay_detections: bool = True
     fps: float | None = None
     device: str | None = None
+    weights: Literal["auto", "fp32", "bf16", "int8"] = "fp32"
     alpha: float | None = None
     horizon: float = 1.0
     top_k: int = 5
@@ -251,6 +255,7 @@ def run_demo(
         modality=options.modality,
         available=available,
         horizon=options.horizon,
+        weights=options.weights,
     )
     detections = None
     needed = dict(model.dims)

@@ -46,13 +46,15 @@ def load_model(
     available: Sequence[str] | None = None,
     horizon: float = 1.0,
     optional: Sequence[str] = ("obj",),
+    weights: str = "fp32",
 ) -> LoadedModel:
     """The online anticipator of RU-LSTM checkpoints, through
     :meth:`rulstm.OnlineAnticipator.from_checkpoint` (branch, fusion, or several branches
     averaged).
 
     ``alpha`` and a branch's ``modality`` come from the checkpoint's hyper-parameters when it
-    was written by ``rulstm fit``; otherwise from the arguments. A fusion checkpoint whose
+    was written by ``rulstm fit``; otherwise from the arguments; ``weights`` is the
+    anticipator's precision mode (``auto``, ``fp32``, ``bf16``, ``int8``). A fusion checkpoint whose
     ``optional`` modalities are not ``available`` runs its other branches averaged, with a
     ``note`` saying so; any other missing modality is an error.
     """
@@ -74,6 +76,7 @@ def load_model(
             alpha=alpha,
             horizon=horizon,
             device=device,
+            weights=weights,
         )
     except FileNotFoundError as error:
         raise DemoError(str(error)) from None

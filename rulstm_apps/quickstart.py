@@ -430,6 +430,21 @@ class QuickstartResult:
     seconds: dict[str, float]
 
 
+def training_precision(requested: str) -> str:
+    """The Lightning precision the quickstart trains at (on CPU, as configs/quickstart/ say):
+    ``auto`` resolves by the precision rule (:mod:`epic_protocol.precision`: bf16-mixed only
+    on a CPU with native bf16); an explicit bf16-mixed on a CPU that emulates bf16 warns once."""
+    from epic_protocol import precision
+
+    if requested == "auto":
+        resolved = precision.auto_precision("cpu")
+        print(f"precision auto -> {resolved} ({precision.cpu_description()})", flush=True)
+        return resolved
+    if requested.startswith("bf16"):
+        precision.warn_if_emulated("cpu", what=f"--precision {requested}")
+    return requested
+
+
 def run(
     out: str | Path,
     *,
@@ -438,7 +453,7 @@ def run(
     with_demo: bool = True,
     baselines: bool = False,
     overwrite: bool = False,
-    precision: str = "32-true",
+    precision: str = "auto",
 ) -> QuickstartResult:
     """Run every step into ``out``; raises :class:`QuickstartError` when ``out`` holds an
     earlier run and ``overwrite`` is false, or when a step fails."""
@@ -466,6 +481,7 @@ def run(
         seconds[name] = round(time.perf_counter() - begin, 1)
         return value
 
+    precision = training_precision(precision)
     _banner(f"generating the procedural kitchen ({settings.dataset} preset, seed {seed})")
     data = timed("generate", generate, out, settings, seed)
     _banner("extracting features with rulstm-extract")
@@ -549,10 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--precision",
-        choices=["32-true", "bf16-mixed"],
-        default="32-true",
-        help="training precision (default: %(default)s); bf16-mixed is faster on CPUs with "
-        "native bf16 (AVX-512 BF16, AMX) and on recent GPUs",
+        choices=["auto", "32-true", "bf16-mixed"],
+        default="auto",
+        help="training precision (default: %(default)s: bf16-mixed on a CPU with native bf16, "
+        "AVX-512 BF16 or AMX, where it is faster; 32-true elsewhere, where bf16 is emulated "
+        "and many times slower)",
     )
     parser.add_argument("--no-demo", action="store_true", help="skip rendering demo.mp4")
     parser.add_argument(

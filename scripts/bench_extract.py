@@ -29,6 +29,7 @@ import torch
 os.environ.setdefault("WANDB_MODE", "disabled")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from epic_protocol.precision import device_description  # noqa: E402
 from feature_extraction import (  # noqa: E402
     CausalFlow,
     ExtractConfig,
@@ -38,6 +39,7 @@ from feature_extraction import (  # noqa: E402
     decode_video,
     load_config,
     resolve_device,
+    resolve_precision,
     run_extraction,
 )
 
@@ -107,8 +109,10 @@ def main() -> None:
         video = known.video or synthetic_video(work / "synthetic.mp4", seconds=known.seconds)
         print(
             f"video: {video}; device: {device}; torch threads: {torch.get_num_threads()}; "
-            f"workers: {config.resolved_workers()}; batch: {config.batch_size}"
+            f"workers: {config.resolved_workers()}; batch: {config.batch_size}; "
+            f"precision: {config.precision} -> {resolve_precision(config.precision, device)}"
         )
+        print(device_description(device))
 
         started = time.perf_counter()
         frames = [

@@ -40,6 +40,7 @@ from jsonargparse import ArgumentParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from epic_protocol.precision import device_description  # noqa: E402
 from rulstm.models import RULSTM, RULSTMFusion  # noqa: E402
 from rulstm.online import OnlineAnticipator  # noqa: E402
 
@@ -382,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.times} anticipation times; budget {budget_ms:.0f} ms per step (alpha = 0.25 s); "
         f"load {_load()}"
     )
+    print(device_description(device))
     print(
         f"\nOnlineAnticipator.step, random weights, a drifting random feature stream: "
         f"{args.steps} steps after {args.warmup} warm-up, the weights modes interleaved step "

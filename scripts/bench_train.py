@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from epic_protocol.precision import bf16_native, device_description
 from rulstm.models import RULSTM, RULSTMFusion
 
 
@@ -252,6 +253,8 @@ def bench_models(
     variants = [v for v in VARIANTS if bf16_ok or not VARIANTS[v][1]]
     if not bf16_ok:
         print("bf16 autocast is not supported on this device: bf16 variants skipped")
+    elif not bf16_native(device):
+        print("bf16 is emulated on this device (not native): the bf16 variants are slow here")
     dims = "/".join(f"{k}={v}" for k, v in sizes.feat_dims.items())
     first, first_dim = next(iter(sizes.feat_dims.items()))
     for which, label in (
@@ -521,6 +524,7 @@ def main() -> None:
         f"torch={torch.__version__} B={args.batch_size} T={sizes.num_steps} H={sizes.hidden} "
         f"C={sizes.num_classes} iters={args.iters} warmup={args.warmup} load {_load()}"
     )
+    print(device_description(device))
     if not args.skip_models:
         bench_models(
             args.sizes,

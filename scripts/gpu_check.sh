@@ -10,6 +10,7 @@
 #      BNInception one when this checkout has it)             (scripts/bench_extract.py)
 #   4. the online step, fp32 and bf16 weights on the GPU        (scripts/bench_online.py)
 #   5. a short `rulstm fit --trainer.devices 1` on generated features, fp32 and bf16-mixed
+#      (quick mode: one run at auto, i.e. bf16 only where it is native)
 #
 # Usage (from the repository root, in the project's environment):
 #   bash scripts/gpu_check.sh [SUMMARY_FILE]        # default gpu_check_<host>_<date>.txt
@@ -33,13 +34,18 @@ if [ "$QUICK" = 1 ]; then
     DEVICE=$($PYTHON -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
     SIZES=small
     LIMIT_SCALE=3  # a loaded CPU is slower than a GPU at these parts
-    TRAIN_ARGS=(--sizes small --batch-size 16 --iters 2 --warmup 1)
-    LOADER_ARGS=(--sizes small --batch-size 16 --iters 2 --repeats 1 --videos 2)
-    EXTRACT_SECONDS=1; EXTRACT_FRAMES=8
-    # Small frames, DIS instead of RAFT: only checks that the commands run.
-    EXTRACT_QUICK=(--decode.width 160 --decode.height 96 --obj.min_size 96 --obj.max_size 160 --flow.method dis)
-    ONLINE_ARGS=(--hidden 64 --classes 50 --steps 5 --warmup 2)
-    FIT_EPOCHS=1
+    # Tiny everything, no peak-memory subprocesses: only checks that every command runs.
+    TRAIN_ARGS=(--sizes small --batch-size 4 --iters 1 --warmup 0 --no-memory)
+    LOADER_ARGS=(--sizes small --batch-size 8 --iters 1 --repeats 1 --videos 1 --workers 0)
+    EXTRACT_SECONDS=0.5; EXTRACT_FRAMES=2
+    # Small frames, DIS instead of RAFT, the models alone (rulstm-extract end to end is what
+    # the test suite runs): only checks that the commands run.
+    EXTRACT_QUICK=(--decode.width 96 --decode.height 64 --obj.min_size 64 --obj.max_size 96 --flow.method dis --models_only)
+    ONLINE_ARGS=(--hidden 32 --classes 20 --steps 3 --warmup 1)
+    FIT_EPOCHS=1; FIT_DIM=32; FIT_ARGS=(--model.net.init_args.hidden 32 --data.num_workers 0)
+    # One run at auto: bf16 only where it is native (emulated bf16 on a CPU is many times
+    # slower than float32, and nn.LSTM has no bf16 kernel there).
+    FIT_PRECISIONS=(auto)
 else
     DEVICE=cuda
     SIZES=reference
@@ -49,7 +55,8 @@ else
     EXTRACT_SECONDS=8; EXTRACT_FRAMES=200
     EXTRACT_QUICK=()
     ONLINE_ARGS=(--steps 200 --warmup 20)
-    FIT_EPOCHS=3
+    FIT_EPOCHS=3; FIT_DIM=1024; FIT_ARGS=()
+    FIT_PRECISIONS=(32-true bf16-mixed)
 fi
 
 log() { echo "$*" | tee -a "$SUMMARY"; }
@@ -73,6 +80,7 @@ run() {
         tail -n 15 "$WORK/out.txt" >>"$SUMMARY"
     fi
     log "--- $name: $((SECONDS - started)) s"
+    return $code
 }
 
 : >"$SUMMARY"
@@ -83,7 +91,18 @@ if command -v nvidia-smi >/dev/null; then
 else
     log "GPU: nvidia-smi not found"
 fi
-$PYTHON -c 'import torch; print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, available: {torch.cuda.is_available()}, bf16: {torch.cuda.is_available() and torch.cuda.is_bf16_supported()}")' 2>&1 | tee -a "$SUMMARY"
+$PYTHON - "$DEVICE" <<'EOF' 2>&1 | tee -a "$SUMMARY"
+import sys
+
+import torch
+
+from epic_protocol.precision import device_description
+
+cuda = torch.cuda.is_available()
+bf16 = cuda and torch.cuda.is_bf16_supported()
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, available: {cuda}, bf16: {bf16}")
+print(device_description(sys.argv[1]))
+EOF
 if [ "$DEVICE" = cuda ] && ! $PYTHON -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then
     log "no CUDA device visible to torch: nothing to check (GPU_CHECK_QUICK=1 checks the script on a CPU)"
     exit 1
@@ -107,7 +126,7 @@ run "extraction: RAFT, Faster R-CNN, ResNet-50" 120 \
 if $PYTHON -c 'from feature_extraction.backbones import build_rgb_backbone as b; b(name="bninception", weights=None)' >/dev/null 2>&1; then
     run "extraction: BNInception (TSN) backbones" 60 \
         $PYTHON scripts/bench_extract.py -c configs/extract/default.yaml --device "$DEVICE" \
-        --modalities '[rgb, flow]' --rgb.backbone bninception --flow.backbone bninception \
+        --modalities rgb flow --rgb.backbone bninception --flow.backbone bninception \
         --flow.method raft_large "${NO_WEIGHTS[@]}" "${EXTRACT_QUICK[@]}" \
         --seconds "$EXTRACT_SECONDS" --max_frames "$EXTRACT_FRAMES"
 else
@@ -123,7 +142,7 @@ run "online step" 45 \
 
 # 5. A short real training run through the CLI, fp32 then bf16-mixed, on generated features.
 FIT_DATA="$WORK/fit"
-$PYTHON - "$FIT_DATA" <<'EOF' >>"$SUMMARY" 2>&1 || FAILED=$((FAILED + 1))
+$PYTHON - "$FIT_DATA" "$FIT_DIM" <<'EOF' >>"$SUMMARY" 2>&1 || FAILED=$((FAILED + 1))
 """Random RGB features and a random split for a short `rulstm fit` (labels learnable from
 the features, so the loss falls)."""
 import sys
@@ -136,7 +155,7 @@ from epic_protocol import FeatureFileWriter
 root = Path(sys.argv[1])
 root.mkdir(parents=True)
 rng = np.random.default_rng(0)
-rows, classes, dim = [], 20, 1024
+rows, classes, dim = [], 20, int(sys.argv[2])
 with FeatureFileWriter(root / "rgb.h5", modality="rgb", dim=dim, fps=30.0) as writer:
     for video in range(8):
         labels = rng.integers(classes, size=60)
@@ -148,23 +167,32 @@ with FeatureFileWriter(root / "rgb.h5", modality="rgb", dim=dim, fps=30.0) as wr
         writer.write_video(f"P01_{video:02d}", np.arange(1, 3001), values)
 for split, part in (("train", rows[: len(rows) * 3 // 4]), ("val", rows[len(rows) * 3 // 4 :])):
     (root / f"{split}.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in part))
-print(f"generated {len(rows)} segments of 1024-d RGB features in {root}")
+print(f"generated {len(rows)} segments of {dim}-d RGB features in {root}")
 EOF
-for precision in 32-true bf16-mixed; do
+for precision in "${FIT_PRECISIONS[@]}"; do
+    RUN_DIR="$WORK/fit_runs_$precision"
     run "rulstm fit --trainer.devices 1 --trainer.precision $precision" 45 \
         $PYTHON -m rulstm.cli fit -c configs/ek55/base.yaml -c configs/ek55/rgb_anticipation.yaml \
         --data.features "{rgb: $FIT_DATA/rgb.h5}" --data.train_annotations "$FIT_DATA/train.csv" \
         --data.val_annotations "$FIT_DATA/val.csv" --data.actions null --data.num_workers 2 \
         --model.init_checkpoint null --model.net.init_args.num_classes 20 \
-        --model.net.init_args.feat_dim 1024 --trainer.accelerator "$([ "$DEVICE" = cuda ] && echo gpu || echo cpu)" \
+        --model.net.init_args.feat_dim "$FIT_DIM" "${FIT_ARGS[@]}" \
+        --trainer.accelerator "$([ "$DEVICE" = cuda ] && echo gpu || echo cpu)" \
         --trainer.devices 1 --trainer.precision "$precision" --trainer.max_epochs "$FIT_EPOCHS" \
         --trainer.logger false --trainer.enable_progress_bar false \
-        --trainer.enable_model_summary false --trainer.default_root_dir "$WORK/fit_runs_$precision"
-    $PYTHON - "$WORK/fit_runs_$precision/checkpoints/best.ckpt" <<'EOF' 2>&1 | tee -a "$SUMMARY"
+        --trainer.enable_model_summary false --trainer.default_root_dir "$RUN_DIR" || continue
+    # The run passed, so its best checkpoint must be there: say so plainly if it is not.
+    if [ ! -f "$RUN_DIR/checkpoints/best.ckpt" ]; then
+        FAILED=$((FAILED + 1))
+        log "!!! rulstm fit ($precision) exited 0 but wrote no $RUN_DIR/checkpoints/best.ckpt"
+        continue
+    fi
+    $PYTHON - "$RUN_DIR/checkpoints/best.ckpt" <<'EOF' 2>&1 | tee -a "$SUMMARY" || FAILED=$((FAILED + 1))
 import sys
 
 import torch
 
+# A checkpoint this script has just written (weights_only=False: Lightning's callback states).
 checkpoint = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
 scores = [s.get("best_model_score") for k, s in checkpoint["callbacks"].items() if "ModelCheckpoint" in k]
 print(f"best val/action/top5/1.00s: {float(scores[0]):.2f} % after epoch {checkpoint['epoch']}")

@@ -141,3 +141,17 @@ def load_script() -> Callable[[str], object]:
         return module
 
     return load
+
+
+@pytest.fixture
+def force_bf16_native(monkeypatch) -> Callable[[bool], None]:
+    """``force_bf16_native(True/False)``: make the precision rule
+    (:func:`epic_protocol.precision.cpu_bf16_native`) say this CPU has native bf16 or not,
+    so both branches run on any machine."""
+    from epic_protocol import precision
+
+    def force(native: bool) -> None:
+        monkeypatch.setattr(precision, "cpu_bf16_native", lambda: native)
+        monkeypatch.setattr(precision, "_warned", set())
+
+    return force

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rulstm.models.recurrent import run_recurrent
+
 
 def _check_input(x: Tensor, feat_dim: int, last_steps: int | None, model: str) -> int:
     """Validate (B, T, D) input; return the number of output steps S."""
@@ -84,7 +86,7 @@ class LSTMBaseline(nn.Module):
         """Logits (B, S, C) of the last ``S = last_steps or T`` steps of x (B, T, D)."""
         _no_sequence_completion(sequence_completion, type(self).__name__)
         kept = _check_input(x, self.feat_dim, last_steps, type(self).__name__)
-        outputs, _ = self.lstm(self.input_dropout(x))  # (B, T, H)
+        outputs, _ = run_recurrent(self.lstm, self.input_dropout(x))  # (B, T, H)
         return self.classifier(outputs[:, -kept:])  # (B, S, H) -> (B, S, C)
 
 

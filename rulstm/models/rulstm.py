@@ -38,6 +38,10 @@ networks under the same attribute names. A GRU has no cell state, so its state i
 ``(h, h)``: the unrolling starts from the rolling hidden state, and the MATT context is the two
 hidden states (unrolling ``h``, rolling ``h_t``).
 
+Under CPU bf16 autocast on a CPU without native bf16 (no oneDNN bf16 LSTM/GRU kernel), the
+``nn.LSTM`` / ``nn.GRU`` calls of ``unroll="sequential"`` run in float32
+(:func:`rulstm.models.recurrent.run_recurrent`); the fast path's own cells need no kernel.
+
 The whole model is kept in this one file on purpose (like nanoGPT's ``model.py``): a reader sees
 the rolling, unrolling, fast path and fusion side by side, which is why it exceeds 600 lines.
 """
@@ -50,6 +54,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from rulstm.models.recurrent import run_recurrent
 
 UnrollMode = Literal["parallel", "sequential"]
 FusionMode = Literal["matt", "average"]
@@ -386,7 +392,7 @@ class RULSTM(nn.Module):
         state = None
         rolling_states: list[LSTMState] = []
         for t in range(num_steps):
-            _, state = self.rolling_lstm(dropped[t : t + 1], self._rnn_state(state))
+            _, state = run_recurrent(self.rolling_lstm, dropped[t : t + 1], self._rnn_state(state))
             if self.cell == "gru":
                 state = (state, state)  # (L, B, H): the GRU hidden state stands in for c
             rolling_states.append(state)  # (L, B, H) x 2
@@ -397,8 +403,8 @@ class RULSTM(nn.Module):
                 future = steps[t:]  # (T-t, B, D)
             else:
                 future = steps[t].expand(num_steps - t + 1, batch, self.feat_dim)  # (T-t+1, B, D)
-            outputs, _ = self.unrolling_lstm(
-                self.input_dropout(future), self._rnn_state(rolling_states[t])
+            outputs, _ = run_recurrent(
+                self.unrolling_lstm, self.input_dropout(future), self._rnn_state(rolling_states[t])
             )
             unrolled.append(outputs[-1])  # (B, H)
         rolling_cell = [rolling_states[t][1][-1] for t in range(first, num_steps)]

@@ -212,3 +212,48 @@ def test_from_checkpoint_errors_name_the_file(tmp_path):
     path = _save(fusion, tmp_path / "fusion.ckpt")
     with pytest.raises(ValueError, match=r"fusion.ckpt fuses \['rgb', 'obj'\], none of which"):
         OnlineAnticipator.from_checkpoint(path, available=["flow"])
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_weights_follow_native_bf16(native, expected, force_bf16_native):
+    force_bf16_native(native)
+    torch.manual_seed(9)
+    net = RULSTM(num_classes=12, feat_dim=8, hidden=12).eval()
+    auto = OnlineAnticipator(net, weights="auto")
+    assert auto.requested_weights == "auto" and auto.weights == expected
+    assert next(auto.net.parameters()).dtype == (
+        torch.bfloat16 if expected == "bf16" else torch.float32
+    )
+    exact = OnlineAnticipator(net)
+    for features in _stream({"rgb": 8}, 4, seed=10):
+        ref, got = exact.step(features), auto.step(features)
+        torch.testing.assert_close(got.probabilities, ref.probabilities, atol=0.02, rtol=0)
+
+
+def test_auto_weights_stay_fp32_for_gru_branches(force_bf16_native):
+    force_bf16_native(True)
+    net = RULSTM(num_classes=5, feat_dim=4, hidden=4, cell="gru")
+    assert OnlineAnticipator(net, weights="auto").weights == "fp32"
+
+
+def test_auto_weights_are_resolved_again_on_a_move(force_bf16_native, monkeypatch):
+    from epic_protocol import precision
+
+    force_bf16_native(False)
+    net = RULSTM(num_classes=5, feat_dim=4, hidden=4)
+    anticipator = OnlineAnticipator(net, weights="auto")
+    assert anticipator.weights == "fp32"
+    # A device with native bf16 ("meta" stands in for a GPU: no computation needed).
+    monkeypatch.setattr(precision, "bf16_native", lambda device: True)
+    anticipator.to("meta")
+    assert anticipator.weights == "bf16"
+    assert next(anticipator.net.parameters()).dtype == torch.bfloat16
+
+
+def test_explicit_bf16_weights_on_an_emulating_cpu_warn(force_bf16_native):
+    from epic_protocol.precision import EmulatedBf16Warning
+
+    force_bf16_native(False)
+    net = RULSTM(num_classes=5, feat_dim=4, hidden=4)
+    with pytest.warns(EmulatedBf16Warning, match="weights='bf16'"):
+        assert OnlineAnticipator(net, weights="bf16").weights == "bf16"

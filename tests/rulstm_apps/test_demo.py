@@ -474,3 +474,17 @@ def test_the_released_models_on_a_video_with_tsn_features(tiny_video, tmp_path):
     first = records[0]["anticipations"][4]
     assert first["time_s"] == 1.0 and set(first["weights"]) == {"rgb", "flow", "obj"}
     assert all(" " in entry["name"] for entry in first["top_k"])  # EK55 'verb noun' names
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_weights_follow_native_bf16(
+    make_checkpoint, demo_args, native, expected, force_bf16_native
+):
+    from rulstm_apps.demo_inputs import load_model
+
+    force_bf16_native(native)
+    checkpoint = make_checkpoint("rgb", hyper_parameters={"modality": "rgb"})
+    assert parse_options(demo_args(checkpoint, "--weights", "auto")).weights == "auto"
+    assert parse_options(demo_args(checkpoint)).weights == "fp32"
+    model = load_model(checkpoint, device=torch.device("cpu"), weights="auto")
+    assert model.anticipator.weights == expected

@@ -9,6 +9,7 @@ import json
 import av
 import pytest
 
+from epic_protocol.precision import EmulatedBf16Warning, auto_precision
 from rulstm_apps.quickstart import (
     OUTPUTS,
     PRESETS,
@@ -17,6 +18,7 @@ from rulstm_apps.quickstart import (
     build_parser,
     claim_output_folder,
     main,
+    training_precision,
 )
 
 
@@ -63,7 +65,9 @@ def test_tiny_quickstart_end_to_end(tmp_path, capsys):
     ):
         assert f"$ {program}" in printed and f"\n{program}" in commands, program
     assert "num_classes" not in commands and "feat_dim" not in commands
-    assert commands.count("--trainer.precision 32-true") == commands.count("rulstm fit ")
+    # The default precision is auto: what the precision rule says for this CPU.
+    resolved = auto_precision("cpu")
+    assert commands.count(f"--trainer.precision {resolved}") == commands.count("rulstm fit ")
     assert len(summary["bayes_expected"]["top5"]) == 8
     for values in summary["models"].values():
         assert all(0.0 <= v <= 100.0 for v in values["top5"])
@@ -97,6 +101,7 @@ def test_presets_and_bad_arguments(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("rulstm-quickstart: error: argument --preset")
     assert "invalid choice: 'huge'" in err[0]
     assert build_parser().parse_args(["--precision", "bf16-mixed"]).precision == "bf16-mixed"
+    assert build_parser().parse_args([]).precision == "auto"
     assert main(["--precision", "fp8", "--out", str(tmp_path)]) == 2
     assert "argument --precision" in capsys.readouterr().err
 
@@ -151,3 +156,17 @@ def test_default_preset_has_at_least_500_validation_segments():
     size = SIZES[PRESETS["default"].dataset]
     validation_videos = size.participants * size.validation_videos_per_participant
     assert validation_videos * size.actions_per_video >= 500
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_follows_native_bf16(native, expected, force_bf16_native, capsys):
+    force_bf16_native(native)
+    assert training_precision("auto") == expected
+    assert f"precision auto -> {expected}" in capsys.readouterr().out
+    assert training_precision("32-true") == "32-true"
+
+
+def test_explicit_bf16_on_an_emulating_cpu_warns(force_bf16_native):
+    force_bf16_native(False)
+    with pytest.warns(EmulatedBf16Warning, match="--precision bf16-mixed"):
+        assert training_precision("bf16-mixed") == "bf16-mixed"

@@ -1,0 +1,51 @@
+"""``scripts/gpu_check.sh`` in quick mode on whatever machine runs the suite (a CPU here): every
+part passes, so the one run that measures a GPU cannot fail on the script itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
+PARTS = (
+    "training step",
+    "HDF5 DataLoader",
+    "extraction: RAFT, Faster R-CNN, ResNet-50",
+    "extraction: BNInception (TSN) backbones",
+    "online step",
+    "rulstm fit --trainer.devices 1 --trainer.precision auto",
+)
+
+
+@pytest.mark.slow
+def test_quick_mode_passes_every_part(tmp_path):
+    summary = tmp_path / "summary.txt"
+    env = {
+        **os.environ,
+        "GPU_CHECK_QUICK": "1",
+        "PYTHON": sys.executable,
+        "TMPDIR": str(tmp_path),
+        "WANDB_MODE": "disabled",
+    }
+    result = subprocess.run(
+        ["bash", str(SCRIPT), str(summary)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    text = summary.read_text()
+    assert result.returncode == 0, text[-3000:]
+    assert "gpu_check finished: 0 part(s) failed" in text
+    assert "FAILED" not in text and "!!!" not in text
+    for part in PARTS:
+        assert f"=== {part}" in text, part
+    # The CPU line of the precision rule, and the training run's best checkpoint was read.
+    assert "bf16 native:" in text
+    assert text.count("best val/action/top5/1.00s:") == 1
+    # The work folder is removed on exit.
+    assert not list(tmp_path.glob("gpu_check.*"))
