@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,12 +44,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _refused_object(error: BaseException) -> str:
-    """The line of torch's weights-only refusal that names the object (its message is a
-    screen of advice, the last part of which says what was refused)."""
+    """What torch's weights-only refusal names (its message is a screen of advice)."""
+    named = re.search(r"GLOBAL ([\w.]+)", str(error))
+    if named:
+        return f"it names {named.group(1)}"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in lines:
-        if "GLOBAL" in line or "Unsupported" in line or "unsupported" in line:
-            return line
     return lines[-1] if lines else type(error).__name__
 
 
@@ -78,10 +78,8 @@ def check_lightning_checkpoint(
             if "state_dict" in checkpoint
             else "it holds no weights ('state_dict')"
         )
-        raise ValueError(
-            f"{path} is not a checkpoint written by Lightning (`rulstm fit`): it lacks "
-            f"{listed}; {hint}"
-        )
+        kind = "a training checkpoint" if training else "a checkpoint written by Lightning"
+        raise ValueError(f"{path} is not {kind} (`rulstm fit`): it lacks {listed}; {hint}")
     check_hyperparameter_classes(path, checkpoint.get("hyper_parameters"))
 
 
