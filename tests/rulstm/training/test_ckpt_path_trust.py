@@ -93,7 +93,10 @@ def test_hyperparameters_naming_a_class_import_nothing(trained, tmp_path, capsys
     planted = tmp_path / "planted.ckpt"
     torch.save(checkpoint, planted)
     for subcommand in ("test", "fit"):
-        assert main([*_args(subcommand, data, tmp_path / subcommand), "--ckpt_path", str(planted)]) == 1
+        assert (
+            main([*_args(subcommand, data, tmp_path / subcommand), "--ckpt_path", str(planted)])
+            == 1
+        )
         line = _error_line(capsys.readouterr().err)
         assert line.startswith(f"rulstm: error: {planted}: refused to build 'planted_optim.Evil'")
         assert "hyper_parameters.optimizer.class_path" in line
