@@ -326,6 +326,9 @@ class RulstmCLI(LightningCLI):
         if config.get("ckpt_path") in ("best", "last"):
             self._checkpoint_dirs()
             config["ckpt_path"] = resolve_ckpt_path(config["ckpt_path"], self.trainer)
+            # The same checks as a file given by name (see _parse_ckpt_path).
+            path = config["ckpt_path"]
+            check_lightning_checkpoint(path, read_checkpoint(path))
 
     def _check_shapes(self) -> None:
         """Fail before training if the net does not fit the data (classes, feature dims), or

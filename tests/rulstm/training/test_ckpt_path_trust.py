@@ -107,3 +107,16 @@ def test_a_real_checkpoint_still_resumes_and_tests(trained, tmp_path, capsys):
     data, last = trained
     args = _args("test", data, tmp_path / "runs")
     assert main([*args, "--ckpt_path", str(last)]) == 0
+
+
+def test_best_is_checked_like_a_named_file(trained, tmp_path, capsys):
+    data, last = trained
+    checkpoint = torch.load(last, weights_only=True)
+    best = tmp_path / "runs" / "rgb_sc" / "checkpoints" / "best.ckpt"
+    best.parent.mkdir(parents=True)
+    torch.save({k: v for k, v in checkpoint.items() if k != "pytorch-lightning_version"}, best)
+    assert main([*_args("test", data, tmp_path / "runs"), "--ckpt_path", "best"]) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert (
+        line.startswith(f"rulstm: error: {best} is not a") and "pytorch-lightning_version" in line
+    )
