@@ -29,10 +29,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        named = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if named:  # a pickle naming a function or class: what an attack looks like
+            raise ValueError(
+                f"{path}: refused: it holds Python objects beyond tensors and plain data (it "
+                f"names {named.group(1)}); only checkpoints of `rulstm fit` and `rulstm-import "
+                "checkpoint` load"
+            ) from None
         raise ValueError(
-            f"{path}: refused: it holds Python objects beyond tensors and plain data "
-            f"({_refused_object(error)}); only checkpoints of `rulstm fit` and `rulstm-import "
-            "checkpoint` load"
+            f"{path}: not a readable checkpoint ({_unpickler_reason(error)})"
         ) from None
     except Exception as error:  # truncated or not a checkpoint: many error types
         raise ValueError(
@@ -43,13 +48,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def _refused_object(error: BaseException) -> str:
-    """What torch's weights-only refusal names (its message is a screen of advice)."""
-    named = re.search(r"GLOBAL ([\w.]+)", str(error))
-    if named:
-        return f"it names {named.group(1)}"
+def _unpickler_reason(error: BaseException) -> str:
+    """The informative part of torch's weights-only refusal (its message is a screen of
+    advice around one line saying what it met)."""
+    advice = ("Weights only load failed", "(1)", "(2)", "Check the documentation", "Please file")
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
+    kept = [line for line in lines if not line.startswith(advice)]
+    text = " ".join(kept).split("WeightsUnpickler error:")[-1].strip()
+    return text or type(error).__name__
 
 
 #: Lightning's record of its version: present in every checkpoint it writes.
