@@ -7,13 +7,17 @@ Kept free of Lightning imports so that the demo and the online anticipator start
 from __future__ import annotations
 
 import logging
+import pickle
+import re
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from rulstm.models.spec import NET_KEY, build_net, describe_net
+from rulstm.models.spec import NET_KEY, allowed_net, build_net, describe_net, refusal
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +27,123 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors come in many types
-        raise ValueError(f"{path}: not a readable checkpoint ({error})") from None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        named = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if named:  # a pickle naming a function or class: what an attack looks like
+            raise ValueError(
+                f"{path}: refused: it holds Python objects beyond tensors and plain data (it "
+                f"names {named.group(1)}); only checkpoints of `rulstm fit` and `rulstm-import "
+                "checkpoint` load"
+            ) from None
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({_unpickler_reason(error)})"
+        ) from None
+    except Exception as error:  # truncated or not a checkpoint: many error types
+        raise ValueError(
+            f"{path}: not a readable checkpoint (truncated, or not a PyTorch file: {error})"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: not a checkpoint (it holds a {type(checkpoint).__name__})")
+    return checkpoint
+
+
+def _unpickler_reason(error: BaseException) -> str:
+    """The informative part of torch's weights-only refusal (its message is a screen of
+    advice around one line saying what it met)."""
+    advice = ("Weights only load failed", "(1)", "(2)", "Check the documentation", "Please file")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith(advice)]
+    text = " ".join(kept).split("WeightsUnpickler error:")[-1].strip()
+    return text or type(error).__name__
+
+
+#: Lightning's record of its version: present in every checkpoint it writes.
+LIGHTNING_VERSION_KEY = "pytorch-lightning_version"
+
+
+def check_lightning_checkpoint(
+    path: str | Path, checkpoint: Mapping[str, Any], *, training: bool = False
+) -> None:
+    """Fail with one line naming ``path`` and the missing entries when ``checkpoint`` is not
+    one Lightning can restore (``training``: resume, which also needs the optimizer and
+    scheduler states), and refuse a class its hyper-parameters name that may not be built
+    (:func:`check_hyperparameter_classes`).
+
+    Raises:
+        ValueError: the missing entries, or the refused class.
+    """
+    needed = [LIGHTNING_VERSION_KEY, "state_dict"]
+    if training:
+        needed += ["optimizer_states", "lr_schedulers"]
+    missing = [key for key in needed if key not in checkpoint]
+    if missing:
+        listed = ", ".join(repr(key) for key in missing)
+        hint = (
+            "start from its weights with --model.init_checkpoint instead of --ckpt_path"
+            if "state_dict" in checkpoint
+            else "it holds no weights ('state_dict')"
+        )
+        kind = "a training checkpoint" if training else "a checkpoint written by Lightning"
+        raise ValueError(f"{path} is not {kind} (`rulstm fit`): it lacks {listed}; {hint}")
+    check_hyperparameter_classes(path, checkpoint.get("hyper_parameters"))
+
+
+#: Modules whose optimizer / LR scheduler classes hyper-parameters may name.
+_OPTIMISATION_MODULES = ("torch.optim", "torch.optim.lr_scheduler", "lightning.pytorch.cli")
+#: The LightningModule that ``rulstm fit`` saves (LightningCLI records it as ``_class_path``).
+_MODULE_CLASS_PATHS = frozenset({"rulstm.lightning.AnticipationModule"})
+
+
+def _allowed_optimisation_class(class_path: str) -> bool:
+    """An optimizer or LR scheduler class of an already imported module (nothing imported)."""
+    module_name, _, name = class_path.rpartition(".")
+    modules = [module_name] if module_name else list(_OPTIMISATION_MODULES)
+    for candidate in modules:
+        if candidate not in _OPTIMISATION_MODULES or candidate not in sys.modules:
+            continue
+        cls = getattr(sys.modules[candidate], name, None)
+        if isinstance(cls, type) and issubclass(
+            cls,
+            (
+                torch.optim.Optimizer,
+                torch.optim.lr_scheduler.LRScheduler,
+                torch.optim.lr_scheduler.ReduceLROnPlateau,
+            ),
+        ):
+            return True
+    return False
+
+
+def check_hyperparameter_classes(path: str | Path, hparams: Any, where: str = "") -> None:
+    """Refuse hyper-parameters (as LightningCLI reads them back from ``--ckpt_path``) that
+    name a class other than this project's networks (:data:`rulstm.models.spec.NETWORKS`),
+    its LightningModule, or a torch optimizer / LR scheduler: jsonargparse would import and
+    call it. Nothing is imported here.
+
+    Raises:
+        UntrustedClassError: naming ``path``, the entry and the class path.
+    """
+    if isinstance(hparams, Mapping):
+        for key, value in hparams.items():
+            entry = f"{where}.{key}" if where else str(key)
+            if key in ("class_path", "_class_path", "_instantiator"):
+                if key == "_instantiator" and value in (
+                    "lightning.pytorch.cli.instantiate_module",
+                    "pytorch_lightning.cli.instantiate_module",
+                ):
+                    continue
+                if (
+                    allowed_net(value) is None
+                    and value not in _MODULE_CLASS_PATHS
+                    and not (isinstance(value, str) and _allowed_optimisation_class(value))
+                ):
+                    raise refusal(path, value, where=f"hyper_parameters.{entry}")
+            else:
+                check_hyperparameter_classes(path, value, entry)
+    elif isinstance(hparams, list | tuple):
+        for index, value in enumerate(hparams):
+            check_hyperparameter_classes(path, value, f"{where}[{index}]")
 
 
 def load_net(path: str | Path, *, checkpoint: dict[str, Any] | None = None) -> nn.Module:
@@ -40,8 +158,8 @@ def load_net(path: str | Path, *, checkpoint: dict[str, Any] | None = None) -> n
             "by `rulstm fit` or `rulstm-import checkpoint`"
         )
     try:
-        net = build_net(spec)
-    except (KeyError, TypeError, ImportError, AttributeError) as error:
+        net = build_net(spec, source=path)  # UntrustedClassError names the file and class
+    except (KeyError, TypeError) as error:
         raise ValueError(f"{path}: cannot rebuild the network {spec!r} ({error})") from None
     load_weights(net, path, checkpoint=checkpoint)
     return net.eval()

@@ -40,6 +40,7 @@ arguments); ``--debug`` or ``RULSTM_DEBUG=1`` shows the traceback.
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import logging
 import os
@@ -58,7 +59,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from epic_protocol import precision
 from epic_protocol.errors import UserError, cli_main
-from rulstm.checkpoints import read_checkpoint
+from rulstm.checkpoints import check_lightning_checkpoint, read_checkpoint
 from rulstm.data.datamodule import AnticipationDataModule
 from rulstm.evaluation import AnticipationEvaluator, SubmissionWriter
 from rulstm.evaluation.callbacks import RunConfigSaver
@@ -208,6 +209,33 @@ class RulstmCLI(LightningCLI):
                 "checkpoints; --ckpt_path resumes it instead).",
             )
         return parser
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads ``--ckpt_path``'s hyper-parameters into the config before the
+        classes are built. Here the file is read once, safely, and refused with one line
+        naming it when it is unreadable, not a Lightning checkpoint (what is missing), or when
+        its hyper-parameters name a class that may not be built (before jsonargparse would
+        import it); then its hyper-parameters are applied as Lightning does."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return  # best / last / none: resolved (and checked by Lightning) later
+        checkpoint = read_checkpoint(ckpt_path)
+        check_lightning_checkpoint(ckpt_path, checkpoint, training=subcommand == "fit")
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except argparse.ArgumentError as error:
+            raise ValueError(
+                f"{ckpt_path}: its hyper_parameters do not fit the model's options ({error})"
+            ) from None
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -444,6 +472,9 @@ class RulstmCLI(LightningCLI):
         if config.get("ckpt_path") in ("best", "last"):
             self._checkpoint_dirs()
             config["ckpt_path"] = resolve_ckpt_path(config["ckpt_path"], self.trainer)
+            # The same checks as a file given by name (see _parse_ckpt_path).
+            path = config["ckpt_path"]
+            check_lightning_checkpoint(path, read_checkpoint(path))
 
     def _check_shapes(self) -> None:
         """Fail before training if the net does not fit the data (classes, feature dims), or

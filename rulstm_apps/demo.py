@@ -93,6 +93,10 @@ log = logging.getLogger(__name__)
 DEFAULT_ALPHA = 0.25
 
 
+class ClipTooLongError(DemoError):
+    """The clip went on past ``max_seconds`` while it was decoded (nothing is written)."""
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     """Options of rulstm-demo.
@@ -143,6 +147,9 @@ class DemoOptions:
         min_height: Small videos are scaled up to this height (readable text).
         max_height: Large videos are scaled down to this height.
         duration: Only process the first seconds of the video.
+        max_seconds: Refuse a clip longer than this, counted while decoding (a raw H.264 or
+            MPEG-2 stream announces no duration): decoding stops past it (the web demo's
+            limit).
         crf: x264 quality (lower is better and bigger).
         progress: Show a progress bar.
     """
@@ -174,6 +181,7 @@ class DemoOptions:
     min_height: int = 360
     max_height: int = 1080
     duration: float | None = None
+    max_seconds: float | None = None
     crf: int = 23
     progress: bool = True
 
@@ -225,6 +233,8 @@ def run_demo(
         raise DemoError(f"--every must be >= 1, got {options.every}")
     if options.top_k < 1:
         raise DemoError(f"--top_k must be >= 1, got {options.top_k}")
+    if options.max_seconds is not None and not options.max_seconds > 0:
+        raise DemoError(f"--max_seconds must be > 0, got {options.max_seconds}")
     if (options.video is None) == (options.frames is None):
         raise DemoError("give either --video or --frames (a folder of JPEG frames)")
     started = time.perf_counter()
@@ -452,6 +462,8 @@ def _stream(
 
     fps = extractor.config.fps
     clock = StepClock(alpha=alpha, fps=fps)
+    # Frames of a clip of max_seconds (counted, not announced: raw streams announce none).
+    limit = math.ceil(options.max_seconds * fps - 1e-6) if options.max_seconds else None
     threshold = extractor.config.obj.threshold
     shown = None  # the prediction on display
     steps = frames = 0
@@ -471,6 +483,11 @@ def _stream(
             for frame, image in source.images():
                 if last_frame is not None and frame > last_frame:
                     break
+                if limit is not None and frame > limit:
+                    raise ClipTooLongError(
+                        f"{source.option} {source.path}: longer than {options.max_seconds:g} s "
+                        f"(decoding stopped at frame {frame} at {fps:g} fps)"
+                    )
                 due = clock.steps_at(frame)
                 tick = time.perf_counter()
                 features = source.features(image, frame=frame, due=due > 0)

@@ -25,13 +25,17 @@ once its files have been handed to Gradio, and the app binds to 127.0.0.1 unless
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,11 +148,12 @@ def handle_request(
 
     Raises:
         WebInputError: no video, a file that is not a readable video, a clip longer than
-            ``limits.max_seconds`` or bigger than ``limits.max_upload_mb``, an anticipation
+            ``limits.max_seconds`` (by its metadata, or counted while decoding when it has
+            none, e.g. a raw H.264 stream) or bigger than ``limits.max_upload_mb``, an anticipation
             time or top-k the model cannot give, or any unusable input the demo names. On
             error the request's folder is already removed.
     """
-    from rulstm_apps.demo import DemoError, DemoOptions, run_demo
+    from rulstm_apps.demo import ClipTooLongError, DemoError, DemoOptions, run_demo
 
     if not any(abs(horizon - h) < 1e-9 for h in HORIZONS):
         raise WebInputError(f"The anticipation time must be one of {list(HORIZONS)} s.")
@@ -174,6 +179,7 @@ def handle_request(
         horizon=float(horizon),
         top_k=int(top_k),
         progress=progress,
+        max_seconds=limits.max_seconds,  # also for clips whose duration is unknown
     )
     collected: list[tuple[float, Any, dict[str, float] | None]] = []
 
@@ -188,6 +194,13 @@ def handle_request(
 
     try:
         summary = run_demo(options, on_step=on_step)
+    except ClipTooLongError:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise WebInputError(
+            f"{Path(video).name} lasts more than {limits.max_seconds:g} s (counted while "
+            f"decoding: the file does not say how long it is); this demo takes clips up to "
+            f"{limits.max_seconds:g} s. Trim it and upload again."
+        ) from None
     except (DemoError, FileNotFoundError) as error:
         shutil.rmtree(workdir, ignore_errors=True)
         raise WebInputError(_first_line(str(error))) from None
@@ -459,18 +472,35 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--max-seconds",
         "--max_seconds",
-        type=float,
+        type=_positive_number,
         default=WebLimits.max_seconds,
-        help="longest clip accepted, in seconds (default: %(default)s)",
+        help="longest clip accepted, in seconds, counted while decoding (default: %(default)s)",
     )
     add(
         "--max-upload-mb",
         "--max_upload_mb",
-        type=float,
+        type=_positive_number,
         default=WebLimits.max_upload_mb,
-        help="largest upload accepted, in MB (default: %(default)s)",
+        help="largest upload accepted, in MB of 2**20 bytes (default: %(default)s)",
     )
     return parser
+
+
+def _positive_number(text: str) -> float:
+    """A finite number above 0 (argparse ``type``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+    return value
+
+
+def upload_limit_bytes(max_upload_mb: float) -> int:
+    """Gradio's ``max_file_size`` in bytes (it parses strings like ``"100mb"`` with integer
+    digits only, so ``"2.5mb"`` or ``"1e+06mb"`` stop the app): at least one byte."""
+    return max(1, math.ceil(max_upload_mb * 2**20))
 
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -538,28 +568,64 @@ def prepare(argv: Sequence[str], *, work_root: str | Path | None = None) -> Prep
             raise WebSetupError(f"checkpoint not found: {checkpoint}")
     limits = WebLimits(max_seconds=namespace.max_seconds, max_upload_mb=namespace.max_upload_mb)
     root = Path(work_root) if work_root else Path(tempfile.mkdtemp(prefix="rulstm-web-"))
-    app = build_app(serving.model, limits=limits, samples=serving.samples, work_root=root)
+    try:
+        app = build_app(serving.model, limits=limits, samples=serving.samples, work_root=root)
+    except BaseException:  # an error, Ctrl-C or SIGTERM while building: no folder left
+        if not work_root:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
     launch_kwargs = {
         "server_name": namespace.host,
         "server_port": namespace.port,
-        "max_file_size": f"{namespace.max_upload_mb:g}mb",
+        "max_file_size": upload_limit_bytes(namespace.max_upload_mb),
         "allowed_paths": sorted({str(Path(p).resolve().parent) for p in serving.samples}),
         "show_error": False,
     }
     return PreparedApp(app=app, launch_kwargs=launch_kwargs, work_root=root)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the same clean-up runs."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, ``docker stop``, systemd) raises
+    KeyboardInterrupt in the main thread, as Ctrl-C does, so that the same clean-up runs; a
+    second SIGTERM kills at once. Outside the main thread, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        log.info("SIGTERM: stopping the server and removing the work folder")
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @cli_main("rulstm-web")
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve until interrupted. Exit codes: 0 served, 1 the app cannot start (one line says
-    why; ``--debug`` shows the traceback), 2 bad arguments."""
+    """Serve until interrupted (Ctrl-C or SIGTERM; the work folder, with any request's
+    partial files, is removed either way). Exit codes: 0 served (also when stopped by
+    SIGTERM), 1 the app cannot start (one line says why; ``--debug`` shows the traceback),
+    2 bad arguments, 130 Ctrl-C before the server ran."""
     os.environ.setdefault("WANDB_MODE", "disabled")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    prepared = prepare(sys.argv[1:] if argv is None else argv)
     try:
-        prepared.app.launch(**prepared.launch_kwargs)
-    finally:
-        shutil.rmtree(prepared.work_root, ignore_errors=True)
+        with sigterm_as_interrupt():
+            prepared = prepare(sys.argv[1:] if argv is None else argv)
+            try:
+                prepared.app.launch(**prepared.launch_kwargs)
+            finally:
+                shutil.rmtree(prepared.work_root, ignore_errors=True)
+    except Terminated:  # asked to stop (kill, docker stop, systemd): a normal end
+        pass
     return 0
 
 

@@ -47,6 +47,7 @@ from epic_protocol.features import (
     feature_file_mismatches,
     first_non_finite_row,
 )
+from epic_protocol.pickles import RefusedPickleError, load_npy
 
 #: Classes of the released Obj features (EK55 nouns).
 RELEASED_OBJ_CLASSES = 352
@@ -97,8 +98,9 @@ class DetectionImportSummary:
 def load_detection_file(path: str | Path) -> list[np.ndarray]:
     """The per-frame detections of one authors' ``.npy`` file, each ``(N, 6)`` float64.
 
-    The file is a pickled object array, so it is read with ``allow_pickle``: import only
-    files from a trusted source (the authors' release).
+    The file is a pickled object array, read with a numpy-only unpickler
+    (:func:`epic_protocol.pickles.load_npy`): numpy arrays, scalars and dtypes are
+    reconstructed, a file naming anything else is refused without calling it.
 
     Raises:
         FileNotFoundError: no such file.
@@ -108,10 +110,7 @@ def load_detection_file(path: str | Path) -> list[np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"detection file not found: {path}")
-    try:
-        entries = np.load(path, allow_pickle=True, encoding="bytes")
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
-        raise DetectionImportError(f"{path}: not a readable .npy file ({error})") from None
+    entries = _read_npy(path)
     if not isinstance(entries, np.ndarray) or entries.ndim != 1:
         shape = getattr(entries, "shape", type(entries).__name__)
         raise DetectionImportError(
@@ -377,6 +376,18 @@ def import_detections(
 def _entries(path: Path) -> int:
     """Frame entries of a detection file (for the row check of a skipped video)."""
     try:
-        return len(np.load(path, allow_pickle=True, encoding="bytes"))
-    except (OSError, ValueError, EOFError, TypeError, pickle.UnpicklingError) as error:
+        return len(_read_npy(path))
+    except TypeError as error:  # a 0-d array
+        raise DetectionImportError(f"{path}: not a readable .npy file ({error})") from None
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A detection file's array, through the numpy-only unpickler; errors name the file."""
+    try:
+        return load_npy(path, encoding="bytes")
+    except RefusedPickleError as error:
+        raise DetectionImportError(
+            f"{path}: refused: {error}; detection files are object arrays of float arrays"
+        ) from None
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
         raise DetectionImportError(f"{path}: not a readable .npy file ({error})") from None

@@ -153,7 +153,7 @@ def test_quickstart_mode_names_what_is_missing_and_finds_the_models(
     assert prepared.launch_kwargs["server_name"] == "127.0.0.1"  # local only by default
     assert prepared.launch_kwargs["server_port"] == 7999
     assert prepared.launch_kwargs["allowed_paths"] == [str((data / "videos").resolve())]
-    assert prepared.launch_kwargs["max_file_size"] == "100mb"
+    assert prepared.launch_kwargs["max_file_size"] == 100 * 2**20  # bytes
 
 
 def test_the_core_packages_do_not_import_gradio():
