@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from epic_protocol.ego4d_lta import (
     LTAAction,
@@ -18,6 +19,7 @@ from epic_protocol.ego4d_lta import (
 )
 from epic_protocol.features import FeatureFileWriter
 from rulstm.cli import build_cli
+from rulstm.evaluation.lta_protocol import Ego4DLTAProtocol
 from rulstm.evaluation.score_cli import main as score_main
 from rulstm.lta_cli import is_lta_command
 
@@ -114,7 +116,8 @@ def test_stage_runs_fast_dev_run(stage, tmp_path):
     assert "train/loss" in cli.trainer.callback_metrics
     net = cli.model.net
     assert (net.num_verbs, net.num_nouns, net.feat_dim, net.num_future_actions) == (3, 4, DIM, 20)
-    assert "val/verb/ED@20" in cli.trainer.callback_metrics
+    for name in Ego4DLTAProtocol().metric_names:
+        assert f"val/{name}" in cli.trainer.callback_metrics
     if "gru" in stage.stem:
         assert isinstance(net.rolling_lstm, torch.nn.GRU)
 
@@ -195,3 +198,13 @@ def test_fit_test_predict_then_score(tmp_path, keying, monkeypatch):
     assert scored["num_windows"] == 3
     assert scored["verb"]["ED@20"] == pytest.approx(float(metrics["test/verb/ED@20"]), abs=1e-6)
     assert scored["noun"]["AUED"] == pytest.approx(float(metrics["test/noun/AUED"]), abs=1e-6)
+
+
+def test_base_config_selects_checkpoints_as_the_protocol_says():
+    protocol = Ego4DLTAProtocol()
+    base = yaml.safe_load((CONFIGS / "base.yaml").read_text())
+    best = base["trainer"]["callbacks"][0]["init_args"]
+    assert (best["monitor"], best["mode"]) == (protocol.headline_metric("val"), "min")
+    assert protocol.mode == "min" and protocol.is_better(0.5, 0.6)
+    assert base["model"]["num_sequences"] == protocol.num_sequences == 5
+    assert base["data"]["num_future_actions"] == protocol.num_future_actions == 20
