@@ -382,6 +382,25 @@ def needed_frames(
     return {key: np.array(sorted(v), dtype=np.int64) for key, v in wanted.items()}
 
 
+def needed_frames_for_file(
+    path: PathLike,
+    *,
+    steps_per_action: int = STEPS_PER_ACTION,
+    keying: FeatureKeying = "clip",
+) -> dict[str, np.ndarray]:
+    """What ``rulstm-extract --only-needed`` stores for an ``fho_lta_*.json``: the S step
+    frames of **every** action (1-based, per video key). Every window, whatever N and Z,
+    reads a subset of them: a window's steps are its observed actions' steps, capped at the
+    last observed action's end frame, which is that action's own last step."""
+    clips = read_lta_annotations(path)
+    everything = [
+        LTAWindow(clip_uid=clip, observed=(action,), future=())
+        for clip, actions in clips.items()
+        for action in actions
+    ]
+    return needed_frames(everything, steps_per_action=steps_per_action, keying=keying)
+
+
 # ---------------------------------------------------------------------------------------------
 # Writers (the readers' inverses; used by the synthetic kitchen and the tests)
 
