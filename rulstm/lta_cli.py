@@ -9,6 +9,7 @@ that sets them must agree).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,13 @@ class LTACLI(LightningCLI):
             parser.link_arguments(
                 "data", f"model.net.init_args.{target}", derive, apply_on="instantiate"
             )
+
+    def before_fit(self) -> None:
+        # Stages chain through <default_root_dir>/checkpoints/best.ckpt, whatever the logger
+        # (Lightning would otherwise nest the checkpoints in the logger's run folder).
+        for callback in self.trainer.checkpoint_callbacks:
+            if getattr(callback, "dirpath", None) is None:
+                callback.dirpath = os.path.join(self.trainer.default_root_dir, "checkpoints")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -33,14 +34,44 @@ from typing import Any
 import numpy as np
 
 from epic_protocol.ego4d_lta import read_lta_windows, read_taxonomy
-from rulstm_apps.quickstart import (
-    COMMANDS,
-    QuickstartError,
-    _banner,
-    _config,
-    _rulstm,
-    _show,
-)
+from epic_protocol.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+COMMANDS: list[str] = []  # every command of this run, in order (written to commands.sh)
+
+
+class QuickstartError(UserError):
+    """A step of the LTA quickstart failed; the message says which."""
+
+
+# The same small helpers as rulstm_apps.quickstart (which dispatches here: not imported back).
+def _banner(step: str) -> None:
+    print(f"\n=== {step} ===", flush=True)
+
+
+def _show(program: str, args: list[str]) -> None:
+    line = f"{program} {shlex.join(args)}"
+    COMMANDS.append(line)
+    print(f"$ {line}", flush=True)
+
+
+def _rulstm(args: list[str]):
+    from rulstm.cli import build_cli
+
+    _show("rulstm", args)
+    return build_cli(args)
+
+
+def _config(*parts: str) -> str:
+    path = CONFIGS.joinpath(*parts)
+    if not path.is_file():
+        raise QuickstartError(
+            f"{path} not found: rulstm-quickstart runs from a source checkout "
+            "(pip install -e .), which holds the configs/ folder"
+        )
+    return str(path)
+
 
 K = 5
 

@@ -128,7 +128,7 @@ def test_fit_test_predict_then_score(tmp_path, keying, monkeypatch):
     paths = make_lta_data(tmp_path, keying=keying)
     root = tmp_path / "run"
     common = data_args(paths, root, keying)
-    fit = build_cli(
+    build_cli(
         [
             "fit",
             "-c",
@@ -139,8 +139,8 @@ def test_fit_test_predict_then_score(tmp_path, keying, monkeypatch):
             "--trainer.max_epochs=1",
         ]
     )
-    checkpoint = tmp_path / "model.ckpt"
-    fit.trainer.save_checkpoint(checkpoint)
+    checkpoint = root / "checkpoints" / "best.ckpt"  # whatever the logger
+    assert checkpoint.is_file() and (root / "checkpoints" / "last.ckpt").is_file()
     test = build_cli(
         [
             "test",
