@@ -18,11 +18,13 @@ a window's sequences depend only on its seed, not on the batch or the process it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+
+from rulstm.models.baselines import LSTMBaseline, TCNBaseline, TransformerBaseline
 
 Cell = Literal["lstm", "gru"]
 
@@ -102,6 +104,69 @@ class RULSTMForecaster(nn.Module):
         outputs, _ = self.unrolling_lstm(future, state)  # (Z, B, H)
         outputs = self.head_dropout(outputs.transpose(0, 1))  # (B, Z, H)
         return self.verb_head(outputs), self.noun_head(outputs)
+
+
+BaselineEncoder = Literal["lstm", "tcn", "transformer"]
+_ENCODERS: dict[str, type[nn.Module]] = {
+    "lstm": LSTMBaseline,
+    "tcn": TCNBaseline,
+    "transformer": TransformerBaseline,
+}
+
+
+class LTABaseline(nn.Module):
+    """An existing next-action baseline with an LTA head: Z x (verb, noun) outputs at once.
+
+    The baseline (:mod:`rulstm.models.baselines`) reads the observed steps and its output at the
+    last step (``Z * (V + N)`` logits) is split into the Z future actions' verb and noun logits.
+    There is no unrolling: every future action is read off the same summary (as the official
+    baseline's Z independent heads).
+
+    Args:
+        num_verbs, num_nouns, feat_dim, num_future_actions: as :class:`RULSTMForecaster`.
+        encoder: ``lstm``, ``tcn`` or ``transformer`` (the baselines of the same names).
+        hidden: the encoder's hidden size.
+        dropout: the encoder's dropout.
+        encoder_args: other arguments of the encoder (e.g. ``{"heads": 2}``, ``{"levels": 3}``).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_verbs: int,
+        num_nouns: int,
+        feat_dim: int,
+        num_future_actions: int = 20,
+        encoder: BaselineEncoder = "lstm",
+        hidden: int = 512,
+        dropout: float = 0.5,
+        encoder_args: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if encoder not in _ENCODERS:
+            raise ValueError(f"encoder must be one of {sorted(_ENCODERS)}, got {encoder!r}")
+        if min(num_verbs, num_nouns, num_future_actions) < 1:
+            raise ValueError(
+                f"num_verbs, num_nouns and num_future_actions must be >= 1, got {num_verbs=}, "
+                f"{num_nouns=}, {num_future_actions=}"
+            )
+        self.num_verbs, self.num_nouns = num_verbs, num_nouns
+        self.feat_dim, self.hidden = feat_dim, hidden
+        self.num_future_actions = num_future_actions
+        self.encoder_name = encoder
+        self.encoder = _ENCODERS[encoder](
+            num_classes=num_future_actions * (num_verbs + num_nouns),
+            feat_dim=feat_dim,
+            hidden=hidden,
+            dropout=dropout,
+            **dict(encoder_args or {}),
+        )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Verb logits (B, Z, V) and noun logits (B, Z, N) from features (B, T, D)."""
+        last = self.encoder(x, last_steps=1)[:, -1]  # (B, 1, Z*(V+N)) -> (B, Z*(V+N))
+        logits = last.view(len(x), self.num_future_actions, self.num_verbs + self.num_nouns)
+        return logits[..., : self.num_verbs], logits[..., self.num_verbs :]
 
 
 def sample_sequences(logits: Tensor, k: int, seeds: Sequence[int] | None = None) -> Tensor:

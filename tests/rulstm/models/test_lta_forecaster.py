@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rulstm.models.lta import RULSTMForecaster, sample_sequences
+from rulstm.models.lta import LTABaseline, RULSTMForecaster, sample_sequences
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -58,3 +58,26 @@ def test_sampling_is_seeded_per_row_whatever_the_batch():
     sharp = torch.full((1, 3, 4), -30.0)
     sharp[0, :, 2] = 30.0
     assert sample_sequences(sharp, 5, [0]).unique().tolist() == [2]
+
+
+@pytest.mark.parametrize("encoder", ["lstm", "tcn", "transformer"])
+def test_baselines_with_an_lta_head(encoder):
+    torch.manual_seed(0)
+    args = {"heads": 2} if encoder == "transformer" else None
+    net = LTABaseline(
+        num_verbs=3, num_nouns=5, feat_dim=6, num_future_actions=4, encoder=encoder, hidden=8,
+        dropout=0.0, encoder_args=args,
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 7, 6)
+    verbs, nouns = net(x)
+    assert verbs.shape == (2, 4, 3) and nouns.shape == (2, 4, 5)
+    # the head is the encoder's last-step output, split per future action
+    flat = net.encoder(x)[:, -1].view(2, 4, 8)
+    assert torch.allclose(verbs, flat[..., :3], atol=1e-6)
+    assert torch.allclose(nouns, flat[..., 3:], atol=1e-6)
+    # past only: changing the last observed step changes the forecast
+    x2 = x.clone()
+    x2[:, -1] += 1.0
+    assert not torch.allclose(net(x2)[0], verbs)
+    with pytest.raises(ValueError, match="encoder"):
+        LTABaseline(num_verbs=2, num_nouns=2, feat_dim=2, encoder="gru")
