@@ -5,7 +5,7 @@
 2. extract RGB features with ``rulstm-extract --only-needed`` on the LTA files (the 4 step
    frames of every action, keyed by clip_uid = video id);
 3. ``rulstm fit`` the rolling-unrolling forecaster (``configs/ego4d_lta/base.yaml`` +
-   ``forecaster.yaml`` + ``configs/quickstart/lta.yaml``);
+   ``forecaster.yaml`` + ``quickstart.yaml``);
 4. ``rulstm predict`` on the validation windows -> ``outputs.json`` (official layout), scored by
    ``rulstm-score ego4d-lta``;
 5. print the model's ED@20 beside a prior baseline (the most frequent training action at each
@@ -230,7 +230,7 @@ def run_lta(
     _banner("extracting RGB features with rulstm-extract (LTA step frames only)")
     features = timed("extract", _extract, out, data)
     base = _config("ego4d_lta", "base.yaml")
-    stage = [base, _config("ego4d_lta", "forecaster.yaml"), _config("quickstart", "lta.yaml")]
+    stage = [base, _config("ego4d_lta", "forecaster.yaml"), _config("ego4d_lta", "quickstart.yaml")]
     configs = [arg for path in stage for arg in ("-c", path)]
     root = out / "runs" / "lta"
     extra = ["--trainer.max_epochs", str(epochs)] if epochs is not None else []
@@ -250,7 +250,7 @@ def run_lta(
         "predict",
         _rulstm,
         ["predict", "-c", base, "-c", _config("ego4d_lta", "predict.yaml"), "-c",
-         _config("quickstart", "lta.yaml"), *_data_args(data, features),
+         _config("ego4d_lta", "quickstart.yaml"), *_data_args(data, features),
          "--data.predict_split", "val", "--model.init_checkpoint", str(best),
          "--trainer.logger", "false", "--trainer.callbacks.init_args.out_file", str(outputs),
          "--trainer.default_root_dir", str(out / "runs" / "predict"),
