@@ -5,10 +5,16 @@ its metric names, the headline metric and its direction (edit distance: lower is
 checkpoint selection uses ``mode: min``), the report title and the submission format, and it
 scores predictions (:mod:`rulstm.evaluation.lta`).
 
-It is written against the shape of the project's evaluation-protocol objects (a name, metric
-names, a headline metric with a mode, a report title, a submission format); the shared base
-class and registry are being built separately. Until they land, :data:`LTA_PROTOCOLS` maps the
-name to this class; adapting means subclassing the base and registering under the same name.
+It has the shape of :class:`rulstm.evaluation.protocol.EvaluationProtocol` (a name, metric
+names, a headline metric with a mode, a report title, a submission format) but is not yet
+registered there: that base (merged while this was written) is driven by
+``AnticipationEvaluator`` through per-segment ``records``/``evaluate``, while LTA scores K
+sequences per window in :class:`rulstm.lightning_lta.LTAModule`. Adapting: subclass it with
+``name = "ego4d_lta"``, ``selection = Selection("verb", "ED@20", time=None, mode="min")``
+(logged names ``{stage}/{head}/ED@20`` and ``/AUED`` already follow
+:mod:`rulstm.evaluation.names`; add both to ``METRICS`` with ``mode="min"``), ``records``
+holding ids, sequences and labels, and ``evaluate`` wrapping :class:`LTAScores` as a report.
+Until then :data:`LTA_PROTOCOLS` maps the name to this class.
 """
 
 from __future__ import annotations
