@@ -64,7 +64,9 @@ def build_parser() -> ArgumentParser:
         nargs="+",
         default=None,
         help="Segments for --only-needed: one or more RU-LSTM split CSVs or original EPIC CSVs "
-        "(e.g. training.csv validation.csv test.csv); the frames of all of them are extracted.",
+        "(e.g. training.csv validation.csv test.csv), or Ego4D LTA fho_lta_*.json files (clips "
+        "keyed by clip_uid: the 4 step frames of every action); the frames of all of them are "
+        "extracted.",
     )
     parser.add_argument(
         "--video_info",

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from epic_protocol.annotations import Segment, read_annotations, read_video_info
+from epic_protocol.ego4d_lta import needed_frames_for_file as lta_needed_frames
 from epic_protocol.sampling import sample_frames
 from feature_extraction.config import ExtractConfig, Modality, SparseConfig
 from feature_extraction.frames import FrameVideo, find_frame_videos
@@ -167,12 +168,19 @@ def plan_extraction(
             raise ValueError("--only-needed needs --annotations (the segments to sample)")
         files = options.annotations
         files = [files] if isinstance(files, (str, Path)) else list(files)
+        # Ego4D LTA files (fho_lta_*.json, keyed by clip_uid) need the step frames of every
+        # action; RU-LSTM / EPIC CSVs the anticipation sampling's frames.
+        lta_files = [p for p in files if str(p).lower().endswith(".json")]
         segments = [
             segment
             for path in files
+            if path not in lta_files
             for segment in read_annotations(path, video_fps=options.video_info, fps=config.fps)
         ]
         wanted = needed_frames(segments, fps=config.fps, sparse=config.sparse)
+        for path in lta_files:
+            for video, frames in lta_needed_frames(path).items():
+                wanted[video] = np.union1d(wanted.get(video, frames), frames)
         missing = sorted(set(wanted) - {v.video_id for v in videos})
         if missing:
             log(

@@ -64,6 +64,7 @@ from rulstm.data.datamodule import AnticipationDataModule
 from rulstm.evaluation import AnticipationEvaluator, SubmissionWriter
 from rulstm.evaluation.callbacks import RunConfigSaver
 from rulstm.lightning import AnticipationModule
+from rulstm.lta_cli import build_lta_cli, is_lta_command
 from rulstm.optimization import compare as compare_optimization
 from rulstm.optimization import configured as configured_optimization
 
@@ -689,10 +690,13 @@ def build_cli(args: Sequence[str] | None = None, **kwargs) -> RulstmCLI:
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         for message in QUIET:
             warnings.filterwarnings("ignore", message=message)
-        command = list(sys.argv[1:] if args is None else args)[:1]
+        arguments = list(sys.argv[1:] if args is None else args)
+        command = arguments[:1]
         if command and command[0] in ("validate", "test", "predict"):
             # Evaluating a checkpoint needs none of the callbacks that wrote it.
             warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
+        if is_lta_command(arguments):  # Ego4D long-term anticipation (configs/ego4d_lta)
+            return build_lta_cli(args, **kwargs)
         before = _active_wandb_run()
         try:
             return RulstmCLI(

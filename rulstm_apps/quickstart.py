@@ -571,6 +571,15 @@ def build_parser() -> argparse.ArgumentParser:
         "AVX-512 BF16 or AMX, where it is faster; 32-true elsewhere, where bf16 is emulated "
         "and many times slower)",
     )
+    parser.add_argument(
+        "--task",
+        choices=["anticipation", "lta"],
+        default="anticipation",
+        help="anticipation (default): the next action, the pipeline above; lta: Ego4D-style "
+        "long-term anticipation of the next 20 actions (rulstm_apps/quickstart_lta.py; its "
+        "own kitchen of 12 videos x 60 actions, RGB only; --preset, --baselines, --precision "
+        "and --no-demo do not apply)",
+    )
     parser.add_argument("--no-demo", action="store_true", help="skip rendering demo.mp4")
     parser.add_argument(
         "--overwrite",
@@ -589,6 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit codes: 0 done, 1 a step failed or --out holds an earlier run, 2 bad arguments."""
     args = build_parser().parse_args(argv)
+    if args.task == "lta":
+        from rulstm_apps.quickstart_lta import run_lta
+
+        run_lta(args.out, seed=args.seed, overwrite=args.overwrite)
+        return 0
     run(
         args.out,
         preset=args.preset,

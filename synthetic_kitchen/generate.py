@@ -12,6 +12,9 @@ Layout of ``out_dir`` (mirrors ``rulstm/resources/ek100``)::
     objects.yaml                     the palette for the colour-blob object detector
     recipe.json                      the Markov chain and the timing model
     bayes.json                       the Bayes bound on the validation split
+    ego4d/fho_lta_{train,val}.json, ego4d/fho_lta_taxonomy.json
+                                     the same actions in Ego4D's LTA format (each video is
+                                     one clip, clip_uid = video_uid = the video id)
 
 Everything is a function of ``seed`` (and the size): the same seed gives the same bytes.
 The split is by video: the last ``validation_videos_per_participant`` videos of every
@@ -43,6 +46,7 @@ from epic_protocol.annotations import (
     write_rulstm_split,
     write_video_info,
 )
+from synthetic_kitchen.lta import write_lta_files
 from synthetic_kitchen.recipe import BayesBound, RecipeModel, bayes_bound, make_recipe
 from synthetic_kitchen.render import (
     RenderSettings,
@@ -52,7 +56,7 @@ from synthetic_kitchen.render import (
 )
 
 FPS = 30
-Preset = Literal["tiny", "default", "large"]
+Preset = Literal["tiny", "default", "large", "lta"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,16 @@ PRESETS: dict[str, DatasetSize] = {
         actions_per_video=24,
         width=160,
         height=120,
+    ),
+    # Long-term anticipation (rulstm-quickstart --task lta): an LTA window needs N + Z = 22
+    # actions in one clip, so 12 videos of 60 actions (~3.5 min each): 39 windows per video.
+    "lta": DatasetSize(
+        participants=3,
+        videos_per_participant=4,
+        validation_videos_per_participant=1,
+        actions_per_video=60,
+        width=96,
+        height=72,
     ),
 }
 
@@ -164,6 +178,9 @@ class DatasetPaths:
     palette_yaml: Path
     recipe_json: Path
     bayes_json: Path
+    lta_train_json: Path
+    lta_val_json: Path
+    lta_taxonomy_json: Path
 
     @classmethod
     def under(cls, root: str | Path) -> DatasetPaths:
@@ -185,6 +202,9 @@ class DatasetPaths:
             palette_yaml=root / "objects.yaml",
             recipe_json=root / "recipe.json",
             bayes_json=root / "bayes.json",
+            lta_train_json=root / "ego4d" / "fho_lta_train.json",
+            lta_val_json=root / "ego4d" / "fho_lta_val.json",
+            lta_taxonomy_json=root / "ego4d" / "fho_lta_taxonomy.json",
         )
 
     def video(self, video_id: str) -> Path:
@@ -384,6 +404,7 @@ def generate_dataset(
     bar.close()
 
     segments = _write_annotations(paths, recipe, plans, labels, validation, size)
+    write_lta_files(paths, recipe, segments)
     _write_palette(paths.palette_yaml, recipe)
     recipe_data = recipe.to_dict()
     recipe_data["timing"] = {**asdict(timing), "fps": FPS}

@@ -3,6 +3,7 @@
 rulstm-import features --lmdb data/ek55/rgb --modality rgb --out features/ek55/rgb.h5
 rulstm-import checkpoint --in RULSTM-anticipation_0.25_6_8_rgb_best.pth.tar --out rgb.ckpt
 rulstm-import detections --npy detections/ --out features/ek100/obj.h5 --num-classes 352
+rulstm-import ego4d-features --features v1/omnivore_video_swinl --metadata ego4d.json --out data/ego4d/omnivore_video_swinl.h5
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from epic_protocol.errors import ArgumentParser, cli_main
 from rulstm.compat.checkpoints import DEFAULT_MODALITIES, import_checkpoint
 from rulstm.compat.detections import RELEASED_OBJ_CLASSES, import_detections
+from rulstm.compat.ego4d_features import import_ego4d_features
 from rulstm.compat.lmdb_features import DEFAULT_KEY_PATTERN, convert_lmdb
 
 
@@ -119,6 +121,29 @@ def _parser() -> ArgumentParser:
         "other features (another --num-classes or --fps), with a warning",
     )
     detections.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    ego4d = commands.add_parser(
+        "ego4d-features",
+        help="Ego4D's released per-video features (<video_uid>.pt) -> HDF5 (resumable)",
+        description="Import the Ego4D CLI's omnivore_video_swinl / slowfast8x8_r101_k400 "
+        "features (windows of 32 frames at stride 16, back-padded last window), each window "
+        "stored at its last frame, keyed by video_uid at 30 fps (rulstm.compat.ego4d_features).",
+    )
+    ego4d.add_argument("--features", required=True, help="folder of <video_uid>.pt files")
+    ego4d.add_argument("--metadata", required=True, help="Ego4D's ego4d.json (video lengths)")
+    ego4d.add_argument("--out", required=True, help="output .h5 file")
+    ego4d.add_argument("--modality", default="rgb", help="modality name (default: %(default)s)")
+    ego4d.add_argument(
+        "--videos", nargs="+", default=None, help="only these video uids (default: every file)"
+    )
+    ego4d.add_argument(
+        "--before-first",
+        choices=("zeros", "error"),
+        default="zeros",
+        help="what a step before the first window ends (frames 1-31) reads: a zero vector "
+        "stored at frame 1, or an error naming the video and frame (default: %(default)s)",
+    )
+    ego4d.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     return parser
 
 
@@ -148,6 +173,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             fps=args.fps,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+        )
+        print(summary)
+    elif args.command == "ego4d-features":
+        summary = import_ego4d_features(
+            args.features,
+            args.out,
+            metadata=args.metadata,
+            modality=args.modality,
+            videos=args.videos,
+            before_first=args.before_first,
+            dtype=args.dtype,
         )
         print(summary)
     else:

@@ -413,3 +413,37 @@ def test_a_non_finite_feature_fails_that_video_and_the_others_go_on(
     )
     for modality in ("rgb", "flow", "obj"):
         assert sorted(_read(out / f"{modality}.h5")) == ["P01_02"]
+
+
+def test_only_needed_reads_an_ego4d_lta_file(
+    tmp_path: Path, make_video, tiny_config: Path, tiny_overrides: list[str]
+) -> None:
+    """fho_lta_*.json: clip videos (<clip_uid>.mp4) get the 4 step frames of every action,
+    0-based clip frames stored 1-based."""
+    import json
+
+    make_video("videos/clipA.mp4", num_frames=60, fps=30)
+    lta = tmp_path / "fho_lta_val.json"
+    entries = [
+        {
+            "clip_uid": "clipA",
+            "video_uid": "parent",
+            "action_idx": i,
+            "action_clip_start_frame": start,
+            "action_clip_end_frame": end,
+            "clip_parent_start_frame": 900,
+            "verb_label": 0,
+            "noun_label": 0,
+        }
+        for i, (start, end) in enumerate([(0, 19), (20, 39)])
+    ]
+    lta.write_text(json.dumps({"clips": entries}))
+    out = tmp_path / "sparse"
+    arguments = ["--annotations", str(lta), "--only-needed", "--modalities", "rgb"]
+    code = _extract(
+        tmp_path / "videos", out, *arguments, config=tiny_config, overrides=tiny_overrides
+    )
+    assert code == 0
+    # action 0: 0 + 19 * s // 4 = 4, 9, 14, 19; action 1: 20 + 19 * s // 4 = 24, 29, 34, 39
+    expected = [5, 10, 15, 20, 25, 30, 35, 40]
+    assert _read(out / "rgb.h5")["clipA"][0].tolist() == expected
