@@ -31,6 +31,11 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 from epic_protocol.errors import WeightsUnavailableError
+from feature_extraction.foundation import (
+    FoundationBackbone,
+    build_foundation_backbone,
+    split_backbone,
+)
 from feature_extraction.tsn import Preprocessing, TSNBackbone, TSNModality
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -227,7 +232,7 @@ def _normalisation(
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-Backbone = PooledBackbone | TSNBackbone
+Backbone = PooledBackbone | TSNBackbone | FoundationBackbone
 OWN_BACKBONES = ("bninception",)
 
 
@@ -275,9 +280,28 @@ def build_rgb_backbone(
     seed: int = 0,
     input_size: tuple[int, int] | None = None,
     preprocessing: Preprocessing = "torchvision",
+    projection: bool = True,
+    clip_length: int | None = None,
+    clip_stride: int = 4,
 ) -> Backbone:
-    """A torchvision classifier, or ``bninception``, as an RGB feature extractor (see the
-    module docstring)."""
+    """A torchvision classifier, ``bninception``, or a ``family:architecture`` foundation
+    model (:mod:`feature_extraction.foundation`; ``projection``, ``clip_length`` and
+    ``clip_stride`` are its options) as an RGB feature extractor (see the module
+    docstring)."""
+    if split_backbone(name) is not None:
+        if input_size is not None or preprocessing != "torchvision":
+            raise ValueError(
+                f"rgb.backbone {name}: the library's own preprocessing sets the input size; "
+                "leave rgb.input_size null and rgb.preprocessing at its default"
+            )
+        return build_foundation_backbone(
+            name=name,
+            weights=weights,
+            seed=seed,
+            projection=projection,
+            clip_length=clip_length,
+            clip_stride=clip_stride,
+        )
     if name == "bninception":
         trunk = _build_bninception(in_channels=3, weights=weights, seed=seed)
         return _wrap(
@@ -320,6 +344,11 @@ def build_flow_backbone(
     initialisation). A checkpoint may hold either the RGB model (its first convolution is
     converted) or an already converted flow model; a ``bninception`` checkpoint must be a
     flow model (TSN-flow)."""
+    if split_backbone(name) is not None:
+        raise ValueError(
+            f"flow.backbone {name}: foundation backbones are for RGB; flow takes a torchvision "
+            "classifier or bninception"
+        )
     in_channels = 2 * stack
     flow_norm = {"mean": (FLOW_MEAN,) * in_channels, "std": (FLOW_STD,) * in_channels}
     if name == "bninception":

@@ -37,20 +37,31 @@ class DecodeConfig:
 
 @dataclass
 class RGBConfig:
-    """RGB features: a torchvision classifier without its last layer, or BN-Inception.
+    """RGB features: a torchvision classifier without its last layer, BN-Inception, or a
+    frozen foundation model (timm, OpenCLIP, Hugging Face; see feature_extraction.foundation).
 
     Args:
-        backbone: Any torchvision classification model name (torchvision.models.get_model), or
-            'bninception' (the TSN backbone of the RU-LSTM features, 1024-d).
+        backbone: Any torchvision classification model name (torchvision.models.get_model),
+            'bninception' (the TSN backbone of the RU-LSTM features, 1024-d), or
+            'family:architecture' with family timm, open_clip or hf
+            ('timm:vit_base_patch14_dinov2', 'open_clip:ViT-B-16', 'hf:vjepa2'; extra
+            [backbones]).
         weights: 'DEFAULT' or a torchvision weights name (downloaded once), a local checkpoint
             path (for bninception: a TSN checkpoint such as TSN-rgb.pth.tar), or null/'none'
-            for a random initialisation seeded with seed.
+            for a random initialisation seeded with seed. For family backbones: a pretrained
+            tag, a hub id (org/repo[@revision]), a local file or folder, or none.
         seed: Seed of the random initialisation.
         input_size: (height, width) the frames are resized to before the backbone; null keeps
             the decoded size.
         preprocessing: 'torchvision' (ImageNet-style: [0, 1], mean/std of the weights) or 'tsn'
             (the RU-LSTM authors' exact preprocessing: PIL bilinear resize, BGR, x255, minus
-            104/117/128).
+            104/117/128). Family backbones always use their library's own preprocessing
+            (timm data config transform, OpenCLIP preprocess, HF processor).
+        projection: open_clip: the projected image embedding (true) or the pooled output
+            before the projection (false, ViT towers).
+        clip_length: hf video models: frames per clip (null: the model's own, VideoMAE 16,
+            V-JEPA 2 64); the clip of frame f ends at f (causal).
+        clip_stride: hf video models: output frames between clip frames.
     """
 
     backbone: str = "resnet50"
@@ -58,6 +69,9 @@ class RGBConfig:
     seed: int = 0
     input_size: tuple[int, int] | None = None
     preprocessing: Preprocessing = "torchvision"
+    projection: bool = True
+    clip_length: int | None = None
+    clip_stride: int = 4
 
 
 @dataclass

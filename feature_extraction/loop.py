@@ -29,6 +29,7 @@ from epic_protocol.features import (
     first_non_finite_row,
 )
 from feature_extraction.config import Modality
+from feature_extraction.foundation import ClipBuffer
 from feature_extraction.models import FeatureComputer, RaftStream
 from feature_extraction.output import DetectionsWriter, OutputError, StagingArea
 from feature_extraction.pipeline import (
@@ -110,6 +111,7 @@ class ExtractionModule(L.LightningModule):
         self.progress = progress
         self._timed = False
         self._raft_streams: dict[str, RaftStream] = {}
+        self._clips: dict[str, ClipBuffer] = {}
 
     def _time_one_frame(self, batch: Chunk, kept_images: torch.Tensor) -> dict[str, float]:
         """Seconds per modality to compute the first kept frame alone (results discarded)."""
@@ -135,12 +137,21 @@ class ExtractionModule(L.LightningModule):
         video = batch.video
         if batch.error:
             self._raft_streams.pop(video, None)
+            self._clips.pop(video, None)
             return {}
         modalities = batch.modalities
         keep = batch.keep
         images = batch.images
         raft = self.computer.raft is not None and "flow" in modalities
-        kept_images = images[keep] if raft and images.numel() else images
+        # Images of every row (RAFT, clips of a video backbone) or of the kept rows only.
+        all_rows = images.numel() > 0 and len(images) == len(keep)
+        kept_images = images[keep] if all_rows else images
+        rgb_inputs = kept_images
+        if "rgb" in modalities and self.computer.rgb_clip is not None and len(batch.frames):
+            clips = self._clips.get(video)
+            if clips is None:
+                clips = self._clips[video] = self.computer.new_clip_buffer()
+            rgb_inputs = clip_rows(clips, batch.frames.tolist(), images, keep.tolist())
         out: dict[str, Any] = {}
         kept = int(keep.sum())
         if kept > 0 and self.progress is not None and not self._timed:
@@ -148,7 +159,7 @@ class ExtractionModule(L.LightningModule):
             self.progress.first_frame_timed(self._time_one_frame(batch, kept_images))
         if kept > 0:
             if "rgb" in modalities:
-                rgb = in_fixed_batches(self.computer.rgb_features, kept_images, self.batch_size)
+                rgb = in_fixed_batches(self.computer.rgb_features, rgb_inputs, self.batch_size)
                 out["rgb"] = rgb.cpu().numpy()
                 self._computed(kept, len(modalities))
             if "flow" in modalities:
@@ -171,7 +182,23 @@ class ExtractionModule(L.LightningModule):
             stream.push(batch.frames.tolist(), images, keep.tolist())
         if batch.last:
             self._raft_streams.pop(video, None)
+            self._clips.pop(video, None)
         return out
+
+
+def clip_rows(
+    clips: ClipBuffer, frames: Sequence[int], images: torch.Tensor, keep: Sequence[bool]
+) -> torch.Tensor:
+    """Push every row's (H, W, 3) image into the video's clip buffer; return the clips
+    (K, T, H, W, 3) ending at the kept rows."""
+    out = []
+    for frame, image, kept in zip(frames, images, keep):
+        clips.push(int(frame), image)
+        if kept:
+            out.append(clips.clip(int(frame)))
+    if not out:
+        return images.new_zeros((0, clips.length, *images.shape[1:]))
+    return torch.stack(out)  # K x (T, H, W, 3) -> (K, T, H, W, 3)
 
 
 class ExtractionData(L.LightningDataModule):

@@ -8,6 +8,7 @@ import importlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from feature_extraction.flow import (
     flow_to_unit_tensor,
     make_cpu_flow,
 )
+from feature_extraction.foundation import ClipBuffer, FoundationBackbone, file_hash
 
 RAFT_METHODS = ("raft_small", "raft_large")
 
@@ -180,6 +182,9 @@ def build_models(
             seed=config.rgb.seed,
             input_size=config.rgb.input_size,
             preprocessing=config.rgb.preprocessing,
+            projection=config.rgb.projection,
+            clip_length=config.rgb.clip_length,
+            clip_stride=config.rgb.clip_stride,
         )
     if "flow" in config.modalities:
         flow_method = resolve_flow_method(config.flow.method, device)
@@ -207,12 +212,23 @@ def build_models(
     return ExtractionModels(config, device, flow_method, rgb, flow, raft, cpu_flow, detector)
 
 
+#: Options added after files were written, left out of the hash at their defaults.
+_LATER_DEFAULTS = {
+    "preprocessing": "torchvision",
+    "projection": True,
+    "clip_length": None,
+    "clip_stride": 4,
+}
+
+
 def _without_default_preprocessing(settings: Any) -> dict[str, Any]:
-    """The settings, leaving out the default preprocessing: feature files written before the
-    option existed keep their config hash (and stay resumable)."""
+    """The settings, leaving out options added later when at their defaults (the default
+    preprocessing, the foundation-backbone options): feature files written before those
+    options existed keep their config hash (and stay resumable)."""
     values = asdict(settings)
-    if values.get("preprocessing") == "torchvision":
-        del values["preprocessing"]
+    for key, default in _LATER_DEFAULTS.items():
+        if key in values and values[key] == default:
+            del values[key]
     return values
 
 
@@ -261,6 +277,39 @@ def provenance(
     }
     if modality == "obj" and models.detector is not None:
         record["class_names"] = list(models.detector.class_names)
+    if modality in ("rgb", "flow"):
+        record["backbone"] = backbone_record(models, modality)
+    return record
+
+
+def backbone_record(models: ExtractionModels, modality: Modality) -> dict[str, Any]:
+    """What computed a modality's features (stored in the file's provenance as ``backbone``):
+    the backbone name, weights source and revision or file hash, library versions,
+    preprocessing, clip length and stride, pooling, precision and dimension."""
+    config = models.config
+    options = config.rgb if modality == "rgb" else config.flow
+    backbone = models.rgb if modality == "rgb" else models.flow
+    if isinstance(backbone, FoundationBackbone):
+        record = dict(backbone.record)
+    else:
+        weights = options.weights
+        revision = None
+        if weights is not None and Path(weights).expanduser().is_file():
+            revision = f"sha256:{file_hash(Path(weights).expanduser())}"
+        record = {
+            "backbone": options.backbone,
+            "family": "bninception" if options.backbone == "bninception" else "torchvision",
+            "weights": weights if weights is not None else "none (random, seeded)",
+            "revision": revision,
+            "library": {"torch": torch.__version__, "torchvision": torchvision.__version__},
+            "preprocessing": options.preprocessing,
+            "pooling": "input of the classifier's last nn.Linear",
+            "clip_length": 1,
+            "clip_stride": 1,
+            "clip_rule": "frame f only" if modality == "rgb" else "flow stack ending at f",
+            "dim": backbone.feature_dim if backbone is not None else None,
+        }
+    record["precision"] = config.precision
     return record
 
 
@@ -301,10 +350,25 @@ class FeatureComputer(nn.Module):
             flow_stack=config.flow.stack,
         )
 
+    @property
+    def rgb_clip(self) -> tuple[int, int] | None:
+        """(clip length T, stride s) of a video RGB backbone, else None."""
+        if isinstance(self.rgb, FoundationBackbone) and self.rgb.is_video:
+            return self.rgb.clip_length, self.rgb.clip_stride
+        return None
+
+    def new_clip_buffer(self) -> ClipBuffer:
+        assert self.rgb_clip is not None
+        length, stride = self.rgb_clip
+        return ClipBuffer(length=length, stride=stride)
+
     @torch.no_grad()
     def rgb_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(K, H, W, 3) uint8 -> (K, D) float32."""
+        """(K, H, W, 3) uint8 frames, or (K, T, H, W, 3) clips for a video backbone
+        (:attr:`rgb_clip`) -> (K, D) float32."""
         assert self.rgb is not None
+        if isinstance(self.rgb, FoundationBackbone):
+            return self.rgb(images)  # the library's preprocessing takes frames as decoded
         return self.rgb(images.permute(0, 3, 1, 2))  # (K, H, W, 3) -> (K, 3, H, W)
 
     @torch.no_grad()

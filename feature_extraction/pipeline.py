@@ -26,6 +26,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from feature_extraction.config import DecodeConfig, Modality
 from feature_extraction.flow import CausalFlow, FlowEstimator
+from feature_extraction.foundation import FoundationBackbone, clip_context
 from feature_extraction.frames import FrameError, FrameReader, FrameVideo
 from feature_extraction.video import DecodeReport, VideoError, decode_video, probe_video
 
@@ -57,6 +58,16 @@ class ChunkOptions:
     flow_bound: float
     flow_quantize: bool
     allow_truncated: bool = False  # keep the decoded part of videos cut short
+    # (clip length T, stride s) of a video RGB backbone: the (T-1)*s frames before each kept
+    # frame are decoded too (keep=False) and their images handed over for the clips.
+    rgb_clip: tuple[int, int] | None = None
+
+
+def clip_of(backbone: object) -> tuple[int, int] | None:
+    """(T, s) of a video foundation backbone, else None."""
+    if isinstance(backbone, FoundationBackbone) and backbone.is_video:
+        return backbone.clip_length, backbone.clip_stride
+    return None
 
 
 def _empty(dtype: torch.dtype = torch.uint8) -> torch.Tensor:
@@ -111,6 +122,10 @@ class VideoChunks:
         self.cpu_flow = options.cpu_flow if self.use_flow and not options.raft else None
         self.raft = self.use_flow and options.raft
         self.need_images = bool(modalities & {"rgb", "obj"}) or self.raft
+        clip = options.rgb_clip if "rgb" in modalities else None
+        self.rgb_context = (clip[0] - 1) * clip[1] if clip is not None else 0
+        # Context rows' images go to the models: RAFT's pairs, the video backbone's clips.
+        self.context_images = self.raft or self.rgb_context > 0
 
     def _chunk(self, rows: dict[str, list], *, last: bool, total: int, expected: int) -> Chunk:
         images = _empty()
@@ -163,7 +178,7 @@ class VideoChunks:
                 height=options.decode.height,
                 backend=options.decode.backend,
                 wanted=job.wanted,
-                context=options.flow_stack if self.use_flow else 0,
+                context=max(options.flow_stack if self.use_flow else 0, self.rgb_context),
                 allow_truncated=options.allow_truncated,
                 report=report,
             ):
@@ -175,14 +190,14 @@ class VideoChunks:
                     kept += 1
                     if flow is not None:
                         rows["flow"].append(flow.stack())
-                if self.need_images and (decoded.keep or self.raft):
+                if self.need_images and (decoded.keep or self.context_images):
                     rows["images"].append(decoded.image)
                 rows["frames"].append(decoded.frame)
                 rows["keep"].append(decoded.keep)
                 # A chunk holds batch_size kept frames (the models' fixed batch); RAFT, which
                 # keeps the context frames' images too, also caps the rows held in memory.
                 if sum(rows["keep"]) >= options.batch_size or (
-                    self.raft and len(rows["frames"]) >= 4 * options.batch_size
+                    self.context_images and len(rows["frames"]) >= 4 * options.batch_size
                 ):
                     yield self._chunk(rows, last=False, total=estimated, expected=expected)
             if decoded_frames == 0:
@@ -223,6 +238,23 @@ class FrameChunks(VideoChunks):
             frames = reader.frames(job.wanted)
             total = reader.total
             rows: dict[str, list] = {"frames": [], "keep": [], "images": [], "flow": []}
+            if self.rgb_context and job.wanted is not None:
+                # A video backbone's clips read earlier frames: read them too, not kept.
+                length, stride = options.rgb_clip  # type: ignore[misc]
+                kept = set(frames)
+                extended = sorted(kept | set(clip_context(frames, length=length, stride=stride)))
+                for frame in extended:
+                    rows["frames"].append(frame)
+                    rows["keep"].append(frame in kept)
+                    rows["images"].append(reader.rgb_image(frame))
+                    if self.use_flow and frame in kept:
+                        rows["flow"].append(reader.flow_stack(frame))
+                    if sum(rows["keep"]) >= options.batch_size or len(rows["frames"]) >= (
+                        4 * options.batch_size
+                    ):
+                        yield self._chunk(rows, last=False, total=total, expected=len(frames))
+                yield self._chunk(rows, last=True, total=total, expected=len(frames))
+                return
             for row in reader.rows(job.wanted):
                 rows["frames"].append(row.frame)
                 rows["keep"].append(True)

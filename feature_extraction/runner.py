@@ -42,7 +42,7 @@ from feature_extraction.output import (
     clean_work_dir,
     merge_staging,
 )
-from feature_extraction.pipeline import ChunkOptions
+from feature_extraction.pipeline import ChunkOptions, clip_of
 from feature_extraction.planning import Plan, PlanningError, RunOptions, plan_extraction
 
 
@@ -240,6 +240,7 @@ def run_extraction(
         flow_bound=config.flow.bound,
         flow_quantize=config.flow.quantize,
         allow_truncated=options.allow_truncated,
+        rgb_clip=clip_of(models.rgb),
     )
 
     def planner() -> Plan:

@@ -76,6 +76,10 @@ class StreamingExtractor:
             )
         elif self.models.raft is not None:
             self._raft = self.computer.new_raft_stream()
+        # A video RGB backbone's causal clips: a ring buffer of the recent frames.
+        self._clips = (
+            self.computer.new_clip_buffer() if self.computer.rgb_clip is not None else None
+        )
         self.reset()
 
     @property
@@ -105,6 +109,8 @@ class StreamingExtractor:
             self._cpu_flow.reset()
         if self._raft is not None:
             self._raft.reset()
+        if self._clips is not None:
+            self._clips.reset()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """What the batch extraction's Lightning precision does: bf16 autocast for
@@ -143,6 +149,8 @@ class StreamingExtractor:
         self.last_image = image
         batch = torch.from_numpy(image)[None].to(self.device)  # (H, W, 3) -> (1, H, W, 3)
         features: dict[str, np.ndarray] = {}
+        if self._clips is not None:
+            self._clips.push(self._frame, batch[0])
         if not compute:
             if self._cpu_flow is not None:
                 self._cpu_flow.push(self._frame, image, estimate=flow)
@@ -155,7 +163,10 @@ class StreamingExtractor:
             return features
         with self._autocast():
             if self.computer.rgb is not None:
-                features["rgb"] = self.computer.rgb_features(batch)[0].float().cpu().numpy()
+                rgb_input = batch
+                if self._clips is not None:  # (T, H, W, 3) -> (1, T, H, W, 3)
+                    rgb_input = self._clips.clip(self._frame)[None]
+                features["rgb"] = self.computer.rgb_features(rgb_input)[0].float().cpu().numpy()
             if self.computer.flow is not None:
                 if self._cpu_flow is not None:
                     self._cpu_flow.push(self._frame, image)
@@ -181,6 +192,11 @@ class StreamingExtractor:
         config has flow. Returns ``{modality: (dim,) float32}``; sets ``last_image`` and
         ``last_detections``. Raises ``ValueError`` on a wrong image or stack."""
         _check_image(image, "push_stored")
+        if self._clips is not None:
+            raise ValueError(
+                f"push_stored: {self.config.rgb.backbone} is a video backbone whose features read "
+                "the frames before; push the frames in order with push"
+            )
         stack = 2 * self.config.flow.stack
         if self.computer.flow is not None:
             if flow is None:

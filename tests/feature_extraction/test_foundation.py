@@ -1,0 +1,352 @@
+"""Foundation-model RGB backbones (timm, OpenCLIP, Hugging Face image and video models):
+library preprocessing + forward, the causal clip rule, streaming = offline, the recorded
+attributes and the one-line errors. Tiny random models, built from small configs, no network."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from epic_protocol.errors import WeightsUnavailableError
+from epic_protocol.sampling import anticipation_frames
+from feature_extraction.cli import main
+from feature_extraction.config import load_config
+from feature_extraction.foundation import (
+    ClipBuffer,
+    build_foundation_backbone,
+    clip_context,
+    clip_frames,
+)
+from feature_extraction.models import build_models
+from feature_extraction.streaming import StreamingExtractor
+from feature_extraction.video import decode_video
+
+pytest.importorskip("timm")
+pytest.importorskip("open_clip")
+transformers = pytest.importorskip("transformers")
+
+SIZE = 32  # model resolution of the tiny models
+
+
+def frames_of(path: Path, size: tuple[int, int] | None = (64, 48)) -> list[np.ndarray]:
+    width, height = size if size else (None, None)
+    return [d.image for d in decode_video(path, fps=30, width=width, height=height)]
+
+
+def tiny_dinov2(folder: Path) -> Path:
+    config = transformers.Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=SIZE,
+        patch_size=8,
+    )
+    torch.manual_seed(1)
+    transformers.Dinov2Model(config).save_pretrained(folder)
+    transformers.BitImageProcessor(
+        size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}
+    ).save_pretrained(folder)
+    return folder
+
+
+def tiny_video_model(folder: Path, kind: str, frames: int = 4) -> Path:
+    torch.manual_seed(2)
+    if kind == "videomae":
+        config = transformers.VideoMAEConfig(
+            image_size=SIZE,
+            patch_size=8,
+            num_frames=frames,
+            tubelet_size=2,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+        transformers.VideoMAEModel(config).save_pretrained(folder)
+        transformers.VideoMAEVideoProcessor(
+            size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}
+        ).save_pretrained(folder)
+    else:
+        config = transformers.VJEPA2Config(
+            crop_size=SIZE,
+            frames_per_clip=frames,
+            tubelet_size=2,
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            mlp_ratio=2.0,
+            pred_hidden_size=32,
+            pred_num_hidden_layers=1,
+            pred_num_attention_heads=2,
+            pred_num_mask_tokens=2,
+        )
+        transformers.VJEPA2Model(config).save_pretrained(folder)
+        transformers.VJEPA2VideoProcessor(
+            size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE}
+        ).save_pretrained(folder)
+    return folder
+
+
+def tiny_open_clip_config(path: Path) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "embed_dim": 24,
+                "vision_cfg": {
+                    "image_size": SIZE,
+                    "layers": 1,
+                    "width": 32,
+                    "patch_size": 8,
+                    "head_width": 16,
+                },
+                "text_cfg": {
+                    "context_length": 8,
+                    "vocab_size": 64,
+                    "width": 32,
+                    "heads": 2,
+                    "layers": 1,
+                },
+            }
+        )
+    )
+    return path
+
+
+def test_timm_feature_is_timm_transform_and_forward(tmp_path: Path, make_video) -> None:
+    import timm
+    from PIL import Image
+
+    torch.manual_seed(3)
+    checkpoint = tmp_path / "test_vit.pth"
+    torch.save(timm.create_model("test_vit").state_dict(), checkpoint)  # with its head
+    config = load_config(
+        None, ["--modalities", "rgb", "--device", "cpu", "--rgb.backbone", "timm:test_vit",
+               "--rgb.weights", str(checkpoint)]
+    )  # fmt: skip
+    backbone = build_models(config).rgb
+    frames = frames_of(make_video(num_frames=3, width=96, height=64))
+    ours = backbone(torch.from_numpy(np.stack(frames)))
+    reference = timm.create_model("test_vit", num_classes=0).eval()
+    state = torch.load(checkpoint)
+    reference.load_state_dict({k: v for k, v in state.items() if not k.startswith("head.")})
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(reference))
+    with torch.no_grad():
+        expected = reference(torch.stack([transform(Image.fromarray(f)) for f in frames]))
+    assert ours.shape == (3, reference.num_features) == (3, backbone.feature_dim)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+    assert backbone.record["revision"].startswith("sha256:")
+
+
+def test_open_clip_embedding_is_open_clip_preprocess_and_encode_image(
+    tmp_path: Path, make_video
+) -> None:
+    import open_clip
+    from PIL import Image
+
+    config_file = tiny_open_clip_config(tmp_path / "tiny-clip.json")
+    backbone = build_foundation_backbone(name=f"open_clip:{config_file}", weights="none", seed=5)
+    before = build_foundation_backbone(
+        name=f"open_clip:{config_file}", weights="none", seed=5, projection=False
+    )
+    frames = frames_of(make_video(num_frames=2, width=96, height=64))
+    open_clip.add_model_config(config_file)
+    torch.manual_seed(5)
+    model, _, preprocess = open_clip.create_model_and_transforms("tiny-clip")
+    model.eval()
+    images = torch.stack([preprocess(Image.fromarray(f)) for f in frames])
+    with torch.no_grad():
+        expected = model.encode_image(images)
+    ours = backbone(torch.from_numpy(np.stack(frames)))
+    assert backbone.feature_dim == 24 and before.feature_dim == 32
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-5)
+    unprojected = before(torch.from_numpy(np.stack(frames)))
+    torch.testing.assert_close(unprojected @ model.visual.proj, expected, rtol=0, atol=1e-4)
+
+
+def test_hf_image_model_is_processor_and_pooler_output(tmp_path: Path, make_video) -> None:
+    folder = tiny_dinov2(tmp_path / "dinov2")
+    backbone = build_foundation_backbone(name="hf:dinov2", weights=str(folder))
+    frames = frames_of(make_video(num_frames=2, width=96, height=64))
+    model = transformers.AutoModel.from_pretrained(folder).eval()
+    processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        inputs = processor(images=frames, return_tensors="pt")
+        expected = model(**inputs).pooler_output
+    torch.testing.assert_close(
+        backbone(torch.from_numpy(np.stack(frames))), expected, atol=1e-5, rtol=0
+    )
+    assert backbone.feature_dim == 32 and backbone.clip_length == 1
+    # A wrong model type is refused, naming both.
+    with pytest.raises(ValueError, match="hf:dinov2"):
+        build_foundation_backbone(name="hf:videomae", weights=str(folder))
+
+
+@pytest.mark.parametrize("kind", ["videomae", "vjepa2"])
+def test_hf_video_model_is_processor_and_mean_of_tokens(
+    tmp_path: Path, make_video, kind: str
+) -> None:
+    folder = tiny_video_model(tmp_path / kind, kind)
+    backbone = build_foundation_backbone(name=f"hf:{kind}", weights=str(folder), clip_stride=2)
+    assert (backbone.clip_length, backbone.clip_stride) == (4, 2)
+    frames = frames_of(make_video(num_frames=8, width=96, height=64))
+    clip = np.stack([frames[n - 1] for n in clip_frames(7, length=4, stride=2)])  # 1, 3, 5, 7
+    model = transformers.AutoModel.from_pretrained(folder).eval()
+    processor = transformers.AutoVideoProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        inputs = processor(videos=[list(clip)], return_tensors="pt")
+        if kind == "vjepa2":
+            hidden = model(**inputs, skip_predictor=True).last_hidden_state
+        else:
+            hidden = model(**inputs).last_hidden_state
+    ours = backbone(torch.from_numpy(clip)[None])
+    torch.testing.assert_close(ours, hidden.mean(1), atol=1e-5, rtol=0)
+    if kind == "videomae":  # the position table fixes the clip length
+        with pytest.raises(ValueError, match="num_frames"):
+            build_foundation_backbone(name="hf:videomae", weights=str(folder), clip_length=8)
+
+
+def test_clip_rule_repeats_the_first_frame_and_buffers_only_the_span() -> None:
+    assert clip_frames(7, length=4, stride=2) == [1, 3, 5, 7]
+    assert clip_frames(2, length=4, stride=2) == [1, 1, 1, 2]
+    assert clip_context([5, 9], length=3, stride=2).tolist() == [1, 3, 5, 7, 9]
+    buffer = ClipBuffer(length=3, stride=2)
+    for frame in range(1, 10):
+        buffer.push(frame, torch.full((1, 1, 3), frame, dtype=torch.uint8))
+    assert buffer.clip(9)[:, 0, 0, 0].tolist() == [5, 7, 9]
+    assert len(buffer._frames) <= 5  # frames 5..9 at most
+    with pytest.raises(ValueError, match="pushed after"):
+        buffer.push(9, torch.zeros((1, 1, 3), dtype=torch.uint8))
+
+
+def _extract(video_dir: Path | None, out: Path, folder: Path, *extra: str) -> None:
+    source = ["--videos", str(video_dir)] if video_dir is not None else []
+    arguments = [
+        *source, "--out", str(out), "--modalities", "rgb",
+        "--device", "cpu", "--rgb.backbone", "hf:videomae", "--rgb.weights", str(folder),
+        "--rgb.clip_stride", "2", "--batch_size", "4", "--num_workers", "0", "--threads", "1",
+        "--decode.width", "64", "--decode.height", "48", "--progress", "false", *extra,
+    ]  # fmt: skip
+    assert main(arguments) == 0
+
+
+def _stored(path: Path, video: str) -> tuple[np.ndarray, np.ndarray]:
+    with h5py.File(path, "r") as handle:
+        return handle[f"{video}/frames"][()], handle[f"{video}/features"][()]
+
+
+def test_video_backbone_sees_only_the_past_offline_sparse_and_streaming(
+    tmp_path: Path, make_video
+) -> None:
+    from tests.feature_extraction.conftest import coded_frame, write_video
+
+    folder = tiny_video_model(tmp_path / "videomae", "videomae")
+    # Two videos equal up to frame 20 and different after it.
+    same = [coded_frame(i + 1, shift=i) for i in range(40)]
+    other = same[:20] + [255 - coded_frame(i + 1, shift=3 * i) for i in range(20, 40)]
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "P01_01.mp4", np.stack(same))
+    write_video(tmp_path / "videos" / "P01_02.mp4", np.stack(other))
+    _extract(tmp_path / "videos", tmp_path / "dense", folder)
+    _, first = _stored(tmp_path / "dense" / "rgb.h5", "P01_01")
+    frames, second = _stored(tmp_path / "dense" / "rgb.h5", "P01_02")
+    assert frames.tolist() == list(range(1, 41))
+    # A frame after f changes nothing at f; the later frames differ.
+    np.testing.assert_array_equal(first[:20], second[:20])
+    assert not np.allclose(first[20:], second[20:], atol=1e-3)
+
+    # Streaming (a ring buffer) gives the offline features.
+    config = load_config(
+        None,
+        ["--modalities", "rgb", "--device", "cpu", "--rgb.backbone", "hf:videomae",
+         "--rgb.weights", str(folder), "--rgb.clip_stride", "2", "--decode.width", "64",
+         "--decode.height", "48"],
+    )  # fmt: skip
+    extractor = StreamingExtractor(config)
+    pushed = []
+    for index, image in enumerate(frames_of(tmp_path / "videos" / "P01_01.mp4", size=None)):
+        features = extractor.push(image, compute=index % 3 == 0)
+        if features:
+            pushed.append((index, features["rgb"]))
+    for index, vector in pushed:
+        np.testing.assert_allclose(vector, first[index], rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="video backbone"):
+        extractor.push_stored(np.zeros((48, 64, 3), np.uint8))
+
+    # Sparse extraction decodes each clip's earlier frames: same features at the needed frames.
+    annotations = tmp_path / "training.csv"
+    annotations.write_text("1,P01_01,36,40,0,0,0\n")
+    _extract(tmp_path / "videos", tmp_path / "sparse", folder, "--annotations", str(annotations),
+             "--only-needed")  # fmt: skip
+    sparse_frames, sparse = _stored(tmp_path / "sparse" / "rgb.h5", "P01_01")
+    needed = sorted({min(max(int(f), 1), 40) for f in anticipation_frames(36)})
+    assert sparse_frames.tolist() == needed
+    np.testing.assert_allclose(sparse, first[sparse_frames - 1], rtol=0, atol=1e-5)
+
+    # The recorded attributes.
+    with h5py.File(tmp_path / "dense" / "rgb.h5", "r") as handle:
+        record = json.loads(handle.attrs["provenance"])["backbone"]
+    assert record["backbone"] == "hf:videomae" and record["dim"] == 32
+    assert (record["clip_length"], record["clip_stride"]) == (4, 2)
+    assert record["weights"] == str(folder) and record["revision"].startswith("sha256:")
+    assert record["library"]["transformers"] == transformers.__version__
+    assert "VideoMAEVideoProcessor" in record["preprocessing"]
+    assert "mean" in record["pooling"] and record["precision"] == "auto"
+
+
+def test_frame_folders_read_the_clip_frames_of_sparse_frames(tmp_path: Path, make_video) -> None:
+    from PIL import Image
+
+    folder = tiny_video_model(tmp_path / "videomae", "videomae")
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    images = frames_of(make_video(num_frames=30, width=64, height=48))
+    for index, image in enumerate(images, start=1):
+        Image.fromarray(image).save(frames_dir / f"P01_01_frame_{index:010d}.jpg", quality=95)
+    annotations = tmp_path / "training.csv"
+    annotations.write_text("1,P01_01,28,30,0,0,0\n")
+    base = ["--frames", str(tmp_path / "frames")]
+    _extract(None, tmp_path / "dense", folder, *base)
+    _extract(None, tmp_path / "sparse", folder, *base, "--annotations",
+             str(annotations), "--only-needed")  # fmt: skip
+    _, dense = _stored(tmp_path / "dense" / "rgb.h5", "P01_01")
+    frames, sparse = _stored(tmp_path / "sparse" / "rgb.h5", "P01_01")
+    assert len(frames) > 1
+    np.testing.assert_allclose(sparse, dense[frames - 1], rtol=0, atol=1e-5)
+
+
+def test_a_missing_library_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm raises ImportError
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[backbones\]'"):
+        build_foundation_backbone(name="timm:test_vit", weights="none")
+
+
+def test_an_offline_hub_model_is_one_line_naming_it(monkeypatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(WeightsUnavailableError) as caught:
+        build_foundation_backbone(name="hf:vjepa2", weights="nobody/no-such-vjepa2@main")
+    message = str(caught.value)
+    assert "\n" not in message and "nobody/no-such-vjepa2" in message
+    assert "--rgb.weights PATH" in message
+
+
+def test_foundation_backbones_are_rgb_only_and_use_their_own_preprocessing() -> None:
+    with pytest.raises(ValueError, match="flow takes"):
+        build_models(load_config(None, ["--modalities", "flow", "--device", "cpu",
+                                        "--flow.method", "dis", "--flow.backbone",
+                                        "timm:test_vit", "--flow.weights", "none"]))  # fmt: skip
+    config = load_config(None, ["--modalities", "rgb", "--device", "cpu", "--rgb.backbone",
+                                "timm:test_vit", "--rgb.weights", "none",
+                                "--rgb.input_size", "[32, 32]"])  # fmt: skip
+    with pytest.raises(ValueError, match="own preprocessing"):
+        build_models(config)
