@@ -43,6 +43,8 @@ _PUBLIC = {
     "resolve_precision": "feature_extraction.models",
     # The stages one by one, for benchmarks and custom pipelines.
     "build_models": "feature_extraction.models",
+    "backbone_record": "feature_extraction.models",
+    "build_foundation_backbone": "feature_extraction.foundation",
     "FeatureComputer": "feature_extraction.models",
     "CausalFlow": "feature_extraction.flow",
     # The RU-LSTM authors' TSN features: network, preprocessing, checkpoints, frame folders.

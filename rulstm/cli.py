@@ -58,6 +58,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 
 from epic_protocol import precision
+from epic_protocol.backbones import CHECKPOINT_KEY as BACKBONES_KEY
+from epic_protocol.backbones import backbone_of, check_backbones
 from epic_protocol.errors import UserError, cli_main
 from rulstm.checkpoints import check_lightning_checkpoint, read_checkpoint
 from rulstm.data.datamodule import AnticipationDataModule
@@ -424,15 +426,18 @@ class RulstmCLI(LightningCLI):
         self._check_shapes()
         self._resolve_ckpt_path()
         self._one_table()
+        self._check_backbones()
 
     def before_test(self) -> None:
         self._check_shapes()
         self._resolve_ckpt_path()
         self._one_table()
+        self._check_backbones()
 
     def before_predict(self) -> None:
         self._check_shapes()
         self._resolve_ckpt_path()
+        self._check_backbones()
 
     def _one_table(self) -> None:
         """With the project's evaluator (which prints its own table and where the reports
@@ -476,6 +481,20 @@ class RulstmCLI(LightningCLI):
             # The same checks as a file given by name (see _parse_ckpt_path).
             path = config["ckpt_path"]
             check_lightning_checkpoint(path, read_checkpoint(path))
+
+    def _check_backbones(self) -> None:
+        """Refuse features of another backbone than the checkpoint's (warn when either
+        records none); see :mod:`epic_protocol.backbones`."""
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        trained = read_checkpoint(ckpt_path).get(BACKBONES_KEY)
+        check_backbones(
+            {m: backbone_of(s.info.provenance) for m, s in self.datamodule.stores.items()},
+            trained,
+            features_name="the feature files of data.features",
+            checkpoint_name=str(ckpt_path),
+        )
 
     def _check_shapes(self) -> None:
         """Fail before training if the net does not fit the data (classes, feature dims), or

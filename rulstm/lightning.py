@@ -21,6 +21,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from epic_protocol.backbones import CHECKPOINT_KEY as BACKBONES_KEY
+from epic_protocol.backbones import backbone_of
 from epic_protocol.errors import UsageError
 from epic_protocol.sampling import HEADLINE_SECONDS, anticipation_step, anticipation_times
 from rulstm.checkpoints import load_weights
@@ -385,6 +387,12 @@ class AnticipationModule(L.LightningModule):
         if trainer is not None:
             schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
             checkpoint[OPTIMIZATION_KEY] = describe(trainer.optimizers, schedulers)
+        # The backbones of the training features: evaluation and the demo check theirs.
+        stores = getattr(getattr(self._trainer, "datamodule", None), "stores", None)
+        if isinstance(stores, dict):
+            checkpoint[BACKBONES_KEY] = {
+                modality: backbone_of(store.info.provenance) for modality, store in stores.items()
+            }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if RNG_KEY in checkpoint:

@@ -68,7 +68,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -218,6 +218,31 @@ class DemoSummary:
         )
 
 
+def check_demo_backbones(checkpoints: Any, extractor: Any, needed: Mapping[str, int]) -> None:
+    """Refuse an extraction whose backbone differs from the one the checkpoints were trained
+    on (naming both); warn when either records none (:mod:`epic_protocol.backbones`)."""
+    from epic_protocol.backbones import CHECKPOINT_KEY, BackboneMismatchError, check_backbones
+    from feature_extraction import backbone_record
+    from rulstm.checkpoints import read_checkpoint
+
+    paths = [checkpoints] if isinstance(checkpoints, str | Path) else list(checkpoints)
+    features = {m: backbone_record(extractor.models, m) for m in needed if m in ("rgb", "flow")}
+    for path in paths:
+        trained = read_checkpoint(path).get(CHECKPOINT_KEY)
+        if trained is not None:
+            trained = {m: r for m, r in trained.items() if m in features}
+        relevant = {m: r for m, r in features.items() if trained is None or m in trained}
+        try:
+            check_backbones(
+                relevant,
+                trained,
+                features_name="the extraction config's features",
+                checkpoint_name=str(path),
+            )
+        except BackboneMismatchError as error:
+            raise DemoError(str(error)) from None
+
+
 def run_demo(
     options: DemoOptions, *, on_step: Callable[[int, float, Any], None] | None = None
 ) -> DemoSummary:
@@ -297,6 +322,7 @@ def run_demo(
         config_name=str(options.extract_config or "(defaults)"),
         flow_from_images=frames is not None,
     )
+    check_demo_backbones(options.checkpoints, extractor, needed)
     source: VideoInput | FrameFolderInput
     if frames is not None:
         frames.extractor, source = extractor, frames

@@ -488,3 +488,17 @@ def test_auto_weights_follow_native_bf16(
     assert parse_options(demo_args(checkpoint)).weights == "fp32"
     model = load_model(checkpoint, device=torch.device("cpu"), weights="auto")
     assert model.anticipator.weights == expected
+
+
+def test_a_checkpoint_trained_on_another_backbone_is_refused(make_checkpoint, demo_args, capsys):
+    from epic_protocol.backbones import CHECKPOINT_KEY
+
+    fused = make_checkpoint("fusion")
+    checkpoint = torch.load(fused, weights_only=True)
+    dino = {"backbone": "timm:vit_small_patch14_dinov2", "weights": "/w", "revision": None,
+            "clip_length": 1, "clip_stride": 1, "dim": 512}  # fmt: skip
+    checkpoint[CHECKPOINT_KEY] = {"rgb": dino, "flow": None, "obj": None}
+    torch.save(checkpoint, fused)
+    assert main(demo_args(fused)) == 1
+    err = capsys.readouterr().err
+    assert "timm:vit_small_patch14_dinov2" in err and "resnet18" in err and str(fused) in err

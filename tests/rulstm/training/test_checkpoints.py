@@ -97,3 +97,35 @@ def test_rerun_into_a_used_folder_is_refused_or_replaced(tmp_path, synthetic_dat
     assert cli.trainer.current_epoch == 2
     assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]  # no -v1
     assert _load(folder / "last.ckpt")["epoch"] == 1
+
+
+def _set_backbone(path: Path, record: dict) -> None:
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r+") as handle:
+        provenance = json.loads(handle.attrs.get("provenance", "{}") or "{}")
+        handle.attrs["provenance"] = json.dumps({**provenance, "backbone": record})
+
+
+def test_checkpoints_record_the_feature_backbone_and_test_refuses_another(
+    tmp_path, synthetic_data, capsys
+):
+    from epic_protocol.backbones import CHECKPOINT_KEY
+
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+    dino = {"backbone": "timm:vit_small_patch14_dinov2", "weights": "none (random, seeded)",
+            "revision": None, "clip_length": 1, "clip_stride": 1, "dim": 12}  # fmt: skip
+    _set_backbone(data.features["rgb"], dino)
+    fit("rgb_sc", data, tmp_path, epochs=1)
+    best = tmp_path / "rgb_sc" / "checkpoints" / "best.ckpt"
+    assert _load(best)[CHECKPOINT_KEY] == {"rgb": dino}
+    _set_backbone(data.features["rgb"], {**dino, "backbone": "open_clip:ViT-B-16"})
+    arguments = fit_args("rgb_sc", data, tmp_path / "eval", epochs=1)
+    arguments[0] = "test"
+    arguments += ["--data.test_annotations", str(data.val), "--ckpt_path", str(best)]
+    assert main(arguments) == 1
+    err = capsys.readouterr().err
+    assert "timm:vit_small_patch14_dinov2" in err and "open_clip:ViT-B-16" in err
+    assert str(best) in err

@@ -1,0 +1,90 @@
+"""Which backbone computed a modality's features, and the check that a checkpoint is evaluated
+on features of the backbone it was trained on.
+
+``rulstm-extract`` records a ``backbone`` dict in each feature file's provenance (name, weights
+source, revision or file hash, libraries, preprocessing, clip rule, pooling, precision, dim);
+``rulstm fit`` copies the records of its feature files into each checkpoint under
+:data:`CHECKPOINT_KEY`. ``rulstm test`` / ``validate`` / ``predict`` and the demo call
+:func:`check_backbones`: a difference is refused naming both, a missing record (older files,
+imported checkpoints) is a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+#: Checkpoint entry: ``{modality: backbone record or None}`` of the training features.
+CHECKPOINT_KEY = "rulstm_feature_backbones"
+
+
+class BackboneMismatchError(ValueError):
+    """A checkpoint trained on one backbone's features, given another backbone's."""
+
+
+def backbone_of(provenance: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``backbone`` record of a feature file's provenance, or None (older files)."""
+    record = provenance.get("backbone")
+    return dict(record) if isinstance(record, Mapping) else None
+
+
+def describe(record: Mapping[str, Any]) -> str:
+    """``timm:vit_base_patch14_dinov2 (weights ..., revision ...)`` for messages."""
+    text = f"{record.get('backbone')} (weights {record.get('weights')}"
+    if record.get("revision"):
+        text += f", revision {record['revision']}"
+    return text + ")"
+
+
+def same_backbone(first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
+    """Same name, clip rule and dimension; same weights revision where both record one of the
+    same kind (two file hashes, or two hub revisions); otherwise the same weights source."""
+    for key in ("backbone", "clip_length", "clip_stride", "dim"):
+        if first.get(key) != second.get(key):
+            return False
+    one, two = first.get("revision"), second.get("revision")
+    if one and two and str(one).startswith("sha256:") == str(two).startswith("sha256:"):
+        return one == two
+    if one or two:  # a hash against a hub revision: the same files may be behind both
+        return True
+    return first.get("weights") == second.get("weights")
+
+
+def check_backbones(
+    features: Mapping[str, Mapping[str, Any] | None],
+    checkpoint: Mapping[str, Mapping[str, Any] | None] | None,
+    *,
+    features_name: str,
+    checkpoint_name: str,
+) -> list[str]:
+    """Compare the backbone records of the features given (per modality) with those a
+    checkpoint was trained on. Raises :class:`BackboneMismatchError` naming both when they
+    differ; warns (and returns the warnings) when either side records none."""
+    messages: list[str] = []
+    if checkpoint is None:
+        if any(record is not None for record in features.values()):
+            messages.append(
+                f"{checkpoint_name} records no feature backbone (trained before backbones were "
+                f"recorded, or imported): cannot check it against {features_name}"
+            )
+    else:
+        for modality, record in features.items():
+            trained = checkpoint.get(modality)
+            if record is None or trained is None:
+                if record is not None or trained is not None:
+                    missing = features_name if record is None else checkpoint_name
+                    messages.append(
+                        f"{missing} records no {modality} backbone: cannot check that "
+                        f"{checkpoint_name} and {features_name} use the same one"
+                    )
+                continue
+            if not same_backbone(record, trained):
+                raise BackboneMismatchError(
+                    f"{checkpoint_name} was trained on {modality} features of "
+                    f"{describe(trained)} but {features_name} are {describe(record)}; "
+                    "extract the features with the checkpoint's backbone, or train on these"
+                )
+    for message in messages:
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return messages

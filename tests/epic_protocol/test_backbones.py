@@ -1,0 +1,45 @@
+"""A checkpoint is evaluated on features of the backbone it was trained on."""
+
+from __future__ import annotations
+
+import pytest
+
+from epic_protocol.backbones import BackboneMismatchError, backbone_of, check_backbones
+
+DINO = {
+    "backbone": "timm:vit_base_patch14_dinov2",
+    "weights": "/data/dinov2",
+    "revision": "sha256:aaaa",
+    "clip_length": 1,
+    "clip_stride": 1,
+    "dim": 768,
+}
+CLIP = {**DINO, "backbone": "open_clip:ViT-B-16", "revision": "sha256:bbbb", "dim": 512}
+
+
+def test_a_different_backbone_is_refused_naming_both() -> None:
+    with pytest.raises(BackboneMismatchError) as caught:
+        check_backbones(
+            {"rgb": CLIP}, {"rgb": DINO}, features_name="rgb.h5", checkpoint_name="best.ckpt"
+        )
+    message = str(caught.value)
+    assert "timm:vit_base_patch14_dinov2" in message and "open_clip:ViT-B-16" in message
+    assert "best.ckpt" in message and "rgb.h5" in message
+    other_weights = {**DINO, "revision": "sha256:cccc"}  # same name, other file
+    with pytest.raises(BackboneMismatchError, match="sha256:cccc"):
+        check_backbones(
+            {"rgb": other_weights}, {"rgb": DINO}, features_name="f", checkpoint_name="c"
+        )
+
+
+def test_the_same_backbone_passes_and_a_missing_record_warns() -> None:
+    moved = {**DINO, "weights": "/elsewhere/dinov2"}  # same file hash, other folder
+    assert (
+        check_backbones({"rgb": moved}, {"rgb": DINO}, features_name="f", checkpoint_name="c") == []
+    )
+    with pytest.warns(UserWarning, match="records no feature backbone"):
+        check_backbones({"rgb": DINO}, None, features_name="f", checkpoint_name="old.ckpt")
+    with pytest.warns(UserWarning, match="records no rgb backbone"):
+        check_backbones({"rgb": None}, {"rgb": DINO}, features_name="old.h5", checkpoint_name="c")
+    assert backbone_of({"config_hash": "x"}) is None
+    assert backbone_of({"backbone": DINO}) == DINO
