@@ -11,8 +11,8 @@
 
 Every command is printed as it runs (``$ rulstm fit ...``, ``$ rulstm test ...``,
 ``$ rulstm-demo ...``) and saved in ``commands.sh``, so each step can be copied and rerun.
-With ``--baselines`` (or ``--preset baselines``) the LSTM, TCN, RU-GRU and Transformer
-baselines are trained on RGB too and appear as extra rows of the table.
+With ``--baselines`` (or ``--preset baselines``) the LSTM, TCN, RU-GRU, Transformer and
+attentive-probe baselines are trained on RGB too and appear as extra rows of the table.
 
 Everything lands in one folder (``--out``, default ``quickstart_output``)::
 
@@ -53,6 +53,7 @@ BASELINES = {
     "tcn_rgb": "baseline_tcn.yaml",
     "rugru_rgb": "baseline_rugru.yaml",
     "transformer_rgb": "baseline_transformer.yaml",
+    "probe_rgb": "baseline_probe.yaml",
 }
 
 
@@ -547,14 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="size of the generated kitchen and length of training (default: %(default)s). "
         "tiny is used by the tests; large renders more data and trains longer; baselines is "
-        "default plus the RGB baselines (LSTM, TCN, RU-GRU, Transformer). Measured times and "
+        "default plus the RGB baselines (LSTM, TCN, RU-GRU, Transformer, attentive probe). Measured times and "
         "accuracies, with their spread over seeds and the CPU they were measured on: the "
         "README's Quickstart section; each run prints how it compares",
     )
     parser.add_argument(
         "--baselines",
         action="store_true",
-        help="also train the RGB baselines (LSTM, TCN, RU-GRU, Transformer) with any preset",
+        help="also train the RGB baselines (LSTM, TCN, RU-GRU, Transformer, attentive probe) with any preset",
     )
     parser.add_argument(
         "--seed",

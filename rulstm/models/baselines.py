@@ -7,7 +7,9 @@ pre-training config cannot silently train the wrong objective).
 
 * :class:`LSTMBaseline`: one LSTM encodes and predicts;
 * :class:`TCNBaseline`: causal dilated convolutions (Bai et al., 2018);
-* :class:`TransformerBaseline`: a causal Transformer encoder (Vaswani et al., 2017).
+* :class:`TransformerBaseline`: a causal Transformer encoder (Vaswani et al., 2017);
+* :class:`AttentiveProbe`: a learned query cross-attending over the observed step features
+  (V-JEPA 2's attentive probe, Assran et al., 2025, at step granularity).
 
 The RU-GRU baseline is :class:`rulstm.models.RULSTM` with ``cell="gru"``.
 """
@@ -280,3 +282,86 @@ class TransformerBaseline(nn.Module):
         mask = nn.Transformer.generate_square_subsequent_mask(steps, device=x.device, dtype=x.dtype)
         encoded = self.norm(self.encoder(tokens, mask=mask, is_causal=True))  # (B, T, hidden)
         return self.classifier(encoded[:, -kept:])  # (B, S, hidden) -> (B, S, C)
+
+
+def sinusoidal_positions(steps: int, size: int, *, like: Tensor) -> Tensor:
+    """The (steps, size) sinusoidal position table of Vaswani et al. (2017), on ``like``'s
+    device and dtype."""
+    position = torch.arange(steps, device=like.device, dtype=like.dtype)[:, None]  # (T, 1)
+    frequency = torch.exp(
+        torch.arange(0, size, 2, device=like.device, dtype=like.dtype) * (-math.log(10000.0) / size)
+    )  # (ceil(size/2),)
+    table = like.new_zeros(steps, size)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: size // 2])
+    return table
+
+
+class AttentiveProbe(nn.Module):
+    """An attentive probe at step granularity (the head V-JEPA 2 trains on frozen features,
+    here over one pooled feature per observed step): a learned query cross-attends over the
+    observed step features, then a residual MLP and a linear classifier.
+
+    The prediction at step ``t`` attends to steps ``<= t`` only (a causal mask), so output
+    ``t`` depends only on ``x[:, :t+1]``, as for the other baselines. Keys and values are the
+    features projected to ``hidden``, normalised, plus sinusoidal step positions.
+
+    Args:
+        num_classes: number of classes ``C``.
+        feat_dim: input feature size ``D``.
+        hidden: width of the query, keys and values.
+        heads: attention heads (must divide ``hidden``).
+        dropout: on the input features, in the attention and before the classifier.
+        mlp_ratio: hidden width of the MLP, as a multiple of ``hidden``.
+
+    Raises:
+        ValueError: ``hidden`` not divisible by ``heads``, or (in ``forward``) a bad input
+            shape.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        feat_dim: int,
+        hidden: int = 256,
+        heads: int = 4,
+        dropout: float = 0.1,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        self.num_classes = num_classes
+        self.feat_dim = feat_dim
+        self.hidden = hidden
+        self.input_dropout = nn.Dropout(dropout)
+        self.project = nn.Linear(feat_dim, hidden)
+        self.key_norm = nn.LayerNorm(hidden)
+        self.query = nn.Parameter(torch.zeros(hidden))
+        nn.init.normal_(self.query, std=0.02)
+        self.attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        width = int(hidden * mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(hidden), nn.Linear(hidden, width), nn.GELU(), nn.Linear(width, hidden)
+        )
+        self.norm = nn.LayerNorm(hidden)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+    def forward(
+        self, x: Tensor, *, sequence_completion: bool = False, last_steps: int | None = None
+    ) -> Tensor:
+        """Logits (B, S, C) of the last ``S = last_steps or T`` steps of x (B, T, D)."""
+        _no_sequence_completion(sequence_completion, type(self).__name__)
+        kept = _check_input(x, self.feat_dim, last_steps, type(self).__name__)
+        batch, steps = x.shape[:2]
+        keys = self.key_norm(self.project(self.input_dropout(x)))  # (B, T, D) -> (B, T, hidden)
+        keys = keys + sinusoidal_positions(steps, self.hidden, like=keys)  # + (T, hidden)
+        queries = self.query.expand(batch, kept, -1)  # (hidden,) -> (B, S, hidden)
+        # Query s (step t = T - S + s) may attend to steps <= t: True above that diagonal.
+        first = steps - kept
+        blocked = torch.ones(kept, steps, dtype=torch.bool, device=x.device).triu(first + 1)
+        attended, _ = self.attention(queries, keys, keys, attn_mask=blocked, need_weights=False)
+        out = queries + attended  # (B, S, hidden)
+        out = out + self.mlp(out)
+        return self.classifier(self.norm(out))  # (B, S, hidden) -> (B, S, C)

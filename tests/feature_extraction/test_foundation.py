@@ -350,3 +350,39 @@ def test_foundation_backbones_are_rgb_only_and_use_their_own_preprocessing() -> 
                                 "--rgb.input_size", "[32, 32]"])  # fmt: skip
     with pytest.raises(ValueError, match="own preprocessing"):
         build_models(config)
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "extract"
+
+
+@pytest.mark.parametrize(
+    "name", ["dinov2", "videomae", "vjepa2", pytest.param("clip", marks=pytest.mark.slow)]
+)
+def test_shipped_foundation_configs_extract_with_local_weights(
+    tmp_path: Path, make_video, name: str
+) -> None:
+    """configs/extract/<name>.yaml --rgb.weights <local folder> (tiny random models of the same
+    type; OpenCLIP: the real ViT-B-16 architecture with random weights)."""
+    if name == "dinov2":
+        weights = str(tiny_dinov2(tmp_path / "model"))
+    elif name == "clip":
+        weights = "none"
+    else:
+        weights = str(tiny_video_model(tmp_path / "model", name))
+    make_video("videos/P01_01.mp4", num_frames=3, width=96, height=64)
+    out = tmp_path / "out"
+    arguments = [
+        "-c", str(CONFIGS / f"{name}.yaml"), "--videos", str(tmp_path / "videos"),
+        "--out", str(out), "--rgb.weights", weights, "--device", "cpu", "--num_workers", "0",
+        "--threads", "1", "--batch_size", "2", "--progress", "false",
+    ]  # fmt: skip
+    if name in ("videomae", "vjepa2"):
+        arguments += ["--rgb.clip_length", "4"]  # the tiny models' clip length
+    assert main(arguments) == 0
+    frames, features = _stored(out / "rgb.h5", "P01_01")
+    config = load_config(CONFIGS / f"{name}.yaml")
+    assert frames.tolist() == [1, 2, 3] and np.isfinite(features).all()
+    assert features.shape[1] == (512 if name == "clip" else 32)
+    with h5py.File(out / "rgb.h5", "r") as handle:
+        record = json.loads(handle.attrs["provenance"])["backbone"]
+    assert record["backbone"] == config.rgb.backbone and record["dim"] == features.shape[1]

@@ -51,7 +51,7 @@ def test_tiny_quickstart_end_to_end(tmp_path, capsys):
     ):
         assert (out / "runs" / stage / "checkpoints" / "best.ckpt").is_file(), stage
     summary = json.loads((out / "metrics.json").read_text())
-    baselines = {"lstm_rgb", "tcn_rgb", "rugru_rgb", "transformer_rgb"}
+    baselines = {"lstm_rgb", "tcn_rgb", "rugru_rgb", "transformer_rgb", "probe_rgb"}
     assert set(summary["models"]) == {"rgb", "flow", "obj", "fusion"} | baselines
     table = printed[printed.index("=== results ===") :]
     assert all(f"\n{name} " in table for name in baselines)

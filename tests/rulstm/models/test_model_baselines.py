@@ -1,16 +1,16 @@
-"""LSTM, TCN and Transformer baselines: the RULSTM forward contract, causality, errors."""
+"""LSTM, TCN, Transformer and attentive-probe baselines: the RULSTM forward contract, causality, errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from rulstm.models import LSTMBaseline, TCNBaseline, TransformerBaseline
+from rulstm.models import AttentiveProbe, LSTMBaseline, TCNBaseline, TransformerBaseline
 
 B, T, D, H, C = 3, 5, 7, 6, 11
 
 
-KINDS = ["lstm", "tcn", "transformer", "transformer_learned"]
+KINDS = ["lstm", "tcn", "transformer", "transformer_learned", "probe"]
 
 
 def make(kind: str, **kwargs):
@@ -18,7 +18,11 @@ def make(kind: str, **kwargs):
     if kind.startswith("transformer"):
         positions = "learned" if kind.endswith("learned") else "sinusoidal"
         kwargs = {"heads": 2, "layers": 2, "positions": positions, "max_steps": 8, **kwargs}
-    cls = {"lstm": LSTMBaseline, "tcn": TCNBaseline}.get(kind, TransformerBaseline)
+    if kind == "probe":
+        kwargs = {"heads": 2, **kwargs}
+    cls = {"lstm": LSTMBaseline, "tcn": TCNBaseline, "probe": AttentiveProbe}.get(
+        kind, TransformerBaseline
+    )
     return cls(num_classes=C, feat_dim=D, hidden=H, **kwargs).eval()
 
 

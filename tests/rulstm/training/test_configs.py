@@ -50,7 +50,7 @@ def test_config_runs_fast_dev_run(stage, tmp_path, synthetic_data, fast_dev_run_
         val=data.val,
         root=tmp_path / "run",
     )
-    if stage.stem == "baseline_transformer_rgb":
+    if stage.stem in ("baseline_transformer_rgb", "baseline_probe_rgb"):
         args += ["--model.net.init_args.heads", "2"]  # hidden 8 above
     cli = build_cli(args)
     assert cli.trainer.state.finished
@@ -89,3 +89,33 @@ def test_quickstart_config_runs_fast_dev_run(stage, tmp_path, synthetic_data):
     cli = build_cli(args)
     assert cli.trainer.state.finished and "train/loss" in cli.trainer.callback_metrics
     assert cli.model.net.num_classes == 4
+
+
+FOUNDATION = sorted(CONFIGS.glob("*/foundation/*.yaml"))
+FOUNDATION_DIMS = {"dinov2": 768, "clip": 512, "videomae": 768, "vjepa2": 1024}
+
+
+@pytest.mark.parametrize("overlay", FOUNDATION, ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+def test_foundation_feature_overrides_run_on_their_dimension(
+    overlay, tmp_path, synthetic_data, fast_dev_run_args
+):
+    """configs/<dataset>/foundation/<backbone>.yaml on top of the rgb_sc stage: the feature
+    size comes from the file (no size option), the dropout from the override."""
+    dataset = overlay.parent.parent.name
+    data = synthetic_data(
+        dims={"rgb": FOUNDATION_DIMS[overlay.stem]}, videos=3, frames=600, num_classes=4
+    )
+    stage = CONFIGS / dataset / "rgb_sc.yaml"
+    args = fast_dev_run_args(
+        CONFIGS / dataset / "base.yaml",
+        stage,
+        features={"rgb": data.features["rgb"]},
+        train=data.train,
+        val=data.val,
+        root=tmp_path / "run",
+    )
+    args[args.index(str(stage)) + 1 : args.index(str(stage)) + 1] = ["-c", str(overlay)]
+    cli = build_cli(args)
+    assert cli.trainer.state.finished
+    assert cli.model.net.feat_dim == FOUNDATION_DIMS[overlay.stem]
+    assert cli.model.net.input_dropout.p == 0.5
