@@ -386,3 +386,41 @@ def test_shipped_foundation_configs_extract_with_local_weights(
     with h5py.File(out / "rgb.h5", "r") as handle:
         record = json.loads(handle.attrs["provenance"])["backbone"]
     assert record["backbone"] == config.rgb.backbone and record["dim"] == features.shape[1]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_with_ddp_extract_a_video_backbone_like_one(
+    tmp_path: Path, make_video
+) -> None:
+    """Two gloo ranks deal the videos (disjoint) and merge one output equal to a single
+    process, with a video foundation backbone (causal clips across chunk boundaries)."""
+    import os
+    import subprocess
+
+    folder = tiny_video_model(tmp_path / "videomae", "videomae")
+    for name, frames in (("A", 30), ("B", 20), ("C", 25)):
+        make_video(f"videos/{name}.mp4", num_frames=frames)
+    repo = Path(__file__).resolve().parents[2]
+    environment = dict(os.environ, WANDB_MODE="disabled")
+    environment["PYTHONPATH"] = os.pathsep.join([str(repo), environment.get("PYTHONPATH", "")])
+    options = [
+        "--modalities", "rgb", "--device", "cpu", "--rgb.backbone", "hf:videomae",
+        "--rgb.weights", str(folder), "--rgb.clip_stride", "2", "--batch_size", "4",
+        "--num_workers", "0", "--threads", "1", "--decode.width", "64", "--decode.height", "48",
+        "--progress", "false",
+    ]  # fmt: skip
+    distributed = tmp_path / "ddp"
+    result = subprocess.run(
+        [sys.executable, "-m", "feature_extraction.cli", "--videos", str(tmp_path / "videos"),
+         "--out", str(distributed), *options, "--devices", "2"],
+        env=environment, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "processes: 2 (videos per rank: 2, 1)" in result.stdout
+    single = tmp_path / "single"
+    assert main(["--videos", str(tmp_path / "videos"), "--out", str(single), *options]) == 0
+    for video in ("A", "B", "C"):
+        frames, features = _stored(distributed / "rgb.h5", video)
+        single_frames, single_features = _stored(single / "rgb.h5", video)
+        assert frames.tolist() == single_frames.tolist()
+        np.testing.assert_allclose(features, single_features, rtol=0, atol=1e-6)
