@@ -366,9 +366,9 @@ def _open_clip(architecture: str, weights: str | None, seed: int, projection: bo
             model, _, transform = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained, load_weights=pretrained is not None
             )
-    except RuntimeError as error:
-        raise ValueError(f"OpenCLIP {architecture}: {error}") from None
-    except OSError as error:
+    except (RuntimeError, OSError) as error:
+        if isinstance(error, RuntimeError) and "download" not in str(error).lower():
+            raise ValueError(f"OpenCLIP {architecture}: {error}") from None
         raise _unavailable(
             f"the OpenCLIP weights {weights!r} of {architecture}",
             error,

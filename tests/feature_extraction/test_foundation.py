@@ -328,15 +328,23 @@ def test_a_missing_library_names_the_extra(monkeypatch) -> None:
         build_foundation_backbone(name="timm:test_vit", weights="none")
 
 
-def test_an_offline_hub_model_is_one_line_naming_it(monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("backbone", "weights"),
+    [
+        ("hf:vjepa2", "nobody/no-such-vjepa2@main"),
+        ("timm:test_vit", "nobody/no-such-timm-model"),
+        ("open_clip:ViT-B-32", "nobody/no-such-clip"),
+    ],
+)
+def test_an_offline_hub_model_is_one_line_naming_it(monkeypatch, backbone, weights) -> None:
     import huggingface_hub.constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(WeightsUnavailableError) as caught:
-        build_foundation_backbone(name="hf:vjepa2", weights="nobody/no-such-vjepa2@main")
+        build_foundation_backbone(name=backbone, weights=weights)
     message = str(caught.value)
-    assert "\n" not in message and "nobody/no-such-vjepa2" in message
+    assert "\n" not in message and weights in message
     assert "--rgb.weights PATH" in message
 
 
