@@ -502,3 +502,34 @@ def test_a_checkpoint_trained_on_another_backbone_is_refused(make_checkpoint, de
     assert main(demo_args(fused)) == 1
     err = capsys.readouterr().err
     assert "timm:vit_small_patch14_dinov2" in err and "resnet18" in err and str(fused) in err
+
+
+def test_demo_runs_on_a_video_foundation_backbone(make_checkpoint, demo_args, tmp_path, decode_all):
+    """The demo end to end with RGB from a tiny random VideoMAE (saved with save_pretrained,
+    loaded by path): causal clips from the streaming ring buffer, fused with flow and obj."""
+    transformers = pytest.importorskip("transformers")
+    from epic_protocol.backbones import CHECKPOINT_KEY
+
+    folder = tmp_path / "videomae"
+    config = transformers.VideoMAEConfig(
+        image_size=32, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=32,
+        num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.VideoMAEModel(config).save_pretrained(folder)
+    transformers.VideoMAEVideoProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(folder)
+    fused = make_checkpoint("fusion", dims={"rgb": 32, "flow": 512, "obj": 8})
+    checkpoint = torch.load(fused, weights_only=True)
+    record = {"backbone": "hf:videomae", "weights": str(folder), "revision": None,
+              "clip_length": 4, "clip_stride": 2, "dim": 32}  # fmt: skip
+    checkpoint[CHECKPOINT_KEY] = {"rgb": record, "flow": None, "obj": None}
+    torch.save(checkpoint, fused)
+    out = tmp_path / "foundation.mp4"
+    args = demo_args(fused, "--duration", "1.0", out=out)
+    args += ["--rgb.backbone", "hf:videomae", "--rgb.weights", str(folder),
+             "--rgb.input_size", "null", "--rgb.clip_stride", "2"]  # fmt: skip
+    assert main(args) == 0
+    frames, _ = decode_all(out)
+    assert len(frames) == 30
