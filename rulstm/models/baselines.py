@@ -259,15 +259,7 @@ class TransformerBaseline(nn.Module):
                     f"max_steps={self.max_steps}"
                 )
             return self.position_table[:steps]
-        position = torch.arange(steps, device=like.device, dtype=like.dtype)[:, None]  # (T, 1)
-        frequency = torch.exp(
-            torch.arange(0, self.hidden, 2, device=like.device, dtype=like.dtype)
-            * (-math.log(10000.0) / self.hidden)
-        )  # (ceil(hidden/2),)
-        table = like.new_zeros(steps, self.hidden)
-        table[:, 0::2] = torch.sin(position * frequency)
-        table[:, 1::2] = torch.cos(position * frequency[: self.hidden // 2])
-        return table
+        return sinusoidal_positions(steps, self.hidden, like=like)
 
     def forward(
         self, x: Tensor, *, sequence_completion: bool = False, last_steps: int | None = None
