@@ -119,7 +119,11 @@ class ExtractionModule(L.LightningModule):
         for modality in batch.modalities:
             begin = time.perf_counter()
             if modality == "rgb":
-                self.computer.rgb_features(kept_images[:1])
+                one = kept_images[:1]  # (1, H, W, 3)
+                if self.computer.rgb_clip is not None:  # a video backbone times one clip
+                    length = self.computer.rgb_clip[0]
+                    one = one[:, None].expand(-1, length, -1, -1, -1)  # -> (1, T, H, W, 3)
+                self.computer.rgb_features(one)
             elif modality == "flow" and self.computer.raft is None:
                 self.computer.flow_features(batch.flow[:1])
             elif modality == "obj":

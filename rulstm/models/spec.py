@@ -15,7 +15,12 @@ from typing import Any
 
 from torch import nn
 
-from rulstm.models.baselines import LSTMBaseline, TCNBaseline, TransformerBaseline
+from rulstm.models.baselines import (
+    AttentiveProbe,
+    LSTMBaseline,
+    TCNBaseline,
+    TransformerBaseline,
+)
 from rulstm.models.rulstm import RULSTM, RULSTMFusion
 
 NET_KEY = "rulstm_net"
@@ -29,6 +34,7 @@ NETWORKS: dict[str, type[nn.Module]] = {
     "rulstm.models.LSTMBaseline": LSTMBaseline,
     "rulstm.models.TCNBaseline": TCNBaseline,
     "rulstm.models.TransformerBaseline": TransformerBaseline,
+    "rulstm.models.AttentiveProbe": AttentiveProbe,
 }
 
 

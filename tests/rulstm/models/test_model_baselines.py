@@ -104,3 +104,10 @@ def test_transformer_positions_and_errors():
         TransformerBaseline(num_classes=C, feat_dim=D, hidden=6, heads=4)
     with pytest.raises(ValueError, match="positions must be"):
         TransformerBaseline(num_classes=C, feat_dim=D, hidden=8, positions="rotary")  # type: ignore[arg-type]
+
+
+def test_the_attentive_probe_is_allow_listed_for_checkpoints():
+    from rulstm.models.spec import allowed_net
+
+    assert allowed_net("rulstm.models.AttentiveProbe") is AttentiveProbe
+    assert allowed_net("rulstm.models.baselines.AttentiveProbe") is AttentiveProbe
