@@ -5,7 +5,22 @@ wrap their ``main`` with :func:`cli_main`; an exception that escapes is printed 
 
     <prog>: error: <message naming the file / video / row / key / option>
 
-and the process exits with status 1 (2 for argument errors, 130 on Ctrl-C). ``--debug`` on
+and the process exits with a status that depends on the kind of error, one rule for every
+script (the README's "Errors and exit codes"):
+
+* a **usage error** (:class:`UsageError`: an option that does not exist, options that cannot
+  be used together, a missing required option) exits with status **2**, like argparse;
+* a **data error** (:class:`DataError`: a file, video, row or key that is malformed, missing
+  or does not match) exits with status **1**; its one line names the file and the video, row
+  or key;
+* an **environment error** (:class:`SetupError`: a full disk, a folder that cannot be
+  written, a missing package or weights, a locked file) exits with status **1**; its one line
+  names the cause (and the file);
+* Ctrl-C exits with 130 (SIGTERM during an extraction: 143).
+
+Every exception class of the project derives from exactly one of the three (checked by a
+test). Python's own ``OSError``, ``ValueError``, ``LookupError`` and ``ImportError`` are
+reported the same way (status 1); any other exception is a bug and says so. ``--debug`` on
 the command line (removed before parsing) or ``RULSTM_DEBUG=1`` in the environment re-raises
 instead, with the full traceback. The shared contract layer holds this so that the training
 and extraction sides, which never import each other, report errors the same way.
@@ -43,15 +58,35 @@ class UserError(Exception):
     exit_code = 1
 
 
-class WeightsUnavailableError(UserError, RuntimeError):
-    """Pretrained weights that are neither cached nor downloadable (no network): the message
-    names the weights and says how to provide them."""
-
-
 class UsageError(UserError):
     """Arguments that cannot be used together or at all (argparse's exit status 2)."""
 
     exit_code = 2
+
+
+class DataError(UserError):
+    """Bad input data: a file, video, row or key that is malformed, missing or does not match
+    (exit status 1). The message names the file and the video, row or key."""
+
+
+class SetupError(UserError):
+    """The environment stops the run: a full disk, an unwritable folder, a missing package or
+    weights, a locked file (exit status 1). The message names the cause."""
+
+
+class WeightsUnavailableError(SetupError, RuntimeError):
+    """Pretrained weights that are neither cached nor downloadable (no network): the message
+    names the weights and says how to provide them."""
+
+
+class Interrupted(UserError):
+    """The run was stopped by Ctrl-C (status 130) or SIGTERM (143); what was finished is kept."""
+
+    exit_code = 130
+
+
+#: The three kinds of error a console script reports (see the module docstring).
+ERROR_KINDS: tuple[type[UserError], ...] = (UsageError, DataError, SetupError)
 
 
 def debug_enabled(argv: Sequence[str] | None = None) -> bool:

@@ -11,9 +11,11 @@ Examples::
     rulstm-extract ... -c configs/extract/quickstart.yaml --obj.palette palette.yaml
 
 Every config field is an option (``--rgb.backbone resnet18``, ``--flow.method dis``);
-``--print_config`` shows the full configuration. Exit codes: 0 when every video was
-extracted or skipped, 1 when some failed (listed in the summary), 2 for unusable arguments
-or output folders.
+``--print_config`` shows the full configuration. Exit codes (the rule of every console
+script, :mod:`epic_protocol.errors`): 0 when every video was extracted or skipped, 1 when
+some failed (listed in the summary) or on a data or environment error (an output folder
+holding other features or that cannot be written, bad annotations; one line), 2 for unusable
+arguments.
 """
 
 from __future__ import annotations
@@ -137,8 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.exit_on_error = False  # usage errors raise: cli_main prints them as one line
     arguments = _flag_style(list(sys.argv[1:] if argv is None else argv))
     namespace = parser.parse_args(arguments)
-    from feature_extraction.output import OutputError
-    from feature_extraction.runner import PlanningError, RunOptions, run_extraction
+    from feature_extraction.runner import RunOptions, run_extraction
 
     try:
         config = config_from_namespace(parser, namespace)
@@ -165,13 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--videos {options.videos}: no such file or folder")
     if options.frames is not None and not options.frames.is_dir():
         parser.error(f"--frames {options.frames}: no such folder")
-    from feature_extraction.tsn import CheckpointError
-
-    try:
-        summary = run_extraction(config, options)
-    except (OutputError, PlanningError, CheckpointError, FileNotFoundError) as error:
-        print(f"rulstm-extract: error: {error}", file=sys.stderr)
-        return 2
+    # Data and environment errors (an incompatible or unwritable output folder, bad
+    # annotations, a missing checkpoint) reach cli_main: one line, status 1.
+    summary = run_extraction(config, options)
     if summary is None:  # a non-zero rank of a distributed run: rank 0 reports
         return 0
     print(summary.format())

@@ -50,6 +50,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from epic_protocol.errors import DataError
 from feature_extraction.video import exact_rate, resample
 
 Layout = Literal["flat", "epic"]
@@ -63,7 +64,7 @@ JPEG_SUFFIXES = (".jpg", ".jpeg")
 _FLAT_KINDS: dict[str, Kind] = {"frame": "rgb", "flow_u": "u", "flow_v": "v"}
 
 
-class FrameError(RuntimeError):
+class FrameError(DataError, RuntimeError):
     """A frame folder that cannot be used; the message names the file."""
 
 

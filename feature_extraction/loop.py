@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from epic_protocol.features import (
     SPARSE,
+    DetectionsWriter,
     FeatureFileWriter,
     FeatureWriteError,
     describe_non_finite,
@@ -31,7 +32,7 @@ from epic_protocol.features import (
 from feature_extraction.config import Modality
 from feature_extraction.foundation import ClipBuffer
 from feature_extraction.models import FeatureComputer, RaftStream
-from feature_extraction.output import DetectionsWriter, OutputError, StagingArea
+from feature_extraction.output import OutputError, StagingArea
 from feature_extraction.pipeline import (
     Chunk,
     ChunkDataset,

@@ -19,50 +19,46 @@ skips every video that is complete in it or in the staging area and holds the fr
 needs (video attribute ``sparse``: only the frames a sampling protocol reads were stored; a
 dense run redoes such videos, and a sparse run for other segments adds the missing frames).
 
-``obj.h5`` video groups may hold the raw detections (``keep_detections``) as extra datasets
-in a ``detections`` subgroup: ``frame`` int64 (M,) the 1-based frame of each detection,
-``boxes`` float32 (M, 4) ``x1, y1, x2, y2`` in pixels of the decoded frame, ``labels`` int64
-(M,) 0-based class indices into the root provenance's ``class_names``, and ``scores`` float32
-(M,). Rows are sorted by frame; a frame's detections are ``np.searchsorted`` away.
+``obj.h5`` video groups may hold the raw detections (``keep_detections``), staged per video
+next to the features and merged into the video's ``detections`` subgroup (layout:
+:mod:`epic_protocol.features.detections`).
+
+The file format, the compatibility check, the listing of stored videos and the merge itself
+live in :mod:`epic_protocol.features`; this module owns only where staging files go and when
+a merged file replaces the output file.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
-import numpy as np
-
+from epic_protocol.errors import DataError, SetupError
 from epic_protocol.features import (
-    COMPLETE,
-    FRAMES,
-    SPARSE,
+    DETECTIONS,
     FeatureFileError,
-    FeatureFileWriter,
     FeatureWriteError,
+    StorageDtype,
+    StoredVideo,
+    compatibility_problems,
     complete_videos,
-    reporting_write_failures,
+    merge_feature_files,
+    provenance_of,
+    stored_videos,
 )
 
 WORK_DIR = ".rulstm-extract"
-DETECTIONS = "detections"
-DETECTION_FIELDS = {
-    "frame": (np.int64, ()),
-    "boxes": (np.float32, (4,)),
-    "labels": (np.int64, ()),
-    "scores": (np.float32, ()),
-}
 
 
-class OutputError(RuntimeError):
-    """The output folder cannot be used (unwritable, or holds incompatible features)."""
+class OutputError(DataError, RuntimeError):
+    """The output folder holds features that cannot be added to (incompatible or unreadable)."""
+
+
+class UnwritableOutputError(OutputError, SetupError):
+    """The output folder or a file in it cannot be written (permissions, a full disk)."""
 
 
 def check_writable(out: Path) -> None:
@@ -73,48 +69,9 @@ def check_writable(out: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise OutputError(
+        raise UnwritableOutputError(
             f"cannot write to the output folder {out}: {error.strerror or error}"
         ) from error
-
-
-@dataclass(frozen=True)
-class StoredVideo:
-    """A complete video of a feature file: its stored frame numbers, and whether it was a
-    sparse extraction (a dense one stores every frame)."""
-
-    frames: np.ndarray
-    sparse: bool
-
-    def covers(self, wanted: np.ndarray | None) -> bool:
-        """Whether a run asking for ``wanted`` frames (``None``: all) can reuse this video.
-        A dense video covers any frame (frames past its end are served by its last frame)."""
-        if wanted is None:
-            return not self.sparse
-        if not self.sparse:
-            return True
-        return bool(np.isin(wanted, self.frames).all())
-
-
-def stored_videos(path: Path) -> dict[str, StoredVideo]:
-    """The complete videos of a feature file, read-only; empty if it is absent."""
-    if not path.is_file():
-        return {}
-    with h5py.File(path, "r") as handle:
-        return {
-            name: StoredVideo(group[FRAMES][()], bool(group.attrs.get(SPARSE, False)))
-            for name, group in handle.items()
-            if bool(group.attrs.get(COMPLETE, False))
-        }
-
-
-def _config_hash(path: Path) -> str | None:
-    with h5py.File(path, "r") as handle:
-        provenance = handle.attrs.get("provenance", "{}")
-    try:
-        return json.loads(provenance).get("config_hash")
-    except (TypeError, ValueError):
-        return None
 
 
 class StagingArea:
@@ -144,8 +101,8 @@ class StagingArea:
             video = path.stem
             try:
                 stored = stored_videos(path).get(video)
-                ok = stored is not None and _config_hash(path) == config_hash
-            except (OSError, RuntimeError):  # h5py: "addr overflow" in a file cut short
+                ok = stored is not None and provenance_of(path).get("config_hash") == config_hash
+            except (FeatureFileError, OSError, RuntimeError):  # h5py: "addr overflow"
                 stored, ok = None, False  # killed while writing it, or the disk was full
             if ok and stored is not None:
                 done[video] = stored
@@ -159,102 +116,15 @@ class StagingArea:
             self.detections_path(video).unlink(missing_ok=True)
 
 
-class DetectionsWriter:
-    """Appends one video's raw detections to a staging file (see the module docstring).
-
-    A write the OS refuses raises :class:`epic_protocol.features.FeatureWriteError` naming
-    the file and abandons it (as :class:`FeatureFileWriter` does); :meth:`close` then returns
-    quietly."""
-
-    def __init__(self, path: Path, *, class_names: Iterable[str]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-        self.path = path
-        self._failed = False
-        self._file = h5py.File(path, "w")
-        self._datasets: dict[str, h5py.Dataset] = {}
-        with self._writing():
-            self._file.attrs[COMPLETE] = False
-            self._file.attrs["class_names"] = json.dumps(list(class_names))
-            for name, (dtype, shape) in DETECTION_FIELDS.items():
-                self._datasets[name] = self._file.create_dataset(
-                    name,
-                    shape=(0, *shape),
-                    maxshape=(None, *shape),
-                    dtype=dtype,
-                    chunks=(1024, *shape),
-                )
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        if self._failed:
-            raise OutputError(f"{self.path}: an earlier write failed")
-        try:
-            with reporting_write_failures(self.path, self._file, self._datasets):
-                yield
-        except FeatureWriteError:
-            self._failed = True
-            raise
-
-    def append(self, frame: int, boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> None:
-        count = len(scores)
-        if count == 0:
-            return
-        values = {
-            "frame": np.full(count, frame, np.int64),
-            "boxes": np.asarray(boxes, np.float32).reshape(count, 4),
-            "labels": np.asarray(labels, np.int64),
-            "scores": np.asarray(scores, np.float32),
-        }
-        with self._writing():
-            for name, value in values.items():
-                dataset = self._datasets[name]
-                start = dataset.shape[0]
-                dataset.resize(start + count, axis=0)
-                dataset[start:] = value
-
-    def finish(self) -> None:
-        with self._writing():
-            self._file.attrs[COMPLETE] = True
-        self.close()
-
-    def close(self) -> None:
-        if self._failed or not self._file.id.valid:
-            return
-        with self._writing():
-            self._file.flush()  # a dataset closed by its destructor would hide a failed write
-            self._datasets.clear()
-            self._file.close()
-
-
 def check_output_file(
     path: Path, *, dim: int, fps: float, config_hash: str, overwrite: bool
 ) -> dict[str, StoredVideo]:
     """The complete videos of an existing output file, after checking that it holds the same
     kind of features; with ``overwrite`` a mismatching file is replaced instead."""
-    if not path.exists():
-        return {}
     try:
-        with h5py.File(path, "r") as handle:
-            attrs = dict(handle.attrs)
-    except OSError as error:
-        raise OutputError(
-            f"{path} exists but is not a readable HDF5 file ({error}); move it away"
-        ) from error
-    try:
-        provenance = json.loads(attrs.get("provenance", "{}"))
-    except ValueError:
-        provenance = {}
-    problems = []
-    if attrs.get("layout") != "rulstm-features":
-        problems.append("it is not a rulstm-features file")
-    else:
-        if int(attrs.get("dim", -1)) != dim:
-            problems.append(f"its features are {int(attrs.get('dim', -1))}-d, not {dim}-d")
-        if abs(float(attrs.get("fps", -1)) - fps) > 1e-9:
-            problems.append(f"it is at {float(attrs.get('fps', -1))} fps, not {fps}")
-        if provenance.get("config_hash") != config_hash:
-            problems.append("it was extracted with different settings (provenance config_hash)")
+        problems = compatibility_problems(path, dim=dim, fps=fps, config_hash=config_hash)
+    except FeatureFileError as error:
+        raise OutputError(f"{error}; move it away") from error
     if problems and not overwrite:
         raise OutputError(
             f"{path} holds different features: {'; '.join(problems)}. Use another --out, or "
@@ -271,7 +141,7 @@ def merge_staging(
     fps: float,
     provenance: Mapping[str, Any],
     replace_old: bool = False,
-    dtype: str = "float32",
+    dtype: StorageDtype = "float32",
 ) -> list[str]:
     """Merge complete staging files into ``OUT/<modality>.h5`` atomically (see the module
     docstring). ``replace_old`` drops the old file's videos (an --overwrite with changed
@@ -289,39 +159,27 @@ def merge_staging(
     if not staged:
         return []
     temporary = out / f"{modality}.h5.tmp"
-    temporary.unlink(missing_ok=True)
+    detections = {video: staging.detections_path(video) for video in staged}
     try:
-        # The writer creates the file with the layout's root attributes.
-        FeatureFileWriter(
-            temporary, modality=modality, dim=dim, fps=fps, provenance=provenance, dtype=dtype
-        ).close()
-        destination = h5py.File(temporary, "a")
-        # A write the OS refuses (disk full) abandons the temporary file: closing it would
-        # fail again and crash the process at exit (see epic_protocol.abandon_hdf5).
-        with reporting_write_failures(temporary, destination):
-            if target.exists() and not replace_old:
-                with h5py.File(target, "r") as old:
-                    for video in old:
-                        if video not in staged and bool(old[video].attrs.get(COMPLETE, False)):
-                            old.copy(old[video], destination, name=video)
-            for video, path in staged.items():
-                with h5py.File(path, "r") as source:
-                    source.copy(source[video], destination, name=video)
-                detections = staging.detections_path(video)
-                if modality == "obj" and detections.is_file():
-                    with h5py.File(detections, "r") as source:
-                        if bool(source.attrs.get(COMPLETE, False)):
-                            group = destination[video].create_group(DETECTIONS)
-                            for name in DETECTION_FIELDS:
-                                source.copy(source[name], group, name=name)
-            destination.flush()
-            destination.close()
+        merge_feature_files(
+            temporary,
+            modality=modality,
+            dim=dim,
+            fps=fps,
+            provenance=provenance,
+            videos=staged,
+            old=None if replace_old else target,
+            detections=detections if modality == "obj" else None,
+            dtype=dtype,
+        )
         os.replace(temporary, target)
     except (OSError, FeatureFileError) as error:
         temporary.unlink(missing_ok=True)
         if isinstance(error, FeatureWriteError):  # the old output file is untouched
-            raise OutputError(f"cannot write {target}: {error.path}: {error.strerror}") from None
-        raise OutputError(f"cannot write {target}: {error}") from error
+            raise UnwritableOutputError(
+                f"cannot write {target}: {error.path}: {error.strerror}"
+            ) from None
+        raise UnwritableOutputError(f"cannot write {target}: {error}") from error
     for video in staged:
         staging.discard(modality, video)
     return sorted(staged)

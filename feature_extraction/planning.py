@@ -16,6 +16,7 @@ import numpy as np
 
 from epic_protocol.annotations import Segment, read_annotations, read_video_info
 from epic_protocol.ego4d_lta import needed_frames_for_file as lta_needed_frames
+from epic_protocol.errors import DataError
 from epic_protocol.sampling import sample_frames
 from feature_extraction.config import ExtractConfig, Modality, SparseConfig
 from feature_extraction.frames import FrameVideo, find_frame_videos
@@ -24,7 +25,7 @@ from feature_extraction.pipeline import VideoJob
 from feature_extraction.video import probe_video, scan_videos
 
 
-class PlanningError(RuntimeError):
+class PlanningError(DataError, RuntimeError):
     """The plan could not be made (bad output folder, annotations, ...); rank 0's message."""
 
 

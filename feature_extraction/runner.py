@@ -24,7 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from epic_protocol.errors import UserError
+from epic_protocol.errors import Interrupted
 from feature_extraction.config import ExtractConfig
 from feature_extraction.loop import ExtractionData, ExtractionModule, StagingSink, VideoResult
 from feature_extraction.models import (
@@ -101,7 +101,7 @@ class Summary:
         return "\n".join(lines)
 
 
-class ExtractionInterrupted(UserError):
+class ExtractionInterrupted(Interrupted):
     """The run was stopped (SIGTERM from a scheduler or ``kill``, or Ctrl-C). Finished videos
     stay in the staging area; the same command resumes, redoing only unfinished videos."""
 

@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from epic_protocol.errors import DataError
 from epic_protocol.pickles import numpy_scalar_globals
 
 TSN_INPUT_SIZE = (256, 454)  # (rows, columns) of the reference's transforms.Resize
@@ -42,7 +43,7 @@ Preprocessing = Literal["torchvision", "tsn"]
 TSNModality = Literal["rgb", "flow"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DataError, ValueError):
     """A checkpoint that does not fit the model; the message names the file and the keys."""
 
 

@@ -60,6 +60,8 @@ from typing import Literal, TypeVar
 import cv2
 import numpy as np
 
+from epic_protocol.errors import DataError
+
 VIDEO_EXTENSIONS = frozenset(
     {
         ".mp4",
@@ -86,7 +88,7 @@ Payload = TypeVar("Payload")
 log = logging.getLogger(__name__)
 
 
-class VideoError(RuntimeError):
+class VideoError(DataError, RuntimeError):
     """A video that cannot be read; the message names the file."""
 
 

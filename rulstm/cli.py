@@ -60,7 +60,7 @@ from lightning.pytorch.loggers import WandbLogger
 from epic_protocol import precision
 from epic_protocol.backbones import CHECKPOINT_KEY as BACKBONES_KEY
 from epic_protocol.backbones import backbone_of, check_backbones
-from epic_protocol.errors import UserError, cli_main
+from epic_protocol.errors import DataError, cli_main
 from rulstm.checkpoints import check_lightning_checkpoint, read_checkpoint
 from rulstm.data.datamodule import AnticipationDataModule
 from rulstm.evaluation import AnticipationEvaluator, SubmissionWriter
@@ -88,11 +88,11 @@ def _quiet_wandb(logger: WandbLogger) -> None:
         os.makedirs(logger.save_dir, exist_ok=True)
 
 
-class RunFolderError(UserError, ValueError):
+class RunFolderError(DataError, ValueError):
     """A stage would write into a folder that holds checkpoints of an earlier run."""
 
 
-class CheckpointKindError(UserError, ValueError):
+class CheckpointKindError(DataError, ValueError):
     """A checkpoint that does not belong to the model being trained or evaluated."""
 
 

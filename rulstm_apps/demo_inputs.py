@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from epic_protocol.errors import DataError
+
 log = logging.getLogger(__name__)
 
 
-class DemoError(ValueError):
+class DemoError(DataError, ValueError):
     """Unusable input (video, checkpoint, configuration); the message names the culprit."""
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from epic_protocol.annotations import read_id_list
-from epic_protocol.errors import ArgumentParser, UserError, cli_main
+from epic_protocol.errors import ArgumentParser, SetupError, cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -94,7 +94,7 @@ OUTPUTS = (
 )
 
 
-class QuickstartError(UserError):
+class QuickstartError(SetupError):
     """A step of the quickstart failed; the message says which and where its logs are."""
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from epic_protocol.annotations import read_id_list
-from epic_protocol.errors import ArgumentParser, UserError, cli_main
+from epic_protocol.errors import ArgumentParser, DataError, SetupError, cli_main
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 HORIZONS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
 
-class WebInputError(ValueError):
+class WebInputError(DataError, ValueError):
     """A request the app refuses (no video, too long, too big, not a video); the message is
     shown on the page as it is."""
 
@@ -548,7 +548,7 @@ class PreparedApp:
     work_root: Path
 
 
-class WebSetupError(UserError):
+class WebSetupError(SetupError):
     """The app cannot start (a missing file, Gradio not installed); one line for the user."""
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from epic_protocol.errors import DataError
 from epic_protocol.pickles import numpy_scalar_globals
 from rulstm.models import RULSTM, RULSTMFusion
 from rulstm.models.spec import NET_KEY
@@ -46,7 +47,7 @@ FUSION_CLASS_PATH = "rulstm.models.RULSTMFusion"
 _LSTM_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
-class CheckpointImportError(ValueError):
+class CheckpointImportError(DataError, ValueError):
     """A checkpoint that is not a RU-LSTM reference checkpoint; the message names the key."""
 
 

@@ -36,6 +36,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
+from epic_protocol.errors import DataError
 from epic_protocol.features import (
     FRAMES,
     FeatureFileError,
@@ -59,7 +60,7 @@ EPIC_VIDEO_ID = re.compile(r"P\d{2}_\d{2,3}")
 NAMED_VIDEOS = 3
 
 
-class DetectionImportError(ValueError):
+class DetectionImportError(DataError, ValueError):
     """A detection file that cannot be imported; the message names the file (and frame)."""
 
 

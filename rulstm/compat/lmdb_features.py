@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
+from epic_protocol.errors import DataError
 from epic_protocol.features import (
     FRAMES,
     FeatureFileError,
@@ -47,7 +48,7 @@ LMDB_INSTALL_HINT = (
 )
 
 
-class LMDBConversionError(ValueError):
+class LMDBConversionError(DataError, ValueError):
     """A database entry that cannot be converted; the message names the key."""
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from epic_protocol.annotations import ActionVocabulary, open_text
+from epic_protocol.errors import DataError
 from rulstm.evaluation.classes import CLASS_COUNTS
 from rulstm.evaluation.ranking import ArrayLike, marginalize
 from rulstm.evaluation.records import SegmentRecords
@@ -61,7 +62,7 @@ FORMATS: dict[str, SubmissionFormat] = {
 }
 
 
-class SubmissionError(ValueError):
+class SubmissionError(DataError, ValueError):
     """A challenge file that breaks a format rule; the message starts with ``[rule]``."""
 
     def __init__(self, rule: str, message: str) -> None:

@@ -103,7 +103,7 @@ def test_rerun_skips_finished_videos_and_overwrite_redoes_them(
             np.testing.assert_allclose(before[video][1], after[video][1], rtol=1e-5, atol=1e-5)
     # Different settings in the same folder are refused rather than mixed.
     changed = ["--modalities", "rgb", "--rgb.seed", "7"]
-    assert _extract(videos, out, *changed, config=tiny_config, overrides=tiny_overrides) == 2
+    assert _extract(videos, out, *changed, config=tiny_config, overrides=tiny_overrides) == 1
     assert "different settings" in capsys.readouterr().err
 
 
@@ -132,7 +132,7 @@ def test_float16_storage_dtype(
     store.close()
     # A float32 rerun into the float16 folder is refused: the settings differ.
     capsys.readouterr()
-    assert _extract(videos, half, *rgb, config=tiny_config, overrides=tiny_overrides) == 2
+    assert _extract(videos, half, *rgb, config=tiny_config, overrides=tiny_overrides) == 1
     assert "different settings" in capsys.readouterr().err
 
 
@@ -230,8 +230,9 @@ def test_unwritable_output_is_a_clear_error(
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     code = main(["--videos", str(videos), "--out", str(blocker / "out"), "-c", str(tiny_config)])
-    assert code == 2
-    assert "cannot write to the output folder" in capsys.readouterr().err
+    assert code == 1  # an environment error, not a usage error (status 2)
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("rulstm-extract: error: cannot write to the")
 
 
 def test_raft_flow_gives_the_same_stacks_sparse_and_dense(
@@ -366,7 +367,7 @@ def test_a_folder_without_videos_is_an_error_and_ignored_files_are_counted(
     empty = tmp_path / "no_videos"
     empty.mkdir()
     (empty / "notes.txt").write_text("x")
-    assert _extract(empty, tmp_path / "out", config=tiny_config, overrides=tiny_overrides) == 2
+    assert _extract(empty, tmp_path / "out", config=tiny_config, overrides=tiny_overrides) == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "holds no video file (1 other files ignored" in error[0]
     assert error[0].startswith("rulstm-extract: error:") and str(empty) in error[0]

@@ -1,0 +1,152 @@
+"""One rule for every console script's errors (README "Errors and exit codes"): usage errors
+exit 2, data errors and environment errors exit 1 with one line, and every exception class of
+the project is one of these kinds."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+from epic_protocol.errors import (
+    ERROR_KINDS,
+    DataError,
+    Interrupted,
+    SetupError,
+    UsageError,
+    UserError,
+    cli_main,
+)
+
+PACKAGES = ("epic_protocol", "feature_extraction", "rulstm", "synthetic_kitchen", "rulstm_apps")
+
+
+def _project_exceptions() -> list[type[BaseException]]:
+    found: dict[str, type[BaseException]] = {}
+    for package_name in PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.walk_packages(package.__path__, f"{package_name}."):
+            if info.name.endswith("__main__"):  # runs its command when imported
+                continue
+            module = importlib.import_module(info.name)
+            for name, value in vars(module).items():
+                if (
+                    inspect.isclass(value)
+                    and issubclass(value, BaseException)
+                    and not issubclass(value, Warning)
+                    and value.__module__ == module.__name__
+                    and not name.startswith("_")
+                ):
+                    found[f"{value.__module__}.{name}"] = value
+    return [found[name] for name in sorted(found)]
+
+
+def test_every_project_exception_is_one_kind_of_error() -> None:
+    exceptions = _project_exceptions()
+    assert len(exceptions) >= 20  # the walk found the packages' modules
+    kindless = [
+        e.__qualname__
+        for e in exceptions
+        if not issubclass(e, (*ERROR_KINDS, Interrupted)) and e not in (UserError, *ERROR_KINDS)
+    ]
+    assert kindless == []
+    # Usage (exit 2) never mixes with the kinds that exit 1.
+    mixed = [
+        e.__qualname__
+        for e in exceptions
+        if issubclass(e, UsageError) and issubclass(e, (DataError, SetupError, Interrupted))
+    ]
+    assert mixed == []
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (UsageError("--only-needed needs --annotations"), 2),
+        (DataError("a.csv:3: column 'verb' must be an integer"), 1),
+        (SetupError("cannot write to the output folder out: Permission denied"), 1),
+        (Interrupted("interrupted"), 130),
+    ],
+)
+def test_each_kind_has_its_exit_status_and_one_line(error, status, capsys) -> None:
+    def fails(argv):
+        raise error
+
+    assert cli_main("prog")(fails)([]) == status
+    assert capsys.readouterr().err == f"prog: error: {error}\n"
+
+
+def test_feature_file_errors_are_data_or_environment_errors() -> None:
+    from epic_protocol.annotations import AnnotationError
+    from epic_protocol.features import (
+        FeatureFileAccessError,
+        FeatureFileError,
+        FeatureWriteError,
+        MissingFeaturesError,
+    )
+    from feature_extraction.output import OutputError, UnwritableOutputError
+
+    for data in (FeatureFileError, MissingFeaturesError, AnnotationError, OutputError):
+        assert issubclass(data, DataError) and not issubclass(data, SetupError)
+    for environment in (FeatureWriteError, FeatureFileAccessError, UnwritableOutputError):
+        assert issubclass(environment, SetupError)
+    # Callers that catch file errors still catch the environment's.
+    assert issubclass(FeatureWriteError, FeatureFileError)
+
+
+def test_a_locked_or_unopenable_feature_file_is_an_environment_error(tmp_path: Path) -> None:
+    from epic_protocol.features import FeatureFileWriter
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(SetupError, match="cannot open .* for writing"):
+        FeatureFileWriter(blocker / "rgb.h5", modality="rgb", dim=4, fps=30.0)
+
+
+SCRIPTS = {
+    "rulstm": "rulstm.cli",
+    "rulstm-import": "rulstm.compat.cli",
+    "rulstm-extract": "feature_extraction.cli",
+    "rulstm-demo": "rulstm_apps.demo",
+    "rulstm-web": "rulstm_apps.web",
+    "rulstm-quickstart": "rulstm_apps.quickstart",
+}
+USAGE = {
+    "rulstm": ["fit", "--nosuch", "1"],
+    "rulstm-import": ["features", "--nosuch"],
+    "rulstm-extract": ["--nosuch", "1"],
+    "rulstm-demo": ["--nosuch"],
+    "rulstm-web": ["--max-seconds", "soon"],
+    "rulstm-quickstart": ["--preset", "nosuch"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_every_script_exits_2_on_a_usage_error(script: str, capsys) -> None:
+    main = importlib.import_module(SCRIPTS[script]).main
+    assert main(USAGE[script]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith(f"{script}: error: ") and "Traceback" not in "".join(lines)
+
+
+def _data_error_args(script: str, tmp_path: Path) -> list[str]:
+    absent = tmp_path / "absent"
+    return {
+        "rulstm-import": [
+            "features", "--lmdb", str(absent), "--out", str(tmp_path / "o.h5"), "--modality", "rgb"
+        ],
+        "rulstm-demo": ["--checkpoint", str(absent.with_suffix(".ckpt")), "--video", str(absent / "v.mp4")],
+        "rulstm-web": ["--checkpoint", str(absent.with_suffix(".ckpt"))],
+    }[script]  # fmt: skip
+
+
+@pytest.mark.parametrize("script", ["rulstm-import", "rulstm-demo", "rulstm-web"])
+def test_scripts_exit_1_with_one_line_on_a_missing_file(script: str, tmp_path, capsys) -> None:
+    main = importlib.import_module(SCRIPTS[script]).main
+    assert main(_data_error_args(script, tmp_path)) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{script}: error: ")
+    assert str(tmp_path / "absent") in lines[0]
