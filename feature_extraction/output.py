@@ -179,7 +179,9 @@ def merge_staging(
             raise UnwritableOutputError(
                 f"cannot write {target}: {error.path}: {error.strerror}"
             ) from None
-        raise UnwritableOutputError(f"cannot write {target}: {error}") from error
+        # An old output file that cannot be read is a data error; the rest the environment's.
+        kind = UnwritableOutputError if isinstance(error, (OSError, SetupError)) else OutputError
+        raise kind(f"cannot write {target}: {error}") from error
     for video in staged:
         staging.discard(modality, video)
     return sorted(staged)
