@@ -1,7 +1,7 @@
 """How every console script ends a run on bad input: one line, a non-zero exit, no traceback.
 
-``rulstm``, ``rulstm-extract``, ``rulstm-import``, ``rulstm-demo`` and ``rulstm-quickstart``
-wrap their ``main`` with :func:`cli_main`; an exception that escapes is printed as::
+``rulstm``, ``rulstm-extract``, ``rulstm-import``, ``rulstm-demo``, ``rulstm-web`` and
+``rulstm-quickstart`` wrap their ``main`` with :func:`cli_main`; an exception that escapes is printed as::
 
     <prog>: error: <message naming the file / video / row / key / option>
 
