@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from epic_protocol.errors import UserError
+from epic_protocol.errors import DataError
 
 #: Checkpoint entry: ``{"optimizers": [class path, ...], "schedulers": [class path, ...]}``.
 OPTIMIZATION_KEY = "rulstm_optimization"
@@ -44,7 +44,7 @@ _GROUP_STATE = frozenset({"params", "initial_lr"})
 _SCHEDULER_PLUMBING = frozenset({"self", "optimizer", "last_epoch", "verbose"})
 
 
-class OptimizerChangeError(UserError, ValueError):
+class OptimizerChangeError(DataError, ValueError):
     """``--ckpt_path`` names a checkpoint trained with another optimiser or scheduler class."""
 
 
