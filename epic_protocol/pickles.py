@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from epic_protocol.errors import DataError
 
-class RefusedPickleError(pickle.UnpicklingError):
+
+class RefusedPickleError(DataError, pickle.UnpicklingError):
     """A pickle that names something beyond numpy arrays, scalars and dtypes."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from epic_protocol.errors import DataError
 from rulstm.models.baselines import (
     AttentiveProbe,
     LSTMBaseline,
@@ -38,7 +39,7 @@ NETWORKS: dict[str, type[nn.Module]] = {
 }
 
 
-class UntrustedClassError(ValueError):
+class UntrustedClassError(DataError, ValueError):
     """A file names a class that is not allow-listed; the message names the file and the
     class path. Nothing was imported or called."""
 
