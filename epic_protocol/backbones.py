@@ -15,11 +15,13 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from epic_protocol.errors import DataError
+
 #: Checkpoint entry: ``{modality: backbone record or None}`` of the training features.
 CHECKPOINT_KEY = "rulstm_feature_backbones"
 
 
-class BackboneMismatchError(ValueError):
+class BackboneMismatchError(DataError, ValueError):
     """A checkpoint trained on one backbone's features, given another backbone's."""
 
 

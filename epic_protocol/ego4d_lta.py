@@ -49,6 +49,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from epic_protocol.errors import DataError
+
 PathLike = str | Path
 
 #: Ego4D's clip videos and annotations are at 30 fps.
@@ -73,7 +75,7 @@ _REQUIRED = (
 )
 
 
-class LTAAnnotationError(ValueError):
+class LTAAnnotationError(DataError, ValueError):
     """A malformed FHO LTA file; the message names the file and the clip."""
 
 

@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 
 from epic_protocol.ego4d_lta import read_lta_windows, read_taxonomy
-from epic_protocol.errors import UserError
+from epic_protocol.errors import SetupError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 COMMANDS: list[str] = []  # every command of this run, in order (written to commands.sh)
 
 
-class QuickstartError(UserError):
+class QuickstartError(SetupError):
     """A step of the LTA quickstart failed; the message says which."""
 
 

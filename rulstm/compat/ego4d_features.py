@@ -39,6 +39,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from epic_protocol.errors import DataError
 from epic_protocol.features import FeatureFileWriter, complete_videos
 
 WINDOW_FRAMES = 32
@@ -47,7 +48,7 @@ EGO4D_FEATURE_FPS = 30.0
 BeforeFirst = Literal["zeros", "error"]
 
 
-class Ego4DFeatureError(ValueError):
+class Ego4DFeatureError(DataError, ValueError):
     """An unusable feature or metadata file; the message names the file and the video."""
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from epic_protocol.ego4d_lta import LTAWindow
+from epic_protocol.errors import DataError
 
 HEADS: tuple[str, ...] = ("verb", "noun", "action")
 #: Heads the official code scores; ``action`` is the project's own.
@@ -40,7 +41,7 @@ ACTION_NOTE = (
 )
 
 
-class LTAPredictionError(ValueError):
+class LTAPredictionError(DataError, ValueError):
     """A malformed predictions file; the message names the file and the window id."""
 
 
