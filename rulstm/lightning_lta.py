@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from rulstm.checkpoints import read_checkpoint
 from rulstm.evaluation.lta import score_lta, write_predictions
 from rulstm.evaluation.records import gather_objects
 from rulstm.models.lta import sample_sequences
@@ -70,7 +71,7 @@ class LTAModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self._collected: list[dict[str, Any]] = []
         if init_checkpoint:
-            state = torch.load(init_checkpoint, map_location="cpu", weights_only=True)
+            state = read_checkpoint(init_checkpoint)  # tensors and plain data; names the file
             weights = state.get("state_dict", state)
             prefix = "net."
             self.net.load_state_dict(
