@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from epic_protocol.annotations import open_text
 from epic_protocol.errors import DataError
 
 PathLike = str | Path
@@ -197,7 +198,7 @@ def read_taxonomy(path: PathLike) -> LTATaxonomy:
 
 def _load_json(path: Path) -> Any:
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open_text(path) as handle:  # UTF-8 with or without a byte-order mark
             return json.load(handle)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None

@@ -91,8 +91,11 @@ def check_lightning_checkpoint(
 
 #: Modules whose optimizer / LR scheduler classes hyper-parameters may name.
 _OPTIMISATION_MODULES = ("torch.optim", "torch.optim.lr_scheduler", "lightning.pytorch.cli")
-#: The LightningModule that ``rulstm fit`` saves (LightningCLI records it as ``_class_path``).
-_MODULE_CLASS_PATHS = frozenset({"rulstm.lightning.AnticipationModule"})
+#: The LightningModules that ``rulstm fit`` saves (LightningCLI records them as ``_class_path``):
+#: next-action anticipation and Ego4D long-term anticipation.
+_MODULE_CLASS_PATHS = frozenset(
+    {"rulstm.lightning.AnticipationModule", "rulstm.lightning_lta.LTAModule"}
+)
 
 
 def _allowed_optimisation_class(class_path: str) -> bool:

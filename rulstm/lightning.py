@@ -23,13 +23,12 @@ from torch import nn
 
 from epic_protocol.backbones import CHECKPOINT_KEY as BACKBONES_KEY
 from epic_protocol.backbones import backbone_of
-from epic_protocol.errors import UsageError
 from epic_protocol.sampling import HEADLINE_SECONDS, anticipation_step, anticipation_times
 from rulstm.checkpoints import load_weights
 from rulstm.data.datamodule import AnticipationBatch
 from rulstm.evaluation.names import (
+    check_monitors,
     fraction_key,
-    metric_mode,
     metric_name,
     module_metric_names,
     time_key,
@@ -305,22 +304,7 @@ class AnticipationModule(L.LightningModule):
         if trainer is None:
             return
         valid = self.logged_metric_names("train") + self.logged_metric_names("val")
-        for callback in trainer.callbacks:
-            monitor = getattr(callback, "monitor", None)
-            if not isinstance(monitor, str) or not monitor:
-                continue
-            if monitor not in valid:
-                raise UsageError(
-                    f"{type(callback).__name__}(monitor={monitor!r}) names no logged metric; "
-                    f"valid names: {', '.join(valid)}"
-                )
-            mode, better = getattr(callback, "mode", None), metric_mode(monitor)
-            if mode in ("max", "min") and better is not None and mode != better:
-                raise UsageError(
-                    f"{type(callback).__name__}(monitor={monitor!r}, mode={mode!r}): "
-                    f"{monitor} is better when {'larger' if better == 'max' else 'smaller'}; "
-                    f"set mode: {better}"
-                )
+        check_monitors(trainer.callbacks, valid)
 
     def _owned_test_metrics(self) -> bool:
         """Whether a callback (the evaluator) logs the test metrics itself."""

@@ -27,8 +27,12 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from rulstm.evaluation.lta import score_lta, write_predictions
-from rulstm.evaluation.records import gather_objects
+from epic_protocol.ego4d_lta import NUM_FUTURE_ACTIONS
+from rulstm.checkpoints import read_checkpoint
+from rulstm.evaluation.lta import write_predictions
+from rulstm.evaluation.lta_protocol import Ego4DLTAProtocol, LTARecords
+from rulstm.evaluation.names import check_monitors
+from rulstm.evaluation.records import gather_objects, gather_records
 from rulstm.models.lta import sample_sequences
 
 
@@ -68,9 +72,14 @@ class LTAModule(L.LightningModule):
         self.num_sequences = num_sequences
         self.seed = seed
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self._collected: list[dict[str, Any]] = []
+        self._collected: list[LTARecords] = []
+        #: How validation and test are scored and named (``<stage>/<head>/ED@Z``, ``AUED``).
+        self.protocol = Ego4DLTAProtocol(
+            num_future_actions=getattr(net, "num_future_actions", NUM_FUTURE_ACTIONS),
+            num_sequences=num_sequences,
+        )
         if init_checkpoint:
-            state = torch.load(init_checkpoint, map_location="cpu", weights_only=True)
+            state = read_checkpoint(init_checkpoint)  # tensors and plain data; names the file
             weights = state.get("state_dict", state)
             prefix = "net."
             self.net.load_state_dict(
@@ -103,15 +112,17 @@ class LTAModule(L.LightningModule):
         self.log("train/noun_loss", noun_loss, batch_size=size)
         return loss
 
-    def _collect(self, batch: dict[str, Any]) -> dict[str, Any]:
+    def _collect(self, batch: dict[str, Any]) -> LTARecords:
         verbs, nouns = self.generate(batch["features"], list(batch["id"]))
-        record = {
-            "ids": list(batch["id"]),
-            "verb": verbs.cpu().numpy(),
-            "noun": nouns.cpu().numpy(),
-            "verb_labels": batch["verbs"].cpu().numpy(),
-            "noun_labels": batch["nouns"].cpu().numpy(),
-        }
+        record = self.protocol.records(
+            {
+                "ids": list(batch["id"]),
+                "verb": verbs,
+                "noun": nouns,
+                "verb_labels": batch["verbs"],
+                "noun_labels": batch["nouns"],
+            }
+        )
         self._collected.append(record)
         return record
 
@@ -130,25 +141,26 @@ class LTAModule(L.LightningModule):
 
     on_test_epoch_start = on_validation_epoch_start
 
+    def logged_metric_names(self, stage: str) -> list[str]:
+        """Every metric name this module logs for ``stage`` (``train``, ``val``, ``test``)."""
+        if stage == "train":
+            return ["train/loss", "train/verb_loss", "train/noun_loss"]
+        return self.protocol.logged_names(stage)
+
+    def setup(self, stage: str) -> None:
+        trainer = getattr(self, "_trainer", None)
+        if stage == "fit" and trainer is not None:
+            # A monitor naming no logged metric, or with the wrong mode, stops the run now.
+            valid = self.logged_metric_names("train") + self.logged_metric_names("val")
+            check_monitors(trainer.callbacks, valid)
+
     def _log_scores(self, stage: str) -> dict[str, float]:
-        parts = [part for rank in gather_objects(self._collected) for part in rank]
+        records = gather_records(self._collected)  # every process's windows, each id once
         self._collected = []
-        if not parts:
+        if records is None:
             return {}
-        ids = [i for part in parts for i in part["ids"]]
-        _, first = np.unique(np.array(ids), return_index=True)  # each window once
-        stacked = {
-            key: np.concatenate([part[key] for part in parts])[np.sort(first)]
-            for key in ("verb", "noun", "verb_labels", "noun_labels")
-        }
-        scores = score_lta(
-            stacked["verb"], stacked["noun"], stacked["verb_labels"], stacked["noun_labels"]
-        )
-        z = scores.num_future_actions
-        values: dict[str, float] = {}
-        for head in scores.curves:
-            values[f"{stage}/{head}/ED@{z}"] = scores.ed(head)
-            values[f"{stage}/{head}/AUED"] = scores.aued(head)
+        report = self.protocol.evaluate(records, name=stage)
+        values = report.metrics(stage) if report is not None else {}
         # Every process computed the same values from the gathered windows.
         self.log_dict(values, sync_dist=False, rank_zero_only=False)
         return values

@@ -9,7 +9,6 @@ that sets them must agree).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 from lightning.pytorch.cli import LightningCLI
 
+from rulstm.ckpt_path import TrustedCkptPath
 from rulstm.data.lta import LTADataModule
 from rulstm.lightning_lta import LTAModule
 
@@ -58,7 +58,10 @@ def is_lta_command(args: Sequence[str]) -> bool:
     return False
 
 
-class LTACLI(LightningCLI):
+class LTACLI(TrustedCkptPath, LightningCLI):
+    """``--ckpt_path`` (a file, ``best`` or ``last``) is checked as for the next-action CLI
+    (:class:`rulstm.ckpt_path.TrustedCkptPath`) before jsonargparse sees its hyper-parameters."""
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
             "--task", default=TASK, choices=[TASK], help="long-term anticipation (Ego4D FHO LTA)"
@@ -84,9 +87,12 @@ class LTACLI(LightningCLI):
     def before_fit(self) -> None:
         # Stages chain through <default_root_dir>/checkpoints/best.ckpt, whatever the logger
         # (Lightning would otherwise nest the checkpoints in the logger's run folder).
-        for callback in self.trainer.checkpoint_callbacks:
-            if getattr(callback, "dirpath", None) is None:
-                callback.dirpath = os.path.join(self.trainer.default_root_dir, "checkpoints")
+        self._checkpoint_dirs()
+
+    def before_validate(self) -> None:
+        self._resolve_ckpt_path()
+
+    before_test = before_predict = before_validate
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -2,7 +2,7 @@
 plots, challenge files and the Lightning callbacks that run them.
 
 One :class:`~rulstm.evaluation.protocol.EvaluationProtocol` per benchmark (registered by
-name: ``ek55``, ``ek100``, ``egtea``, ``custom``):
+name: ``ek55``, ``ek100``, ``egtea``, ``custom``, ``ego4d_lta``):
 
 * ``ek55``: for verb, noun and action, top-1 accuracy, top-5 accuracy and class-mean top-5
   recall over the many-shot classes, at every anticipation time (2.0 ... 0.25 s). Samples
@@ -11,6 +11,8 @@ name: ``ek55``, ``ek100``, ``egtea``, ``custom``):
   unseen-participant samples and on the tail-class samples. Discarded samples are scored as
   all zeros, as the reference does.
 * ``egtea``, ``custom``: top-1/top-5 accuracy and class-mean top-5 recall over every class.
+* ``ego4d_lta``: Ego4D long-term anticipation, ED@20 and AUED per head (lower is better;
+  :mod:`~rulstm.evaluation.lta_protocol`).
 
 All also report Mean TtA(5) (see :func:`rulstm.evaluation.ranking.time_to_action_from_ranks`).
 Verb and noun scores are marginalised from the action scores
@@ -48,6 +50,7 @@ from rulstm.evaluation.classes import (
     load_ek100_subsets,
     load_many_shot,
 )
+from rulstm.evaluation.lta_protocol import Ego4DLTAProtocol, LTAReport
 from rulstm.evaluation.names import METRICS, SUBSETS, metric_name
 from rulstm.evaluation.outcomes import RankedOutcomes, rank_outcomes
 from rulstm.evaluation.plots import plot_accuracy
@@ -93,6 +96,8 @@ __all__ = [
     "SUBSETS",
     "CustomProtocol",
     "EGTEAProtocol",
+    "Ego4DLTAProtocol",
+    "LTAReport",
     "EK55Protocol",
     "EK100Protocol",
     "EvaluationProtocol",

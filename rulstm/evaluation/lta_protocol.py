@@ -1,28 +1,29 @@
-"""The Ego4D long-term anticipation evaluation protocol as one object.
+"""The Ego4D long-term anticipation evaluation protocol (``ego4d_lta``), registered with
+:class:`rulstm.evaluation.protocol.EvaluationProtocol`.
 
 :class:`Ego4DLTAProtocol` owns what the rest of the project needs to know about the protocol:
-its metric names, the headline metric and its direction (edit distance: lower is better, so
-checkpoint selection uses ``mode: min``), the report title and the submission format, and it
-scores predictions (:mod:`rulstm.evaluation.lta`).
-
-It has the shape of :class:`rulstm.evaluation.protocol.EvaluationProtocol` (a name, metric
-names, a headline metric with a mode, a report title, a submission format) but is not yet
-registered there: that base (merged while this was written) is driven by
-``AnticipationEvaluator`` through per-segment ``records``/``evaluate``, while LTA scores K
-sequences per window in :class:`rulstm.lightning_lta.LTAModule`. Adapting: subclass it with
-``name = "ego4d_lta"``, ``selection = Selection("verb", "ED@20", time=None, mode="min")``
-(logged names ``{stage}/{head}/ED@20`` and ``/AUED`` already follow
-:mod:`rulstm.evaluation.names`; add both to ``METRICS`` with ``mode="min"``), ``records``
-holding ids, sequences and labels, and ``evaluate`` wrapping :class:`LTAScores` as a report.
-Until then :data:`LTA_PROTOCOLS` maps the name to this class.
+its metric names (``<head>/ED@Z`` and ``<head>/AUED``, registered with ``mode: min`` in
+:data:`rulstm.evaluation.names.METRICS`), the headline / checkpoint-selection metric
+(``val/verb/ED@20``, lower is better: ``mode: min``; the official baseline selects on the verb
+ED@Z), the report title and the challenge file (``outputs.json``, written by
+:class:`rulstm.lightning_lta.LTAOutputsWriter`). It scores K sequences per window with the
+scorer of :mod:`rulstm.evaluation.lta`: :meth:`~Ego4DLTAProtocol.records` turns one batch's
+sequences and labels into :class:`LTARecords` (gathered and de-duplicated by window id like
+any :class:`~rulstm.evaluation.records.SegmentRecords`), :meth:`~Ego4DLTAProtocol.evaluate`
+scores all windows at once into an :class:`LTAReport`. :class:`rulstm.lightning_lta.LTAModule`
+logs its validation and test metrics through it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import csv
+import io
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 
@@ -35,10 +36,115 @@ from rulstm.evaluation.lta import (
     score_predictions_file,
     write_predictions,
 )
+from rulstm.evaluation.names import Mode
+from rulstm.evaluation.protocol import EvaluationProtocol, Selection, register_protocol
+from rulstm.evaluation.records import SegmentRecords
+
+#: ``kind`` of an LTA report's JSON file.
+LTA_REPORT_KIND = "rulstm-lta-report"
 
 
-@dataclass(frozen=True)
-class Ego4DLTAProtocol:
+@dataclass
+class LTARecords(SegmentRecords):
+    """Per-window records: ``uids`` (W window ids), sampled sequences ``verb``/``noun`` int
+    (W, K, Z) and labels ``verb_labels``/``noun_labels`` int (W, Z)."""
+
+    uids: list[str]
+    verb: np.ndarray
+    noun: np.ndarray
+    verb_labels: np.ndarray
+    noun_labels: np.ndarray
+
+
+@dataclass
+class LTAReport:
+    """ED@Z and AUED per head of one evaluation (the :class:`EvaluationReport` shape)."""
+
+    name: str
+    scores: LTAScores
+    protocol: str = "ego4d_lta"
+    title: str = ""
+    partial: bool = False
+    split_size: int | None = None
+    checkpoint: str | None = None
+
+    @property
+    def num_samples(self) -> int:
+        return self.scores.num_windows
+
+    def table(self) -> str:
+        return f"{self.title}: {self.name}\n{self.scores.table()}"
+
+    def metrics(self, prefix: str = "test") -> dict[str, float]:
+        """``{"<prefix>/<head>/ED@Z": .., "<prefix>/<head>/AUED": ..}`` (lower is better)."""
+        z = self.scores.num_future_actions
+        values: dict[str, float] = {}
+        for head in self.scores.curves:
+            values[f"{prefix}/{head}/ED@{z}"] = self.scores.ed(head)
+            values[f"{prefix}/{head}/AUED"] = self.scores.aued(head)
+        return values
+
+    def to_json(self, path: str | Path) -> Path:
+        """The scores (as ``rulstm-score ego4d-lta --json``), the ED curves and the run."""
+        data = {
+            "kind": LTA_REPORT_KIND,
+            "protocol": self.protocol,
+            "name": self.name,
+            "partial": self.partial,
+            "split_size": self.split_size,
+            "checkpoint": self.checkpoint,
+            **self.scores.as_dict(),
+            "num_future_actions": self.scores.num_future_actions,
+            "curves": {head: curve.tolist() for head, curve in self.scores.curves.items()},
+        }
+        return _replace(Path(path), json.dumps(data, indent=2))
+
+    def to_csv(self, path: str | Path) -> Path:
+        """One row per head: ``head, ED@Z, AUED``."""
+        z = self.scores.num_future_actions
+        rows = [["head", f"ED@{z}", "AUED"]]
+        rows += [
+            [head, f"{self.scores.ed(head):.6f}", f"{self.scores.aued(head):.6f}"]
+            for head in self.scores.curves
+        ]
+        text = io.StringIO(newline="")
+        csv.writer(text).writerows(rows)
+        return _replace(Path(path), text.getvalue())
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> LTAReport | None:
+        """A report :meth:`to_json` wrote, else ``None`` (another kind of file)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("kind") != LTA_REPORT_KIND:
+            return None
+        scores = LTAScores(
+            num_windows=int(data["num_windows"]),
+            num_future_actions=int(data["num_future_actions"]),
+            curves={head: np.asarray(curve) for head, curve in data["curves"].items()},
+        )
+        return cls(
+            name=data["name"],
+            scores=scores,
+            protocol=data["protocol"],
+            partial=bool(data.get("partial")),
+            split_size=data.get("split_size"),
+            checkpoint=data.get("checkpoint"),
+        )
+
+
+def _replace(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+@register_protocol
+class Ego4DLTAProtocol(EvaluationProtocol):
     """Ego4D FHO long-term anticipation: ED@Z and AUED per head, K sequences per window.
 
     Args:
@@ -46,29 +152,57 @@ class Ego4DLTAProtocol:
         num_sequences: ``K`` sequences per window (the challenge: 5).
         headline_head: the head whose ED@Z selects checkpoints (the official baseline's
             checkpoint metric is the verb ED@Z, ``val_0_ED_19``).
+        dataset: the data set's name in titles.
     """
 
-    name: str = "ego4d_lta"
-    num_future_actions: int = NUM_FUTURE_ACTIONS
-    num_sequences: int = 5
-    headline_head: str = "verb"
-    report_title: str = "Ego4D long-term anticipation (FHO LTA): edit distance, lower is better"
-    submission_format: str = "outputs.json"
-    mode: Literal["min", "max"] = "min"
-    heads: tuple[str, ...] = field(default=HEADS)
-    official_heads: tuple[str, ...] = field(default=OFFICIAL_HEADS)
+    name = "ego4d_lta"
+    title = "Ego4D long-term anticipation (FHO LTA): edit distance, lower is better"
+    selection = Selection("verb", f"ED@{NUM_FUTURE_ACTIONS}", mode="min", time=None)
+    #: Not a :data:`rulstm.evaluation.submission.FORMATS` format: the challenge file is
+    #: ``outputs.json``, written by ``rulstm.lightning_lta.LTAOutputsWriter``.
+    submission = None
+    submission_format = "outputs.json"
+    heads: tuple[str, ...] = HEADS
+    official_heads: tuple[str, ...] = OFFICIAL_HEADS
 
-    def __post_init__(self) -> None:
-        if self.headline_head not in self.heads:
+    def __init__(
+        self,
+        *,
+        num_future_actions: int = NUM_FUTURE_ACTIONS,
+        num_sequences: int = 5,
+        headline_head: str = "verb",
+        dataset: str | None = None,
+    ) -> None:
+        super().__init__(dataset=dataset)
+        if headline_head not in self.heads:
+            raise ValueError(f"headline_head must be one of {self.heads}, got {headline_head!r}")
+        if num_future_actions < 1 or num_sequences < 1:
             raise ValueError(
-                f"headline_head must be one of {self.heads}, got {self.headline_head!r}"
+                "num_future_actions and num_sequences must be >= 1, got "
+                f"{num_future_actions} and {num_sequences}"
             )
+        self.num_future_actions = num_future_actions
+        self.num_sequences = num_sequences
+        self.headline_head = headline_head
+        self.selection = Selection(headline_head, f"ED@{num_future_actions}", mode="min", time=None)
+
+    @property
+    def report_title(self) -> str:
+        return self.display_name
+
+    @property
+    def mode(self) -> Mode:
+        return self.selection.mode
 
     @property
     def metric_names(self) -> tuple[str, ...]:
         """``<head>/ED@Z`` and ``<head>/AUED`` for every head (logged with a stage prefix)."""
         z = self.num_future_actions
         return tuple(f"{head}/{metric}" for head in self.heads for metric in (f"ED@{z}", "AUED"))
+
+    def logged_names(self, stage: str) -> list[str]:
+        """Every name logged for ``stage``, e.g. ``val/verb/ED@20``."""
+        return [f"{stage}/{name}" for name in self.metric_names]
 
     def headline_metric(self, stage: str = "val") -> str:
         """The logged name checkpoint selection monitors, e.g. ``val/verb/ED@20``."""
@@ -77,6 +211,37 @@ class Ego4DLTAProtocol:
     def is_better(self, new: float, old: float) -> bool:
         return new < old if self.mode == "min" else new > old
 
+    # ------------------------------------------------------------------ EvaluationProtocol
+    def records(self, outputs: Mapping[str, Any]) -> LTARecords:
+        """One batch: ``{"ids": W window ids, "verb"/"noun": int (W, K, Z), "verb_labels"/
+        "noun_labels": int (W, Z)}`` (arrays or tensors) -> :class:`LTARecords`."""
+        keys = ("ids", "verb", "noun", "verb_labels", "noun_labels")
+        missing = [key for key in keys if key not in outputs]
+        if missing:
+            raise KeyError(f"the {self.name} protocol needs {list(keys)}; missing {missing}")
+
+        def array(value: Any) -> np.ndarray:
+            if hasattr(value, "detach"):
+                value = value.detach().cpu().numpy()
+            return np.asarray(value, dtype=np.int64)
+
+        return LTARecords(
+            uids=[str(i) for i in outputs["ids"]],
+            **{key: array(outputs[key]) for key in keys[1:]},
+        )
+
+    def evaluate(self, records: LTARecords, *, name: str) -> LTAReport | None:
+        """ED@Z and AUED of every window at once; ``None`` without windows."""
+        if not len(records):
+            return None
+        scores = self.score(records.verb, records.noun, records.verb_labels, records.noun_labels)
+        return LTAReport(name=name, scores=scores, protocol=self.name, title=self.report_title)
+
+    def load_report(self, path: Path) -> LTAReport | None:
+        report = LTAReport.from_json(path)
+        return report if report is not None and report.protocol == self.name else None
+
+    # ------------------------------------------------------------------ scoring and files
     def score(
         self,
         verb_preds: np.ndarray,
@@ -96,7 +261,3 @@ class Ego4DLTAProtocol:
     ) -> None:
         """Write ``outputs.json`` in the official layout."""
         write_predictions(path, ids, verb_preds, noun_preds)
-
-
-#: name -> protocol class (to be merged into the project's protocol registry).
-LTA_PROTOCOLS: dict[str, type[Ego4DLTAProtocol]] = {"ego4d_lta": Ego4DLTAProtocol}

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from epic_protocol.errors import UsageError
 
 Mode = Literal["max", "min"]
 
@@ -55,6 +57,22 @@ METRICS: dict[str, MetricInfo] = {
             "s",
             "max",
             "earliest anticipation time with the true class in the top 5, mean over segments",
+        ),
+        # Ego4D long-term anticipation (rulstm.evaluation.lta_protocol): lower is better.
+        MetricInfo(
+            "ED@20",
+            "ED@20",
+            "",
+            "min",
+            "edit distance of the best of K sequences of the next 20 actions, / 20, mean over "
+            "windows",
+        ),
+        MetricInfo(
+            "AUED",
+            "AUED",
+            "",
+            "min",
+            "area under the ED curve over prefixes z = 1..Z (trapezoid rule) / (Z - 1)",
         ),
     )
 }
@@ -132,3 +150,26 @@ def module_metric_names(
         names.append(metric_name(stage, "action", metric))
     names += [f"{stage}/attention/{modality}" for modality in modalities]
     return names
+
+
+def check_monitors(callbacks: Iterable[Any], valid: Sequence[str]) -> None:
+    """A checkpoint or early-stopping ``monitor`` among ``callbacks`` that names none of the
+    ``valid`` logged names, or whose ``mode`` contradicts :func:`metric_mode`, stops the run at
+    start (a :class:`UsageError` listing the valid names / the right mode), not after the
+    first epoch."""
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if not isinstance(monitor, str) or not monitor:
+            continue
+        if monitor not in valid:
+            raise UsageError(
+                f"{type(callback).__name__}(monitor={monitor!r}) names no logged metric; "
+                f"valid names: {', '.join(valid)}"
+            )
+        mode, better = getattr(callback, "mode", None), metric_mode(monitor)
+        if mode in ("max", "min") and better is not None and mode != better:
+            raise UsageError(
+                f"{type(callback).__name__}(monitor={monitor!r}, mode={mode!r}): "
+                f"{monitor} is better when {'larger' if better == 'max' else 'smaller'}; "
+                f"set mode: {better}"
+            )

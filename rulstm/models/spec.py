@@ -22,6 +22,7 @@ from rulstm.models.baselines import (
     TCNBaseline,
     TransformerBaseline,
 )
+from rulstm.models.lta import LTABaseline, RULSTMForecaster
 from rulstm.models.rulstm import RULSTM, RULSTMFusion
 
 NET_KEY = "rulstm_net"
@@ -36,6 +37,9 @@ NETWORKS: dict[str, type[nn.Module]] = {
     "rulstm.models.TCNBaseline": TCNBaseline,
     "rulstm.models.TransformerBaseline": TransformerBaseline,
     "rulstm.models.AttentiveProbe": AttentiveProbe,
+    # Ego4D long-term anticipation (configs/ego4d_lta)
+    "rulstm.models.lta.RULSTMForecaster": RULSTMForecaster,
+    "rulstm.models.lta.LTABaseline": LTABaseline,
 }
 
 

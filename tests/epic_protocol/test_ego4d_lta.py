@@ -185,3 +185,17 @@ def test_writers_are_the_readers_inverse(tmp_path):
     write_lta_annotations(tmp_path / "test.json", actions, labelled=False)
     unlabelled = read_lta_annotations(tmp_path / "test.json")["C"]
     assert [a.verb for a in unlabelled] == [None] * 5
+
+
+def test_files_with_a_byte_order_mark_read_the_same(tmp_path):
+    """Saved as "UTF-8 with BOM" (Windows editors): the same taxonomy, clips and windows."""
+    taxonomy = LTATaxonomy(verbs=("a", "b"), nouns=("x", "y", "z"))
+    actions = [LTAAction("C", "V", i, 5 * i, 5 * i + 3, 60, i % 2, i % 3) for i in range(5)]
+    write_taxonomy(tmp_path / "tax.json", taxonomy)
+    write_lta_annotations(tmp_path / "ann.json", actions, taxonomy=taxonomy)
+    for name in ("tax.json", "ann.json"):
+        text = (tmp_path / name).read_text(encoding="utf-8")
+        (tmp_path / f"bom_{name}").write_text(text, encoding="utf-8-sig")
+        assert (tmp_path / f"bom_{name}").read_bytes().startswith(b"\xef\xbb\xbf")
+    assert read_taxonomy(tmp_path / "bom_tax.json") == taxonomy
+    assert read_lta_annotations(tmp_path / "bom_ann.json", taxonomy=taxonomy) == {"C": actions}
