@@ -24,7 +24,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from rulstm.models.baselines import LSTMBaseline, TCNBaseline, TransformerBaseline
+from rulstm.models.baselines import (
+    AttentiveProbe,
+    LSTMBaseline,
+    TCNBaseline,
+    TransformerBaseline,
+)
 
 Cell = Literal["lstm", "gru"]
 
@@ -106,11 +111,12 @@ class RULSTMForecaster(nn.Module):
         return self.verb_head(outputs), self.noun_head(outputs)
 
 
-BaselineEncoder = Literal["lstm", "tcn", "transformer"]
+BaselineEncoder = Literal["lstm", "tcn", "transformer", "probe"]
 _ENCODERS: dict[str, type[nn.Module]] = {
     "lstm": LSTMBaseline,
     "tcn": TCNBaseline,
     "transformer": TransformerBaseline,
+    "probe": AttentiveProbe,
 }
 
 
@@ -124,7 +130,8 @@ class LTABaseline(nn.Module):
 
     Args:
         num_verbs, num_nouns, feat_dim, num_future_actions: as :class:`RULSTMForecaster`.
-        encoder: ``lstm``, ``tcn`` or ``transformer`` (the baselines of the same names).
+        encoder: ``lstm``, ``tcn``, ``transformer`` (the baselines of the same names) or
+            ``probe`` (:class:`~rulstm.models.baselines.AttentiveProbe`).
         hidden: the encoder's hidden size.
         dropout: the encoder's dropout.
         encoder_args: other arguments of the encoder (e.g. ``{"heads": 2}``, ``{"levels": 3}``).

@@ -60,7 +60,7 @@ def test_sampling_is_seeded_per_row_whatever_the_batch():
     assert sample_sequences(sharp, 5, [0]).unique().tolist() == [2]
 
 
-@pytest.mark.parametrize("encoder", ["lstm", "tcn", "transformer"])
+@pytest.mark.parametrize("encoder", ["lstm", "tcn", "transformer", "probe"])
 def test_baselines_with_an_lta_head(encoder):
     torch.manual_seed(0)
     args = {"heads": 2} if encoder == "transformer" else None
