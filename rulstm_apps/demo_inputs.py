@@ -1,126 +1,42 @@
-"""What ``rulstm-demo`` streams: the model (one or several checkpoints, through
-:meth:`rulstm.OnlineAnticipator.from_checkpoint`), the feature sources (the streaming
-extractor, detection files) and the two inputs (a video, a JPEG frame folder), stepped every
-``alpha`` seconds by :class:`StepClock`.
+"""What ``rulstm-demo`` streams: the two input sources (a video, a JPEG frame folder), each
+yielding one :class:`FrameRecord` per frame (frame number, image, the features of the steps
+due on it, detections included), stepped every ``alpha`` seconds by :class:`StepClock`; and the
+feature sources behind them (the streaming extractor, the authors' detection files).
 
-Kept apart from :mod:`rulstm_apps.demo`, which renders, writes the predictions and parses the
-command line.
+Nothing here draws, steps a model or parses the command line: the loop
+(:mod:`rulstm_apps.demo_loop`) reads the records, the overlay draws their detections.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from epic_protocol.errors import DataError
+from rulstm_apps.demo_errors import ClipTooLongError, DemoError
 
 log = logging.getLogger(__name__)
 
-
-class DemoError(DataError, ValueError):
-    """Unusable input (video, checkpoint, configuration); the message names the culprit."""
-
-
-# --------------------------------------------------------------------------- checkpoint
-@dataclass(frozen=True)
-class LoadedModel:
-    anticipator: Any  # rulstm.OnlineAnticipator
-    dims: dict[str, int]  # modality -> feature size the model reads
-    alpha: float
-    note: str | None = None  # how the branches are fused when it is not the model's own way
-
-
-def load_model(
-    path: Path | Sequence[Path],
-    *,
-    device: torch.device,
-    alpha: float | None = None,
-    modality: str | Sequence[str] | None = None,
-    available: Sequence[str] | None = None,
-    horizon: float = 1.0,
-    optional: Sequence[str] = ("obj",),
-    weights: str = "fp32",
-) -> LoadedModel:
-    """The online anticipator of RU-LSTM checkpoints, through
-    :meth:`rulstm.OnlineAnticipator.from_checkpoint` (branch, fusion, or several branches
-    averaged).
-
-    ``alpha`` and a branch's ``modality`` come from the checkpoint's hyper-parameters when it
-    was written by ``rulstm fit``; otherwise from the arguments; ``weights`` is the
-    anticipator's precision mode (``auto``, ``fp32``, ``bf16``, ``int8``). A fusion checkpoint whose
-    ``optional`` modalities are not ``available`` runs its other branches averaged, with a
-    ``note`` saying so; any other missing modality is an error.
-    """
-    from rulstm import OnlineAnticipator
-
-    paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
-    name = " + ".join(map(str, paths))
-    if isinstance(modality, str | None):
-        modalities = modality
-    else:
-        modalities = list(modality)
-        if len(modalities) == 1:
-            modalities = modalities[0]
-    try:
-        anticipator = OnlineAnticipator.from_checkpoint(
-            paths,
-            modality=modalities,
-            available=available,
-            alpha=alpha,
-            horizon=horizon,
-            device=device,
-            weights=weights,
-        )
-    except FileNotFoundError as error:
-        raise DemoError(str(error)) from None
-    except (ValueError, KeyError) as error:
-        message = str(error.args[0] if isinstance(error, KeyError) else error)
-        if "not a multiple of alpha" in message:
-            message = f"--horizon {horizon}: {message}"
-        raise DemoError(message) from None
-    if anticipator.fusion is None and anticipator.modality is None:
-        raise DemoError(
-            f"{name} is a single-branch checkpoint that does not record its modality; "
-            "pass --modality rgb|flow|obj"
-        )
-    note = None
-    if anticipator.left_out:
-        required = [m for m in anticipator.left_out if m not in optional]
-        if required:
-            wanted = [*anticipator.modalities, *anticipator.left_out]
-            raise DemoError(
-                f"{name} reads modalities {wanted}, but the extraction config produces "
-                f"{list(available or ())} (missing {list(anticipator.left_out)})"
-            )
-        used = "+".join(anticipator.modalities)
-        note = f"no {'/'.join(anticipator.left_out)}: {used} averaged"
-        log.warning(
-            "%s fuses %s with MATT, but there are no %s features (no --detections, and the "
-            "extraction config has no such modality): fusing %s by averaging their scores "
-            "instead",
-            name,
-            list(anticipator.modalities) + list(anticipator.left_out),
-            "/".join(anticipator.left_out),
-            ", ".join(anticipator.modalities),
-        )
-    elif len(paths) > 1:
-        note = f"{'+'.join(anticipator.modalities)} averaged"
-        log.info("fusing %s by averaging their scores", name)
-    return LoadedModel(
-        anticipator=anticipator,
-        dims=anticipator.feature_dims,
-        alpha=anticipator.alpha,
-        note=note,
-    )
+__all__ = [
+    "DemoError",
+    "DetectionFeatures",
+    "FrameDetections",
+    "FrameFolder",
+    "FrameFolderSource",
+    "FramePusher",
+    "FrameRecord",
+    "StepClock",
+    "VideoSource",
+    "build_extractor",
+    "load_extract_config",
+]
 
 
 class DetectionFeatures:
@@ -210,37 +126,6 @@ def build_extractor(
     return extractor
 
 
-class FramePusher:
-    """Pushes every frame to the extractor, computing features only on step frames.
-
-    Between steps, ``push(frame, compute=False)`` only advances the flow history, and
-    ``flow=False`` skips the optical flow too on frames the next step's flow stack will not
-    read (it reads the fields of its last ``stack`` frames). Extractors without these keywords
-    compute everything on every frame (same features, slower).
-    """
-
-    def __init__(self, extractor: Any, clock: StepClock) -> None:
-        self.extractor, self.clock = extractor, clock
-        try:
-            keywords = inspect.signature(extractor.push).parameters
-        except (TypeError, ValueError):
-            keywords = {}
-        self.can_skip = "compute" in keywords
-        self.can_skip_flow = "flow" in keywords
-        self.stack = extractor.config.flow.stack
-
-    def push(self, image: np.ndarray, *, frame: int, due: bool) -> dict[str, np.ndarray]:
-        """Push frame ``frame`` (the next one); its features when ``due`` (a step falls on
-        it), else ``{}``."""
-        if due or not self.can_skip:
-            return self.extractor.push(image)
-        if not self.can_skip_flow:
-            return self.extractor.push(image, compute=False)
-        # clock.next_frame is the next step's frame (steps_at has been asked for this one).
-        needed = self.clock.next_frame - frame < self.stack
-        return self.extractor.push(image, compute=False, flow=needed)
-
-
 class StepClock:
     """Step ``j = 1, 2, ...`` falls on frame ``floor(j * alpha * fps)`` (1-based frames)."""
 
@@ -267,51 +152,195 @@ class StepClock:
         return count
 
 
+class Clock(Protocol):
+    """What a source asks of its step clock (:class:`StepClock`)."""
+
+    @property
+    def next_frame(self) -> int: ...
+
+    def steps_at(self, frame: int) -> int: ...
+
+
+class FramePusher:
+    """Pushes every frame to a :class:`~feature_extraction.StreamingExtractor`, computing
+    features only on step frames.
+
+    Between steps, ``push(frame, compute=False)`` only advances the flow history, and
+    ``flow=False`` skips the optical flow too on frames the next step's flow stack will not
+    read (it reads the fields of its last ``stack`` frames).
+    """
+
+    def __init__(self, extractor: Any, clock: Clock) -> None:
+        self.extractor, self.clock = extractor, clock
+        self.stack = extractor.config.flow.stack
+
+    def push(self, image: np.ndarray, *, frame: int, due: bool) -> dict[str, np.ndarray]:
+        """Push frame ``frame`` (the next one); its features when ``due`` (a step falls on
+        it), else ``{}``."""
+        if due:
+            return self.extractor.push(image)
+        # clock.next_frame is the next step's frame (steps_at has been asked for this one).
+        needed = self.clock.next_frame - frame < self.stack
+        return self.extractor.push(image, compute=False, flow=needed)
+
+
+# --------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class FrameDetections:
+    """The object detector's latest detections when a frame is shown (those of the last frame
+    it ran on): ``boxes`` (M, 4) ``x1, y1, x2, y2`` in pixels of an ``image_size`` =
+    (width, height) image, ``labels`` (M,) indices into ``class_names``, ``scores`` (M,);
+    ``threshold``: the detector's score threshold (config ``obj.threshold``)."""
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    class_names: tuple[str, ...]
+    image_size: tuple[int, int]
+    threshold: float
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One frame of a source, in order.
+
+    ``frame``: 1-based at the source's fps; ``image``: (H, W, 3) uint8 RGB, as shown;
+    ``steps``: how many anticipation steps fall on it (:class:`StepClock`); ``features``:
+    ``{modality: (dim,) float32}`` for those steps (Obj from ``--detections`` included), ``{}``
+    when ``steps == 0``; ``detections``: what the extraction's detector last saw (``None``
+    without a detector or before its first detection); ``extract_s``: seconds spent computing
+    the features of this frame (decoding not included).
+    """
+
+    frame: int
+    image: np.ndarray
+    steps: int
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    detections: FrameDetections | None = None
+    extract_s: float = 0.0
+
+
+def _detections_of(extractor: Any) -> FrameDetections | None:
+    """The extractor's last detections (its detector's, when it runs one)."""
+    if "obj" not in extractor.modalities:
+        return None
+    detections = getattr(extractor, "last_detections", None)
+    image = getattr(extractor, "last_image", None)
+    if detections is None or image is None or len(detections) == 0:
+        return None
+    return FrameDetections(
+        boxes=detections.boxes,
+        labels=detections.labels,
+        scores=detections.scores,
+        class_names=tuple(extractor.class_names),
+        image_size=(image.shape[1], image.shape[0]),
+        threshold=extractor.config.obj.threshold,
+    )
+
+
+class _Source:
+    """What both sources share: the extractor, the detection file, the records loop."""
+
+    option: str
+    path: Path
+
+    def __init__(self, extractor: Any, detections: DetectionFeatures | None) -> None:
+        self.extractor, self.detections = extractor, detections
+
+    @property
+    def fps(self) -> float:
+        return self.extractor.config.fps
+
+    def records(
+        self, clock: Clock, *, last_frame: int | None = None, max_seconds: float | None = None
+    ) -> Iterator[FrameRecord]:
+        """One :class:`FrameRecord` per frame, in order, up to ``last_frame`` (all without);
+        ``clock`` says which frames are step frames. Raises :class:`DemoError` naming the input
+        on an unreadable frame, :class:`ClipTooLongError` on a frame past ``max_seconds``
+        (counted, not announced: raw streams announce no duration)."""
+        import time
+
+        fps = self.fps
+        limit = math.ceil(max_seconds * fps - 1e-6) if max_seconds else None
+        self.extractor.reset()
+        for frame, image in self._images():
+            if last_frame is not None and frame > last_frame:
+                return
+            if limit is not None and frame > limit:
+                raise ClipTooLongError(
+                    f"{self.option} {self.path}: longer than {max_seconds:g} s "
+                    f"(decoding stopped at frame {frame} at {fps:g} fps)"
+                )
+            steps = clock.steps_at(frame)
+            tick = time.perf_counter()
+            features = self._features(image, frame=frame, due=steps > 0, clock=clock)
+            if steps and self.detections is not None:
+                features = {**features, "obj": self.detections.at(frame, self.fps)}
+            yield FrameRecord(
+                frame=frame,
+                image=image,
+                steps=steps,
+                features=features,
+                detections=_detections_of(self.extractor),
+                extract_s=time.perf_counter() - tick,
+            )
+
+    def _images(self) -> Iterator[tuple[int, np.ndarray]]:
+        raise NotImplementedError
+
+    def _features(
+        self, image: np.ndarray, *, frame: int, due: bool, clock: Clock
+    ) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
 # --------------------------------------------------------------------------- inputs
-class VideoInput:
+class VideoSource(_Source):
     """``--video``: decoded at the extractor's fps; every frame is pushed (the flow history),
     features are computed on step frames (:class:`FramePusher`)."""
 
     option = "--video"
 
-    def __init__(self, path: Path, extractor: Any) -> None:
-        self.path, self.extractor = Path(path), extractor
+    def __init__(
+        self, path: Path, extractor: Any, *, detections: DetectionFeatures | None = None
+    ) -> None:
+        super().__init__(extractor, detections)
+        self.path = Path(path)
         self._pusher: FramePusher | None = None
 
     @property
     def name(self) -> str:
         return self.path.name
 
-    def start(self, clock: StepClock) -> None:
-        self.extractor.reset()
+    def records(
+        self, clock: Clock, *, last_frame: int | None = None, max_seconds: float | None = None
+    ) -> Iterator[FrameRecord]:
         self._pusher = FramePusher(self.extractor, clock)
-        if not self._pusher.can_skip:
-            log.info("the extractor computes features on every frame (no push(compute=False))")
+        return super().records(clock, last_frame=last_frame, max_seconds=max_seconds)
 
-    def images(self) -> Iterator[tuple[int, np.ndarray]]:
+    def _images(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(frame, (H, W, 3) uint8 RGB)``, frames 1-based at the extractor's fps."""
         from feature_extraction import VideoError, decode_video
 
         try:
-            for decoded in decode_video(self.path, fps=self.extractor.config.fps):
+            for decoded in decode_video(self.path, fps=self.fps):
                 yield decoded.frame, decoded.image
         except VideoError as error:
             raise DemoError(f"--video: {error}") from None
 
-    def features(self, image: np.ndarray, *, frame: int, due: bool) -> dict[str, np.ndarray]:
+    def _features(
+        self, image: np.ndarray, *, frame: int, due: bool, clock: Clock
+    ) -> dict[str, np.ndarray]:
         assert self._pusher is not None
         return self._pusher.push(image, frame=frame, due=due)
 
 
-class FrameFolderInput:
-    """``--frames``: one video of a frame folder (:mod:`feature_extraction.frames`). Its RGB
-    JPEGs are shown; on step frames, the features of the RGB JPEG and of the stored flow stack
-    are computed as ``rulstm-extract --frames`` does.
+class FrameFolder:
+    """``--frames``: one video of a frame folder (:mod:`feature_extraction.frames`), checked
+    when made (before any model is built, so that a bad folder is reported at once).
 
     Raises :class:`DemoError` (naming the file) on a gap in the numbering, a flow image without
     its partner, an unreadable JPEG, or a video that is not in the folder."""
-
-    option = "--frames"
 
     def __init__(
         self,
@@ -366,58 +395,43 @@ class FrameFolderInput:
         self.width, self.height = first.shape[1], first.shape[0]
         self.total = self.reader.total
         self.flow = flow
-        self.extractor: Any = None
+
+
+class FrameFolderSource(_Source):
+    """The records of a :class:`FrameFolder`: its RGB JPEGs are shown; on step frames, the
+    features of the RGB JPEG and of the stored flow stack are computed as
+    ``rulstm-extract --frames`` does (``extractor`` made with ``flow_from_images=True``)."""
+
+    option = "--frames"
+
+    def __init__(
+        self, folder: FrameFolder, extractor: Any, *, detections: DetectionFeatures | None = None
+    ) -> None:
+        super().__init__(extractor, detections)
+        self.folder, self.path = folder, folder.path
 
     @property
     def name(self) -> str:
-        return self.video_id
+        return self.folder.video_id
 
-    def start(self, clock: StepClock) -> None:
-        assert self.extractor is not None
-        self.extractor.reset()
-
-    def images(self) -> Iterator[tuple[int, np.ndarray]]:
+    def _images(self) -> Iterator[tuple[int, np.ndarray]]:
         from feature_extraction import FrameError
 
         try:
-            for frame in range(1, self.total + 1):
-                yield frame, self.reader.rgb_image(frame)
+            for frame in range(1, self.folder.total + 1):
+                yield frame, self.folder.reader.rgb_image(frame)
         except FrameError as error:
             raise DemoError(f"--frames: {error}") from None
 
-    def features(self, image: np.ndarray, *, frame: int, due: bool) -> dict[str, np.ndarray]:
+    def _features(
+        self, image: np.ndarray, *, frame: int, due: bool, clock: Clock
+    ) -> dict[str, np.ndarray]:
         from feature_extraction import FrameError
 
         if not due:
             return {}  # nothing to keep between frames: the flow history is on disk
         try:
-            flow = self.reader.flow_stack(frame) if self.flow else None
+            flow = self.folder.reader.flow_stack(frame) if self.folder.flow else None
         except FrameError as error:
             raise DemoError(f"--frames: {error}") from None
         return self.extractor.push_stored(image, flow=flow)
-
-
-# --------------------------------------------------------------------------- the run
-def _boxes(
-    extractor: Any, threshold: float, limit: int = 12
-) -> tuple[list, tuple[int, int] | None]:
-    from rulstm_apps.overlay import Box
-
-    detections = getattr(extractor, "last_detections", None)
-    image = getattr(extractor, "last_image", None)
-    if detections is None or image is None or len(detections) == 0:
-        return [], None
-    names = list(extractor.class_names)
-    order = np.argsort(-detections.scores)[:limit]
-    boxes = [
-        Box(
-            *map(float, detections.boxes[i]),
-            label=names[int(detections.labels[i])]
-            if 0 <= int(detections.labels[i]) < len(names)
-            else str(int(detections.labels[i])),
-            score=float(detections.scores[i]),
-        )
-        for i in order
-        if detections.scores[i] >= threshold
-    ]
-    return boxes, (image.shape[1], image.shape[0])

@@ -201,6 +201,34 @@ class _Writer:
         self.y += round(self.row * fraction)
 
 
+def detection_boxes(
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    *,
+    class_names: Sequence[str],
+    threshold: float,
+    limit: int = 12,
+) -> list[Box]:
+    """The boxes to draw from one frame's detections: ``boxes`` (M, 4) ``x1, y1, x2, y2``
+    pixels, ``labels`` (M,) class indices into ``class_names`` (an index outside it is shown
+    as the number), ``scores`` (M,); the ``limit`` best scoring at least ``threshold``, best
+    first."""
+    order = np.argsort(-scores)[:limit]
+    named = list(class_names)
+    return [
+        Box(
+            *map(float, boxes[i]),
+            label=named[int(labels[i])]
+            if 0 <= int(labels[i]) < len(named)
+            else str(int(labels[i])),
+            score=float(scores[i]),
+        )
+        for i in order
+        if scores[i] >= threshold
+    ]
+
+
 def _percent(probability: float) -> str:
     # Near-uniform scores over thousands of classes are ~0.04 %: keep two significant digits.
     percent = 100 * probability

@@ -17,7 +17,7 @@ As for ``rulstm-demo``, options that are not the web app's own are extraction op
 
 Gradio is an optional extra (``pip install -e ".[web]"``); only :func:`build_app` and
 :func:`main` import it. :func:`handle_request` is the whole request as a plain function
-(video in -> MP4 + JSONL + chart data out), built on :func:`rulstm_apps.demo.run_demo`.
+(video in -> MP4 + JSONL + chart data out), built on :func:`rulstm_apps.demo_loop.run_demo`.
 Requests queue (one runs at a time), each works in its own temporary folder that is removed
 once its files have been handed to Gradio, and the app binds to 127.0.0.1 unless told.
 """
@@ -153,7 +153,8 @@ def handle_request(
             time or top-k the model cannot give, or any unusable input the demo names. On
             error the request's folder is already removed.
     """
-    from rulstm_apps.demo import ClipTooLongError, DemoError, DemoOptions, run_demo
+    from rulstm_apps.demo_errors import ClipTooLongError, DemoError
+    from rulstm_apps.demo_loop import DemoOptions, run_demo
 
     if not any(abs(horizon - h) < 1e-9 for h in HORIZONS):
         raise WebInputError(f"The anticipation time must be one of {list(HORIZONS)} s.")

@@ -12,10 +12,11 @@ import torch
 
 from epic_protocol import Segment
 from rulstm.online import OnlinePrediction
-from rulstm_apps.demo import DemoOptions, _panel, main, parse_options, run_demo
+from rulstm_apps.demo import DemoOptions, main, parse_options, run_demo
 from rulstm_apps.demo_inputs import StepClock
+from rulstm_apps.demo_loop import panel_content
 from rulstm_apps.labels import ActionNames, VideoTimeline
-from rulstm_apps.overlay import BACKGROUND, Box, Layout, PanelContent, render
+from rulstm_apps.overlay import BACKGROUND, Box, Layout, PanelContent, detection_boxes, render
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -111,7 +112,7 @@ def test_panel_shows_predictions_weights_and_ground_truth(actions_csv):
         weights={"rgb": torch.tensor([0.2, 0.7]), "obj": torch.tensor([0.8, 0.3])},
     )
     options = DemoOptions(video=Path("v.mp4"), checkpoint=Path("c.ckpt"), top_k=3)
-    content = _panel(
+    content = panel_content(
         frame=20, fps=30, steps=3, prediction=prediction, options=options, names=names,
         timeline=timeline, first_step_s=0.25,
     )  # fmt: skip
@@ -120,7 +121,7 @@ def test_panel_shows_predictions_weights_and_ground_truth(actions_csv):
     assert content.current == "put thing4"
     assert content.upcoming == "open thing5 in 0.7 s"
     assert content.hits == frozenset({0})  # the upcoming action is ranked first
-    hidden = _panel(
+    hidden = panel_content(
         frame=20, fps=30, steps=3, prediction=prediction, names=names, timeline=timeline,
         options=DemoOptions(video=Path("v.mp4"), checkpoint=Path("c.ckpt"), overlay_gt=False),
         first_step_s=0.25,
@@ -149,6 +150,22 @@ def test_overlay_draws_boxes_and_scales_layouts():
         render(np.zeros((4, 4), np.uint8), content, layout)
 
 
+def test_detection_boxes_keep_the_best_above_the_threshold():
+    boxes = np.array([[0, 0, 4, 4], [1, 1, 5, 5], [2, 2, 6, 6], [3, 3, 7, 7]], np.float32)
+    labels = np.array([0, 1, 7, 1])
+    scores = np.array([0.2, 0.9, 0.6, 0.5], np.float32)
+    drawn = detection_boxes(boxes, labels, scores, class_names=["cup", "tap"], threshold=0.3)
+    assert [(b.label, b.score, b.x1) for b in drawn] == [
+        ("tap", pytest.approx(0.9), 1.0),
+        ("7", pytest.approx(0.6), 2.0),  # an index outside the class names: the number
+        ("tap", pytest.approx(0.5), 3.0),
+    ]
+    best = detection_boxes(
+        boxes, labels, scores, class_names=["cup", "tap"], threshold=0.0, limit=2
+    )
+    assert [b.x1 for b in best] == [1.0, 2.0]
+
+
 def test_step_clock_follows_the_sampling_rounding():
     clock = StepClock(alpha=0.25, fps=30)
     assert [f for f in range(1, 61) if clock.steps_at(f)] == [7, 15, 22, 30, 37, 45, 52, 60]
@@ -166,7 +183,6 @@ def test_skipping_frames_between_steps_gives_the_same_step_features(tiny_video, 
     everything, skipping = StreamingExtractor(config), StreamingExtractor(config)
     clock = StepClock(alpha=0.25, fps=30)
     pusher = FramePusher(skipping, clock)
-    assert pusher.can_skip and pusher.can_skip_flow
     compared = 0
     for decoded in decode_video(tiny_video, fps=30):
         if decoded.frame > 30:
@@ -229,7 +245,8 @@ def test_checkpoint_that_does_not_fit_the_extraction_config(make_checkpoint, dem
 
 
 def test_checkpoint_weights_that_do_not_fit_are_named(make_checkpoint, tmp_path):
-    from rulstm_apps.demo_inputs import DemoError, load_model
+    from rulstm_apps.demo_errors import DemoError
+    from rulstm_apps.demo_model import load_model
 
     path = make_checkpoint("fusion")
     checkpoint = torch.load(path, weights_only=True)
@@ -480,7 +497,7 @@ def test_the_released_models_on_a_video_with_tsn_features(tiny_video, tmp_path):
 def test_auto_weights_follow_native_bf16(
     make_checkpoint, demo_args, native, expected, force_bf16_native
 ):
-    from rulstm_apps.demo_inputs import load_model
+    from rulstm_apps.demo_model import load_model
 
     force_bf16_native(native)
     checkpoint = make_checkpoint("rgb", hyper_parameters={"modality": "rgb"})

@@ -11,12 +11,12 @@ import cv2
 import numpy as np
 import pytest
 
-from rulstm_apps.demo import (
-    DemoError,
-    FrameFolderInput,
+from rulstm_apps.demo import DemoError, main
+from rulstm_apps.demo_inputs import (
+    FrameFolder,
+    FrameFolderSource,
     build_extractor,
     load_extract_config,
-    main,
 )
 
 FRAMES = 40  # 1.33 s at 30 fps: steps at frames 7, 15, 22, 30, 37
@@ -101,10 +101,10 @@ def test_step_features_are_those_of_rulstm_extract_frames(tmp_path, tiny, one_th
         config, RunOptions(videos=None, frames=frames, out=tmp_path / "features", progress=False)
     )
     assert summary is not None and summary.done == ["P01_01"]
-    source = FrameFolderInput(
+    folder = FrameFolder(
         frames, video_id=None, video_info=None, fps=30.0, flow=True, stack=config.flow.stack
     )
-    source.extractor = build_extractor(
+    extractor = build_extractor(
         config,
         needed={"rgb": 512, "flow": 512},
         device=None,
@@ -112,15 +112,26 @@ def test_step_features_are_those_of_rulstm_extract_frames(tmp_path, tiny, one_th
         config_name="tiny",
         flow_from_images=True,
     )
-    assert source.extractor.models.cpu_flow is None  # no flow estimated
-    for frame in (3, 7, 12):
-        image = next(img for k, img in source.images() if k == frame)
-        features = source.features(image, frame=frame, due=True)
+    assert extractor.models.cpu_flow is None  # no flow estimated
+    source = FrameFolderSource(folder, extractor)
+
+    class Steps:  # steps on frames 3, 7 and 12
+        next_frame = 0
+
+        def steps_at(self, frame: int) -> int:
+            return int(frame in (3, 7, 12))
+
+    records = list(source.records(Steps()))
+    assert [r.frame for r in records] == list(range(1, 13))
+    for record in records:
+        if record.frame not in (3, 7, 12):
+            assert record.steps == 0 and record.features == {}
+            continue
+        assert record.steps == 1
         for modality in ("rgb", "flow"):
             store = FeatureStore(tmp_path / "features" / f"{modality}.h5")
-            stored = store.lookup("P01_01", np.array([frame]))[0]
-            np.testing.assert_allclose(features[modality], stored, atol=1e-4, rtol=1e-4)
-    assert source.features(image, frame=12, due=False) == {}
+            stored = store.lookup("P01_01", np.array([record.frame]))[0]
+            np.testing.assert_allclose(record.features[modality], stored, atol=1e-4, rtol=1e-4)
 
 
 def test_epic_layout_needs_the_video_info_and_maps_60_fps(
@@ -173,14 +184,14 @@ def test_the_input_is_a_video_or_a_folder_and_one_video_of_it(tmp_path, tiny):
     write_flat(tmp_path / "data", "P01_02", frames=3)
     kwargs = {"video_info": None, "fps": 30.0, "flow": True, "stack": 5}
     with pytest.raises(DemoError, match="holds 2 videos.*--video_id"):
-        FrameFolderInput(frames, video_id=None, **kwargs)
+        FrameFolder(frames, video_id=None, **kwargs)
     with pytest.raises(DemoError, match="no frames of video P02_01"):
-        FrameFolderInput(frames, video_id="P02_01", **kwargs)
-    assert FrameFolderInput(frames, video_id="P01_02", **kwargs).total == 3
+        FrameFolder(frames, video_id="P02_01", **kwargs)
+    assert FrameFolder(frames, video_id="P01_02", **kwargs).total == 3
     with pytest.raises(DemoError, match="at 30 fps"):
-        FrameFolderInput(frames, video_id="P01_02", **{**kwargs, "fps": 25.0})
+        FrameFolder(frames, video_id="P01_02", **{**kwargs, "fps": 25.0})
     with pytest.raises(DemoError, match="frame folder not found"):
-        FrameFolderInput(tmp_path / "nowhere", video_id=None, **kwargs)
+        FrameFolder(tmp_path / "nowhere", video_id=None, **kwargs)
     from epic_protocol.errors import UsageError
     from rulstm_apps.demo import DemoOptions, parse_options, run_demo
 
