@@ -28,7 +28,8 @@ from feature_extraction.config import DecodeConfig, Modality
 from feature_extraction.flow import CausalFlow, FlowEstimator
 from feature_extraction.foundation import FoundationBackbone, clip_context
 from feature_extraction.frames import FrameError, FrameReader, FrameVideo
-from feature_extraction.video import DecodeReport, VideoError, decode_video, probe_video
+from feature_extraction.video import DecodeReport, decode_video
+from feature_extraction.video_files import VideoError, probe_video
 
 
 @dataclass(frozen=True)

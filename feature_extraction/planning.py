@@ -22,7 +22,7 @@ from feature_extraction.config import ExtractConfig, Modality, SparseConfig
 from feature_extraction.frames import FrameVideo, find_frame_videos
 from feature_extraction.output import StagingArea, StoredVideo, check_output_file
 from feature_extraction.pipeline import VideoJob
-from feature_extraction.video import probe_video, scan_videos
+from feature_extraction.video_files import probe_video, scan_videos
 
 
 class PlanningError(DataError, RuntimeError):

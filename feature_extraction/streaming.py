@@ -40,7 +40,7 @@ from feature_extraction.models import (
     resolve_device,
     resolve_precision,
 )
-from feature_extraction.video import output_size, resize_frame
+from feature_extraction.resizing import output_size, resize_frame
 
 
 class StreamingExtractor:

@@ -13,17 +13,15 @@ from hypothesis import strategies as st
 
 from epic_protocol.annotations import convert_frame
 from feature_extraction import video as video_module
+from feature_extraction.resizing import output_size
 from feature_extraction.video import (
     DecodeReport,
     TruncatedVideoError,
-    VideoError,
     decode_video,
-    find_videos,
-    output_size,
-    probe_video,
     resample,
     select_frames,
 )
+from feature_extraction.video_files import VideoError, find_videos, probe_video
 
 
 def _source_of_each_target(
