@@ -10,6 +10,7 @@ floating-point rounding and therefore, for some rows, the frame that is read.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -79,6 +80,32 @@ def sample_frames(
     if task == "early_recognition":
         return early_recognition_frames(start_frame, end_frame, steps=steps)
     raise ValueError(f"task must be 'anticipation' or 'early_recognition', got {task!r}")
+
+
+#: Float error absorbed when seconds become steps or frames (0.25 s x 30 fps x 4 steps is
+#: frame 30, not 29; 0.75 s / 0.25 s is 3 steps).
+STEP_TOLERANCE = 1e-6
+
+
+def steps_in(seconds: float, *, alpha: float) -> int:
+    """How many ``alpha``-second steps make ``seconds`` (an anticipation time): a positive
+    whole number, within :data:`STEP_TOLERANCE`.
+
+    Raises:
+        ValueError: ``seconds`` is not a positive multiple of ``alpha``.
+    """
+    ratio = seconds / alpha
+    steps = round(ratio)
+    if seconds <= 0 or abs(ratio - steps) > STEP_TOLERANCE:
+        raise ValueError(f"anticipation time {seconds} s is not a multiple of alpha={alpha}")
+    return steps
+
+
+def step_frame(step: int, *, alpha: float, fps: float) -> int:
+    """The 1-based frame (at ``fps``) on which online step ``step = 1, 2, ...`` falls:
+    ``floor(step * alpha * fps)``, the sampling's rounding, so that steps are ``alpha``
+    seconds apart on average and never drift (frames 7, 15, 22, 30 for 0.25 s at 30 fps)."""
+    return math.floor(step * alpha * fps + STEP_TOLERANCE)
 
 
 #: The anticipation time every EPIC-KITCHENS table headlines and selects models on.

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from epic_protocol.sampling import anticipation_times
+from epic_protocol.sampling import anticipation_times, steps_in
 from rulstm.models.rulstm import RULSTM, RULSTMFusion
 
 OnlineWeights = Literal["auto", "fp32", "bf16", "int8"]
@@ -119,11 +119,8 @@ class OnlineAnticipator:
         self.times = tuple(times) if times is not None else anticipation_times(alpha=alpha)
         self.unroll_steps = []
         for time in self.times:
-            ratio = time / alpha
-            if time <= 0 or abs(ratio - round(ratio)) > 1e-6:
-                raise ValueError(f"anticipation time {time} s is not a multiple of alpha={alpha}")
             # Offline, anticipation time (T - t) * alpha is an unrolling of T - t + 1 steps.
-            self.unroll_steps.append(round(ratio) + 1)
+            self.unroll_steps.append(steps_in(time, alpha=alpha) + 1)
         self.branches: dict[str, RULSTM] = (
             dict(self.net.branches.items()) if isinstance(self.net, RULSTMFusion) else {}
         )
@@ -203,7 +200,7 @@ class OnlineAnticipator:
         alpha = alpha or next(iter(alphas.values()), None) or 0.25
         if times is None:
             times = [alpha * k for k in range(steps, 0, -1)]
-            if horizon is not None and not any(abs(t - horizon) < 1e-9 for t in times):
+            if horizon is not None and not _is_output_time(horizon, alpha=alpha, steps=steps):
                 times = sorted([*times, horizon], reverse=True)
         if len(nets) == 1 and isinstance(nets[0][1], RULSTMFusion):
             file, fusion, _ = nets[0]
@@ -430,3 +427,11 @@ def _modality_from_name(path: Path) -> str | None:
     tokens = set(re.split(r"[^a-z0-9]+", path.name.lower()))
     found = [m for m in ("rgb", "flow", "obj") if m in tokens]
     return found[0] if len(found) == 1 else None
+
+
+def _is_output_time(seconds: float, *, alpha: float, steps: int) -> bool:
+    """Whether ``seconds`` is one of the anticipation times ``alpha * k``, ``k = 1..steps``."""
+    try:
+        return steps_in(seconds, alpha=alpha) <= steps
+    except ValueError:
+        return False  # not a multiple of alpha: the constructor reports it

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from epic_protocol.sampling import step_frame
 from rulstm_apps.demo_errors import ClipTooLongError, DemoError
 
 log = logging.getLogger(__name__)
@@ -127,15 +128,15 @@ def build_extractor(
 
 
 class StepClock:
-    """Step ``j = 1, 2, ...`` falls on frame ``floor(j * alpha * fps)`` (1-based frames)."""
+    """Step ``j = 1, 2, ...`` falls on frame ``floor(j * alpha * fps)`` (1-based frames;
+    :func:`epic_protocol.sampling.step_frame`)."""
 
     def __init__(self, *, alpha: float, fps: float) -> None:
         self.alpha, self.fps = alpha, fps
         self._next = 1
 
     def _frame_of(self, step: int) -> int:
-        # The epsilon absorbs float error (0.25 * 30 * 4 must be frame 30, not 29).
-        return math.floor(step * self.alpha * self.fps + 1e-6)
+        return step_frame(step, alpha=self.alpha, fps=self.fps)
 
     @property
     def next_frame(self) -> int:

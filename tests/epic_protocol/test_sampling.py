@@ -127,3 +127,25 @@ def test_anticipation_step_of_the_headline_time_follows_alpha():
         anticipation_step(1.0, alpha=0.3, anticipation_steps=8)
     with pytest.raises(ValueError, match="anticipation_steps=3"):
         anticipation_step(1.0, alpha=0.25, anticipation_steps=3)
+
+
+def test_steps_in_and_step_frame_are_the_one_time_step_rule():
+    from epic_protocol.sampling import step_frame, steps_in
+
+    assert [steps_in(t, alpha=0.25) for t in (0.25, 0.75, 1.0, 2.0)] == [1, 3, 4, 8]
+    assert steps_in(0.1 * 3, alpha=0.1) == 3  # 0.30000000000000004 s
+    for bad in (0.3, 0.0, -0.25):
+        with pytest.raises(ValueError, match="not a multiple of alpha=0.25"):
+            steps_in(bad, alpha=0.25)
+    # floor(j * alpha * fps), float error absorbed: 0.25 * 30 * 4 is frame 30, not 29.
+    assert [step_frame(j, alpha=0.25, fps=30) for j in range(1, 9)] == [
+        7,
+        15,
+        22,
+        30,
+        37,
+        45,
+        52,
+        60,
+    ]
+    assert step_frame(3, alpha=0.1, fps=10) == 3  # 3 * 0.1 * 10 = 3.0000000000000004 or 2.99...
