@@ -10,11 +10,21 @@ stack only uses frames up to its own, so streaming and batch extraction agree.
 Fields are stored as "flow images" in ``[0, 1]``: ``(clip(f, -bound, bound) + bound) /
 (2 * bound)``, quantised to uint8 (``round(255 * x)``) when ``quantize`` is set, as TSN
 stored TV-L1 flow as JPEG images with ``bound = 20``.
+
+Where the flow comes from is chosen once, by the model builder
+(:func:`feature_extraction.models.build_models`), as a :class:`FlowSource`: a CPU estimator
+(TV-L1, DIS), which runs where frames are decoded (the data workers, or the streaming
+extractor's thread), RAFT, which runs on the models' device, or the stored flow images of a
+frame folder (nothing estimated). Its :meth:`FlowSource.new_stream` gives the one
+:class:`FlowStream` interface the batch extraction and the streaming extractor both push
+frames to.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import cv2
@@ -24,6 +34,16 @@ from torch import nn
 
 CpuFlowMethod = Literal["tvl1", "dis"]
 FlowMethod = Literal["auto", "raft_small", "raft_large", "tvl1", "dis"]
+
+RAFT_METHODS = ("raft_small", "raft_large")
+FLOW_FROM_IMAGES = "images"  # the method of frame-folder input: read, not estimated
+
+
+def resolve_flow_method(method: str, device: torch.device) -> str:
+    """'auto' is raft_small on CUDA and DIS on the CPU."""
+    if method == "auto":
+        return "raft_small" if device.type == "cuda" else "dis"
+    return method
 
 
 class FlowEstimator(Protocol):
@@ -244,3 +264,163 @@ class CausalFlow:
 
     def stack(self) -> np.ndarray:
         return self.stacker.stack()
+
+    def push_frames(
+        self,
+        frames: Sequence[int],
+        images: np.ndarray | torch.Tensor,
+        keep: Sequence[bool],
+        *,
+        estimate: bool = True,
+    ) -> np.ndarray | None:
+        """:meth:`FlowStream.push_frames` on the CPU: stacks (K, 2L, H, W) of the kept rows
+        (numpy), ``None`` when no row is kept."""
+        if isinstance(images, torch.Tensor):
+            images = images.cpu().numpy()
+        stacks = []
+        for frame, image, kept in zip(frames, images, keep, strict=True):
+            self.push(int(frame), image, estimate=estimate or bool(kept))
+            if kept:
+                stacks.append(self.stack())
+        return np.stack(stacks) if stacks else None  # K x (2L, H, W) -> (K, 2L, H, W)
+
+
+class RaftStream:
+    """Causal flow stacks of one video with RAFT (on the models' device), fed batches of
+    consecutive decoded frames."""
+
+    def __init__(self, *, raft: RaftFlow, length: int, bound: float, quantize: bool) -> None:
+        self.raft, self.bound, self.quantize = raft, bound, quantize
+        self.stacker = FlowStacker(length=length)
+        self._last: tuple[int, torch.Tensor] | None = None
+
+    def reset(self) -> None:
+        self.stacker.reset()
+        self._last = None
+
+    @torch.no_grad()
+    def push_frames(
+        self,
+        frames: Sequence[int],
+        images: np.ndarray | torch.Tensor,
+        keep: Sequence[bool],
+        *,
+        estimate: bool = True,
+    ) -> torch.Tensor | None:
+        """``images`` (B, H, W, 3) uint8 of ``frames`` -> stacks (K, 2L, H, W) of kept rows
+        (on RAFT's device), ``None`` when no row is kept. ``estimate=False`` (no row kept)
+        records the frames without estimating their fields."""
+        if not isinstance(images, torch.Tensor):
+            images = torch.from_numpy(np.ascontiguousarray(images)).to(self._device())
+        if not estimate and not any(keep):
+            for frame, image in zip(frames, images, strict=True):
+                self._skip(int(frame), image)
+            return None
+        chw = images.permute(0, 3, 1, 2)  # (B, H, W, 3) -> (B, 3, H, W)
+        frames = [int(f) for f in frames]
+        previous_frames = [self._last[0] if self._last else None, *frames[:-1]]
+        pairs = [i for i, f in enumerate(frames) if previous_frames[i] == f - 1]
+        fields: dict[int, torch.Tensor] = {}
+        if pairs:
+            previous_images = torch.cat(
+                [self._last[1][None] if self._last else chw[:1], chw[:-1]]
+            )  # (B, 3, H, W): row i holds the image before row i
+            index = torch.tensor(pairs, device=chw.device)
+            raw = self.raft(previous_images[index], chw[index])  # (P, 2, H, W)
+            units = flow_to_unit_tensor(raw, bound=self.bound, quantize=self.quantize)
+            fields = {row: units[n] for n, row in enumerate(pairs)}
+        height, width = chw.shape[-2:]
+        zero = flow_to_unit_tensor(
+            torch.zeros(2, height, width, device=chw.device),
+            bound=self.bound,
+            quantize=self.quantize,
+        )
+        stacks = []
+        for row, frame in enumerate(frames):
+            self.stacker.push(frame, fields.get(row), zero=zero)
+            if keep[row]:
+                stacks.append(self.stacker.stack())
+        self._last = (frames[-1], chw[-1])
+        return torch.stack(stacks) if stacks else None
+
+    def _skip(self, frame: int, image: torch.Tensor) -> None:
+        """Record a frame without estimating its field: (H, W, 3) uint8."""
+        zero = flow_to_unit_tensor(
+            torch.zeros(2, *image.shape[:2], device=image.device),
+            bound=self.bound,
+            quantize=self.quantize,
+        )
+        self.stacker.push(frame, None, zero=zero)
+        self._last = (frame, image.permute(2, 0, 1))  # (H, W, 3) -> (3, H, W)
+
+    def _device(self) -> torch.device:
+        return next(self.raft.parameters(), torch.empty(0)).device
+
+
+class FlowStream(Protocol):
+    """Causal flow stacks of one video, fed its decoded frames in increasing order
+    (:class:`CausalFlow` on the CPU, :class:`RaftStream` with RAFT)."""
+
+    def reset(self) -> None:
+        """Start a new video."""
+
+    def push_frames(
+        self,
+        frames: Sequence[int],
+        images: np.ndarray | torch.Tensor,
+        keep: Sequence[bool],
+        *,
+        estimate: bool = True,
+    ) -> np.ndarray | torch.Tensor | None:
+        """Push ``frames`` (1-based, increasing) with their ``images`` (B, H, W, 3) uint8 RGB;
+        returns the stacks (K, 2 * stack, H, W) of the ``keep`` rows (``None`` when none is
+        kept). ``estimate=False`` skips the fields of rows that are not kept (cheaper; the
+        stacks of the next ``stack - 1`` frames then cannot be built)."""
+
+
+@dataclass(frozen=True)
+class FlowSource:
+    """Where an extraction's optical flow comes from, chosen once by the model builder.
+
+    ``method``: the resolved method (``dis``, ``tvl1``, ``raft_small``, ``raft_large``, or
+    :data:`FLOW_FROM_IMAGES`); ``estimator``: the CPU estimator, ``raft``: the RAFT module
+    (one of them, or neither for stored flow images); ``length``, ``bound``, ``quantize``:
+    the stack length and the flow-image encoding (config ``flow.*``)."""
+
+    method: str
+    length: int
+    bound: float
+    quantize: bool
+    estimator: FlowEstimator | None = None
+    raft: RaftFlow | None = None
+
+    @property
+    def on_device(self) -> bool:
+        """RAFT: fields are estimated beside the models (the main process), from batches of
+        images; otherwise the CPU estimates them where frames are decoded."""
+        return self.method in RAFT_METHODS
+
+    @property
+    def estimated(self) -> bool:
+        """False for stored flow images (frame folders): nothing to estimate."""
+        return self.method != FLOW_FROM_IMAGES
+
+    def for_workers(self) -> FlowSource:
+        """This source without the RAFT module (data workers never run it)."""
+        return replace(self, raft=None)
+
+    def new_stream(self) -> FlowStream:
+        """A fresh :class:`FlowStream` for one video. Raises ``RuntimeError`` for stored
+        flow images, or for RAFT after :meth:`for_workers`."""
+        if self.estimator is not None:
+            return CausalFlow(
+                estimator=self.estimator,
+                length=self.length,
+                bound=self.bound,
+                quantize=self.quantize,
+            )
+        if self.raft is not None:
+            return RaftStream(
+                raft=self.raft, length=self.length, bound=self.bound, quantize=self.quantize
+            )
+        raise RuntimeError(f"flow method {self.method!r} has no estimator here to stream")

@@ -30,8 +30,9 @@ from epic_protocol.features import (
     first_non_finite_row,
 )
 from feature_extraction.config import Modality
+from feature_extraction.flow import FlowStream
 from feature_extraction.foundation import ClipBuffer
-from feature_extraction.models import FeatureComputer, RaftStream
+from feature_extraction.models import FeatureComputer
 from feature_extraction.output import OutputError, StagingArea
 from feature_extraction.pipeline import (
     Chunk,
@@ -111,7 +112,7 @@ class ExtractionModule(L.LightningModule):
         self.batch_size = batch_size
         self.progress = progress
         self._timed = False
-        self._raft_streams: dict[str, RaftStream] = {}
+        self._flow_streams: dict[str, FlowStream] = {}  # flow estimated here (RAFT)
         self._clips: dict[str, ClipBuffer] = {}
 
     def _time_one_frame(self, batch: Chunk, kept_images: torch.Tensor) -> dict[str, float]:
@@ -125,7 +126,7 @@ class ExtractionModule(L.LightningModule):
                     length = self.computer.rgb_clip[0]
                     one = one[:, None].expand(-1, length, -1, -1, -1)  # -> (1, T, H, W, 3)
                 self.computer.rgb_features(one)
-            elif modality == "flow" and self.computer.raft is None:
+            elif modality == "flow" and not self.computer.flow_on_device:
                 self.computer.flow_features(batch.flow[:1])
             elif modality == "obj":
                 self.computer.object_features(kept_images[:1])
@@ -141,13 +142,13 @@ class ExtractionModule(L.LightningModule):
     def predict_step(self, batch: Chunk, batch_idx: int) -> dict[str, Any]:
         video = batch.video
         if batch.error:
-            self._raft_streams.pop(video, None)
+            self._flow_streams.pop(video, None)
             self._clips.pop(video, None)
             return {}
         modalities = batch.modalities
         keep = batch.keep
         images = batch.images
-        raft = self.computer.raft is not None and "flow" in modalities
+        raft = self.computer.flow_on_device and "flow" in modalities
         # Images of every row (RAFT, clips of a video backbone) or of the kept rows only.
         all_rows = images.numel() > 0 and len(images) == len(keep)
         kept_images = images[keep] if all_rows else images
@@ -169,10 +170,9 @@ class ExtractionModule(L.LightningModule):
                 self._computed(kept, len(modalities))
             if "flow" in modalities:
                 if raft:
-                    stream = self._raft_streams.get(video)
-                    if stream is None:
-                        stream = self._raft_streams[video] = self.computer.new_raft_stream()
-                    stacks = stream.push(batch.frames.tolist(), images, keep.tolist())
+                    stacks = self._flow_stream(video).push_frames(
+                        batch.frames.tolist(), images, keep.tolist()
+                    )
                 else:
                     stacks = batch.flow
                 flow = in_fixed_batches(self.computer.flow_features, stacks, self.batch_size)
@@ -183,12 +183,17 @@ class ExtractionModule(L.LightningModule):
                 out["obj"], out["detections"] = vectors, detections
                 self._computed(kept, len(modalities))
         elif raft and len(batch.frames):
-            stream = self._raft_streams.setdefault(video, self.computer.new_raft_stream())
-            stream.push(batch.frames.tolist(), images, keep.tolist())
+            self._flow_stream(video).push_frames(batch.frames.tolist(), images, keep.tolist())
         if batch.last:
-            self._raft_streams.pop(video, None)
+            self._flow_streams.pop(video, None)
             self._clips.pop(video, None)
         return out
+
+    def _flow_stream(self, video: str) -> FlowStream:
+        stream = self._flow_streams.get(video)
+        if stream is None:
+            stream = self._flow_streams[video] = self.computer.new_flow_stream()
+        return stream
 
 
 def clip_rows(

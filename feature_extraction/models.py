@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,15 +34,16 @@ from feature_extraction.detectors import (
     read_palette,
 )
 from feature_extraction.flow import (
+    FLOW_FROM_IMAGES,
+    RAFT_METHODS,
     FlowEstimator,
-    FlowStacker,
+    FlowSource,
+    FlowStream,
     RaftFlow,
-    flow_to_unit_tensor,
     make_cpu_flow,
+    resolve_flow_method,
 )
 from feature_extraction.foundation import ClipBuffer, FoundationBackbone, file_hash
-
-RAFT_METHODS = ("raft_small", "raft_large")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -68,13 +68,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision.startswith("bf16"):
         bf16_rule.warn_if_emulated(device, what=f"extraction precision {precision}")
     return precision
-
-
-def resolve_flow_method(method: str, device: torch.device) -> str:
-    """'auto' is raft_small on CUDA and DIS on the CPU."""
-    if method == "auto":
-        return "raft_small" if device.type == "cuda" else "dis"
-    return method
 
 
 def build_raft(*, variant: str, weights: str | None, seed: int, iterations: int) -> RaftFlow:
@@ -142,12 +135,22 @@ class ExtractionModels:
 
     config: ExtractConfig
     device: torch.device
-    flow_method: str | None
     rgb: Backbone | None
     flow: Backbone | None
-    raft: RaftFlow | None
-    cpu_flow: FlowEstimator | None
+    flow_source: FlowSource | None  # where the flow comes from (None: no flow modality)
     detector: ObjectDetector | None
+
+    @property
+    def flow_method(self) -> str | None:
+        return self.flow_source.method if self.flow_source is not None else None
+
+    @property
+    def raft(self) -> RaftFlow | None:
+        return self.flow_source.raft if self.flow_source is not None else None
+
+    @property
+    def cpu_flow(self) -> FlowEstimator | None:
+        return self.flow_source.estimator if self.flow_source is not None else None
 
     @property
     def dims(self) -> dict[Modality, int]:
@@ -161,9 +164,6 @@ class ExtractionModels:
         return dims
 
 
-FLOW_FROM_IMAGES = "images"  # flow_method of frame-folder input: read, not estimated
-
-
 def build_models(
     config: ExtractConfig,
     *,
@@ -171,10 +171,12 @@ def build_models(
     flow_from_images: bool = False,
 ) -> ExtractionModels:
     """The models of ``config``. ``flow_from_images``: flow comes from stored flow images
-    (frame folders), so no flow estimator is built."""
+    (frame folders), so no flow estimator is built. The flow's :class:`FlowSource` (CPU
+    estimator, RAFT or stored images) is chosen here, once."""
     device = device if device is not None else resolve_device(config.device)
     rgb = flow = raft = cpu_flow = detector = None
     flow_method = None
+    flow_source = None
     if "rgb" in config.modalities:
         rgb = build_rgb_backbone(
             name=config.rgb.backbone,
@@ -207,9 +209,17 @@ def build_models(
             )
         else:
             cpu_flow = make_cpu_flow(flow_method, dis_preset=config.flow.dis_preset)  # type: ignore[arg-type]
+        flow_source = FlowSource(
+            method=flow_method,
+            length=config.flow.stack,
+            bound=config.flow.bound,
+            quantize=config.flow.quantize,
+            estimator=cpu_flow,
+            raft=raft,
+        )
     if "obj" in config.modalities:
         detector = build_detector(config.obj)
-    return ExtractionModels(config, device, flow_method, rgb, flow, raft, cpu_flow, detector)
+    return ExtractionModels(config, device, rgb, flow, flow_source, detector)
 
 
 #: Options added after files were written, left out of the hash at their defaults.
@@ -322,19 +332,23 @@ class FeatureComputer(nn.Module):
         *,
         rgb: Backbone | None,
         flow: Backbone | None,
-        raft: RaftFlow | None,
+        flow_source: FlowSource | None,
         detector: ObjectDetector | None,
         threshold: float,
-        flow_bound: float,
-        flow_quantize: bool,
-        flow_stack: int,
     ) -> None:
         super().__init__()
-        self.rgb, self.flow, self.raft = rgb, flow, raft
+        self.rgb, self.flow, self.flow_source = rgb, flow, flow_source
+        # RAFT is a submodule (moved to the device with the others; its streams share it).
+        self.raft = flow_source.raft if flow_source is not None else None
         # An nn.Module detector becomes a submodule (moved to the device); others stay plain.
         self.detector = detector
         self.threshold = threshold
-        self.flow_bound, self.flow_quantize, self.flow_stack = flow_bound, flow_quantize, flow_stack
+
+    @property
+    def flow_on_device(self) -> bool:
+        """The flow fields are estimated here, beside the models (RAFT), from the images of
+        every decoded row; otherwise they come with the batches (CPU flow, stored images)."""
+        return self.flow_source is not None and self.flow_source.on_device
 
     @classmethod
     def from_models(cls, models: ExtractionModels) -> FeatureComputer:
@@ -342,12 +356,9 @@ class FeatureComputer(nn.Module):
         return cls(
             rgb=models.rgb,
             flow=models.flow,
-            raft=models.raft,
+            flow_source=models.flow_source,
             detector=models.detector,
             threshold=config.obj.threshold,
-            flow_bound=config.flow.bound,
-            flow_quantize=config.flow.quantize,
-            flow_stack=config.flow.stack,
         )
 
     @property
@@ -397,66 +408,8 @@ class FeatureComputer(nn.Module):
         )
         return vectors, detections
 
-    def new_raft_stream(self) -> RaftStream:
-        assert self.raft is not None
-        return RaftStream(
-            raft=self.raft,
-            length=self.flow_stack,
-            bound=self.flow_bound,
-            quantize=self.flow_quantize,
-        )
-
-
-class RaftStream:
-    """Causal flow stacks of one video with RAFT, fed batches of consecutive decoded frames."""
-
-    def __init__(self, *, raft: RaftFlow, length: int, bound: float, quantize: bool) -> None:
-        self.raft, self.bound, self.quantize = raft, bound, quantize
-        self.stacker = FlowStacker(length=length)
-        self._last: tuple[int, torch.Tensor] | None = None
-
-    def reset(self) -> None:
-        self.stacker.reset()
-        self._last = None
-
-    @torch.no_grad()
-    def push(
-        self, frames: Sequence[int], images: torch.Tensor, keep: Sequence[bool]
-    ) -> torch.Tensor | None:
-        """``images`` (B, H, W, 3) uint8 of ``frames`` -> stacks (K, 2L, H, W) of kept rows."""
-        chw = images.permute(0, 3, 1, 2)  # (B, H, W, 3) -> (B, 3, H, W)
-        frames = [int(f) for f in frames]
-        previous_frames = [self._last[0] if self._last else None, *frames[:-1]]
-        pairs = [i for i, f in enumerate(frames) if previous_frames[i] == f - 1]
-        fields: dict[int, torch.Tensor] = {}
-        if pairs:
-            previous_images = torch.cat(
-                [self._last[1][None] if self._last else chw[:1], chw[:-1]]
-            )  # (B, 3, H, W): row i holds the image before row i
-            index = torch.tensor(pairs, device=chw.device)
-            raw = self.raft(previous_images[index], chw[index])  # (P, 2, H, W)
-            units = flow_to_unit_tensor(raw, bound=self.bound, quantize=self.quantize)
-            fields = {row: units[n] for n, row in enumerate(pairs)}
-        height, width = chw.shape[-2:]
-        zero = flow_to_unit_tensor(
-            torch.zeros(2, height, width, device=chw.device),
-            bound=self.bound,
-            quantize=self.quantize,
-        )
-        stacks = []
-        for row, frame in enumerate(frames):
-            self.stacker.push(frame, fields.get(row), zero=zero)
-            if keep[row]:
-                stacks.append(self.stacker.stack())
-        self._last = (frames[-1], chw[-1])
-        return torch.stack(stacks) if stacks else None
-
-    def skip(self, frame: int, image: torch.Tensor) -> None:
-        """Record a frame without estimating its field: (H, W, 3) uint8."""
-        zero = flow_to_unit_tensor(
-            torch.zeros(2, *image.shape[:2], device=image.device),
-            bound=self.bound,
-            quantize=self.quantize,
-        )
-        self.stacker.push(frame, None, zero=zero)
-        self._last = (frame, image.permute(2, 0, 1))  # (H, W, 3) -> (3, H, W)
+    def new_flow_stream(self) -> FlowStream:
+        """A fresh :class:`~feature_extraction.flow.FlowStream` for one video (see
+        :meth:`FlowSource.new_stream`)."""
+        assert self.flow_source is not None
+        return self.flow_source.new_stream()

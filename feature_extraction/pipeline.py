@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from feature_extraction.config import DecodeConfig, Modality
-from feature_extraction.flow import CausalFlow, FlowEstimator
+from feature_extraction.flow import FlowSource
 from feature_extraction.foundation import FoundationBackbone, clip_context
 from feature_extraction.frames import FrameError, FrameReader, FrameVideo
 from feature_extraction.video import DecodeReport, decode_video
@@ -53,11 +53,8 @@ class ChunkOptions:
     fps: float
     decode: DecodeConfig
     batch_size: int
-    cpu_flow: FlowEstimator | None  # None: no flow, or RAFT in the main process
-    raft: bool
+    flow: FlowSource | None  # None: no flow; RAFT's runs in the main process (no module here)
     flow_stack: int
-    flow_bound: float
-    flow_quantize: bool
     allow_truncated: bool = False  # keep the decoded part of videos cut short
     # (clip length T, stride s) of a video RGB backbone: the (T-1)*s frames before each kept
     # frame are decoded too (keep=False) and their images handed over for the clips.
@@ -120,8 +117,11 @@ class VideoChunks:
         self.job, self.options = job, options
         modalities = set(job.modalities)
         self.use_flow = "flow" in modalities
-        self.cpu_flow = options.cpu_flow if self.use_flow and not options.raft else None
-        self.raft = self.use_flow and options.raft
+        source = options.flow if self.use_flow else None
+        # Where the fields are estimated: here, in the worker (CPU flow), or beside the models
+        # (RAFT, which needs the images of every decoded row).
+        self.cpu_flow = source is not None and source.estimated and not source.on_device
+        self.raft = source is not None and source.on_device
         self.need_images = bool(modalities & {"rgb", "obj"}) or self.raft
         clip = options.rgb_clip if "rgb" in modalities else None
         self.rgb_context = (clip[0] - 1) * clip[1] if clip is not None else 0
@@ -161,14 +161,7 @@ class VideoChunks:
             info = probe_video(job.path)
             estimated = info.estimated_frames(options.fps)
             expected = estimated if job.wanted is None else len(job.wanted)
-            flow = None
-            if self.cpu_flow is not None:
-                flow = CausalFlow(
-                    estimator=self.cpu_flow,
-                    length=options.flow_stack,
-                    bound=options.flow_bound,
-                    quantize=options.flow_quantize,
-                )
+            flow = options.flow.new_stream() if self.cpu_flow and options.flow else None
             rows: dict[str, list] = {"frames": [], "keep": [], "images": [], "flow": []}
             kept = decoded_frames = last_frame = 0
             report = DecodeReport()
@@ -185,12 +178,12 @@ class VideoChunks:
             ):
                 decoded_frames += 1
                 last_frame = decoded.frame
-                if flow is not None:
-                    flow.push(decoded.frame, decoded.image)
+                if flow is not None:  # (H, W, 3) -> (1, H, W, 3); the stack of a kept row
+                    stacks = flow.push_frames([decoded.frame], decoded.image[None], [decoded.keep])
+                    if stacks is not None:
+                        rows["flow"].append(stacks[0])
                 if decoded.keep:
                     kept += 1
-                    if flow is not None:
-                        rows["flow"].append(flow.stack())
                 if self.need_images and (decoded.keep or self.context_images):
                     rows["images"].append(decoded.image)
                 rows["frames"].append(decoded.frame)

@@ -28,7 +28,6 @@ from epic_protocol.errors import Interrupted
 from feature_extraction.config import ExtractConfig
 from feature_extraction.loop import ExtractionData, ExtractionModule, StagingSink, VideoResult
 from feature_extraction.models import (
-    RAFT_METHODS,
     ExtractionModels,
     FeatureComputer,
     build_models,
@@ -234,11 +233,8 @@ def run_extraction(
         fps=config.fps,
         decode=config.decode,
         batch_size=config.batch_size,
-        cpu_flow=models.cpu_flow,
-        raft=models.flow_method in RAFT_METHODS,
+        flow=models.flow_source.for_workers() if models.flow_source is not None else None,
         flow_stack=config.flow.stack,
-        flow_bound=config.flow.bound,
-        flow_quantize=config.flow.quantize,
         allow_truncated=options.allow_truncated,
         rgb_clip=clip_of(models.rgb),
     )

@@ -31,11 +31,10 @@ import torch
 
 from feature_extraction.config import ExtractConfig, Modality
 from feature_extraction.detectors import Detections
-from feature_extraction.flow import CausalFlow
+from feature_extraction.flow import FlowStream
 from feature_extraction.models import (
     ExtractionModels,
     FeatureComputer,
-    RaftStream,
     build_models,
     resolve_device,
     resolve_precision,
@@ -65,17 +64,11 @@ class StreamingExtractor:
             else build_models(config, device=self.device, flow_from_images=flow_from_images)
         )
         self.computer = FeatureComputer.from_models(self.models).to(self.device).eval()
-        self._cpu_flow: CausalFlow | None = None
-        self._raft: RaftStream | None = None
-        if self.models.cpu_flow is not None:
-            self._cpu_flow = CausalFlow(
-                estimator=self.models.cpu_flow,
-                length=config.flow.stack,
-                bound=config.flow.bound,
-                quantize=config.flow.quantize,
-            )
-        elif self.models.raft is not None:
-            self._raft = self.computer.new_raft_stream()
+        source = self.models.flow_source
+        # Flow estimated frame by frame (CPU or RAFT); None for stored flow images or no flow.
+        self._flow: FlowStream | None = (
+            self.computer.new_flow_stream() if source is not None and source.estimated else None
+        )
         # A video RGB backbone's causal clips: a ring buffer of the recent frames.
         self._clips = (
             self.computer.new_clip_buffer() if self.computer.rgb_clip is not None else None
@@ -105,10 +98,8 @@ class StreamingExtractor:
         self._frame = 0
         self.last_detections: Detections | None = None
         self.last_image: np.ndarray | None = None
-        if self._cpu_flow is not None:
-            self._cpu_flow.reset()
-        if self._raft is not None:
-            self._raft.reset()
+        if self._flow is not None:
+            self._flow.reset()
         if self._clips is not None:
             self._clips.reset()
 
@@ -152,14 +143,9 @@ class StreamingExtractor:
         if self._clips is not None:
             self._clips.push(self._frame, batch[0])
         if not compute:
-            if self._cpu_flow is not None:
-                self._cpu_flow.push(self._frame, image, estimate=flow)
-            elif self._raft is not None:
-                if flow:
-                    with self._autocast():
-                        self._raft.push([self._frame], batch, [False])
-                else:
-                    self._raft.skip(self._frame, batch[0])
+            if self._flow is not None:
+                with self._autocast():
+                    self._flow.push_frames([self._frame], batch, [False], estimate=flow)
             return features
         with self._autocast():
             if self.computer.rgb is not None:
@@ -168,12 +154,9 @@ class StreamingExtractor:
                     rgb_input = self._clips.clip(self._frame)[None]
                 features["rgb"] = self.computer.rgb_features(rgb_input)[0].float().cpu().numpy()
             if self.computer.flow is not None:
-                if self._cpu_flow is not None:
-                    self._cpu_flow.push(self._frame, image)
-                    stacks = torch.from_numpy(self._cpu_flow.stack())[None].to(self.device)
-                else:
-                    assert self._raft is not None
-                    stacks = self._raft.push([self._frame], batch, [True])
+                assert self._flow is not None
+                stacks = self._flow.push_frames([self._frame], batch, [True])
+                stacks = torch.as_tensor(stacks).to(self.device)  # (1, 2L, H, W)
                 features["flow"] = self.computer.flow_features(stacks)[0].float().cpu().numpy()
             if self.computer.detector is not None:
                 vectors, detections = self.computer.object_features(batch)

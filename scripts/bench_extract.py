@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from epic_protocol.precision import device_description  # noqa: E402
 from feature_extraction import (  # noqa: E402
-    CausalFlow,
     ExtractConfig,
     FeatureComputer,
     RunOptions,
@@ -226,18 +225,12 @@ def main() -> None:
         ]
         forward_fps: dict[str, float] = {}
         stacks = None
-        if models.cpu_flow is not None:
-            flow = CausalFlow(
-                estimator=models.cpu_flow,
-                length=config.flow.stack,
-                bound=config.flow.bound,
-                quantize=config.flow.quantize,
-            )
+        if models.flow_source is not None and models.cpu_flow is not None:
+            flow = models.flow_source.new_stream()
             started = time.perf_counter()
             stacks = []
             for k, image in enumerate(sample, 1):
-                flow.push(k, image)
-                stacks.append(flow.stack())
+                stacks.append(flow.push_frames([k], image[None], [True])[0])
             flow_s = time.perf_counter() - started
             print(
                 f"flow {models.flow_method} (fields + stacks): {len(sample) / flow_s:8.1f} frames/s"
@@ -256,10 +249,11 @@ def main() -> None:
                 else:  # RAFT: time fields and backbone together, as they run in the main process
 
                     def raft_and_backbone() -> None:
-                        stream = computer.new_raft_stream()
+                        stream = computer.new_flow_stream()
                         for start, batch in zip(range(0, len(sample), config.batch_size), batches):
                             numbers = list(range(start + 1, start + 1 + len(batch)))
-                            computer.flow_features(stream.push(numbers, batch, [True] * len(batch)))
+                            stacks = stream.push_frames(numbers, batch, [True] * len(batch))
+                            computer.flow_features(stacks)
 
                     seconds = timed(raft_and_backbone)
                 forward_fps["flow"] = len(sample) / seconds

@@ -92,3 +92,65 @@ def test_cpu_flow_sees_a_rightward_motion_as_positive_u(method: str) -> None:
     centre = field[:, 16:48, 24:72]
     assert centre[0].mean() == pytest.approx(2.0, abs=0.5)
     assert abs(centre[1].mean()) < 0.5
+
+
+class _Shift(torch.nn.Module):
+    """A stand-in for RAFT: the field is (current - previous) of the first two channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+        return (current[:, :2].float() - previous[:, :2].float()) * self.scale
+
+
+def test_the_flow_source_is_chosen_once_and_both_streams_share_one_interface() -> None:
+    from feature_extraction.flow import FLOW_FROM_IMAGES, FlowSource, RaftStream
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (6, 16, 20, 3), dtype=np.uint8)  # (B, H, W, 3)
+    keep = [False, True, False, False, True, True]
+    common = {"length": 3, "bound": 20.0, "quantize": True}
+
+    cpu = FlowSource(method="dis", estimator=make_cpu_flow("dis"), **common)
+    assert not cpu.on_device and cpu.estimated
+    stream = cpu.new_stream()
+    assert isinstance(stream, CausalFlow)
+    stacks = stream.push_frames(range(1, 7), images, keep)
+    assert stacks.shape == (3, 6, 16, 20)  # (K, 2 * length, H, W) of the kept rows
+    one_by_one = cpu.new_stream()
+    for frame, image in enumerate(images, 1):  # the same stacks, frame by frame
+        pushed = one_by_one.push_frames([frame], image[None], [keep[frame - 1]])
+        if keep[frame - 1]:
+            np.testing.assert_array_equal(pushed[0], stacks[keep[:frame].count(True) - 1])
+        else:
+            assert pushed is None
+
+    raft = FlowSource(method="raft_small", raft=_Shift(), **common)  # type: ignore[arg-type]
+    assert raft.on_device
+    gpu = raft.new_stream()
+    assert isinstance(gpu, RaftStream)
+    first = torch.from_numpy(images[:1])
+    assert gpu.push_frames([1], first, [False], estimate=False) is None  # no field for frame 1
+    out = gpu.push_frames([2, 3, 4], images[1:4], [False, False, True])  # numpy: to the device
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 6, 16, 20)
+    with pytest.raises(RuntimeError, match="raft_small"):
+        raft.for_workers().new_stream()  # workers never hold RAFT
+    with pytest.raises(RuntimeError, match="images"):
+        FlowSource(method=FLOW_FROM_IMAGES, **common).new_stream()
+    assert not FlowSource(method=FLOW_FROM_IMAGES, **common).estimated
+
+
+def test_the_model_builder_picks_the_flow_source() -> None:
+    from feature_extraction import load_config
+    from feature_extraction.models import build_models
+
+    overrides = ["--modalities", "flow", "--flow.weights", "none", "--flow.backbone", "resnet18"]
+    config = load_config(None, overrides)
+    models = build_models(config, device=torch.device("cpu"))
+    assert models.flow_source is not None and models.flow_source.method == "dis"  # auto on CPU
+    assert models.cpu_flow is models.flow_source.estimator is not None and models.raft is None
+    stored = build_models(config, device=torch.device("cpu"), flow_from_images=True)
+    assert stored.flow_source is not None and stored.flow_source.method == "images"
+    assert stored.cpu_flow is None and stored.raft is None
