@@ -310,23 +310,12 @@ class RULSTM(nn.Module):
         Returns the hidden and cell states after every step, each (L, T, B, H): nn.LSTM only
         returns the last cell state, so the layers are stepped by hand with its weights.
         """
-        layer_input = steps
-        all_h, all_c = [], []
-        for layer in range(self.depth):
-            weight_ih, weight_hh, bias, bias_hn = _layer_weights(self.rolling_lstm, layer)
-            if layer > 0:
-                layer_input = F.dropout(layer_input, self.lstm_dropout, self.training)
-            # The input projection of all T steps is one matrix product.
-            input_gates = F.linear(layer_input, weight_ih, bias)  # (T, B, 4H) (GRU: 3H)
-            state = None
-            hs, cs = [], []
-            for gates in input_gates:
-                state = _cell_step(gates, state, weight_hh, bias_hn)
-                hs.append(state[0])
-                cs.append(state[1])
-            layer_input = torch.stack(hs)  # (T, B, H)
-            all_h.append(layer_input)
-            all_c.append(torch.stack(cs))
+        weight_ih, _, bias, _ = _layer_weights(self.rolling_lstm, 0)
+        # The input projection of all T steps is one matrix product.
+        input_gates = F.linear(steps, weight_ih, bias)  # (T, B, 4H) (GRU: 3H)
+        layers = self._step_layers(self.rolling_lstm, list(input_gates), None)
+        all_h = [torch.stack(hs) for hs, _ in layers]  # L x (T, B, H)
+        all_c = [torch.stack(cs) for _, cs in layers]
         return torch.stack(all_h), torch.stack(all_c)  # (L, T, B, H)
 
     def _unroll_batched(
@@ -355,7 +344,7 @@ class RULSTM(nn.Module):
         # are sorted by decreasing length.
         sizes = [batch * sum(length > k for length in lengths) for k in range(lengths[0])]
 
-        weight_ih, weight_hh, bias, bias_hn = _layer_weights(self.unrolling_lstm, 0)
+        weight_ih, _, bias, _ = _layer_weights(self.unrolling_lstm, 0)
         gates = F.linear(inputs, weight_ih, bias)  # (S, B, D) -> (S, B, 4H), once per x_t
         if sequence_completion:
             if lengths != list(range(num_seqs, 0, -1)):
@@ -366,20 +355,7 @@ class RULSTM(nn.Module):
             flat_gates = gates.flatten(0, 1)  # (S, B, 4H) -> (S*B, 4H)
             step_gates = [flat_gates[:size] for size in sizes]
 
-        outputs: list[Tensor] = []  # the current layer's hidden states, one entry per step
-        for layer in range(self.depth):
-            if layer > 0:
-                weight_ih, weight_hh, bias, bias_hn = _layer_weights(self.unrolling_lstm, layer)
-                # Packed outputs of the layer below: one projection for all steps.
-                packed = F.dropout(torch.cat(outputs), self.lstm_dropout, self.training)
-                step_gates = list(F.linear(packed, weight_ih, bias).split(sizes))
-            h, c = start[0][layer], start[1][layer]  # (S*B, H)
-            outputs = []
-            for gates_k, size in zip(step_gates, sizes):
-                if size < h.shape[0]:  # drop the sequences that have finished
-                    h, c = h[:size], c[:size]
-                h, c = _cell_step(gates_k, (h, c), weight_hh, bias_hn)  # (size, H)
-                outputs.append(h)
+        outputs, _ = self._step_layers(self.unrolling_lstm, step_gates, start)[-1]
         return _last_rows(outputs, sizes)
 
     def _forward_sequential(
@@ -416,6 +392,50 @@ class RULSTM(nn.Module):
             return state
         return state[0]
 
+    def _step_layers(
+        self, rnn: nn.LSTM | nn.GRU, step_gates: list[Tensor], start: LSTMState | None
+    ) -> list[tuple[list[Tensor], list[Tensor]]]:
+        """Step the stacked layers of ``rnn`` (the rolling or the unrolling network) over
+        consecutive steps, layer by layer: the one loop every path runs.
+
+        Args:
+            step_gates: the first layer's input gates at each step, ``W_ih x + b`` (N_k, 4H)
+                (GRU: 3H), N_k non-increasing: rows ``N_k:`` have finished before step k (the
+                active rows stay a prefix).
+            start: the initial ``(h, c)``, each (L, N_0, H), or ``None`` for the zero state.
+
+        Returns:
+            for every layer, its hidden and cell states after every step: L x (K x (N_k, H),
+            K x (N_k, H)). Each layer above the first reads the one below through the
+            between-layers dropout, projected for all steps at once.
+        """
+        sizes = [gates.shape[0] for gates in step_gates]
+        layers: list[tuple[list[Tensor], list[Tensor]]] = []
+        for layer in range(self.depth):
+            weight_ih, weight_hh, bias, bias_hn = _layer_weights(rnn, layer)
+            if layer > 0:
+                # Packed outputs of the layer below: one projection for all steps.
+                below = torch.cat(layers[-1][0])  # (sum N_k, H)
+                packed = F.dropout(below, self.lstm_dropout, self.training)
+                step_gates = list(F.linear(packed, weight_ih, bias).split(sizes))
+            state = None if start is None else (start[0][layer], start[1][layer])  # (N_0, H)
+            hs, cs = [], []
+            for gates, size in zip(step_gates, sizes, strict=True):
+                if state is not None and size < state[0].shape[0]:  # drop finished rows
+                    state = (state[0][:size], state[1][:size])
+                state = _cell_step(gates, state, weight_hh, bias_hn)  # (size, H) x 2
+                hs.append(state[0])
+                cs.append(state[1])
+            layers.append((hs, cs))
+        return layers
+
+    def _check_observation(self, x_t: Tensor) -> None:
+        """One observation's features must be (B, D)."""
+        if x_t.dim() != 2 or x_t.shape[-1] != self.feat_dim:
+            raise ValueError(
+                f"expected x_t of shape (batch, {self.feat_dim}), got {tuple(x_t.shape)}"
+            )
+
     # ------------------------------------------------------------------ online use
 
     def roll(self, x_t: Tensor, state: LSTMState | None = None) -> LSTMState:
@@ -429,22 +449,12 @@ class RULSTM(nn.Module):
         Returns:
             the new ``(h, c)``, each (L, B, H).
         """
-        if x_t.dim() != 2 or x_t.shape[-1] != self.feat_dim:
-            raise ValueError(
-                f"expected x_t of shape (batch, {self.feat_dim}), got {tuple(x_t.shape)}"
-            )
-        layer_input = self.input_dropout(x_t)
-        new_h, new_c = [], []
-        for layer in range(self.depth):
-            weight_ih, weight_hh, bias, bias_hn = _layer_weights(self.rolling_lstm, layer)
-            if layer > 0:
-                layer_input = F.dropout(layer_input, self.lstm_dropout, self.training)
-            layer_state = None if state is None else (state[0][layer], state[1][layer])
-            input_gates = F.linear(layer_input, weight_ih, bias)
-            h, c = _cell_step(input_gates, layer_state, weight_hh, bias_hn)
-            new_h.append(h)
-            new_c.append(c)
-            layer_input = h
+        self._check_observation(x_t)
+        weight_ih, _, bias, _ = _layer_weights(self.rolling_lstm, 0)
+        input_gates = F.linear(self.input_dropout(x_t), weight_ih, bias)  # (B, 4H) (GRU: 3H)
+        layers = self._step_layers(self.rolling_lstm, [input_gates], state)
+        new_h = [hs[0] for hs, _ in layers]  # L x (B, H)
+        new_c = [cs[0] for _, cs in layers]
         return torch.stack(new_h), torch.stack(new_c)  # (L, B, H)
 
     def unroll(
@@ -464,10 +474,7 @@ class RULSTM(nn.Module):
         Returns:
             logits (B, C), and with ``return_context`` also the context (B, 2H).
         """
-        if x_t.dim() != 2 or x_t.shape[-1] != self.feat_dim:
-            raise ValueError(
-                f"expected x_t of shape (batch, {self.feat_dim}), got {tuple(x_t.shape)}"
-            )
+        self._check_observation(x_t)
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         inputs = self.input_dropout(x_t).unsqueeze(0)  # (B, D) -> (1, B, D)
@@ -496,32 +503,15 @@ class RULSTM(nn.Module):
             logits (B, K, C) for K = ``len(num_steps)``, and with ``return_context`` also the
             MATT contexts (B, K, 2H).
         """
-        if x_t.dim() != 2 or x_t.shape[-1] != self.feat_dim:
-            raise ValueError(
-                f"expected x_t of shape (batch, {self.feat_dim}), got {tuple(x_t.shape)}"
-            )
+        self._check_observation(x_t)
         if not num_steps or min(num_steps) < 1:
             raise ValueError(f"num_steps must be >= 1, got {list(num_steps)}")
-        wanted = set(num_steps)
-        h = list(state[0].unbind(0))  # L x (B, H)
-        c = list(state[1].unbind(0))
-        weights = [_layer_weights(self.unrolling_lstm, layer) for layer in range(self.depth)]
-        first_gates = F.linear(self.input_dropout(x_t), weights[0][0], weights[0][2])  # once
-        taps: dict[int, Tensor] = {}
-        for step in range(1, max(num_steps) + 1):
-            layer_input = None
-            for layer, (weight_ih, weight_hh, bias, bias_hn) in enumerate(weights):
-                if layer == 0:
-                    gates = first_gates
-                else:
-                    dropped = F.dropout(layer_input, self.lstm_dropout, self.training)
-                    gates = F.linear(dropped, weight_ih, bias)
-                layer_state = (h[layer], c[layer])
-                h[layer], c[layer] = _cell_step(gates, layer_state, weight_hh, bias_hn)
-                layer_input = h[layer]
-            if step in wanted:
-                taps[step] = h[-1]
-        hidden = torch.stack([taps[n] for n in num_steps], dim=1)  # K x (B, H) -> (B, K, H)
+        weight_ih, _, bias, _ = _layer_weights(self.unrolling_lstm, 0)
+        first_gates = F.linear(self.input_dropout(x_t), weight_ih, bias)  # once: x_t is constant
+        steps = max(num_steps)
+        last_layer, _ = self._step_layers(self.unrolling_lstm, [first_gates] * steps, state)[-1]
+        # The hidden state after n steps is the n-step prediction.
+        hidden = torch.stack([last_layer[n - 1] for n in num_steps], dim=1)  # (B, K, H)
         logits = self.classifier(hidden)  # (B, K, C)
         if not return_context:
             return logits

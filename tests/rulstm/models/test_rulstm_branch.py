@@ -170,3 +170,29 @@ def test_invalid_inputs_raise_clear_errors():
 def test_constructor_is_keyword_only():
     with pytest.raises(TypeError):
         RULSTM(C, D)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_one_layer_stepping_loop_matches_torch_and_drops_finished_rows(cell):
+    """RULSTM._step_layers is the loop every path (forward, roll, unroll, unroll_horizons)
+    runs: over full steps it equals nn.LSTM / nn.GRU, and rows that finish early keep the
+    states of their own last step."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = RULSTM(num_classes=5, feat_dim=6, hidden=4, depth=2, dropout=0.0, cell=cell).eval()
+    rnn = model.rolling_lstm
+    x = torch.randn(3, 2, 6)  # (T, B, D)
+    bias = rnn.bias_ih_l0 + (
+        rnn.bias_hh_l0 if cell == "lstm" else torch.cat([rnn.bias_hh_l0[:8], torch.zeros(4)])
+    )
+    gates = F.linear(x, rnn.weight_ih_l0, bias)  # (T, B, 4H) / (T, B, 3H)
+    with torch.no_grad():
+        layers = model._step_layers(rnn, list(gates), None)
+        expected, _ = rnn(x)  # (T, B, H) of the last layer
+        torch.testing.assert_close(torch.stack(layers[-1][0]), expected)
+        ragged = model._step_layers(rnn, [gates[0], gates[1][:1]], None)  # row 1 stops at 1
+        assert [h.shape[0] for h in ragged[-1][0]] == [2, 1]
+        torch.testing.assert_close(ragged[-1][0][1], expected[1, :1])
+    with pytest.raises(ValueError, match=r"expected x_t of shape \(batch, 6\)"):
+        model.roll(torch.zeros(2, 3, 6))
