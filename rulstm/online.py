@@ -345,26 +345,15 @@ class OnlineAnticipator:
         return contextlib.nullcontext()
 
     def _roll(self, branch: RULSTM, x_t: Tensor, state: tuple[Tensor, Tensor] | None):
-        if self.weights != "int8":
-            return branch.roll(x_t, state)
-        # The quantised nn.LSTM: one step from ``state`` (None: the zero state).
-        _, new_state = branch.rolling_lstm(x_t.unsqueeze(0), state)  # (1, B, D) in
-        return new_state  # (h, c), each (L, B, H)
+        # int8 included: the model steps its quantised layers by calling them.
+        return branch.roll(x_t, state)
 
     def _unroll(
         self, branch: RULSTM, x_t: Tensor, state: tuple[Tensor, Tensor]
     ) -> tuple[Tensor, Tensor]:
         """Logits (B, K, C) and MATT contexts (B, K, 2H) at every anticipation time."""
-        if self.weights != "int8":
-            return branch.unroll_horizons(x_t, state, self.unroll_steps, return_context=True)
-        # One unrolling of max(steps) steps on the constant x_t: its output after n steps is
-        # the n-step prediction, as in RULSTM.unroll_horizons.
-        repeats = x_t.unsqueeze(0).expand(max(self.unroll_steps), -1, -1).contiguous()
-        outputs, _ = branch.unrolling_lstm(repeats, state)  # (N, B, H)
-        hidden = outputs[[n - 1 for n in self.unroll_steps]].transpose(0, 1)  # (B, K, H)
-        logits = branch.classifier(hidden)  # (B, K, C)
-        rolling_cell = state[1][-1].unsqueeze(1).expand_as(hidden)  # (B, H) -> (B, K, H)
-        return logits, torch.cat([hidden, rolling_cell], dim=-1)  # (B, K, 2H)
+        # int8 included: RULSTM.unroll_horizons runs quantised layers by calling them.
+        return branch.unroll_horizons(x_t, state, self.unroll_steps, return_context=True)
 
 
 def _resolve_weights(

@@ -127,6 +127,12 @@ def _layer_weights(
     return weight_ih, weight_hh, bias_ih + bias_hh, None
 
 
+def _packed(rnn: nn.Module) -> bool:
+    """A recurrent layer whose weights are not plain tensors (PyTorch's dynamic int8
+    quantisation packs them): it is stepped by calling it, not by hand."""
+    return not hasattr(rnn, "weight_ih_l0")
+
+
 def _cell_step(
     input_gates: Tensor, state: LSTMState | None, weight_hh: Tensor, bias_hn: Tensor | None
 ) -> tuple[Tensor, Tensor]:
@@ -450,6 +456,10 @@ class RULSTM(nn.Module):
             the new ``(h, c)``, each (L, B, H).
         """
         self._check_observation(x_t)
+        if _packed(self.rolling_lstm):  # one step of the layer itself, from ``state``
+            inputs = self.input_dropout(x_t).unsqueeze(0)  # (B, D) -> (1, B, D)
+            _, new = run_recurrent(self.rolling_lstm, inputs, self._rnn_state(state))
+            return new if self.cell == "lstm" else (new, new)  # (h, c), each (L, B, H)
         weight_ih, _, bias, _ = _layer_weights(self.rolling_lstm, 0)
         input_gates = F.linear(self.input_dropout(x_t), weight_ih, bias)  # (B, 4H) (GRU: 3H)
         layers = self._step_layers(self.rolling_lstm, [input_gates], state)
@@ -506,12 +516,17 @@ class RULSTM(nn.Module):
         self._check_observation(x_t)
         if not num_steps or min(num_steps) < 1:
             raise ValueError(f"num_steps must be >= 1, got {list(num_steps)}")
-        weight_ih, _, bias, _ = _layer_weights(self.unrolling_lstm, 0)
-        first_gates = F.linear(self.input_dropout(x_t), weight_ih, bias)  # once: x_t is constant
         steps = max(num_steps)
-        last_layer, _ = self._step_layers(self.unrolling_lstm, [first_gates] * steps, state)[-1]
-        # The hidden state after n steps is the n-step prediction.
-        hidden = torch.stack([last_layer[n - 1] for n in num_steps], dim=1)  # (B, K, H)
+        if _packed(self.unrolling_lstm):  # the layer itself, on the repeated x_t
+            repeats = self.input_dropout(x_t).unsqueeze(0).expand(steps, -1, -1).contiguous()
+            outputs, _ = run_recurrent(self.unrolling_lstm, repeats, self._rnn_state(state))
+            hidden = outputs[[n - 1 for n in num_steps]].transpose(0, 1)  # (N, B, H) -> (B, K, H)
+        else:
+            weight_ih, _, bias, _ = _layer_weights(self.unrolling_lstm, 0)
+            first_gates = F.linear(self.input_dropout(x_t), weight_ih, bias)  # once: x_t constant
+            last_layer, _ = self._step_layers(self.unrolling_lstm, [first_gates] * steps, state)[-1]
+            # The hidden state after n steps is the n-step prediction.
+            hidden = torch.stack([last_layer[n - 1] for n in num_steps], dim=1)  # (B, K, H)
         logits = self.classifier(hidden)  # (B, K, C)
         if not return_context:
             return logits

@@ -196,3 +196,20 @@ def test_the_one_layer_stepping_loop_matches_torch_and_drops_finished_rows(cell)
         torch.testing.assert_close(ragged[-1][0][1], expected[1, :1])
     with pytest.raises(ValueError, match=r"expected x_t of shape \(batch, 6\)"):
         model.roll(torch.zeros(2, 3, 6))
+
+
+def test_roll_and_unroll_horizons_run_dynamically_quantised_layers():
+    """An int8 copy (torch's dynamic quantisation packs the LSTM weights) is stepped by the
+    model's own roll / unroll_horizons, close to the float32 model."""
+    from torch.ao.quantization import quantize_dynamic
+
+    model = make()
+    quantised = quantize_dynamic(model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+    x = torch.randn(B, D)
+    with torch.no_grad():
+        state, q_state = model.roll(x), quantised.roll(x)
+        assert q_state[0].shape == state[0].shape == (1, B, H)
+        logits = model.unroll_horizons(x, state, [1, 3])
+        q_logits = quantised.unroll_horizons(x, q_state, [1, 3])
+    assert q_logits.shape == logits.shape == (B, 2, C)
+    torch.testing.assert_close(q_logits, logits, atol=0.05, rtol=0.0)
