@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -42,10 +41,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from epic_protocol.annotations import read_id_list
-from epic_protocol.errors import ArgumentParser, SetupError, cli_main
+from epic_protocol.errors import ArgumentParser, cli_main
+from rulstm_apps.quickstart_steps import (
+    COMMANDS,
+    QuickstartError,
+    banner,
+    config_path,
+    run_rulstm,
+    show,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
 MODALITIES = ("rgb", "flow", "obj")
 # Baselines on RGB features: report name -> stage config under configs/quickstart/.
 BASELINES = {
@@ -94,10 +99,6 @@ OUTPUTS = (
 )
 
 
-class QuickstartError(SetupError):
-    """A step of the quickstart failed; the message says which and where its logs are."""
-
-
 def claim_output_folder(out: Path, *, overwrite: bool) -> None:
     """Refuse a folder holding an earlier run's outputs, or with ``overwrite`` delete them
     (only the quickstart's own outputs: other files in the folder stay)."""
@@ -117,37 +118,6 @@ def claim_output_folder(out: Path, *, overwrite: bool) -> None:
             path.unlink()
 
 
-def _banner(step: str) -> None:
-    print(f"\n=== {step} ===", flush=True)
-
-
-COMMANDS: list[str] = []  # every command of this run, in order (written to commands.sh)
-
-
-def _show(program: str, args: Sequence[str]) -> None:
-    """Print the command line a user would type for this step (and record it)."""
-    line = f"{program} {shlex.join(args)}"
-    COMMANDS.append(line)
-    print(f"$ {line}", flush=True)
-
-
-def _rulstm(args: list[str]):
-    from rulstm.cli import build_cli
-
-    _show("rulstm", args)
-    return build_cli(args)
-
-
-def _config(*parts: str) -> str:
-    path = CONFIGS.joinpath(*parts)
-    if not path.is_file():
-        raise QuickstartError(
-            f"{path} not found: rulstm-quickstart runs from a source checkout "
-            "(pip install -e .), which holds the configs/ folder"
-        )
-    return str(path)
-
-
 def generate(out: Path, preset: QuickstartPreset, seed: int):
     from synthetic_kitchen.generate import generate_dataset
 
@@ -160,12 +130,12 @@ def extract(out: Path, data, preset: QuickstartPreset) -> dict[str, Path]:
     args = [
         "--videos", str(data.videos_dir),
         "--out", str(features),
-        "-c", _config("extract", preset.extract_config),
+        "-c", config_path("extract", preset.extract_config),
         "--obj.palette", str(data.palette_yaml),
         "--annotations", str(data.training_csv), str(data.validation_csv),
         "--only-needed",
     ]  # fmt: skip
-    _show("rulstm-extract", args)
+    show("rulstm-extract", args)
     command = [sys.executable, "-m", "feature_extraction.cli", *args]
     result = subprocess.run(command, env={**os.environ, "WANDB_MODE": "disabled"})
     if result.returncode != 0:
@@ -201,12 +171,12 @@ def train(
     """SC then anticipation for each branch, then MATT fusion (and the baselines with
     ``preset.baselines``), at Lightning ``precision``; returns the best checkpoints."""
     runs = out / "runs"
-    base = _config("quickstart", "base.yaml")
+    base = config_path("quickstart", "base.yaml")
     best: dict[str, Path] = {}
 
     def fit(stage: str, config: str, modalities: Sequence[str], epochs: int, *extra: str) -> Path:
-        _banner(f"training {stage}")
-        _rulstm(
+        banner(f"training {stage}")
+        run_rulstm(
             [
                 "fit",
                 "-c",
@@ -229,17 +199,19 @@ def train(
         return checkpoint
 
     for modality in MODALITIES:
-        sc = fit(f"{modality}_sc", _config("quickstart", "sc.yaml"), [modality], preset.sc_epochs)
+        sc = fit(
+            f"{modality}_sc", config_path("quickstart", "sc.yaml"), [modality], preset.sc_epochs
+        )
         best[modality] = fit(
             f"{modality}_anticipation",
-            _config("quickstart", "anticipation.yaml"),
+            config_path("quickstart", "anticipation.yaml"),
             [modality],
             preset.anticipation_epochs,
             "--model.init_checkpoint", str(sc),
         )  # fmt: skip
     best["fusion"] = fit(
         "fusion",
-        _config("quickstart", "fusion.yaml"),
+        config_path("quickstart", "fusion.yaml"),
         MODALITIES,
         preset.fusion_epochs,
         "--model.branch_checkpoints", json.dumps({m: str(best[m]) for m in MODALITIES}),
@@ -248,7 +220,7 @@ def train(
         for name, config in BASELINES.items():
             best[name] = fit(
                 f"baseline_{name}",
-                _config("quickstart", config),
+                config_path("quickstart", config),
                 ["rgb"],
                 preset.anticipation_epochs,
             )
@@ -261,18 +233,18 @@ def evaluate(out: Path, data, features: dict[str, Path], best: dict[str, Path]) 
 
     reports = {}
     for name, checkpoint in best.items():
-        _banner(f"evaluating {name}")
+        banner(f"evaluating {name}")
         modalities = MODALITIES if name == "fusion" else ("rgb",) if name in BASELINES else (name,)
         stage = BASELINES.get(name, "fusion.yaml" if name == "fusion" else "anticipation.yaml")
-        cli = _rulstm(
+        cli = run_rulstm(
             [
                 "test",
                 "-c",
-                _config("quickstart", "base.yaml"),
+                config_path("quickstart", "base.yaml"),
                 "-c",
-                _config("quickstart", stage),
+                config_path("quickstart", stage),
                 "-c",
-                _config("quickstart", "test.yaml"),
+                config_path("quickstart", "test.yaml"),
                 *_common_args(data, features, modalities),
                 "--data.test_annotations",
                 str(data.validation_csv),
@@ -384,7 +356,7 @@ def summarise(out: Path, data, reports: dict) -> dict:
     plot_accuracy(
         reports, out / "accuracy.png", title="Quickstart: procedural kitchen", references=references
     )
-    _banner("results")
+    banner("results")
     print(text, flush=True)
     return summary
 
@@ -395,14 +367,14 @@ def demo(out: Path, data, best: dict[str, Path]) -> Path:
 
     video_id = read_id_list(data.validation_videos_csv)[0]
     path = out / "demo.mp4"
-    _banner(f"demo on validation video {video_id}")
+    banner(f"demo on validation video {video_id}")
     args = [
             "--video",
             str(data.video(video_id)),
             "--checkpoint",
             str(best["fusion"]),
             "--extract-config",
-            _config("extract", "quickstart.yaml"),
+            config_path("extract", "quickstart.yaml"),
             "--palette",
             str(data.palette_yaml),
             "--annotations",
@@ -416,7 +388,7 @@ def demo(out: Path, data, best: dict[str, Path]) -> Path:
             "--out",
             str(path),
         ]  # fmt: skip
-    _show("rulstm-demo", args)
+    show("rulstm-demo", args)
     exit_code = demo_main(args)
     if exit_code not in (0, None) or not path.is_file():
         raise QuickstartError(f"the demo failed (exit code {exit_code})")
@@ -483,9 +455,9 @@ def run(
         return value
 
     precision = training_precision(precision)
-    _banner(f"generating the procedural kitchen ({settings.dataset} preset, seed {seed})")
+    banner(f"generating the procedural kitchen ({settings.dataset} preset, seed {seed})")
     data = timed("generate", generate, out, settings, seed)
-    _banner("extracting features with rulstm-extract")
+    banner("extracting features with rulstm-extract")
     features = timed("extract", extract, out, data, settings)
     best = timed("train", train, out, data, features, settings, precision)
     reports = timed("evaluate", evaluate, out, data, features, best)

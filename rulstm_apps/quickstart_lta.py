@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -34,44 +33,14 @@ from typing import Any
 import numpy as np
 
 from epic_protocol.ego4d_lta import read_lta_windows, read_taxonomy
-from epic_protocol.errors import SetupError
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
-COMMANDS: list[str] = []  # every command of this run, in order (written to commands.sh)
-
-
-class QuickstartError(SetupError):
-    """A step of the LTA quickstart failed; the message says which."""
-
-
-# The same small helpers as rulstm_apps.quickstart (which dispatches here: not imported back).
-def _banner(step: str) -> None:
-    print(f"\n=== {step} ===", flush=True)
-
-
-def _show(program: str, args: list[str]) -> None:
-    line = f"{program} {shlex.join(args)}"
-    COMMANDS.append(line)
-    print(f"$ {line}", flush=True)
-
-
-def _rulstm(args: list[str]):
-    from rulstm.cli import build_cli
-
-    _show("rulstm", args)
-    return build_cli(args)
-
-
-def _config(*parts: str) -> str:
-    path = CONFIGS.joinpath(*parts)
-    if not path.is_file():
-        raise QuickstartError(
-            f"{path} not found: rulstm-quickstart runs from a source checkout "
-            "(pip install -e .), which holds the configs/ folder"
-        )
-    return str(path)
-
+from rulstm_apps.quickstart_steps import (
+    COMMANDS,
+    QuickstartError,
+    banner,
+    config_path,
+    run_rulstm,
+    show,
+)
 
 K = 5
 
@@ -95,12 +64,12 @@ def _extract(out: Path, data) -> Path:
     args = [
         "--videos", str(data.videos_dir),
         "--out", str(features),
-        "-c", _config("extract", "quickstart.yaml"),
+        "-c", config_path("extract", "quickstart.yaml"),
         "--modalities", "rgb",
         "--annotations", str(data.lta_train_json), str(data.lta_val_json),
         "--only-needed",
     ]  # fmt: skip
-    _show("rulstm-extract", args)
+    show("rulstm-extract", args)
     command = [sys.executable, "-m", "feature_extraction.cli", *args]
     result = subprocess.run(command, env={**os.environ, "WANDB_MODE": "disabled"})
     if result.returncode != 0:
@@ -145,7 +114,7 @@ def summarise_lta(out: Path, data, outputs: Path, seed: int) -> dict[str, Any]:
     train = read_lta_windows(data.lta_train_json, taxonomy=taxonomy)
     val = read_lta_windows(data.lta_val_json, taxonomy=taxonomy)
     args = ["ego4d-lta", "--annotations", str(data.lta_val_json), "--predictions", str(outputs)]
-    _show("rulstm-score", args)
+    show("rulstm-score", args)
     if score_main(args) != 0:
         raise QuickstartError(f"rulstm-score failed on {outputs}")
     model = score_predictions_file(outputs, val)
@@ -225,32 +194,36 @@ def run_lta(
         seconds[name] = round(time.perf_counter() - begin, 1)
         return value
 
-    _banner(f"generating the procedural kitchen for long-term anticipation (seed {seed})")
+    banner(f"generating the procedural kitchen for long-term anticipation (seed {seed})")
     data = timed("generate", generate_dataset, out / "data", preset=preset, seed=seed)
-    _banner("extracting RGB features with rulstm-extract (LTA step frames only)")
+    banner("extracting RGB features with rulstm-extract (LTA step frames only)")
     features = timed("extract", _extract, out, data)
-    base = _config("ego4d_lta", "base.yaml")
-    stage = [base, _config("ego4d_lta", "forecaster.yaml"), _config("ego4d_lta", "quickstart.yaml")]
+    base = config_path("ego4d_lta", "base.yaml")
+    stage = [
+        base,
+        config_path("ego4d_lta", "forecaster.yaml"),
+        config_path("ego4d_lta", "quickstart.yaml"),
+    ]
     configs = [arg for path in stage for arg in ("-c", path)]
     root = out / "runs" / "lta"
     extra = ["--trainer.max_epochs", str(epochs)] if epochs is not None else []
-    _banner("training the rolling-unrolling forecaster")
+    banner("training the rolling-unrolling forecaster")
     timed(
         "train",
-        _rulstm,
+        run_rulstm,
         ["fit", *configs, *_data_args(data, features), "--trainer.default_root_dir", str(root),
          "--trainer.logger.init_args.save_dir", str(out / "runs" / "logs"), *extra],
     )  # fmt: skip
     best = root / "checkpoints" / "best.ckpt"
     if not best.is_file():
         raise QuickstartError(f"training wrote no best checkpoint in {best.parent}")
-    _banner("predicting the validation windows (outputs.json)")
+    banner("predicting the validation windows (outputs.json)")
     outputs = out / "outputs.json"
     timed(
         "predict",
-        _rulstm,
-        ["predict", "-c", base, "-c", _config("ego4d_lta", "predict.yaml"), "-c",
-         _config("ego4d_lta", "quickstart.yaml"), *_data_args(data, features),
+        run_rulstm,
+        ["predict", "-c", base, "-c", config_path("ego4d_lta", "predict.yaml"), "-c",
+         config_path("ego4d_lta", "quickstart.yaml"), *_data_args(data, features),
          "--data.predict_split", "val", "--model.init_checkpoint", str(best),
          "--trainer.logger", "false", "--trainer.callbacks.init_args.out_file", str(outputs),
          "--trainer.default_root_dir", str(out / "runs" / "predict"),

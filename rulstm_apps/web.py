@@ -398,7 +398,7 @@ def quickstart_serving(folder: str | Path) -> QuickstartServing:
     Raises:
         FileNotFoundError: naming the missing file and how to make it (``make quickstart``).
     """
-    from rulstm_apps.quickstart import CONFIGS
+    from rulstm_apps.quickstart_steps import CONFIGS
 
     root = Path(folder)
     data = root / "data"

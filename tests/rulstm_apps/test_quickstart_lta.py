@@ -8,7 +8,8 @@ import json
 import pytest
 
 from rulstm_apps.quickstart import build_parser
-from rulstm_apps.quickstart_lta import QuickstartError, prior_sequences, run_lta
+from rulstm_apps.quickstart_lta import prior_sequences, run_lta
+from rulstm_apps.quickstart_steps import QuickstartError
 from synthetic_kitchen.generate import DatasetSize
 
 SMALL = DatasetSize(
