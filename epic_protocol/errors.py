@@ -6,7 +6,7 @@
     <prog>: error: <message naming the file / video / row / key / option>
 
 and the process exits with a status that depends on the kind of error, one rule for every
-script (the README's "Errors and exit codes"):
+script (docs/architecture.md, "Errors and exit codes"):
 
 * a **usage error** (:class:`UsageError`: an option that does not exist, options that cannot
   be used together, a missing required option) exits with status **2**, like argparse;

@@ -430,7 +430,7 @@ class RulstmCLI(TrustedCkptPath, LightningCLI):
             "rulstm predict wrote no file: the config has no prediction writer callback, so "
             "the scores were computed and dropped. For a predictions file add a predict "
             "config with rulstm.evaluation.SubmissionWriter (its init_args protocol and "
-            "path), e.g. -c configs/ek55/predict_seen.yaml (README: Challenge files)",
+            "path), e.g. -c configs/ek55/predict_seen.yaml (docs/evaluation.md: Challenge files)",
             UserWarning,
             stacklevel=1,
         )
@@ -590,7 +590,7 @@ def config_filename(command: Sequence[str]) -> str:
 #: Lightning warnings that ask nothing of the user here (one screen per stage):
 QUIET = (
     # A small training split has fewer batches than log_every_n_steps: the logger then gets
-    # no per-step train/loss (the validation metrics still come every epoch). The README says
+    # no per-step train/loss (the validation metrics still come every epoch). docs/training.md says
     # to lower --trainer.log_every_n_steps for per-step curves on a small own dataset.
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     # rulstm fit refuses a folder with an earlier run's checkpoints (--overwrite,

@@ -521,8 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="size of the generated kitchen and length of training (default: %(default)s). "
         "tiny is used by the tests; large renders more data and trains longer; baselines is "
         "default plus the RGB baselines (LSTM, TCN, RU-GRU, Transformer, attentive probe). Measured times and "
-        "accuracies, with their spread over seeds and the CPU they were measured on: the "
-        "README's Quickstart section; each run prints how it compares",
+        "accuracies, with their spread over seeds and the CPU they were measured on: "
+        "docs/quickstart.md; each run prints how it compares",
     )
     parser.add_argument(
         "--baselines",

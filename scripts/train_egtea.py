@@ -1,8 +1,8 @@
 """Train and evaluate RU-LSTM on every split of a dataset; report mean and spread.
 
 The EGTEA Gaze+ recipe by default (``configs/egtea``, its three official splits), or your own
-dataset: ``--configs configs/mydata``, a copy of ``configs/egtea`` (README: "Your own
-dataset"). For each split N (``<configs>/splitN.yaml``), with the features of each modality in
+dataset: ``--configs configs/mydata``, a copy of ``configs/egtea`` (docs/own_dataset.md).
+For each split N (``<configs>/splitN.yaml``), with the features of each modality in
 ``<features>/splitN/<modality>.h5`` (one feature set per split, as the EGTEA features) or
 ``<features>/<modality>.h5`` (one set for every split):
 
@@ -73,7 +73,7 @@ def check_configs(configs: Path, splits: Sequence[int], modalities: Sequence[str
             raise FileNotFoundError(
                 f"{configs / name} not found: --configs needs base.yaml, splitN.yaml per "
                 "split, <modality>_sc.yaml and <modality>_anticipation.yaml per modality, "
-                "fusion.yaml and test.yaml (copy configs/egtea, README: Your own dataset)"
+                "fusion.yaml and test.yaml (copy configs/egtea, see docs/own_dataset.md)"
             )
 
 

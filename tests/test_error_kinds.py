@@ -1,5 +1,5 @@
-"""One rule for every console script's errors (README "Errors and exit codes"): usage errors
-exit 2, data errors and environment errors exit 1 with one line, and every exception class of
+"""One rule for every console script's errors (docs/architecture.md, "Errors and exit
+codes"): usage errors exit 2, data errors and environment errors exit 1 with one line, and every exception class of
 the project is one of these kinds."""
 
 from __future__ import annotations

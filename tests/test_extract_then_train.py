@@ -1,5 +1,5 @@
-"""The README's route across both sides: extract with ``configs/extract/default.yaml`` (random
-weights, offline), then train the ``configs/ek55/`` stage configs on those very files with no
+"""The route across both sides (docs/quickstart.md, "From the quickstart to EPIC-KITCHENS"):
+extract with ``configs/extract/default.yaml`` (random weights, offline), then train the ``configs/ek55/`` stage configs on those very files with no
 size option: feature sizes come from the files (2048-d ResNet-50 RGB and Flow, 90 COCO
 classes), the number of classes from ``actions.csv``."""
 

@@ -1,5 +1,5 @@
-"""The README's "Your own dataset" route, command by command as the README prints it, on three
-tiny generated clips: configs copied from configs/egtea/ and edited as step 3 says, then every
+"""The "Your own dataset" route (docs/own_dataset.md), command by command as the page prints
+it, on three tiny generated clips: configs copied from configs/egtea/ and edited as step 3 says, then every
 command of step 4 (extraction, the five training stages, the evaluation and the demo), each
 with options that only make it tiny (frame and network sizes, one epoch, random weights)."""
 
@@ -42,10 +42,9 @@ TINY = {
 
 
 def readme_route() -> list[list[str]]:
-    """The commands of step 4 of the README's "Your own dataset", loops unrolled and shell
-    variables (``QUICK="..."``) expanded."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Your own dataset") : text.index("## Your own footage")]
+    """The commands of step 4 of docs/own_dataset.md, loops unrolled and shell variables
+    (``QUICK="..."``) expanded."""
+    section = (ROOT / "docs" / "own_dataset.md").read_text()
     start = section.index("```bash\n") + len("```bash\n")
     block = section[start : section.index("```", start)].replace("\\\n", " ")
     commands: list[str] = []

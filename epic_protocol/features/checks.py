@@ -74,8 +74,8 @@ def read_file_info(path: str | Path) -> FeatureFileInfo:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"feature file not found: {path}; create it with rulstm-extract (README: 'Feature "
-            "extraction') or convert the released features with rulstm-import features"
+            f"feature file not found: {path}; create it with rulstm-extract "
+            "(docs/extraction.md) or convert the released features with rulstm-import features"
         )
     with open_for_reading(path) as handle:
         return info_from_attrs(path, handle.attrs)
@@ -85,7 +85,7 @@ def info_from_attrs(path: Path, attrs: Mapping[str, Any]) -> FeatureFileInfo:
     if attrs.get("layout") != LAYOUT_NAME:
         raise FeatureFileError(
             f"{path}: not a {LAYOUT_NAME} file (root attribute 'layout' is "
-            f"{attrs.get('layout')!r}); see the README's 'HDF5 feature layout'"
+            f"{attrs.get('layout')!r}); see docs/hdf5_layout.md"
         )
     version = int(attrs.get("layout_version", -1))
     if version > LAYOUT_VERSION:

@@ -12,8 +12,8 @@ A logged name is ``{stage}/{task}/{metric}[_{subset}]/{when}``:
   none. Validation also logs each action metric at the headline step without ``when``
   (``val/action/top5``: the progress bar's number).
 
-Besides: ``{stage}/loss`` and, for MATT fusion, ``{stage}/attention/{modality}``. The README's
-"Metric names" table lists the same names.
+Besides: ``{stage}/loss`` and, for MATT fusion, ``{stage}/attention/{modality}``. The
+"Metric names" table of docs/evaluation.md lists the same names.
 """
 
 from __future__ import annotations
