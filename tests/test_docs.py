@@ -7,6 +7,7 @@ accepts, and every ``rulstm`` command parses as printed (with its ``-c`` configs
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import runpy
 import shlex
@@ -113,6 +114,7 @@ def broken_links(path: Path, root: Path = ROOT) -> list[str]:
 class Command:
     where: str  # file:line
     argv: tuple[str, ...]
+    inline: bool = False  # from a code span of the prose (often elided: "rulstm fit ...")
 
 
 def shell_lines(block: str) -> Iterator[tuple[int, str]]:
@@ -206,6 +208,27 @@ def documented_commands(path: Path, programs: set[str], root: Path = ROOT) -> li
     return found
 
 
+def inline_commands(path: Path, programs: set[str], root: Path = ROOT) -> list[Command]:
+    """Code spans of the prose that start with a project program, e.g. ``rulstm-import
+    features --dtype float16`` (spans may wrap lines)."""
+    prose, _ = split_fences(path.read_text(encoding="utf-8"))
+    found = []
+    for match in re.finditer(r"`([^`]+)`", prose):
+        text = " ".join(match.group(1).split())
+        try:
+            words = shlex.split(text)
+        except ValueError:
+            words = text.split()
+        if words[:1] == ["python"] and len(words) > 1:
+            words = words[1:]
+        script = words[0].startswith("scripts/") and words[0].endswith(".py") if words else False
+        if words and (words[0] in programs or script) and options_in(tuple(words)):
+            line = prose.count("\n", 0, match.start()) + 1
+            where = f"{path.relative_to(root)}:{line}"
+            found.append(Command(where, tuple(w for w in words if "$" not in w), inline=True))
+    return found
+
+
 def project_programs() -> dict[str, str]:
     """Console script -> ``module:function`` (pyproject.toml)."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -234,6 +257,7 @@ def _capture(run: Callable[[], Any], monkeypatch: pytest.MonkeyPatch) -> Any:
             patch.setattr(cls, "parse_args", stop)
             patch.setattr(cls, "parse_known_args", stop, raising=False)
         patch.setattr(sys, "argv", ["program"])
+        patch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "disabled"))  # restored after
         try:
             run()
         except _Captured as captured:
@@ -301,6 +325,8 @@ class Checker:
         program = command.argv[0]
         if program not in self.programs and not (self.root / program).is_file():
             return [f"{command.where}: {program}: no such program or script"]
+        if program == "rulstm" and command.inline:
+            return self._lightning_names(command)
         if program == "rulstm":
             return self._lightning_problems(command)
         known = option_strings(self.parser(program), command.argv)
@@ -320,8 +346,6 @@ class Checker:
         """``rulstm`` (LightningCLI): the whole command parses, configs (``-c``) included, so
         nested options (``--model.net.init_args.hidden``) are checked against the classes the
         configs name."""
-        from lightning.pytorch.cli import LightningCLI
-
         argv = [self._config_path(word) for word in command.argv[1:]]
         if any(word == "--help" or word.endswith(".help") for word in argv):
             return []
@@ -329,6 +353,21 @@ class Checker:
         missing = [name for name in missing if not (self.root / name).is_file()]
         if missing:
             return [f"{command.where}: no config {name}" for name in missing]
+        parser = self._lightning_parser(argv)
+        with self.monkeypatch.context() as patch:
+            patch.chdir(self.root)
+            try:
+                parser.parse_args(argv)
+            except (Exception, SystemExit) as error:
+                message = " ".join(str(error).split())[:400]
+                return [f"{command.where}: rulstm {' '.join(argv[:1])} does not parse: {message}"]
+        return []
+
+    def _lightning_parser(self, argv: list[str]) -> Any:
+        """The parser ``rulstm`` builds for ``argv`` (next-action or Ego4D LTA), built once
+        per CLI class."""
+        from lightning.pytorch.cli import LightningCLI
+
         cache = self._lightning
         setup = LightningCLI.setup_parser
 
@@ -348,15 +387,27 @@ class Checker:
             patch.setattr(LightningCLI, "parse_arguments", stop)
             try:
                 self.entry("rulstm")(argv)
-                return [f"{command.where}: rulstm parsed nothing"]
             except _Captured as captured:
-                parser = captured.parser
-            try:
-                parser.parse_args(argv)
-            except (Exception, SystemExit) as error:
-                message = " ".join(str(error).split())[:400]
-                return [f"{command.where}: rulstm {' '.join(argv[:1])} does not parse: {message}"]
-        return []
+                return captured.parser
+        raise AssertionError(f"rulstm {' '.join(argv)} parsed nothing")
+
+    def _lightning_names(self, command: Command) -> list[str]:
+        """An elided ``rulstm`` command of the prose: each option's key path must begin with
+        an option of the subcommand (``--model.optimizer.init_args.lr`` under ``--model.optimizer``,
+        whose class only a config names)."""
+        words = command.argv[1:]
+        subcommand = (
+            words[0] if words and words[0] in ("fit", "validate", "test", "predict") else "fit"
+        )
+        parser = self._lightning_parser([subcommand])
+        known = option_strings(parser, (subcommand,))
+        problems = []
+        for option in options_in(command.argv):
+            parts = option[2:].split(".")
+            prefixes = {"--" + ".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+            if not prefixes & known:
+                problems.append(f"{command.where}: rulstm {subcommand} has no option {option}")
+        return problems
 
     def _config_path(self, word: str) -> str:
         for copy, original in COPIED_CONFIGS.items():
@@ -385,6 +436,7 @@ def test_every_option_of_a_documented_command_exists(monkeypatch) -> None:
     commands = [command for path in DOCS for command in documented_commands(path, programs)]
     # The docs run every console script and the scripts they describe.
     assert {command.argv[0] for command in commands} >= programs - {"rulstm-quickstart"}
+    commands += [command for path in DOCS for command in inline_commands(path, programs)]
     problems = [problem for command in commands for problem in checker.problems(command)]
     assert not problems, "\n".join(problems)
 
