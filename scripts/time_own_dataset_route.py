@@ -24,20 +24,17 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTION = "## Your own dataset"
+DOC = ROOT / "docs" / "own_dataset.md"
 OFFLINE = 'WEIGHTS="--rgb.weights none --flow.weights none"'
 
 
 def route_block() -> tuple[Path, str]:
-    """The first bash block of the "Your own dataset" section, in README.md or docs/*.md."""
-    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        text = path.read_text()
-        if SECTION not in text:
-            continue
-        section = text[text.index(SECTION) :]
-        start = section.index("```bash\n") + len("```bash\n")
-        return path, section[start : section.index("```", start)]
-    raise SystemExit(f"time_own_dataset_route: no {SECTION!r} section in README.md or docs/")
+    """The first bash block of the "Your own dataset" page (docs/own_dataset.md)."""
+    text = DOC.read_text()
+    if "```bash\n" not in text:
+        raise SystemExit(f"time_own_dataset_route: no bash block in {DOC}")
+    start = text.index("```bash\n") + len("```bash\n")
+    return DOC, text[start : text.index("```", start)]
 
 
 def make_own_dataset(root: Path, *, seed: int) -> None:

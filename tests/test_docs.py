@@ -32,6 +32,10 @@ DOCS = [
     ROOT / "feature_extraction" / "README.md",
 ]
 
+#: Programs that pass the options they do not know on to the extraction config (as
+#: ``rulstm-extract`` reads them).
+PASS_ON_TO_EXTRACTION = {"rulstm-demo", "rulstm-web", "scripts/bench_extract.py"}
+
 #: Config folders the docs tell the reader to create as a copy of a shipped one.
 COPIED_CONFIGS = {"configs/mydata/": "configs/egtea/"}
 
@@ -330,7 +334,7 @@ class Checker:
         if program == "rulstm":
             return self._lightning_problems(command)
         known = option_strings(self.parser(program), command.argv)
-        passes_on = program in ("rulstm-demo", "rulstm-web")  # other options: extraction
+        passes_on = program in PASS_ON_TO_EXTRACTION
         extraction = self.extraction_options() if passes_on else set()
         problems = []
         for option in options_in(command.argv):
