@@ -34,7 +34,7 @@ from rulstm.evaluation.names import (
     time_key,
 )
 from rulstm.evaluation.ranking import uid_index
-from rulstm.evaluation.records import report_partial
+from rulstm.evaluation.records import evaluator_owns_test_metrics, report_partial
 from rulstm.evaluation.split_metrics import SplitMetrics
 from rulstm.losses import early_recognition_loss
 from rulstm.models.spec import NET_KEY, describe_net
@@ -308,9 +308,7 @@ class AnticipationModule(L.LightningModule):
 
     def _owned_test_metrics(self) -> bool:
         """Whether a callback (the evaluator) logs the test metrics itself."""
-        trainer = getattr(self, "_trainer", None)
-        callbacks = getattr(trainer, "callbacks", None) or []
-        return any(getattr(callback, "owns_test_metrics", False) for callback in callbacks)
+        return evaluator_owns_test_metrics(getattr(self, "_trainer", None))
 
     def on_validation_epoch_start(self) -> None:
         self.val_metrics.reset()

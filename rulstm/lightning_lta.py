@@ -8,7 +8,10 @@ step's softmax, the official ``generate``; argmax for K = 1), seeded per window 
 or several processes give the same sequences, and score ED@Z and AUED over all windows at
 once (:mod:`rulstm.evaluation.lta`). Metrics are logged as ``<stage>/<head>/ED@<Z>`` and
 ``<stage>/<head>/AUED`` (head: verb, noun, and the project's own action); lower is better,
-so checkpoint selection uses ``mode: min``.
+so checkpoint selection uses ``mode: min``. With
+:class:`rulstm.evaluation.AnticipationEvaluator` (``protocol: ego4d_lta``, as in
+``configs/ego4d_lta/test.yaml``) the evaluator logs the test metrics, under the same names, and
+writes the report files (``{name}.json``, ``.csv``, ``.png``).
 
 :class:`LTAOutputsWriter` (a callback for ``trainer.predict``) writes the challenge's
 ``outputs.json`` in the official layout.
@@ -32,7 +35,7 @@ from rulstm.checkpoints import read_checkpoint
 from rulstm.evaluation.lta import write_predictions
 from rulstm.evaluation.lta_protocol import Ego4DLTAProtocol, LTARecords
 from rulstm.evaluation.names import check_monitors
-from rulstm.evaluation.records import gather_objects, gather_records
+from rulstm.evaluation.records import evaluator_owns_test_metrics, gather_objects, gather_records
 from rulstm.models.lta import sample_sequences
 
 
@@ -112,25 +115,31 @@ class LTAModule(L.LightningModule):
         self.log("train/noun_loss", noun_loss, batch_size=size)
         return loss
 
-    def _collect(self, batch: dict[str, Any]) -> LTARecords:
+    def _outputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """K sampled sequences of a batch with its labels: ``{"ids": B window ids, "verb" /
+        "noun": int64 (B, K, Z), "verb_labels" / "noun_labels": int64 (B, Z)}`` (on the CPU),
+        what :meth:`Ego4DLTAProtocol.records` takes."""
         verbs, nouns = self.generate(batch["features"], list(batch["id"]))
-        record = self.protocol.records(
-            {
-                "ids": list(batch["id"]),
-                "verb": verbs,
-                "noun": nouns,
-                "verb_labels": batch["verbs"],
-                "noun_labels": batch["nouns"],
-            }
-        )
-        self._collected.append(record)
-        return record
+        return {
+            "ids": list(batch["id"]),
+            "verb": verbs.cpu(),
+            "noun": nouns.cpu(),
+            "verb_labels": batch["verbs"].cpu(),
+            "noun_labels": batch["nouns"].cpu(),
+        }
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._collect(batch)
+        self._collected.append(self.protocol.records(self._outputs(batch)))
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._collect(batch)
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """The batch's sequences and labels (see :meth:`_outputs`), for an evaluation callback
+        (:class:`rulstm.evaluation.AnticipationEvaluator` with ``protocol: ego4d_lta``, which
+        then logs the test metrics and writes the report files); without one, this module
+        scores and logs them at the end of the epoch under the same names."""
+        outputs = self._outputs(batch)
+        if not self._owned_test_metrics():
+            self._collected.append(self.protocol.records(outputs))
+        return outputs
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         verbs, nouns = self.generate(batch["features"], list(batch["id"]))
@@ -172,7 +181,12 @@ class LTAModule(L.LightningModule):
             self._collected = []
 
     def on_test_epoch_end(self) -> None:
-        self._log_scores("test")
+        if not self._owned_test_metrics():
+            self._log_scores("test")
+
+    def _owned_test_metrics(self) -> bool:
+        """Whether a callback (the evaluator) logs the test metrics itself."""
+        return evaluator_owns_test_metrics(getattr(self, "_trainer", None))
 
     def configure_optimizers(self) -> Any:
         parameters = [p for p in self.parameters() if p.requires_grad]

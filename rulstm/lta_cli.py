@@ -5,10 +5,19 @@ CLI instead of the next-action one: :class:`~rulstm.lightning_lta.LTAModule` ove
 :class:`~rulstm.data.lta.LTADataModule`. The network's ``num_verbs``/``num_nouns`` come from the
 taxonomy, ``feat_dim`` from the feature file and ``num_future_actions`` from ``data`` (a config
 that sets them must agree).
+
+What the next-action CLI does around a stage holds here too, through the same code: the run
+folder (``--overwrite``, ``last.ckpt``, loggers in the stage folder:
+:class:`rulstm.run_folder.RunFolderPolicy`), ``--trainer.precision auto``
+(:mod:`rulstm.trainer_precision`), ``--ckpt_path`` (:class:`rulstm.ckpt_path.TrustedCkptPath`)
+and checkpoint selection from the protocol: the best checkpoint monitors
+:class:`~rulstm.evaluation.lta_protocol.Ego4DLTAProtocol`'s ``val/verb/ED@Z`` with ``mode: min``
+unless the config sets a ``monitor`` (:mod:`rulstm.selection`).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,9 +25,15 @@ from typing import Any
 import yaml
 from lightning.pytorch.cli import LightningCLI
 
+from epic_protocol.ego4d_lta import NUM_FUTURE_ACTIONS
 from rulstm.ckpt_path import TrustedCkptPath
 from rulstm.data.lta import LTADataModule
+from rulstm.evaluation.callbacks import RunConfigSaver
+from rulstm.evaluation.lta_protocol import Ego4DLTAProtocol
 from rulstm.lightning_lta import LTAModule
+from rulstm.run_folder import RunFolderPolicy, config_filename, keep_logs_with_the_run
+from rulstm.selection import MonitorChoice, select_by_protocol
+from rulstm.trainer_precision import accept_auto_precision, resolve_precision
 
 TASK = "ego4d_lta"
 
@@ -58,7 +73,7 @@ def is_lta_command(args: Sequence[str]) -> bool:
     return False
 
 
-class LTACLI(TrustedCkptPath, LightningCLI):
+class LTACLI(RunFolderPolicy, TrustedCkptPath, LightningCLI):
     """``--ckpt_path`` (a file, ``best`` or ``last``) is checked as for the next-action CLI
     (:class:`rulstm.ckpt_path.TrustedCkptPath`) before jsonargparse sees its hyper-parameters."""
 
@@ -83,11 +98,13 @@ class LTACLI(TrustedCkptPath, LightningCLI):
             parser.link_arguments(
                 "data", f"model.net.init_args.{target}", derive, apply_on="instantiate"
             )
+        accept_auto_precision(parser)
 
     def before_fit(self) -> None:
         # Stages chain through <default_root_dir>/checkpoints/best.ckpt, whatever the logger
         # (Lightning would otherwise nest the checkpoints in the logger's run folder).
         self._checkpoint_dirs()
+        self.claim_run_folder()
 
     def before_validate(self) -> None:
         self._resolve_ckpt_path()
@@ -97,13 +114,26 @@ class LTACLI(TrustedCkptPath, LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         self._configured = {t: config.get(f"model.net.init_args.{t}") for t in DERIVED}
+        keep_logs_with_the_run(config)
+        resolve_precision(config)
+        protocol = Ego4DLTAProtocol(
+            num_future_actions=config.get("data.num_future_actions") or NUM_FUTURE_ACTIONS
+        )
+        choice = MonitorChoice(protocol.headline_metric("val"), protocol.mode)
+        select_by_protocol(config.get("trainer.callbacks"), choice)
 
 
 def build_lta_cli(args: Sequence[str] | None = None, **kwargs: Any) -> LTACLI:
+    """Parse ``args`` (default: the command line) and run the subcommand, if any. The run's
+    configuration is saved as the next-action CLI saves it
+    (:class:`rulstm.evaluation.callbacks.RunConfigSaver`, :func:`rulstm.run_folder.config_filename`):
+    next to the evaluator's report for ``rulstm test`` without a run folder."""
+    arguments = list(sys.argv[1:] if args is None else args)
     return LTACLI(
         LTAModule,
         LTADataModule,
         args=None if args is None else list(args),
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=RunConfigSaver,
+        save_config_kwargs={"overwrite": True, "config_filename": config_filename(arguments[:1])},
         **kwargs,
     )

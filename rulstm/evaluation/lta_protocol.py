@@ -37,6 +37,7 @@ from rulstm.evaluation.lta import (
     write_predictions,
 )
 from rulstm.evaluation.names import Mode
+from rulstm.evaluation.plots import plot_edit_distance
 from rulstm.evaluation.protocol import EvaluationProtocol, Selection, register_protocol
 from rulstm.evaluation.records import SegmentRecords
 
@@ -67,6 +68,8 @@ class LTAReport:
     partial: bool = False
     split_size: int | None = None
     checkpoint: str | None = None
+    #: The head whose ED@Z is the headline (and checkpoint-selection) metric.
+    headline_head: str = "verb"
 
     @property
     def num_samples(self) -> int:
@@ -85,7 +88,12 @@ class LTAReport:
         return values
 
     def to_json(self, path: str | Path) -> Path:
-        """The scores (as ``rulstm-score ego4d-lta --json``), the ED curves and the run."""
+        """The scores (as ``rulstm-score ego4d-lta --json``: ``{head: {"ED@Z", "AUED"}}``),
+        the logged names with their values (``metrics``: ``test/verb/ED@20`` ...), the
+        headline, the ED curves (z = 1..Z) and the run (checkpoint, partial, split size)."""
+        z = self.scores.num_future_actions
+        headline = f"test/{self.headline_head}/ED@{z}"
+        metrics = self.metrics("test")
         data = {
             "kind": LTA_REPORT_KIND,
             "protocol": self.protocol,
@@ -94,19 +102,33 @@ class LTAReport:
             "split_size": self.split_size,
             "checkpoint": self.checkpoint,
             **self.scores.as_dict(),
-            "num_future_actions": self.scores.num_future_actions,
+            "num_future_actions": z,
+            "headline": {
+                "head": self.headline_head,
+                "metric": f"ED@{z}",
+                "mode": "min",
+                "name": headline,
+                "value": metrics.get(headline),
+            },
+            "metrics": metrics,
             "curves": {head: curve.tolist() for head, curve in self.scores.curves.items()},
         }
         return _replace(Path(path), json.dumps(data, indent=2))
 
     def to_csv(self, path: str | Path) -> Path:
-        """One row per head: ``head, ED@Z, AUED``."""
+        """Long format, like the next-action reports: ``name,protocol,head,metric,value,key``,
+        one row per head and metric (``ED@Z``, ``AUED``); ``key`` is the logged name
+        (``test/verb/ED@20``)."""
         z = self.scores.num_future_actions
-        rows = [["head", f"ED@{z}", "AUED"]]
-        rows += [
-            [head, f"{self.scores.ed(head):.6f}", f"{self.scores.aued(head):.6f}"]
-            for head in self.scores.curves
-        ]
+        rows: list[list[Any]] = [["name", "protocol", "head", "metric", "value", "key"]]
+        for head in self.scores.curves:
+            for metric, value in (
+                (f"ED@{z}", self.scores.ed(head)),
+                ("AUED", self.scores.aued(head)),
+            ):
+                rows.append(
+                    [self.name, self.protocol, head, metric, repr(value), f"test/{head}/{metric}"]
+                )
         text = io.StringIO(newline="")
         csv.writer(text).writerows(rows)
         return _replace(Path(path), text.getvalue())
@@ -132,6 +154,7 @@ class LTAReport:
             partial=bool(data.get("partial")),
             split_size=data.get("split_size"),
             checkpoint=data.get("checkpoint"),
+            headline_head=(data.get("headline") or {}).get("head", "verb"),
         )
 
 
@@ -235,11 +258,29 @@ class Ego4DLTAProtocol(EvaluationProtocol):
         if not len(records):
             return None
         scores = self.score(records.verb, records.noun, records.verb_labels, records.noun_labels)
-        return LTAReport(name=name, scores=scores, protocol=self.name, title=self.report_title)
+        return LTAReport(
+            name=name,
+            scores=scores,
+            protocol=self.name,
+            title=self.report_title,
+            headline_head=self.headline_head,
+        )
 
     def load_report(self, path: Path) -> LTAReport | None:
         report = LTAReport.from_json(path)
         return report if report is not None and report.protocol == self.name else None
+
+    def plot(self, reports: Mapping[str, Any], path: Path) -> Path | None:
+        """ED against z = 1..Z, one panel per head, one line per report."""
+        curves = {
+            name: {head: curve.tolist() for head, curve in report.scores.curves.items()}
+            for name, report in reports.items()
+        }
+        return plot_edit_distance(curves, path, title=self.display_name)
+
+    def combined_plot_name(self) -> str:
+        """File name of the plot of every report in the folder: ``ed_ego4d_lta.png``."""
+        return f"ed_{self.name}.png"
 
     # ------------------------------------------------------------------ scoring and files
     def score(

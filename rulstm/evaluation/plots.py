@@ -1,4 +1,5 @@
-"""Accuracy-against-anticipation-time plots of one or several reports."""
+"""Plots of one or several reports: accuracy against anticipation time (next action), edit
+distance against the number of forecast actions (Ego4D long-term anticipation)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,51 @@ def plot_accuracy(
     figure.suptitle(title or first.title)
     # Fixed margins: a layout engine (tight/constrained) doubles the rendering time.
     figure.subplots_adjust(left=0.06, right=0.98, bottom=0.07, top=0.92, hspace=0.5, wspace=0.25)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_edit_distance(
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    path: str | Path,
+    *,
+    title: str,
+) -> Path:
+    """PNG of the edit distance against the number of forecast actions z = 1..Z (Ego4D
+    long-term anticipation; lower is better), one panel per head, one line per report.
+
+    Args:
+        curves: report name -> head (``verb``, ``noun``, ``action``) -> ED at z = 1..Z.
+        path: the PNG to write.
+        title: the figure's title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        raise ValueError("plot_edit_distance needs at least one report")
+    heads = list(dict.fromkeys(head for per_head in curves.values() for head in per_head))
+    figure, axes = plt.subplots(1, len(heads), figsize=(4.2 * len(heads), 3.4), squeeze=False)
+    for col, head in enumerate(heads):
+        axis = axes[0][col]
+        for label, per_head in curves.items():
+            if head in per_head:
+                values = list(per_head[head])
+                axis.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=label)
+        axis.set_title(f"{head.capitalize()}: edit distance")
+        axis.set_xlabel("forecast actions z")
+        axis.set_ylabel("ED@z (lower is better)")
+        axis.set_ylim(bottom=0.0)
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    figure.suptitle(title)
+    # Fixed margins: a layout engine (tight/constrained) doubles the rendering time.
+    figure.subplots_adjust(left=0.06, right=0.98, bottom=0.14, top=0.84, wspace=0.25)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

@@ -144,3 +144,11 @@ def report_partial(trainer: Any, stage: str, num_segments: int) -> bool:
             stage,
         )
     return partial
+
+
+def evaluator_owns_test_metrics(trainer: Any) -> bool:
+    """Whether a callback of ``trainer`` (an evaluator with ``owns_test_metrics = True``) logs
+    the test metrics itself, so that the LightningModule logs none of them (one name per
+    metric, one value)."""
+    callbacks = getattr(trainer, "callbacks", None) or []
+    return any(getattr(callback, "owns_test_metrics", False) for callback in callbacks)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rulstm.cli import RunFolderError, build_cli, main
+from rulstm.cli import build_cli, main
+from rulstm.run_folder import RunFolderError
 
 from .test_stages import fit, fit_args
 
