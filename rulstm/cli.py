@@ -57,7 +57,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningCLI
@@ -69,7 +69,7 @@ from epic_protocol.errors import cli_main
 from rulstm.checkpoints import read_checkpoint
 from rulstm.ckpt_path import TrustedCkptPath
 from rulstm.data.datamodule import AnticipationDataModule
-from rulstm.evaluation import AnticipationEvaluator, SubmissionWriter
+from rulstm.evaluation import SubmissionWriter
 from rulstm.evaluation.callbacks import RunConfigSaver
 from rulstm.lightning import AnticipationModule
 from rulstm.lta_cli import build_lta_cli, is_lta_command
@@ -135,9 +135,8 @@ class RulstmCLI(RunFolderPolicy, TrustedCkptPath, LightningCLI):
         accept_auto_precision(parser)
         parser.add_argument(
             "--protocol",
-            type=str,
+            type=Literal[tuple(next_action_protocols())],  # type: ignore[valid-type]
             default=DEFAULT_PROTOCOL,
-            choices=next_action_protocols(),
             help="the evaluation protocol (rulstm.evaluation.protocol): the best checkpoint "
             "(a ModelCheckpoint with filename best and no monitor) monitors its selection "
             "metric with its mode (rulstm.selection)",
@@ -231,25 +230,19 @@ class RulstmCLI(RunFolderPolicy, TrustedCkptPath, LightningCLI):
     def before_validate(self) -> None:
         self._check_shapes()
         self._resolve_ckpt_path()
-        self._one_table()
+        self.one_table()
         self._check_backbones()
 
     def before_test(self) -> None:
         self._check_shapes()
         self._resolve_ckpt_path()
-        self._one_table()
+        self.one_table()
         self._check_backbones()
 
     def before_predict(self) -> None:
         self._check_shapes()
         self._resolve_ckpt_path()
         self._check_backbones()
-
-    def _one_table(self) -> None:
-        """With the project's evaluator (which prints its own table and where the reports
-        went), Lightning's table of every logged metric (~100 lines) is not printed."""
-        if any(isinstance(c, AnticipationEvaluator) for c in self.trainer.callbacks):
-            self.config_init[self.subcommand]["verbose"] = False
 
     def after_fit(self) -> None:
         """Where the stage's files went (one line each)."""

@@ -108,8 +108,12 @@ class LTACLI(RunFolderPolicy, TrustedCkptPath, LightningCLI):
 
     def before_validate(self) -> None:
         self._resolve_ckpt_path()
+        self.one_table()
 
-    before_test = before_predict = before_validate
+    before_test = before_validate
+
+    def before_predict(self) -> None:
+        self._resolve_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

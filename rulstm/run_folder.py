@@ -30,6 +30,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from epic_protocol.errors import DataError
 from rulstm.ckpt_path import LAST
+from rulstm.evaluation.records import evaluator_owns_test_metrics
 
 
 class RunFolderError(DataError, ValueError):
@@ -46,8 +47,8 @@ DEFAULT_LOGGER = {
 
 class RunFolderPolicy:
     """Mixin for a ``LightningCLI`` subclass (placed before ``LightningCLI``): ``rulstm fit
-    --overwrite``, and :meth:`claim_run_folder` for its ``before_fit``. Used by the
-    next-action CLI and the long-term anticipation one alike."""
+    --overwrite``, :meth:`claim_run_folder` for its ``before_fit`` and :meth:`one_table` for
+    ``before_test``. Used by the next-action CLI and the long-term anticipation one alike."""
 
     def _prepare_subcommand_parser(self, klass: Any, subcommand: str, **kwargs: Any) -> Any:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)  # type: ignore[misc]
@@ -61,6 +62,13 @@ class RunFolderPolicy:
                 "checkpoints; --ckpt_path resumes it instead).",
             )
         return parser
+
+    def one_table(self) -> None:
+        """With the project's evaluator (which prints its own table and where the reports
+        went), Lightning's table of every logged metric is not printed. Call it in
+        ``before_validate`` / ``before_test``."""
+        if evaluator_owns_test_metrics(self.trainer):  # type: ignore[attr-defined]
+            self.config_init[self.subcommand]["verbose"] = False  # type: ignore[attr-defined]
 
     def claim_run_folder(self) -> None:
         """``last.ckpt`` every epoch (:func:`add_last_checkpoint`), and the stage folder

@@ -89,11 +89,15 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
     shows every report found in ``out_dir`` (e.g. rgb, flow, obj and fusion) together, and
     the values are logged under the registry's names (:mod:`rulstm.evaluation.names`,
     ``test/action/top5/1.00s``): the same names and values as the JSON and CSV files. The
-    LightningModule then logs only ``test/loss`` and the fusion weights.
+    LightningModule then logs only ``test/loss`` and the fusion weights. With ``protocol:
+    ego4d_lta`` (``configs/ego4d_lta/test.yaml``), ``test_step`` returns K sampled sequences
+    and the labels per window (:class:`rulstm.lightning_lta.LTAModule`); the report holds ED@Z
+    and AUED per head under the logged names (``test/verb/ED@20``), ``{name}.png`` plots ED
+    against z and the combined plot is ``ed_ego4d_lta.png``.
 
     Args:
-        protocol: a registered protocol's name (``ek55``, ``ek100``, ``egtea``, ``custom``),
-            built with the protocol options below, or a protocol object.
+        protocol: a registered protocol's name (``ek55``, ``ek100``, ``egtea``, ``custom``,
+            ``ego4d_lta``), built with the protocol options below, or a protocol object.
         out_dir: output folder.
         name: report name, used in file names and plot legends. Default: the checkpoint's
             stage folder (``runs/mydata/fusion/checkpoints/best.ckpt`` -> ``fusion``), else

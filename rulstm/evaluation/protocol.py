@@ -17,7 +17,11 @@ ek55       :class:`EK55Protocol`         top1, top5, recall5_many_shot  top5 max
 ek100      :class:`EK100Protocol`        recall5 overall/unseen/tail  recall5 max ek100
 egtea      :class:`EGTEAProtocol`        top1, top5, recall5          top5 max    none
 custom     :class:`CustomProtocol`       top1, top5, recall5          top5 max    none
+ego4d_lta  ``Ego4DLTAProtocol``          ED@20, AUED per head         ED@20 min   outputs
 =========  ============================  ===========================  ==========  ==========
+
+The selection metric is also what the best checkpoint monitors when a training config sets no
+``monitor`` (the config's top-level ``protocol:``; :mod:`rulstm.selection`).
 
 **Adding a benchmark** (e.g. Ego4D long-term anticipation, scored by edit distance):
 

@@ -53,7 +53,15 @@ def _args(subcommand: str, paths, root) -> list[str]:
         str(CONFIGS / ("forecaster.yaml" if subcommand == "fit" else "test.yaml")),
         *data_args(paths, root),
         "--trainer.max_epochs=2",
-        *([] if subcommand == "fit" else ["--model.init_checkpoint=null"]),
+        *(
+            []
+            if subcommand == "fit"
+            else [
+                "--model.init_checkpoint=null",
+                # test.yaml's evaluator writes its report here, not into the current folder.
+                f"--trainer.callbacks.init_args.out_dir={root / 'evaluation'}",
+            ]
+        ),
     ]
 
 
@@ -119,3 +127,5 @@ def test_best_is_checked_like_a_named_file(trained, tmp_path, capsys):
 def test_a_real_checkpoint_still_tests(trained, tmp_path):
     paths, last = trained
     assert main([*_args("test", paths, tmp_path / "run"), "--ckpt_path", str(last)]) == 0
+    # test.yaml's evaluator report, named after the checkpoint's stage folder (run/).
+    assert (tmp_path / "run" / "evaluation" / "run.json").is_file()
