@@ -27,11 +27,12 @@ from .test_lta import data_args, make_lta_data
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
-def _args(data, root: Path, base: Path, *extra: str) -> list[str]:
+def _args(data, root: Path, base: Path, *extra: str, stage: Path | None = None) -> list[str]:
     """``rulstm`` arguments without a subcommand (``run=False``: parse and build only)."""
     return [
         "-c",
         str(base),
+        *(["-c", str(stage)] if stage else []),
         "--data.features",
         str({"rgb": str(data.features["rgb"])}),
         "--data.train_annotations",
@@ -99,8 +100,9 @@ def test_early_recognition_selects_with_the_whole_action_observed(tmp_path, data
 
 
 def test_a_monitor_set_by_the_config_is_kept(tmp_path, data):
-    args = _args(data, tmp_path, CONFIGS / "ek55" / "base.yaml")
-    args += ["-c", str(CONFIGS / "ek55" / "early_rgb.yaml"), "--data.early_recognition_steps", "4"]
+    early = CONFIGS / "ek55" / "early_rgb.yaml"
+    args = _args(data, tmp_path, CONFIGS / "ek55" / "base.yaml", stage=early)
+    args += ["--data.early_recognition_steps", "4"]
     best = _best(build_cli(args, run=False))
     assert (best.monitor, best.mode) == ("val/action/top1/100.0%", "max")
 
