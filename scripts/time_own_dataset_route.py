@@ -71,7 +71,11 @@ def make_own_dataset(root: Path, *, seed: int) -> None:
         change(values)
         path.write_text(yaml.safe_dump(values))
 
-    edit("base.yaml", lambda c: c["data"].update(actions="my/actions.csv"))
+    def base(c: dict) -> None:
+        c["data"].update(actions="my/actions.csv")
+        c["protocol"] = "custom"
+
+    edit("base.yaml", base)
     edit(
         "split1.yaml",
         lambda c: c["data"].update(

@@ -48,5 +48,7 @@ def test_the_generated_folder_has_what_the_route_reads(tmp_path, monkeypatch):
     test = yaml.safe_load((tmp_path / "configs" / "mydata" / "test.yaml").read_text())
     evaluator = test["trainer"]["callbacks"][0]["init_args"]
     assert evaluator["protocol"] == "custom" and evaluator["out_dir"] == "evaluation/mydata"
+    base = yaml.safe_load((tmp_path / "configs" / "mydata" / "base.yaml").read_text())
+    assert base["protocol"] == "custom" and base["data"]["actions"] == "my/actions.csv"
     split = yaml.safe_load((tmp_path / "configs" / "mydata" / "split1.yaml").read_text())
     assert split["data"]["features"] == {"rgb": "data/mydata/rgb.h5", "flow": "data/mydata/flow.h5"}
