@@ -474,8 +474,8 @@ def run(
     (out / "timings.json").write_text(json.dumps(seconds, indent=1) + "\n")
     print(
         "\nwall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()),
-        f"\noutputs in {out}: metrics.txt, metrics.json, accuracy.png, commands.sh"
-        + (", demo.mp4" if with_demo else ""),
+        f"\noutputs in {out}: data/, features/, runs/, evaluation/, metrics.txt, metrics.json, "
+        "accuracy.png, commands.sh, timings.json" + (", demo.mp4" if with_demo else ""),
         flush=True,
     )
     return QuickstartResult(out, best, summary, seconds)

@@ -43,6 +43,9 @@ def test_tiny_quickstart_end_to_end(tmp_path, capsys):
         "commands.sh",
     ):
         assert (out / name).is_file(), name
+        # The closing line lists every file the run wrote (the docs' list of outputs).
+        listed = name.split("/")[0] + "/" if "/" in name else name
+        assert listed in printed[printed.index("outputs in ") :], name
     for stage in (
         "rgb_sc",
         "rgb_anticipation",
