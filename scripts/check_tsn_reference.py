@@ -116,7 +116,7 @@ def project_features(path: Path) -> dict[str, np.ndarray]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="The authors' sample data.")
     parser.add_argument("--features", type=Path, required=True, help="rulstm-extract --out.")
     parser.add_argument("--rgb-weights", default=None)

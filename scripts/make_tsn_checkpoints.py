@@ -47,10 +47,12 @@ def calibration_images(frames: Path | None, *, flow: bool, count: int, seed: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for TSN-rgb.pth.tar and TSN-flow.pth.tar"
+    )
     parser.add_argument("--frames", type=Path, default=None, help="Calibrate on these frames.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="weight seed (default: 0)")
     parser.add_argument("--count", type=int, default=8, help="Calibration images.")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
