@@ -1,7 +1,8 @@
 """How every console script ends a run on bad input: one line, a non-zero exit, no traceback.
 
-``rulstm``, ``rulstm-extract``, ``rulstm-import``, ``rulstm-demo``, ``rulstm-web`` and
-``rulstm-quickstart`` wrap their ``main`` with :func:`cli_main`; an exception that escapes is printed as::
+``rulstm``, ``rulstm-extract``, ``rulstm-import``, ``rulstm-score``, ``rulstm-demo``,
+``rulstm-web``, ``rulstm-quickstart`` and ``python -m synthetic_kitchen`` wrap their ``main``
+with :func:`cli_main` (a test checks every one); an exception that escapes is printed as::
 
     <prog>: error: <message naming the file / video / row / key / option>
 

@@ -20,8 +20,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from feature_extraction.foundation import (
     split_backbone,
 )
 from feature_extraction.tsn import Preprocessing, TSNBackbone, TSNModality
+from feature_extraction.weights import is_random_weights, seeded
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -138,18 +138,6 @@ def adapt_first_conv(model: nn.Module, *, in_channels: int) -> str:
     parent, child = _parent_and_name(model, name)
     setattr(parent, child, new)
     return name
-
-
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block with a fixed torch RNG seed, leaving the global RNG state untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def is_random_weights(weights: str | None) -> bool:
-    return weights is None or weights.strip().lower() in {"", "none", "null", "random"}
 
 
 def resolve_weights(model_name: str, weights: str | None) -> WeightsEnum | Path | None:

@@ -27,7 +27,8 @@ from torch import nn
 
 from epic_protocol.annotations import open_text
 from epic_protocol.errors import WeightsUnavailableError
-from feature_extraction.backbones import load_state_dict, resolve_weights, seeded
+from feature_extraction.backbones import load_state_dict, resolve_weights
+from feature_extraction.weights import seeded
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from epic_protocol.errors import SetupError
 from epic_protocol.features import (
     SPARSE,
     DetectionsWriter,
@@ -29,11 +30,11 @@ from epic_protocol.features import (
     describe_non_finite,
     first_non_finite_row,
 )
+from feature_extraction.clips import ClipBuffer
 from feature_extraction.config import Modality
 from feature_extraction.flow import FlowStream
-from feature_extraction.foundation import ClipBuffer
 from feature_extraction.models import FeatureComputer
-from feature_extraction.output import OutputError, StagingArea
+from feature_extraction.output import OutputError, StagingArea, UnwritableOutputError
 from feature_extraction.pipeline import (
     Chunk,
     ChunkDataset,
@@ -224,15 +225,17 @@ class ExtractionData(L.LightningDataModule):
         self.plan: Plan | None = None
 
     def setup(self, stage: str) -> None:
-        result: tuple[Plan | None, str] = (None, "")
+        # (plan, message, whether the environment's): every rank raises the same kind.
+        result: tuple[Plan | None, str, bool] = (None, "", False)
         if self.trainer.global_rank == 0:
             try:
-                result = (self.planner(), "")
-            except (OutputError, ValueError, FileNotFoundError) as error:
-                result = (None, str(error))  # names the file or option already
-        plan, error = self.trainer.strategy.broadcast(result, src=0)
+                result = (self.planner(), "", False)
+            except (OutputError, ValueError, FileNotFoundError, SetupError) as error:
+                # The message names the file or option already.
+                result = (None, str(error), isinstance(error, SetupError))
+        plan, error, environment = self.trainer.strategy.broadcast(result, src=0)
         if error:
-            raise PlanningError(error)
+            raise UnwritableOutputError(error) if environment else PlanningError(error)
         self.plan = plan
 
     def predict_dataloader(self) -> DataLoader:

@@ -21,8 +21,8 @@ from feature_extraction.backbones import (
     build_flow_backbone,
     build_rgb_backbone,
     resolve_weights,
-    seeded,
 )
+from feature_extraction.clips import ClipBuffer
 from feature_extraction.config import ExtractConfig, Modality, ObjConfig
 from feature_extraction.detectors import (
     BASIC_PALETTE,
@@ -43,7 +43,8 @@ from feature_extraction.flow import (
     make_cpu_flow,
     resolve_flow_method,
 )
-from feature_extraction.foundation import ClipBuffer, FoundationBackbone, file_hash
+from feature_extraction.foundation import FoundationBackbone
+from feature_extraction.weights import file_hash, seeded
 
 
 def resolve_device(device: str) -> torch.device:

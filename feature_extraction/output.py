@@ -39,6 +39,7 @@ from typing import Any
 from epic_protocol.errors import DataError, SetupError
 from epic_protocol.features import (
     DETECTIONS,
+    FEATURE_FILE_ERRORS,
     FeatureFileError,
     FeatureWriteError,
     StorageDtype,
@@ -57,8 +58,9 @@ class OutputError(DataError, RuntimeError):
     """The output folder holds features that cannot be added to (incompatible or unreadable)."""
 
 
-class UnwritableOutputError(OutputError, SetupError):
-    """The output folder or a file in it cannot be written (permissions, a full disk)."""
+class UnwritableOutputError(SetupError, RuntimeError):
+    """The output folder or a file in it cannot be written (permissions, a full disk, a file
+    locked by another process): an environment error, so not an :class:`OutputError`."""
 
 
 def check_writable(out: Path) -> None:
@@ -102,7 +104,7 @@ class StagingArea:
             try:
                 stored = stored_videos(path).get(video)
                 ok = stored is not None and provenance_of(path).get("config_hash") == config_hash
-            except (FeatureFileError, OSError, RuntimeError):  # h5py: "addr overflow"
+            except (*FEATURE_FILE_ERRORS, OSError, RuntimeError):  # h5py: "addr overflow"
                 stored, ok = None, False  # killed while writing it, or the disk was full
             if ok and stored is not None:
                 done[video] = stored
@@ -120,7 +122,13 @@ def check_output_file(
     path: Path, *, dim: int, fps: float, config_hash: str, overwrite: bool
 ) -> dict[str, StoredVideo]:
     """The complete videos of an existing output file, after checking that it holds the same
-    kind of features; with ``overwrite`` a mismatching file is replaced instead."""
+    kind of features; with ``overwrite`` a mismatching file is replaced instead.
+
+    Raises:
+        OutputError: the file is not a readable feature file, or (without ``overwrite``)
+            holds other features.
+        FeatureFileAccessError: the file is locked by another process (the environment's).
+    """
     try:
         problems = compatibility_problems(path, dim=dim, fps=fps, config_hash=config_hash)
     except FeatureFileError as error:
@@ -154,7 +162,7 @@ def merge_staging(
         try:
             if video in complete_videos(path):
                 staged[video] = path
-        except (OSError, RuntimeError, FeatureFileError):
+        except (OSError, RuntimeError, *FEATURE_FILE_ERRORS):
             continue
     if not staged:
         return []
@@ -173,7 +181,7 @@ def merge_staging(
             dtype=dtype,
         )
         os.replace(temporary, target)
-    except (OSError, FeatureFileError) as error:
+    except (OSError, *FEATURE_FILE_ERRORS) as error:
         temporary.unlink(missing_ok=True)
         if isinstance(error, FeatureWriteError):  # the old output file is untouched
             raise UnwritableOutputError(

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from feature_extraction.clips import clip_context
 from feature_extraction.config import DecodeConfig, Modality
 from feature_extraction.flow import FlowSource
-from feature_extraction.foundation import FoundationBackbone, clip_context
+from feature_extraction.foundation import FoundationBackbone
 from feature_extraction.frames import FrameError, FrameReader, FrameVideo
 from feature_extraction.video import DecodeReport, decode_video
 from feature_extraction.video_files import VideoError, probe_video

@@ -37,6 +37,7 @@ from feature_extraction.models import (
 )
 from feature_extraction.output import (
     WORK_DIR,
+    UnwritableOutputError,
     check_writable,
     clean_work_dir,
     merge_staging,
@@ -209,7 +210,10 @@ def run_extraction(
 ) -> Summary | None:
     """Extract features; returns the summary on rank 0 (``None`` on other ranks).
 
-    Raises :class:`OutputError` when the output folder cannot be used."""
+    Raises :class:`~feature_extraction.planning.PlanningError` (a data error) when the output
+    folder holds features that cannot be added to or the inputs cannot be planned, and
+    :class:`~feature_extraction.output.UnwritableOutputError` (the environment's) when the
+    output folder or a file in it cannot be written."""
     options.out = Path(options.out)
     created_out = not options.out.exists()
     check_writable(options.out)
@@ -273,7 +277,7 @@ def run_extraction(
         started = time.perf_counter()
         try:
             trainer.predict(module, datamodule=data, return_predictions=False)
-        except PlanningError:
+        except (PlanningError, UnwritableOutputError):
             if created_out:  # nothing was planned: leave no empty output folder behind
                 _remove_if_empty(options.out)
             raise

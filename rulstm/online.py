@@ -67,9 +67,13 @@ class OnlinePrediction:
     probabilities: torch.Tensor  # (len(times), C)
     weights: dict[str, torch.Tensor] | None  # modality -> (len(times),)
 
+    def index_at(self, time: float) -> int:
+        """The index into :attr:`times` of the anticipation time nearest ``time`` seconds."""
+        return min(range(len(self.times)), key=lambda i: abs(self.times[i] - time))
+
     def top_k(self, k: int = 5, *, time: float = 1.0) -> list[tuple[int, float]]:
         """``[(action, probability), ...]`` of the ``k`` best actions at ``time`` seconds."""
-        index = min(range(len(self.times)), key=lambda i: abs(self.times[i] - time))
+        index = self.index_at(time)
         values, indices = self.probabilities[index].topk(min(k, self.probabilities.shape[-1]))
         return list(zip(indices.tolist(), values.tolist()))
 
@@ -199,7 +203,7 @@ class OnlineAnticipator:
             raise ValueError(f"the checkpoints were trained with different alphas: {alphas}")
         alpha = alpha or next(iter(alphas.values()), None) or 0.25
         if times is None:
-            times = [alpha * k for k in range(steps, 0, -1)]
+            times = list(anticipation_times(alpha=alpha, anticipation_steps=steps))
             if horizon is not None and not _is_output_time(horizon, alpha=alpha, steps=steps):
                 times = sorted([*times, horizon], reverse=True)
         if len(nets) == 1 and isinstance(nets[0][1], RULSTMFusion):

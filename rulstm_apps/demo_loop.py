@@ -518,10 +518,7 @@ def panel_content(
                 rank for rank, (action, _) in enumerate(top) if action == upcoming.segment.action
             }
         if prediction.weights:
-            index = min(
-                range(len(prediction.times)),
-                key=lambda i: abs(prediction.times[i] - options.horizon),
-            )
+            index = prediction.index_at(options.horizon)
             weights = {name: float(w[index]) for name, w in prediction.weights.items()}
     show_gt = options.overlay_gt and timeline is not None
     return PanelContent(

@@ -1,3 +1,5 @@
+import sys
+
 from synthetic_kitchen.generate import main
 
-main()
+sys.exit(main())

@@ -23,7 +23,6 @@ participant are validation.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -46,6 +45,7 @@ from epic_protocol.annotations import (
     write_rulstm_split,
     write_video_info,
 )
+from epic_protocol.errors import ArgumentParser, cli_main
 from synthetic_kitchen.lta import write_lta_files
 from synthetic_kitchen.recipe import BayesBound, RecipeModel, bayes_bound, make_recipe
 from synthetic_kitchen.render import (
@@ -438,9 +438,11 @@ def summarise(bound: BayesBound, *, time_s: float = 1.0) -> str:
     )
 
 
+@cli_main("python -m synthetic_kitchen")
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m synthetic_kitchen --out DIR [--preset tiny|default|large] [--seed N]``."""
-    parser = argparse.ArgumentParser(
+    """``python -m synthetic_kitchen --out DIR [--preset tiny|default|large] [--seed N]``;
+    errors are one line with the exit status of their kind (:mod:`epic_protocol.errors`)."""
+    parser = ArgumentParser(
         prog="python -m synthetic_kitchen",
         description="Generate the synthetic kitchen dataset (videos, annotations, Bayes bound).",
     )

@@ -55,13 +55,15 @@ def test_every_project_exception_is_one_kind_of_error() -> None:
         and e not in (UserError, *ERROR_KINDS)
     ]
     assert kindless == []
-    # Usage (exit 2) never mixes with the kinds that exit 1.
-    mixed = [
-        e.__qualname__
+    # Exactly one kind: usage (exit 2), data and environment (exit 1) never mix, so that code
+    # catching one kind (say, skipping a bad video on a DataError) never catches another.
+    mixed = {
+        e.__qualname__: [
+            kind.__name__ for kind in (*ERROR_KINDS, Interrupted) if issubclass(e, kind)
+        ]
         for e in exceptions
-        if issubclass(e, UsageError) and issubclass(e, (DataError, SetupError, Interrupted))
-    ]
-    assert mixed == []
+    }
+    assert {name: kinds for name, kinds in mixed.items() if len(kinds) > 1} == {}
 
 
 @pytest.mark.parametrize(
@@ -84,6 +86,7 @@ def test_each_kind_has_its_exit_status_and_one_line(error, status, capsys) -> No
 def test_feature_file_errors_are_data_or_environment_errors() -> None:
     from epic_protocol.annotations import AnnotationError
     from epic_protocol.features import (
+        FEATURE_FILE_ERRORS,
         FeatureFileAccessError,
         FeatureFileError,
         FeatureWriteError,
@@ -94,9 +97,9 @@ def test_feature_file_errors_are_data_or_environment_errors() -> None:
     for data in (FeatureFileError, MissingFeaturesError, AnnotationError, OutputError):
         assert issubclass(data, DataError) and not issubclass(data, SetupError)
     for environment in (FeatureWriteError, FeatureFileAccessError, UnwritableOutputError):
-        assert issubclass(environment, SetupError)
-    # Callers that catch file errors still catch the environment's.
-    assert issubclass(FeatureWriteError, FeatureFileError)
+        assert issubclass(environment, SetupError) and not issubclass(environment, DataError)
+    # Callers that handle any feature-file error catch the environment's with this tuple.
+    assert all(issubclass(e, FEATURE_FILE_ERRORS) for e in (FeatureFileError, FeatureWriteError))
 
 
 def test_a_locked_or_unopenable_feature_file_is_an_environment_error(tmp_path: Path) -> None:
@@ -111,19 +114,53 @@ def test_a_locked_or_unopenable_feature_file_is_an_environment_error(tmp_path: P
 SCRIPTS = {
     "rulstm": "rulstm.cli",
     "rulstm-import": "rulstm.compat.cli",
+    "rulstm-score": "rulstm.evaluation.score_cli",
     "rulstm-extract": "feature_extraction.cli",
     "rulstm-demo": "rulstm_apps.demo",
     "rulstm-web": "rulstm_apps.web",
     "rulstm-quickstart": "rulstm_apps.quickstart",
+    "python -m synthetic_kitchen": "synthetic_kitchen.generate",
 }
 USAGE = {
     "rulstm": ["fit", "--nosuch", "1"],
     "rulstm-import": ["features", "--nosuch"],
+    "rulstm-score": ["nosuch-benchmark"],
     "rulstm-extract": ["--nosuch", "1"],
     "rulstm-demo": ["--nosuch"],
     "rulstm-web": ["--max-seconds", "soon"],
     "rulstm-quickstart": ["--preset", "nosuch"],
+    "python -m synthetic_kitchen": ["--out", "unused", "--preset", "nosuch"],
 }
+
+
+def _console_scripts() -> dict[str, str]:
+    """``[project.scripts]`` of pyproject.toml: script name -> module (before ``:main``)."""
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    section = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    entries = {}
+    for line in section.splitlines():
+        name, sep, target = line.partition("=")
+        if sep:
+            module, _, function = target.strip().strip('"').partition(":")
+            assert function == "main", line
+            entries[name.strip()] = module
+    return entries
+
+
+def test_every_command_line_goes_through_cli_main() -> None:
+    """Every console script, and every package's ``python -m`` entry, is a ``main`` wrapped
+    by :func:`epic_protocol.errors.cli_main` (one line per error, the status of its kind)."""
+    scripts = _console_scripts()
+    assert len(scripts) >= 7 and scripts.items() <= SCRIPTS.items()
+    packages_run_as_main = {
+        path.parent.name
+        for package in PACKAGES
+        for path in (Path(__file__).resolve().parents[1] / package).rglob("__main__.py")
+    }
+    assert packages_run_as_main <= {"synthetic_kitchen"}
+    for script, module in SCRIPTS.items():
+        main = importlib.import_module(module).main
+        assert hasattr(main, "__wrapped_main__"), f"{script}: {module}.main is not cli_main's"
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))

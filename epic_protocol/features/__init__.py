@@ -46,6 +46,7 @@ from epic_protocol.features.failures import (
 from epic_protocol.features.layout import (
     BEYOND_END_CHOICES,
     COMPLETE,
+    FEATURE_FILE_ERRORS,
     FEATURES,
     FINITE,
     FRAMES,
@@ -76,6 +77,7 @@ from epic_protocol.features.writer import FeatureFileWriter
 
 __all__ = [
     "BEYOND_END_CHOICES",
+    "FEATURE_FILE_ERRORS",
     "COMPLETE",
     "DETECTIONS",
     "DETECTION_FIELDS",

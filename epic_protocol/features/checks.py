@@ -40,8 +40,9 @@ def lock_message(path: Path, error: OSError) -> str:
 
 
 def open_for_reading(path: str | Path, **kwargs: Any) -> h5py.File:
-    """``h5py.File(path, "r", **kwargs)`` with errors that name the file; a file locked by
-    another process gets a :class:`FeatureFileError` mentioning ``HDF5_USE_FILE_LOCKING``."""
+    """``h5py.File(path, "r", **kwargs)`` with errors that name the file: a file that is not
+    HDF5 is a :class:`FeatureFileError`; a file locked by another process is a
+    :class:`FeatureFileAccessError` (the environment's) mentioning ``HDF5_USE_FILE_LOCKING``."""
     path = Path(path)
     try:
         return h5py.File(path, "r", **kwargs)
@@ -56,8 +57,8 @@ def open_for_writing(path: str | Path, mode: str = "a") -> h5py.File:
     locked by another process gets the message of :func:`open_for_reading`.
 
     Raises:
-        FeatureFileError: the file cannot be opened for writing (locked, not HDF5, unwritable
-            folder).
+        FeatureFileAccessError: the file cannot be opened for writing (locked, not HDF5,
+            unwritable folder).
     """
     path = Path(path)
     try:
@@ -133,7 +134,8 @@ def complete_videos(path: str | Path) -> set[str]:
     """Videos marked complete in a feature file, read-only; empty if it is absent.
 
     Raises:
-        FeatureFileError: the file exists but is not a readable HDF5 file (or is locked).
+        FeatureFileError: the file exists but is not a readable HDF5 file.
+        FeatureFileAccessError: it is locked by another process.
     """
     path = Path(path)
     if not path.is_file():
@@ -154,8 +156,9 @@ def feature_file_mismatches(
     command can check before doing any work.
 
     Raises:
-        FeatureFileError: the file exists but is not a readable HDF5 file (or is locked), or
-            its layout is newer than this code.
+        FeatureFileError: the file exists but is not a readable HDF5 file, or its layout is
+            newer than this code.
+        FeatureFileAccessError: it is locked by another process.
     """
     path = Path(path)
     if not path.exists():
@@ -191,7 +194,8 @@ def stored_videos(path: str | Path) -> dict[str, StoredVideo]:
     is absent.
 
     Raises:
-        FeatureFileError: the file exists but is not a readable HDF5 file (or is locked).
+        FeatureFileError: the file exists but is not a readable HDF5 file.
+        FeatureFileAccessError: it is locked by another process.
     """
     path = Path(path)
     if not path.is_file():
@@ -207,7 +211,8 @@ def provenance_of(path: str | Path) -> dict[str, Any]:
     """The ``provenance`` root attribute of a feature file (``{}`` if absent or not JSON).
 
     Raises:
-        FeatureFileError: the file is not a readable HDF5 file (or is locked).
+        FeatureFileError: the file is not a readable HDF5 file.
+        FeatureFileAccessError: it is locked by another process.
     """
     with open_for_reading(path) as handle:
         text = handle.attrs.get("provenance", "{}")
@@ -229,7 +234,8 @@ def compatibility_problems(
     ``"it is not a rulstm-features file"``.
 
     Raises:
-        FeatureFileError: the file exists but is not a readable HDF5 file (or is locked).
+        FeatureFileError: the file exists but is not a readable HDF5 file.
+        FeatureFileAccessError: it is locked by another process.
     """
     path = Path(path)
     if not path.exists():

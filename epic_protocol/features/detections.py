@@ -48,7 +48,7 @@ class DetectionsWriter:
     every later call raises it again, and :meth:`close` then returns quietly.
 
     Raises:
-        FeatureFileError: the file cannot be opened for writing.
+        FeatureFileAccessError: the file cannot be opened for writing.
     """
 
     def __init__(self, path: Path, *, class_names: Iterable[str]) -> None:

@@ -65,10 +65,16 @@ class FeatureFileError(DataError, ValueError):
     """A feature file that does not follow the layout, or does not match what was asked."""
 
 
-class FeatureFileAccessError(FeatureFileError, SetupError):
+class FeatureFileAccessError(SetupError, RuntimeError):
     """A feature file the environment keeps from being opened: locked by another process, or
-    in a folder that cannot be written (an environment error; still a :class:`FeatureFileError`
-    for callers that catch those)."""
+    in a folder that cannot be written. An environment error, so not a
+    :class:`FeatureFileError` (a data error): callers that turn a bad file into their own data
+    error let it through; :data:`FEATURE_FILE_ERRORS` catches both."""
+
+
+#: Every error a feature file raises, data (:class:`FeatureFileError`) or environment
+#: (:class:`FeatureFileAccessError`, :class:`~epic_protocol.features.FeatureWriteError`).
+FEATURE_FILE_ERRORS: tuple[type[Exception], ...] = (FeatureFileError, FeatureFileAccessError)
 
 
 class FeatureFileMismatchError(FeatureFileError):

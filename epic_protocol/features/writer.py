@@ -76,8 +76,9 @@ class FeatureFileWriter:
     Raises:
         FeatureFileMismatchError: see above.
         FeatureWriteError: see above.
-        FeatureFileError: a bad ``dtype`` or ``chunk_rows``, or a file that cannot be opened
-            for writing (locked, not HDF5, unwritable folder).
+        FeatureFileError: a bad ``dtype`` or ``chunk_rows``.
+        FeatureFileAccessError: a file that cannot be opened for writing (locked, not HDF5,
+            unwritable folder).
     """
 
     def __init__(

@@ -274,10 +274,7 @@ class RULSTM(nn.Module):
 
     def _first_step(self, x: Tensor, last_steps: int | None) -> int:
         """Validate the input and return the first time step whose output is computed."""
-        if x.dim() != 3 or x.shape[-1] != self.feat_dim:
-            raise ValueError(
-                f"expected features of shape (batch, time, {self.feat_dim}), got {tuple(x.shape)}"
-            )
+        self._check_features(x, over_time=True)
         num_steps = x.shape[1]
         if num_steps < 1 or x.shape[0] < 1:
             raise ValueError(f"empty input of shape {tuple(x.shape)}")
@@ -435,12 +432,13 @@ class RULSTM(nn.Module):
             layers.append((hs, cs))
         return layers
 
-    def _check_observation(self, x_t: Tensor) -> None:
-        """One observation's features must be (B, D)."""
-        if x_t.dim() != 2 or x_t.shape[-1] != self.feat_dim:
-            raise ValueError(
-                f"expected x_t of shape (batch, {self.feat_dim}), got {tuple(x_t.shape)}"
-            )
+    def _check_features(self, x: Tensor, *, over_time: bool) -> None:
+        """The one input-shape check: a sequence (B, T, D) for :meth:`forward`
+        (``over_time``), one observation ``x_t`` (B, D) for the online methods."""
+        shape = f"(batch, time, {self.feat_dim})" if over_time else f"(batch, {self.feat_dim})"
+        if x.dim() != (3 if over_time else 2) or x.shape[-1] != self.feat_dim:
+            name = "features" if over_time else "x_t"
+            raise ValueError(f"expected {name} of shape {shape}, got {tuple(x.shape)}")
 
     # ------------------------------------------------------------------ online use
 
@@ -455,7 +453,7 @@ class RULSTM(nn.Module):
         Returns:
             the new ``(h, c)``, each (L, B, H).
         """
-        self._check_observation(x_t)
+        self._check_features(x_t, over_time=False)
         if _packed(self.rolling_lstm):  # one step of the layer itself, from ``state``
             inputs = self.input_dropout(x_t).unsqueeze(0)  # (B, D) -> (1, B, D)
             _, new = run_recurrent(self.rolling_lstm, inputs, self._rnn_state(state))
@@ -484,7 +482,7 @@ class RULSTM(nn.Module):
         Returns:
             logits (B, C), and with ``return_context`` also the context (B, 2H).
         """
-        self._check_observation(x_t)
+        self._check_features(x_t, over_time=False)
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         inputs = self.input_dropout(x_t).unsqueeze(0)  # (B, D) -> (1, B, D)
@@ -513,7 +511,7 @@ class RULSTM(nn.Module):
             logits (B, K, C) for K = ``len(num_steps)``, and with ``return_context`` also the
             MATT contexts (B, K, 2H).
         """
-        self._check_observation(x_t)
+        self._check_features(x_t, over_time=False)
         if not num_steps or min(num_steps) < 1:
             raise ValueError(f"num_steps must be >= 1, got {list(num_steps)}")
         steps = max(num_steps)

@@ -16,13 +16,9 @@ import torch
 from epic_protocol.errors import WeightsUnavailableError
 from epic_protocol.sampling import anticipation_frames
 from feature_extraction.cli import main
+from feature_extraction.clips import clip_frames
 from feature_extraction.config import load_config
-from feature_extraction.foundation import (
-    ClipBuffer,
-    build_foundation_backbone,
-    clip_context,
-    clip_frames,
-)
+from feature_extraction.foundation import build_foundation_backbone
 from feature_extraction.models import build_models
 from feature_extraction.streaming import StreamingExtractor
 from feature_extraction.video import decode_video
@@ -211,19 +207,6 @@ def test_hf_video_model_is_processor_and_mean_of_tokens(
     if kind == "videomae":  # the position table fixes the clip length
         with pytest.raises(ValueError, match="num_frames"):
             build_foundation_backbone(name="hf:videomae", weights=str(folder), clip_length=8)
-
-
-def test_clip_rule_repeats_the_first_frame_and_buffers_only_the_span() -> None:
-    assert clip_frames(7, length=4, stride=2) == [1, 3, 5, 7]
-    assert clip_frames(2, length=4, stride=2) == [1, 1, 1, 2]
-    assert clip_context([5, 9], length=3, stride=2).tolist() == [1, 3, 5, 7, 9]
-    buffer = ClipBuffer(length=3, stride=2)
-    for frame in range(1, 10):
-        buffer.push(frame, torch.full((1, 1, 3), frame, dtype=torch.uint8))
-    assert buffer.clip(9)[:, 0, 0, 0].tolist() == [5, 7, 9]
-    assert len(buffer._frames) <= 5  # frames 5..9 at most
-    with pytest.raises(ValueError, match="pushed after"):
-        buffer.push(9, torch.zeros((1, 1, 3), dtype=torch.uint8))
 
 
 def _extract(video_dir: Path | None, out: Path, folder: Path, *extra: str) -> None:

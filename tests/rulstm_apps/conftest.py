@@ -162,3 +162,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def web_model(make_checkpoint, tiny, actions_csv):
+    """rulstm-web's model: a tiny fusion checkpoint over the tiny extraction config."""
+    from rulstm_apps.web_request import WebModel
+
+    return WebModel(
+        checkpoints=(make_checkpoint("fusion"),),
+        extract_config=tiny.config,
+        extract_overrides=tuple(tiny.overrides),
+        actions=str(actions_csv),
+    )

@@ -21,26 +21,10 @@ import torch
 from epic_protocol.errors import UsageError
 from rulstm.models.spec import NET_KEY
 from rulstm_apps.demo import main as demo_main
-from rulstm_apps.web import (
-    WebInputError,
-    WebLimits,
-    WebModel,
-    handle_request,
-    parse,
-    prepare,
-)
+from rulstm_apps.web import parse, prepare
+from rulstm_apps.web_request import WebInputError, WebLimits, WebModel, handle_request
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def web_model(make_checkpoint, tiny, actions_csv) -> WebModel:
-    return WebModel(
-        checkpoints=(make_checkpoint("fusion"),),
-        extract_config=tiny.config,
-        extract_overrides=tuple(tiny.overrides),
-        actions=str(actions_csv),
-    )
 
 
 def _elementary_stream(path: Path, *, codec: str, container: str, frames: int) -> Path:

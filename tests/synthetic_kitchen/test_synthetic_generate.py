@@ -172,7 +172,7 @@ def test_another_seed_gives_another_dataset(tiny_dataset: DatasetPaths, tmp_path
 
 
 def test_cli_writes_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    main(["--out", str(tmp_path / "cli"), "--preset", "tiny", "--workers", "1"])
+    assert main(["--out", str(tmp_path / "cli"), "--preset", "tiny", "--workers", "1"]) == 0
     output = capsys.readouterr().out
     assert "Bayes bound at 1.0 s" in output
     assert DatasetPaths.under(tmp_path / "cli").bayes_json.is_file()

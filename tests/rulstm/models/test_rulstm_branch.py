@@ -161,6 +161,16 @@ def test_invalid_inputs_raise_clear_errors():
         model(torch.randn(B, T, D), last_steps=0)
     with pytest.raises(ValueError, match="num_steps"):
         model.unroll(torch.randn(B, D), model.roll(torch.randn(B, D)), 0)
+    state = model.roll(torch.randn(B, D))
+    for online in (
+        model.roll,
+        lambda x_t: model.unroll(x_t, state, 2),
+        lambda x_t: model.unroll_horizons(x_t, state, [1, 2]),
+    ):  # one observation is (B, D), for every online method
+        with pytest.raises(
+            ValueError, match=r"expected x_t of shape \(batch, 7\), got \(3, 5, 7\)"
+        ):
+            online(torch.randn(B, T, D))
     with pytest.raises(ValueError, match="unroll"):
         RULSTM(num_classes=C, feat_dim=D, unroll="fast")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="dropout"):
