@@ -39,7 +39,8 @@ stage leaves where), :mod:`rulstm.stage_checks` (model vs data, resumable checkp
 (checkpoint selection), :mod:`rulstm.ckpt_path` (``--ckpt_path``) and
 :mod:`rulstm.lta_cli` (Ego4D long-term anticipation).
 
-``data.num_workers: auto`` (the default) starts ``min(4, usable CPU cores)`` loader workers.
+``data.num_workers: auto`` (the default) starts ``min(4, usable CPU cores)`` loader workers;
+an explicit number above the usable cores warns once, naming the option.
 Lightning warnings that ask nothing of the user are filtered (:data:`QUIET`), and with the
 project's evaluator ``rulstm test`` prints its table, not Lightning's.
 
@@ -316,6 +317,10 @@ QUIET = (
     # rulstm fit refuses a folder with an earlier run's checkpoints (--overwrite,
     # --ckpt_path); when resuming the folder holds the run's own checkpoints by design.
     r"Checkpoint directory .* exists and is not empty",
+    # PyTorch's "might freeze" warning for more loader workers than cores, once per loader:
+    # data.num_workers auto never starts more, and an explicit number above the usable cores
+    # gets one warning of its own naming the option (rulstm.data.datamodule).
+    r"This DataLoader will create \d+ worker processes in total",
 )
 
 

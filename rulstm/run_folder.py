@@ -5,9 +5,9 @@
   rewritten every epoch, with the RNG state: :func:`add_last_checkpoint`).
 * ``rulstm fit`` refuses a folder that already holds checkpoints of an earlier run (later
   stages would read them by accident): resume it with ``--ckpt_path``, replace it with
-  ``--overwrite true`` (which removes all of the earlier run: checkpoints, ``config.yaml``,
-  ``wandb/`` and ``version_N/`` logs, :func:`claim_run_folders`), or pick another
-  ``--trainer.default_root_dir``.
+  ``--overwrite true`` (which removes all of the earlier run: checkpoints, ``config*.yaml``,
+  ``wandb/``, ``mlruns/`` and ``version_N/`` logs, :func:`claim_run_folders`), or pick
+  another ``--trainer.default_root_dir``.
 * Every logger writes into the run folder unless its ``save_dir`` is set
   (:func:`keep_logs_with_the_run`); the run's configuration is saved as ``config.yaml`` by
   ``fit`` and ``config_<subcommand>.yaml`` otherwise (:func:`config_filename`).
@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import shutil
 import sys
@@ -58,7 +60,7 @@ class RunFolderPolicy:
                 type=bool,
                 default=False,
                 help="Remove an earlier run from the stage folder first: its checkpoints, "
-                "config.yaml, wandb/ and version_N/ logs (default: refuse a folder with "
+                "config*.yaml, wandb/, mlruns/ and version_N/ logs (default: refuse a folder with "
                 "checkpoints; --ckpt_path resumes it instead).",
             )
         return parser
@@ -166,12 +168,13 @@ def claim_run_folders(
 
 def earlier_run(trainer: L.Trainer) -> list[Path]:
     """What an earlier run left in the stage folder besides checkpoints: the saved
-    ``config.yaml``, W&B runs (``wandb/``) and CSV / TensorBoard ``version_N`` folders, inside
+    ``config*.yaml``, W&B runs (``wandb/``), MLflow's ``mlruns/`` and CSV / TensorBoard
+    ``version_N`` folders, inside
     ``trainer.default_root_dir`` only (call it only for an explicit one, never the current
     folder)."""
     root = Path(trainer.default_root_dir).resolve()
     # What the default and the usual loggers leave, whichever logger this run uses.
-    found = [root / "wandb", root / "lightning_logs"]
+    found = [root / "wandb", root / "lightning_logs", root / "mlruns"]
     found += sorted(root.glob("config*.yaml")) + sorted(root.glob("version_*"))
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
@@ -185,9 +188,11 @@ def earlier_run(trainer: L.Trainer) -> list[Path]:
 def keep_logs_with_the_run(config: Any) -> None:
     """Every logger writes into the run folder (``trainer.default_root_dir``), not into the
     current directory: W&B's offline run, a CSV or TensorBoard logger's ``version_N``
-    folders, and the ``config.yaml`` that LightningCLI saves in the first logger's folder
-    stay with the stage's checkpoints. A logger's ``save_dir`` set to anything other than
-    the current directory (``.``) is kept. ``config``: the parsed subcommand config."""
+    folders, MLflow's ``mlruns/``, and the ``config.yaml`` that LightningCLI saves in the
+    first logger's folder stay with the stage's checkpoints. An unset ``save_dir`` (or ``.``)
+    becomes the run folder, the logger's own relative default (MLflow's ``./mlruns``) a
+    folder inside it; any other ``save_dir`` is kept. ``config``: the parsed subcommand
+    config."""
     root = config.get("trainer.default_root_dir")
     loggers = config.get("trainer.logger")
     if not root or not loggers or loggers is True:
@@ -198,8 +203,25 @@ def keep_logs_with_the_run(config: Any) -> None:
         init_args = logger.get("init_args")
         if init_args is None or "save_dir" not in init_args:
             continue  # a logger without a save_dir argument (e.g. Neptune)
-        if init_args.get("save_dir") in (None, "", "."):
+        save_dir = init_args.get("save_dir")
+        if save_dir in (None, "", "."):
             init_args["save_dir"] = str(root)
+        elif save_dir == _default_save_dir(logger["class_path"]) and not os.path.isabs(save_dir):
+            init_args["save_dir"] = os.path.normpath(os.path.join(str(root), save_dir))
+
+
+def _default_save_dir(class_path: str) -> Any:
+    """The ``save_dir`` default of the logger class ``class_path`` (the user's own config
+    names it, and jsonargparse has imported it already); ``None`` when it has none."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        logger_class = getattr(importlib.import_module(module), name)
+        parameter = inspect.signature(logger_class).parameters.get("save_dir")
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return None
+    return parameter.default
 
 
 def config_filename(command: Sequence[str]) -> str:
@@ -212,13 +234,19 @@ def config_filename(command: Sequence[str]) -> str:
 
 
 def quiet_wandb(logger: WandbLogger) -> None:
-    """No W&B warnings that ask nothing of the user: Lightning passes ``anonymous=None``,
-    which W&B >= 0.19 reports as a deprecated setting on every run, and W&B looks for a git
+    """No W&B output that asks nothing of the user: Lightning passes ``anonymous=None``,
+    which W&B >= 0.19 reports as a deprecated setting on every run; W&B looks for a git
     repository from its ``dir``, warning "git root ... does not exist" while the run folder
-    is not created yet."""
+    is not created yet; and at the end of every run W&B prints a ~30-line history and
+    summary of the logged metrics below the stage's own lines (where its files went). The
+    run is made ``quiet`` (W&B still names the folder of an offline run, or the URL of an
+    online one) unless the logger's ``settings`` or ``WANDB_QUIET`` say otherwise."""
     init = getattr(logger, "_wandb_init", None)  # the wandb.init() kwargs, used lazily
-    if isinstance(init, dict) and "anonymous" in init and init["anonymous"] is None:
-        del init["anonymous"]
+    if isinstance(init, dict):
+        if "anonymous" in init and init["anonymous"] is None:
+            del init["anonymous"]
+        if init.get("settings") is None and "WANDB_QUIET" not in os.environ:
+            init["settings"] = {"quiet": True}
     if logger.save_dir:
         os.makedirs(logger.save_dir, exist_ok=True)
 

@@ -136,7 +136,13 @@ def _own_dataset(root: Path) -> None:
 
     def evaluator(c: dict) -> None:
         callback = c["trainer"]["callbacks"][0]["init_args"]
-        callback.update(dataset="mydata", out_dir="evaluation/mydata", num_verbs=3, num_nouns=3)
+        callback.update(
+            protocol="custom",
+            dataset="mydata",
+            out_dir="evaluation/mydata",
+            num_verbs=3,
+            num_nouns=3,
+        )
 
     edit("test.yaml", evaluator)
 
@@ -187,6 +193,11 @@ def test_the_readme_own_dataset_route_runs_from_videos_to_a_demo(tmp_path, monke
         assert (tmp_path / "data" / "mydata" / f"{modality}.h5").is_file()
     for stage in ("rgb_sc", "rgb_anticipation", "flow_sc", "flow_anticipation", "fusion"):
         assert (tmp_path / "runs" / "mydata" / stage / "checkpoints" / "best.ckpt").is_file()
-    assert any((tmp_path / "evaluation" / "mydata").glob("*.json"))
+    # The report is named after the tested stage, the combined plot after the data set.
+    reports = {p.name for p in (tmp_path / "evaluation" / "mydata").iterdir()}
+    assert {"fusion.json", "fusion.csv", "accuracy_mydata.png"} <= reports, reports
+    # Each run's config stays with it: the stages' in their folders, the test's beside its
+    # report (not ./config.yaml, replaced by every run).
+    assert "fusion.config.yaml" in reports and not (tmp_path / "config.yaml").exists()
     with av.open(str(tmp_path / "demo.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) > 0

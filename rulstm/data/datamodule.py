@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypedDict
@@ -75,11 +76,27 @@ def usable_cpus() -> int:
 
 def resolve_num_workers(num_workers: int | Literal["auto"]) -> int:
     """``"auto"`` -> ``min(4, usable CPU cores)``: no more workers than cores (PyTorch warns
-    that more "might freeze" the machine), and no more than the reads need; an int is kept."""
+    that more "might freeze" the machine), and no more than the reads need; an int is kept,
+    with one warning when it is more than the usable cores (PyTorch's own warning, printed
+    once per loader, is filtered by ``rulstm``: :data:`rulstm.cli.QUIET`).
+
+    Raises:
+        ValueError: neither ``"auto"`` nor an int >= 0.
+    """
     if num_workers == "auto":
         return min(MAX_AUTO_WORKERS, usable_cpus())
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"data.num_workers must be 'auto' or an int >= 0, got {num_workers!r}")
+    cpus = usable_cpus()
+    if num_workers > cpus:
+        warnings.warn(
+            f"data.num_workers is {num_workers} but this process may use {cpus} CPU "
+            f"core{'s' if cpus != 1 else ''}: more loader processes than cores slow the run "
+            f"down (or freeze the machine); set data.num_workers auto "
+            f"({min(MAX_AUTO_WORKERS, cpus)} here) or at most {cpus}",
+            UserWarning,
+            stacklevel=2,
+        )
     return num_workers
 
 

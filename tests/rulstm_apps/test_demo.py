@@ -199,6 +199,65 @@ def test_skipping_frames_between_steps_gives_the_same_step_features(tiny_video, 
     assert compared == 4  # frames 7, 15, 22, 30
 
 
+def test_the_demo_runs_the_models_only_for_what_the_steps_read(
+    make_checkpoint, demo_args, tmp_path, tiny, monkeypatch
+):
+    """Every frame is shown, but the RGB backbone, the flow backbone and the detector run once
+    per step (on the step frame) and the optical flow only on the fields the steps' stacks read
+    (the ``stack`` frames ending at each step frame), as the RU-LSTM sampling reads them."""
+    from feature_extraction.flow import DISFlow
+    from feature_extraction.models import FeatureComputer
+
+    rows: dict[str, int] = {"rgb": 0, "flow": 0, "obj": 0}
+    fields: list[tuple[int, ...]] = []  # (H, W) of the frames of each estimated field
+
+    def counted(name, method):
+        def run(self, images, *args, **kwargs):
+            rows[name] += len(images)
+            return method(self, images, *args, **kwargs)
+
+        return run
+
+    for name, attribute in (
+        ("rgb", "rgb_features"),
+        ("flow", "flow_features"),
+        ("obj", "object_features"),
+    ):
+        method = getattr(FeatureComputer, attribute)
+        monkeypatch.setattr(FeatureComputer, attribute, counted(name, method))
+    estimate = DISFlow.__call__
+
+    def counted_flow(self, previous, current):
+        fields.append(current.shape[:2])
+        return estimate(self, previous, current)
+
+    monkeypatch.setattr(DISFlow, "__call__", counted_flow)
+    summary = run_demo(parse_options(demo_args(make_checkpoint("fusion"))))
+    # 60 frames shown; steps on frames 7, 15, 22, 30, 37, 45, 52, 60 (0.25 s at 30 fps).
+    assert (summary.frames, summary.steps) == (tiny.frames, 8)
+    assert rows == {"rgb": 8, "flow": 8, "obj": 8}  # not one per frame (60)
+    # The 5 fields of each stack (frames k-4 .. k of step frame k): 40 of the 59 pairs.
+    assert len(fields) == 8 * 5
+
+
+def test_the_models_leave_a_core_for_decoding_and_encoding(make_checkpoint, demo_args, monkeypatch):
+    """threads: null (cpu_small.yaml) runs the models on every usable core but one: on a
+    2-core machine torch's default of 2 threads contended with decoding and x264 (and spun)."""
+    from rulstm_apps import demo_loop
+
+    monkeypatch.setattr(demo_loop.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert demo_loop.demo_threads(None) == 1
+    assert demo_loop.demo_threads(3) == 3  # the config's number is kept
+    # 4 usable cores (not this machine's count, torch's default): 3 model threads.
+    monkeypatch.setattr(demo_loop.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    seen: list[int] = []
+    before = torch.get_num_threads()
+    args = [*demo_args(make_checkpoint("fusion"), "--duration", "0.5"), "--threads", "null"]
+    run_demo(parse_options(args), on_step=lambda *_: seen.append(torch.get_num_threads()))
+    assert seen and set(seen) == {3}
+    assert torch.get_num_threads() == before  # restored
+
+
 # ----------------------------------------------------------------------------- errors
 def test_bad_video_paths_are_named(make_checkpoint, demo_args, tmp_path, capsys):
     checkpoint = make_checkpoint("fusion")

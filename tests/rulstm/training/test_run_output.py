@@ -5,6 +5,7 @@ from ``rulstm predict``."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,13 @@ def test_num_workers_auto_follows_the_usable_cpus(monkeypatch, data):
     monkeypatch.setattr(datamodule.os, "sched_getaffinity", lambda pid: set(range(16)))
     assert resolve_num_workers("auto") == 4
     assert resolve_num_workers(0) == 0 and resolve_num_workers(8) == 8  # explicit: kept
+    monkeypatch.setattr(datamodule.os, "sched_getaffinity", lambda pid: {0, 1})
+    with pytest.warns(UserWarning, match=r"data.num_workers is 3 but this process may use 2 CPU"):
+        assert resolve_num_workers(3) == 3  # explicit above the cores: kept, with a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_num_workers(2) == 2 and resolve_num_workers("auto") == 2
+    monkeypatch.setattr(datamodule.os, "sched_getaffinity", lambda pid: set(range(16)))
     with pytest.raises(ValueError, match="data.num_workers must be 'auto' or an int >= 0"):
         resolve_num_workers(-1)
     for dataset in ("ek55", "ek100", "egtea"):
@@ -60,14 +68,47 @@ def test_any_logger_writes_into_the_stage_folder(tmp_path, data, monkeypatch):
     assert {"version_0/metrics.csv", "version_0/config.yaml"} <= set(_files(stage))
 
 
+def test_a_logger_default_save_dir_goes_into_the_stage_folder():
+    # MLflow is not installed here: the config rewrite is checked, as applied before the
+    # loggers are built. Its default ./mlruns lands in the stage; explicit folders are kept.
+    from jsonargparse import Namespace
+
+    from rulstm.run_folder import keep_logs_with_the_run
+
+    def logger(class_name: str, **init_args) -> Namespace:
+        path = f"lightning.pytorch.loggers.{class_name}"
+        return Namespace(class_path=path, init_args=Namespace(**init_args))
+
+    loggers = [
+        logger("MLFlowLogger", save_dir="./mlruns", experiment_name="x"),
+        logger("CSVLogger", save_dir=None),
+        logger("WandbLogger", save_dir="."),
+        logger("CSVLogger", save_dir="elsewhere/logs"),
+        logger("MLFlowLogger", save_dir="/abs/mlruns"),
+    ]
+    config = Namespace(trainer=Namespace(default_root_dir="runs/mine/rgb_sc", logger=loggers))
+    keep_logs_with_the_run(config)
+    assert [lg.init_args.save_dir for lg in loggers] == [
+        str(Path("runs/mine/rgb_sc/mlruns")),
+        "runs/mine/rgb_sc",
+        "runs/mine/rgb_sc",
+        "elsewhere/logs",
+        "/abs/mlruns",
+    ]
+
+
 def test_overwrite_removes_everything_of_the_earlier_run(tmp_path, data, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_QUIET", raising=False)
     monkeypatch.chdir(tmp_path)
     runs = tmp_path / "runs"
     stage = runs / "rgb_sc"
     args = _without(fit_args("rgb_sc", data, runs, epochs=1), "--trainer.logger")
     cli = build_cli(args)  # the default logger: W&B offline, in the stage folder
     assert "anonymous" not in cli.trainer.logger._wandb_init  # W&B warned about it each run
+    # No 30-line W&B history and summary under the stage's lines (W&B prints to the
+    # terminal, not to the captured streams: the setting is checked).
+    assert cli.trainer.logger._wandb_init["settings"] == {"quiet": True}
     assert (stage / "config.yaml").is_file() and list((stage / "wandb").glob("offline-run-*"))
     assert wandb.run is None  # ended: the next command in this process starts its own run
     build_cli([*args, *CSV_LOGGER, "--overwrite", "true"])
@@ -77,10 +118,10 @@ def test_overwrite_removes_everything_of_the_earlier_run(tmp_path, data, monkeyp
     assert {"checkpoints/best.ckpt", "checkpoints/last.ckpt", "version_0/config.yaml"} <= set(left)
     build_cli([*args, *CSV_LOGGER, "--overwrite", "true"])
     assert not (stage / "version_1").exists()  # the earlier CSV logs went too
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert f"--overwrite: removed the earlier run from {stage}: checkpoints/best.ckpt, " in out
     assert "version_0" in out.split("--overwrite: removed")[-1]
-    assert "git root" not in out + capsys.readouterr().err
+    assert "git root" not in out + err and "anonymous setting" not in out + err
 
 
 def test_a_stage_prints_one_screen(tmp_path, data, capfd):
@@ -115,6 +156,22 @@ def test_a_stage_prints_one_screen(tmp_path, data, capfd):
     # The test run in the stage folder records its config beside, not over, the training one.
     assert (runs / "rgb_sc" / "config.yaml").read_text() == trained_with
     assert "test_annotations" in (runs / "rgb_sc" / "config_test.yaml").read_text()
+
+
+def test_more_workers_than_cores_warn_once_naming_the_option(tmp_path, data, capfd, monkeypatch):
+    # One usable core, two workers asked for: one line naming data.num_workers, instead of
+    # PyTorch's "might freeze" warning once per loader.
+    monkeypatch.setattr(datamodule.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    args = _without(fit_args("rgb_sc", data, tmp_path / "runs", epochs=1), "--data.num_workers")
+    assert main([*args, "--data.num_workers", "2", "--trainer.limit_train_batches", "1"]) == 0
+    out, err = capfd.readouterr()
+    assert "might freeze" not in out + err and "worker processes in total" not in out + err
+    warning = (
+        "rulstm: warning: data.num_workers is 2 but this process may use 1 CPU core: more "
+        "loader processes than cores slow the run down (or freeze the machine); set "
+        "data.num_workers auto (1 here) or at most 1"
+    )
+    assert err.count(warning) == 1, err
 
 
 def test_predict_without_a_writer_says_nothing_was_written(tmp_path, data, capsys):
