@@ -33,6 +33,7 @@ from epic_protocol.ego4d_lta import (
     read_taxonomy,
 )
 from epic_protocol.features import FeatureStore
+from rulstm.data.datamodule import resolve_num_workers
 
 Split = Literal["train", "val", "test"]
 
@@ -103,7 +104,8 @@ class LTADataModule(L.LightningDataModule):
         num_future_actions: ``Z`` (the challenge: 20).
         steps_per_action: ``S`` feature steps per observed action.
         predict_split: the split ``predict`` writes ``outputs.json`` for (default ``test``).
-        batch_size, num_workers, in_memory: loading.
+        batch_size, num_workers, in_memory: loading (``num_workers: auto`` as for the
+            next-action DataModule: :func:`rulstm.data.datamodule.resolve_num_workers`).
     """
 
     def __init__(
@@ -120,7 +122,7 @@ class LTADataModule(L.LightningDataModule):
         steps_per_action: int = STEPS_PER_ACTION,
         predict_split: Split = "test",
         batch_size: int = 32,
-        num_workers: int = 0,
+        num_workers: int | Literal["auto"] = 0,
         in_memory: bool = False,
     ) -> None:
         super().__init__()
@@ -131,7 +133,9 @@ class LTADataModule(L.LightningDataModule):
         self.num_future_actions = num_future_actions
         self.steps_per_action = steps_per_action
         self.predict_split = predict_split
-        self.batch_size, self.num_workers, self.in_memory = batch_size, num_workers, in_memory
+        self.batch_size, self.in_memory = batch_size, in_memory
+        # auto: min(4, usable cores); an int above the usable cores warns once, naming it.
+        self.num_workers = resolve_num_workers(num_workers)
         self.taxonomy: LTATaxonomy = read_taxonomy(taxonomy)
         self._store: FeatureStore | None = None
         self._datasets: dict[str, LTADataset] = {}

@@ -92,6 +92,26 @@ def data_args(paths: dict, root: Path, keying: str = "clip") -> list[str]:
     ]
 
 
+def test_lta_workers_follow_the_usable_cpus(tmp_path, monkeypatch):
+    from rulstm.data import datamodule
+    from rulstm.data.lta import LTADataModule
+
+    write_taxonomy(tmp_path / "taxonomy.json", TAXONOMY)
+    monkeypatch.setattr(datamodule.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+
+    def workers(value) -> int:
+        module = LTADataModule(
+            features="f.h5", taxonomy=str(tmp_path / "taxonomy.json"), num_workers=value
+        )
+        return module.num_workers
+
+    assert workers("auto") == 2
+    with pytest.warns(UserWarning, match=r"data.num_workers is 4 but this process may use 2"):
+        assert workers(4) == 4
+    base = yaml.safe_load((Path(__file__).parents[3] / "configs/ego4d_lta/base.yaml").read_text())
+    assert base["data"]["num_workers"] == "auto"
+
+
 def test_the_lta_configs_are_recognised():
     assert is_lta_command(["fit", "-c", str(CONFIGS / "base.yaml")])
     assert is_lta_command(["fit", "--task", "ego4d_lta"])
