@@ -254,8 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except WebDriverException as error:  # a timeout or a page without the expected elements
         first = (error.msg or type(error).__name__).strip().splitlines()
-        print(f"web_screenshot.py: error: the page did not finish: {first[0] if first else error}",
-              file=sys.stderr)
+        print(
+            f"web_screenshot.py: error: the page did not finish: {first[0] if first else error}",
+            file=sys.stderr,
+        )
         return 1
     print(
         f"saved {shot.path} (result video stopped at {shot.seek_s:.2f} s)\n"
