@@ -94,6 +94,12 @@ if (video.readyState >= 1) { go(); } else { video.addEventListener('loadedmetada
 """
 
 
+def _finished(status: str) -> str | None:
+    """The page's status line once the request is over (a result or a message), else None."""
+    done = any(words in status for words in ("anticipation steps", "Cannot process", "went wrong"))
+    return status.strip() if done else None
+
+
 def _predictions(url: str, horizon: float) -> tuple[int, float]:
     """Steps and mean top-1 probability at ``horizon`` of the page's predictions download."""
     with urllib.request.urlopen(url, timeout=60) as response:  # the local app, nothing else
@@ -170,8 +176,9 @@ def capture(
             upload.send_keys(str(sample.resolve()))
             wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#clip video")))
             driver.find_element(By.CSS_SELECTOR, "#run").click()
-            wait.until(lambda d: "anticipation steps" in d.find_element(By.ID, "status").text)
-            status = driver.find_element(By.ID, "status").text.strip()
+            status = wait.until(lambda d: _finished(d.find_element(By.ID, "status").text))
+            if "anticipation steps" not in status:
+                raise ScreenshotError(f"the page refused the clip: {status}")
             link = wait.until(
                 lambda d: d.find_elements(By.CSS_SELECTOR, "#downloads a[href*='predictions']")
             )[0]
