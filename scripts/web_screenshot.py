@@ -29,16 +29,15 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from rulstm_apps.web import WebSetupError, prepare, quickstart_serving
 
 WINDOW = (1400, 1700)  # width, height of the browser window, pixels
 
 
-@dataclass(frozen=True)
-class Capture:
+class Capture(NamedTuple):
     """What the saved page showed."""
 
     path: Path
