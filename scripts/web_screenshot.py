@@ -93,6 +93,15 @@ if (video.readyState >= 1) { go(); } else { video.addEventListener('loadedmetada
 """
 
 
+# The bottom of the app's own content, in page pixels (not Gradio's footer below it).
+_BOTTOM = """
+const ids = ['#downloads', '#weights', '#probabilities', '#status', '#result-video'];
+const bottoms = ids.map(id => document.querySelector(id))
+  .filter(e => e).map(e => e.getBoundingClientRect().bottom + window.scrollY);
+return bottoms.length ? Math.ceil(Math.max(...bottoms)) + 8 : null;
+"""
+
+
 def _finished(status: str) -> str | None:
     """The page's status line once the request is over (a result or a message), else None."""
     done = any(words in status for words in ("anticipation steps", "Cannot process", "went wrong"))
@@ -112,13 +121,22 @@ def _predictions(url: str, horizon: float) -> tuple[int, float]:
     return len(lines), (sum(best) / len(best) if best else 0.0)
 
 
-def save_page(image_path: Path, out: Path, *, colors: int = 256, margin: int = 12) -> Path:
-    """Crop a screenshot to its non-background content (plus ``margin`` pixels) and save it,
-    reduced to ``colors`` colours (0: full colour)."""
+def save_page(
+    image_path: Path,
+    out: Path,
+    *,
+    colors: int = 256,
+    margin: int = 12,
+    bottom: int | None = None,
+) -> Path:
+    """Crop a screenshot to its non-background content above ``bottom`` (pixels; default: all
+    of it), plus ``margin`` pixels, and save it reduced to ``colors`` colours (0: full)."""
     from PIL import Image, ImageChops
 
     with Image.open(image_path) as opened:
         image = opened.convert("RGB")
+    if bottom is not None and 0 < bottom < image.height:
+        image = image.crop((0, 0, image.width, bottom))
     background = Image.new("RGB", image.size, image.getpixel((0, 0)))
     box = ImageChops.difference(image, background).getbbox()
     if box is not None:
@@ -190,10 +208,11 @@ def capture(
             seeked = float(driver.execute_async_script(_SEEK, seek_s))
             driver.execute_script("window.scrollTo(0, 0); document.activeElement.blur();")
             time.sleep(2.0)  # the charts draw (Vega) and the seeked frame paints
+            bottom = driver.execute_script(_BOTTOM)
             raw = Path(scratch) / "page.png"
             if not driver.save_screenshot(str(raw)):
                 raise ScreenshotError("Chromium could not save the screenshot")
-            save_page(raw, out, colors=colors)
+            save_page(raw, out, colors=colors, bottom=int(bottom) if bottom else None)
         finally:
             driver.quit()
             prepared.app.close()
