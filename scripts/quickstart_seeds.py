@@ -4,12 +4,18 @@ quickstart compares its own result with (``rulstm_apps/resources/quickstart_refe
 
     python scripts/quickstart_seeds.py --seeds 0 1 2 --preset default --precision 32-true \\
         --out seeds_output --write-reference
+    python scripts/quickstart_seeds.py --seeds 0 1 2 --precision auto --jobs 3 \\
+        --out seeds_auto --write-reference    # what a plain rulstm-quickstart trains at
 
 Each seed runs ``python -m rulstm_apps.quickstart --seed N`` in its own process into
-``OUT/seedN`` (the seed sets the generated kitchen: its recipe and every video). A seed whose
+``OUT/seedN`` (the seed sets the generated kitchen: its recipe and every video); ``--jobs N``
+runs N seeds at the same time. ``--precision auto`` passes ``auto`` on, as a plain
+``rulstm-quickstart`` does, and files the numbers under what it resolves to on this machine
+(``bf16-mixed`` where the CPU has native bf16, else ``32-true``; printed first). A seed whose
 folder already holds a finished run (``metrics.json`` and ``timings.json``) is not rerun unless
-``--rerun``; ``--aggregate-only`` only summarises the finished ones. Timings depend on the CPU
-and its load: the CPU's name and the 1-minute load average at the start and end of each run are
+``--rerun``; ``--aggregate-only`` only summarises the finished ones. A finished run recorded at
+another precision is refused rather than filed under this one. Timings depend on the CPU and
+its load: the CPU's name and the 1-minute load average at the start and end of each run are
 printed and stored with the numbers.
 """
 
@@ -20,6 +26,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -48,9 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--precision",
-        choices=["32-true", "bf16-mixed"],
+        choices=["auto", "32-true", "bf16-mixed"],
         default="32-true",
-        help="training precision (default: %(default)s, the path every CPU runs)",
+        help="training precision (default: %(default)s, the path every CPU runs); auto: what "
+        "rulstm-quickstart picks by default, filed under what it resolves to on this machine",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N seeds at the same time (default: %(default)s; each run's time then "
+        "includes the others' load, which the stored load averages show)",
     )
     parser.add_argument(
         "--out",
@@ -78,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resolve_precision(requested: str) -> str:
+    """The precision the runs train at: ``auto`` by the quickstart's rule on this machine."""
+    if requested != "auto":
+        return requested
+    from epic_protocol.precision import auto_precision, cpu_description
+
+    resolved = auto_precision("cpu")
+    print(f"precision auto -> {resolved} ({cpu_description()})", flush=True)
+    return resolved
+
+
 def _finished(folder: Path) -> dict | None:
     metrics, timings = folder / "metrics.json", folder / "timings.json"
     if not (metrics.is_file() and timings.is_file()):
@@ -89,12 +116,29 @@ def _finished(folder: Path) -> dict | None:
     return run
 
 
-def run_seed(seed: int, args: argparse.Namespace) -> dict | None:
+def _other_precision(seed: int, finished: dict, precision: str) -> bool:
+    """Whether a finished run was recorded at another precision (then it is not used)."""
+    recorded = finished.get("precision")
+    if recorded is None or recorded == precision:
+        return False
+    print(
+        f"seed {seed}: the finished run trained at {recorded}, not {precision}; pass --rerun "
+        "or another --out",
+        flush=True,
+    )
+    return True
+
+
+def run_seed(seed: int, args: argparse.Namespace, precision: str | None = None) -> dict | None:
+    """Run (or reuse) one seed; ``precision`` is the resolved one (default: ``args``')."""
+    precision = precision or resolve_precision(args.precision)
     folder = args.out / f"seed{seed}"
     finished = _finished(folder)
     if args.aggregate_only or (finished is not None and not args.rerun):
         if finished is None:
             print(f"seed {seed}: no finished run in {folder}", flush=True)
+            return None
+        if _other_precision(seed, finished, precision):
             return None
         return {"seed": seed, **finished}
     command = [
@@ -122,7 +166,15 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict | None:
     if code != 0:
         print(f"seed {seed}: failed with exit code {code}; see {log}", flush=True)
         return None
-    extra = {"load": [start_load, load_average()], "cpu": cpu_name()}
+    if args.precision == "auto" and f"precision auto -> {precision}" not in log.read_text():
+        print(f"seed {seed}: the run did not resolve auto to {precision}; see {log}", flush=True)
+        return None
+    extra = {
+        "load": [start_load, load_average()],
+        "cpu": cpu_name(),
+        "precision": precision,
+        "parallel_runs": min(args.jobs, len(args.seeds)),  # runs sharing the CPU with this one
+    }
     (folder / "seed_run.json").write_text(json.dumps(extra) + "\n")
     finished = _finished(folder)
     assert finished is not None
@@ -174,7 +226,13 @@ def format_table(runs: Sequence[dict], entry: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runs = [run for seed in args.seeds if (run := run_seed(seed, args)) is not None]
+    if args.jobs < 1:
+        print("--jobs must be at least 1", file=sys.stderr)
+        return 2
+    precision = resolve_precision(args.precision)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each seed is its own process
+        results = list(pool.map(lambda seed: run_seed(seed, args, precision), args.seeds))
+    runs = [run for run in results if run is not None]
     if not runs:
         print("no finished runs to summarise", file=sys.stderr)
         return 1
@@ -186,10 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             measured=date.today().isoformat(),
             demo=args.demo,
             note=args.note,
+            parallel_runs=max((run.get("parallel_runs") or 1) for run in runs),
         )
-        write_reference(
-            entry, preset=args.preset, precision=args.precision, path=args.write_reference
-        )
+        write_reference(entry, preset=args.preset, precision=precision, path=args.write_reference)
         print(f"reference numbers written to {args.write_reference}")
     return 0 if len(runs) == len(args.seeds) else 1
 

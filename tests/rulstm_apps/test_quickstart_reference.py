@@ -11,6 +11,7 @@ import pytest
 from rulstm_apps.quickstart_reference import (
     REFERENCE_FILE,
     aggregate,
+    at,
     compare_lines,
     cpu_name,
     read_references,
@@ -124,3 +125,75 @@ def test_the_shipped_reference_numbers() -> None:
         assert set(entry["models"]) >= {"rgb", "flow", "obj", "fusion"}, key
         for values in entry["models"].values():
             assert len(values["top5"]["mean"]) == len(entry["times"]), key
+
+
+def test_quickstart_seeds_script_runs_auto_in_parallel_and_files_it_under_the_resolved_precision(
+    tmp_path: Path, load_script, force_bf16_native, monkeypatch, capsys
+) -> None:
+    """--precision auto passes auto on to each quickstart (as a plain rulstm-quickstart runs),
+    --jobs runs seeds side by side, and the entry is filed under what auto resolved to; a
+    finished run is not reused for another precision."""
+    script = load_script("quickstart_seeds")
+    force_bf16_native(True)
+    commands: list[list[str]] = []
+    runs = {run["seed"]: run for run in _runs()}
+
+    def fake_quickstart(command, stdout, stderr):
+        commands.append(command)
+        folder = Path(command[command.index("--out") + 1])
+        run = runs[int(command[command.index("--seed") + 1])]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps(run["metrics"]))
+        (folder / "timings.json").write_text(json.dumps(run["seconds"]))
+        stdout.write("precision auto -> bf16-mixed (CPU capability AVX512, bf16 native: yes)\n")
+        return 0
+
+    monkeypatch.setattr(script.subprocess, "call", fake_quickstart)
+    out, reference = tmp_path / "seeds", tmp_path / "reference.json"
+    args = ["--preset", "tiny", "--out", str(out), "--seeds", "0", "1", "2"]
+    assert script.main([*args, "--precision", "auto", "--jobs", "3",
+                        "--write-reference", str(reference)]) == 0  # fmt: skip
+    assert "precision auto -> bf16-mixed" in capsys.readouterr().out
+    assert len(commands) == 3
+    assert all(c[c.index("--precision") + 1] == "auto" for c in commands)
+    entry = read_references(reference)["tiny/bf16-mixed"]
+    assert entry["seeds"] == [0, 1, 2] and entry["parallel_runs"] == 3
+    assert entry["models"]["fusion"]["top5"]["mean"] == [92.0, 92.0, 92.0]
+    assert json.loads((out / "seed1" / "seed_run.json").read_text())["precision"] == "bf16-mixed"
+    # The same folders are not filed under 32-true.
+    assert script.main([*args, "--precision", "32-true", "--aggregate-only"]) == 1
+    printed = capsys.readouterr()
+    assert "seed 0: the finished run trained at bf16-mixed, not 32-true" in printed.out
+    assert "no finished runs to summarise" in printed.err
+    # A run whose log shows that auto resolved otherwise is not counted.
+    force_bf16_native(False)
+    assert script.main([*args, "--precision", "auto", "--rerun", "--seeds", "0"]) == 1
+    assert "did not resolve auto to 32-true" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "avx2-only"])
+def test_a_plain_quickstart_finds_its_reference_on_either_cpu(native, force_bf16_native) -> None:
+    """rulstm-quickstart with no arguments (default preset, --precision auto) ends by comparing
+    with a shipped entry whatever auto resolves to: bf16-mixed on a CPU with native bf16 (this
+    development machine), 32-true elsewhere."""
+    from rulstm_apps.quickstart import training_precision
+
+    force_bf16_native(native)
+    precision = training_precision("auto")
+    assert precision == ("bf16-mixed" if native else "32-true")
+    entry = read_references(REFERENCE_FILE)[f"default/{precision}"]
+    assert entry["validation_segments"] == 512 and len(entry["seeds"]) >= 3
+    index = entry["times"].index(1.0)
+    summary = {
+        "times": entry["times"],
+        "models": {
+            name: {key: values[key]["mean"] for key in ("top5", "top1")}
+            for name, values in entry["models"].items()
+        },
+    }
+    lines = compare_lines(summary, {"total": 600.0}, preset="default", precision=precision)
+    assert f"of --preset default at {precision} on AMD EPYC" in lines[0]
+    fusion = at(entry["models"]["fusion"]["top5"], index)
+    assert fusion["min"] <= fusion["mean"] <= fusion["max"]
+    assert any(line.strip().startswith("fusion") and "within the seeds' range" in line
+               for line in lines)  # fmt: skip

@@ -168,6 +168,39 @@ def test_the_page_in_headless_chromium(quickstart_folder, tiny_video, tmp_path):
         app.close()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
+    "chromium-driver); .ci/run installs them",
+)
+def test_the_screenshot_script_saves_the_page_on_the_quickstart_sample(
+    quickstart_folder, tmp_path, load_script, capsys
+):
+    """scripts/web_screenshot.py (how docs/web.png is made) on a quickstart folder: the sample
+    clip runs through the page, the result video is stopped where asked (clamped to the 2 s
+    clip), the PNG is the page cropped to its content in 256 colours, and the script reports
+    what the page showed, read from its predictions download."""
+    pytest.importorskip("gradio", reason="the [web] extra is not installed")
+    from PIL import Image
+
+    script = load_script("web_screenshot")
+    out = tmp_path / "docs" / "web.png"
+    args = ["--quickstart-dir", str(quickstart_folder), "--out", str(out), "--seek", "1.5"]
+    assert script.main([*args, "--timeout", "300"]) == 0
+    printed = capsys.readouterr().out
+    assert f"saved {out} (result video stopped at 1.50 s)" in printed
+    assert "page status: 60 frames, 8 anticipation steps" in printed
+    assert "over 8 steps" in printed and "(a uniform guess: 0.083)" in printed  # 12 actions
+    with Image.open(out) as image:
+        assert image.mode == "P"  # 256 colours
+        width, height = image.size
+        assert 600 < width < script.WINDOW[0] and 600 < height <= script.WINDOW[1]
+    missing = tmp_path / "elsewhere"
+    assert script.main(["--quickstart-dir", str(missing), "--out", str(out)]) == 1
+    assert "make quickstart" in capsys.readouterr().err
+
+
 def test_options_that_are_not_the_apps_are_extraction_options():
     from rulstm_apps.web import parse
 
