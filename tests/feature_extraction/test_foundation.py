@@ -19,7 +19,7 @@ from feature_extraction.cli import main
 from feature_extraction.clips import clip_frames
 from feature_extraction.config import load_config
 from feature_extraction.foundation import build_foundation_backbone
-from feature_extraction.models import build_models
+from feature_extraction.models import build_models, resolve_precision
 from feature_extraction.streaming import StreamingExtractor
 from feature_extraction.video import decode_video
 
@@ -167,6 +167,33 @@ def test_open_clip_embedding_is_open_clip_preprocess_and_encode_image(
     torch.testing.assert_close(unprojected @ model.visual.proj, expected, rtol=0, atol=1e-4)
 
 
+def test_open_clip_weights_from_a_local_checkpoint_file(tmp_path: Path, make_video) -> None:
+    """--rgb.weights FILE: an OpenCLIP checkpoint file (a state dict) loaded through the real
+    loading code; the features are those of the saved model, its hash recorded."""
+    import open_clip
+    from PIL import Image
+
+    config_file = tiny_open_clip_config(tmp_path / "tiny-clip-file.json")
+    open_clip.add_model_config(config_file)
+    torch.manual_seed(7)
+    model, _, preprocess = open_clip.create_model_and_transforms("tiny-clip-file")
+    checkpoint = tmp_path / "tiny-clip.pt"
+    torch.save(model.state_dict(), checkpoint)
+    backbone = build_foundation_backbone(
+        name=f"open_clip:{config_file}", weights=str(checkpoint), seed=0
+    )
+    frames = frames_of(make_video(num_frames=2, width=96, height=64))
+    with torch.no_grad():
+        expected = model.eval().encode_image(
+            torch.stack([preprocess(Image.fromarray(f)) for f in frames])
+        )
+    torch.testing.assert_close(
+        backbone(torch.from_numpy(np.stack(frames))), expected, rtol=0, atol=1e-5
+    )
+    assert backbone.record["weights"] == str(checkpoint)
+    assert backbone.record["revision"].startswith("sha256:")
+
+
 def test_hf_image_model_is_processor_and_pooler_output(tmp_path: Path, make_video) -> None:
     folder = tiny_dinov2(tmp_path / "dinov2")
     backbone = build_foundation_backbone(name="hf:dinov2", weights=str(folder))
@@ -275,13 +302,19 @@ def test_video_backbone_sees_only_the_past_offline_sparse_and_streaming(
 
     # The recorded attributes.
     with h5py.File(tmp_path / "dense" / "rgb.h5", "r") as handle:
-        record = json.loads(handle.attrs["provenance"])["backbone"]
+        provenance = json.loads(handle.attrs["provenance"])
+    record = provenance["backbone"]
     assert record["backbone"] == "hf:videomae" and record["dim"] == 32
     assert (record["clip_length"], record["clip_stride"]) == (4, 2)
     assert record["weights"] == str(folder) and record["revision"].startswith("sha256:")
     assert record["library"]["transformers"] == transformers.__version__
     assert "VideoMAEVideoProcessor" in record["preprocessing"]
-    assert "mean" in record["pooling"] and record["precision"] == "auto"
+    assert "mean" in record["pooling"]
+    # The precision the features were computed at (auto resolved: bf16 on a CPU with native
+    # bf16, else float32), which the config hash includes when it is not float32.
+    ran = resolve_precision("auto", torch.device("cpu"))
+    assert (record["precision"], record["precision_setting"]) == (ran, "auto")
+    assert provenance["settings"].get("precision", "32-true") == ran
 
 
 def test_frame_folders_read_the_clip_frames_of_sparse_frames(tmp_path: Path, make_video) -> None:
@@ -305,10 +338,21 @@ def test_frame_folders_read_the_clip_frames_of_sparse_frames(tmp_path: Path, mak
     np.testing.assert_allclose(sparse, dense[frames - 1], rtol=0, atol=1e-5)
 
 
-def test_a_missing_library_names_the_extra(monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "timm", None)  # import timm raises ImportError
-    with pytest.raises(ImportError, match=r"pip install -e '\.\[backbones\]'"):
-        build_foundation_backbone(name="timm:test_vit", weights="none")
+@pytest.mark.parametrize(
+    ("module", "package", "backbone"),
+    [
+        ("timm", "timm", "timm:test_vit"),
+        ("open_clip", "open_clip_torch", "open_clip:ViT-B-32"),
+        ("transformers", "transformers", "hf:dinov2"),
+    ],
+)
+def test_a_missing_library_names_the_extra(monkeypatch, module, package, backbone) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # import <module> raises ImportError
+    with pytest.raises(ImportError) as caught:
+        build_foundation_backbone(name=backbone, weights="none")
+    message = str(caught.value)
+    assert "\n" not in message and package in message
+    assert "pip install -e '.[backbones]'" in message
 
 
 @pytest.mark.parametrize(
