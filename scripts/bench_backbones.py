@@ -296,8 +296,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--repeat", type=int, default=2, help="Timed batches per row.")
     parser.add_argument(
-        "--batch", type=int, default=None, help="Frames per batch of the image models (a GPU "
-        "wants the configs' 32; default: each row's)."
+        "--batch",
+        type=int,
+        default=None,
+        help="Frames per batch of the image models (a GPU "
+        "wants the configs' 32; default: each row's).",
     )
     parser.add_argument(
         "--clip_batch", type=int, default=None, help="Clips per batch of the video models."
@@ -311,12 +314,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="Assumed sustained TFLOP/s for the --flops --ek100 estimate (300: about 30 %% of "
         "an H100's dense bf16 peak).",
     )
+    parser.add_argument(
+        "--flops_only",
+        action="store_true",
+        help="Count the FLOPs without timing anything (the model on the meta device: no "
+        "arithmetic, seconds per row); implies --flops.",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads.")
     options = parser.parse_args(argv)
+    options.flops = options.flops or options.flops_only
     if options.threads:
         torch.set_num_threads(options.threads)
     device = resolve_device(options.device)
     precisions = list(dict.fromkeys(resolve_precision(p, device) for p in options.precision))
+    if options.flops_only:
+        precisions, device = [], torch.device("meta")
     rows = [r for r in ROWS if r.size in options.sizes]
     if options.only:
         rows = [r for r in rows if options.only.lower() in r.label.lower()]
@@ -324,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"no row matches --sizes {options.sizes} --only {options.only}")
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    gpu += " (FLOPs counted, nothing timed)" if options.flops_only else ""
     print(
         f"device: {device}{gpu}, {os.cpu_count()} CPUs; torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}; "
@@ -336,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if options.flops:
         header.append("GFLOP/feature")
     if options.ek100:
-        header += ["EK100 sparse features (decoded frames)", "EK100 hours at the fastest rate"]
+        header.append("EK100 sparse features (decoded frames)")
+        header += ["EK100 hours at the fastest rate"] if precisions else []
         if options.flops:
             header.append(f"EK100 hours at {options.assume_tflops:g} TFLOP/s (assumed)")
     print("| " + " | ".join(header) + " |")
@@ -382,7 +396,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 if length not in ek100_cache:
                     ek100_cache[length] = ek100_features(length)
                 features, decoded = ek100_cache[length]
-                cells += [f"{features:,} ({decoded:,})", f"{features / max(rates) / 3600:.3g}"]
+                cells.append(f"{features:,} ({decoded:,})")
+                cells += [f"{features / max(rates) / 3600:.3g}"] if rates else []
                 if flops is not None:
                     hours = features * flops / (options.assume_tflops * 1e12) / 3600
                     cells.append(f"{hours:.2g}")

@@ -53,7 +53,13 @@ def test_quick_mode_passes_every_part(tmp_path):
     assert "bf16 native:" in text
     assert text.count("best val/action/top5/1.00s:") == 1
     # The foundation families side by side (one table row each) and the video model's file.
-    for label in ("timm test_vit", "OpenCLIP tiny", "DINOv2 tiny", "VideoMAE tiny", "V-JEPA 2 tiny"):
+    for label in (
+        "timm test_vit",
+        "OpenCLIP tiny",
+        "DINOv2 tiny",
+        "VideoMAE tiny",
+        "V-JEPA 2 tiny",
+    ):
         assert f"| test | {label}" in text, label
     assert "video model features: 60 x 32, hf:" in text
     # The work folder is removed on exit.
