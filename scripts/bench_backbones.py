@@ -390,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ]
             flops = count_flops(backbone, inputs) if options.flops else None
             if flops is not None:
-                cells.append(f"{flops / 1e9:.1f}")
+                cells.append(f"{flops / 1e9:.3g}")
             if options.ek100:
                 length = backbone.clip_length
                 if length not in ek100_cache:

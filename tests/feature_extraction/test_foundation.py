@@ -317,6 +317,34 @@ def test_video_backbone_sees_only_the_past_offline_sparse_and_streaming(
     assert provenance["settings"].get("precision", "32-true") == ran
 
 
+def test_vjepa2_streaming_equals_offline_and_sees_only_the_past(tmp_path: Path) -> None:
+    """V-JEPA 2 (tiny, 4-frame clips at stride 2): the streaming ring buffer gives the offline
+    features within 1e-4, and changing the frames after f changes nothing at f."""
+    from tests.feature_extraction.conftest import coded_frame, write_video
+
+    folder = tiny_video_model(tmp_path / "vjepa2", "vjepa2")
+    same = [coded_frame(i + 1, shift=i) for i in range(40)]
+    other = same[:20] + [255 - coded_frame(i + 1, shift=3 * i) for i in range(20, 40)]
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "P01_01.mp4", np.stack(same))
+    write_video(tmp_path / "videos" / "P01_02.mp4", np.stack(other))
+    _extract(tmp_path / "videos", tmp_path / "out", folder, "--rgb.backbone", "hf:vjepa2")
+    _, first = _stored(tmp_path / "out" / "rgb.h5", "P01_01")
+    _, second = _stored(tmp_path / "out" / "rgb.h5", "P01_02")
+    np.testing.assert_array_equal(first[:20], second[:20])
+    assert not np.allclose(first[20:], second[20:], atol=1e-3)
+    config = load_config(
+        None,
+        ["--modalities", "rgb", "--device", "cpu", "--rgb.backbone", "hf:vjepa2",
+         "--rgb.weights", str(folder), "--rgb.clip_stride", "2", "--decode.width", "64",
+         "--decode.height", "48"],
+    )  # fmt: skip
+    extractor = StreamingExtractor(config)
+    for index, image in enumerate(frames_of(tmp_path / "videos" / "P01_01.mp4", size=None)):
+        vector = extractor.push(image)["rgb"]
+        np.testing.assert_allclose(vector, first[index], rtol=0, atol=1e-4)
+
+
 def test_frame_folders_read_the_clip_frames_of_sparse_frames(tmp_path: Path, make_video) -> None:
     from PIL import Image
 
@@ -390,37 +418,79 @@ def test_foundation_backbones_are_rgb_only_and_use_their_own_preprocessing() -> 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "extract"
 
 
-@pytest.mark.parametrize(
-    "name", ["dinov2", "videomae", "vjepa2", pytest.param("clip", marks=pytest.mark.slow)]
-)
-def test_shipped_foundation_configs_extract_with_local_weights(
+def _library_features(name: str, weights: Path, frames: list[np.ndarray]) -> torch.Tensor:
+    """The library's own preprocessing + forward of every frame (image models) or of the
+    causal clip ending at every frame (video models: 4 frames at the configs' stride 4)."""
+    from PIL import Image
+
+    with torch.no_grad():
+        if name == "clip":
+            import open_clip
+
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                weights.stem.removesuffix("-weights"), pretrained=str(weights)
+            )
+            images = torch.stack([preprocess(Image.fromarray(f)) for f in frames])
+            return model.eval().encode_image(images)
+        model = transformers.AutoModel.from_pretrained(weights).eval()
+        if name == "dinov2":
+            processor = transformers.AutoImageProcessor.from_pretrained(weights)
+            return model(**processor(images=frames, return_tensors="pt")).pooler_output
+        processor = transformers.AutoVideoProcessor.from_pretrained(weights)
+        clips = [
+            [frames[n - 1] for n in clip_frames(f, length=4, stride=4)]
+            for f in range(1, len(frames) + 1)
+        ]
+        inputs = processor(videos=clips, return_tensors="pt")
+        extra = {"skip_predictor": True} if name == "vjepa2" else {}
+        return model(**inputs, **extra).last_hidden_state.mean(1)
+
+
+@pytest.mark.parametrize("name", ["dinov2", "clip", "videomae", "vjepa2"])
+def test_shipped_foundation_configs_write_the_library_features_from_local_weights(
     tmp_path: Path, make_video, name: str
 ) -> None:
-    """configs/extract/<name>.yaml --rgb.weights <local folder> (tiny random models of the same
-    type; OpenCLIP: the real ViT-B-16 architecture with random weights)."""
+    """rulstm-extract -c configs/extract/<name>.yaml --rgb.weights <local folder or file>
+    writes the library's preprocessing + forward of each decoded frame (fp32, <= 1e-5): tiny
+    random models of the same type saved to tmp_path (OpenCLIP: a checkpoint file of a tiny
+    model config, given as --rgb.backbone), loaded by path."""
+    import open_clip
+
+    arguments = []
     if name == "dinov2":
-        weights = str(tiny_dinov2(tmp_path / "model"))
+        weights = tiny_dinov2(tmp_path / "model")
     elif name == "clip":
-        weights = "none"
+        config_file = tiny_open_clip_config(tmp_path / "tiny-clip-cfg.json")
+        open_clip.add_model_config(config_file)
+        torch.manual_seed(9)
+        model = open_clip.create_model("tiny-clip-cfg")
+        weights = tmp_path / "tiny-clip-cfg-weights.pt"
+        torch.save(model.state_dict(), weights)
+        arguments += ["--rgb.backbone", f"open_clip:{config_file}"]
     else:
-        weights = str(tiny_video_model(tmp_path / "model", name))
-    make_video("videos/P01_01.mp4", num_frames=3, width=96, height=64)
-    out = tmp_path / "out"
-    arguments = [
-        "-c", str(CONFIGS / f"{name}.yaml"), "--videos", str(tmp_path / "videos"),
-        "--out", str(out), "--rgb.weights", weights, "--device", "cpu", "--num_workers", "0",
-        "--threads", "1", "--batch_size", "2", "--progress", "false",
-    ]  # fmt: skip
-    if name in ("videomae", "vjepa2"):
+        weights = tiny_video_model(tmp_path / "model", name)
         arguments += ["--rgb.clip_length", "4"]  # the tiny models' clip length
+    video = make_video("videos/P01_01.mp4", num_frames=6, width=96, height=64)
+    out = tmp_path / "out"
+    arguments += [
+        "-c", str(CONFIGS / f"{name}.yaml"), "--videos", str(tmp_path / "videos"),
+        "--out", str(out), "--rgb.weights", str(weights), "--device", "cpu", "--num_workers", "0",
+        "--threads", "1", "--batch_size", "2", "--progress", "false", "--precision", "32",
+    ]  # fmt: skip
     assert main(arguments) == 0
     frames, features = _stored(out / "rgb.h5", "P01_01")
     config = load_config(CONFIGS / f"{name}.yaml")
-    assert frames.tolist() == [1, 2, 3] and np.isfinite(features).all()
-    assert features.shape[1] == (512 if name == "clip" else 32)
+    assert frames.tolist() == [1, 2, 3, 4, 5, 6]
+    decoded = frames_of(video, size=(config.decode.width, config.decode.height))
+    expected = _library_features(name, weights, decoded)
+    np.testing.assert_allclose(features, expected.numpy(), rtol=0, atol=1e-5)
+    assert features.shape[1] == (24 if name == "clip" else 32)
     with h5py.File(out / "rgb.h5", "r") as handle:
         record = json.loads(handle.attrs["provenance"])["backbone"]
-    assert record["backbone"] == config.rgb.backbone and record["dim"] == features.shape[1]
+    backbone = f"open_clip:{config_file}" if name == "clip" else config.rgb.backbone
+    assert record["backbone"] == backbone and record["dim"] == features.shape[1]
+    assert record["weights"] == str(weights) and record["revision"].startswith("sha256:")
+    assert record["precision"] == "32-true"
 
 
 @pytest.mark.slow
