@@ -207,6 +207,7 @@ def test_hf_image_model_is_processor_and_pooler_output(tmp_path: Path, make_vide
         backbone(torch.from_numpy(np.stack(frames))), expected, atol=1e-5, rtol=0
     )
     assert backbone.feature_dim == 32 and backbone.clip_length == 1
+    assert backbone.model.config._attn_implementation == "sdpa"  # PyTorch's fused attention
     # A wrong model type is refused, naming both.
     with pytest.raises(ValueError, match="hf:dinov2"):
         build_foundation_backbone(name="hf:videomae", weights=str(folder))
@@ -231,6 +232,7 @@ def test_hf_video_model_is_processor_and_mean_of_tokens(
             hidden = model(**inputs).last_hidden_state
     ours = backbone(torch.from_numpy(clip)[None])
     torch.testing.assert_close(ours, hidden.mean(1), atol=1e-5, rtol=0)
+    assert backbone.model.config._attn_implementation == "sdpa"  # PyTorch's fused attention
     if kind == "videomae":  # the position table fixes the clip length
         with pytest.raises(ValueError, match="num_frames"):
             build_foundation_backbone(name="hf:videomae", weights=str(folder), clip_length=8)
@@ -456,7 +458,7 @@ def test_shipped_foundation_configs_write_the_library_features_from_local_weight
     model config, given as --rgb.backbone), loaded by path."""
     import open_clip
 
-    arguments = []
+    arguments = ["-c", str(CONFIGS / f"{name}.yaml")]
     if name == "dinov2":
         weights = tiny_dinov2(tmp_path / "model")
     elif name == "clip":
@@ -473,8 +475,7 @@ def test_shipped_foundation_configs_write_the_library_features_from_local_weight
     video = make_video("videos/P01_01.mp4", num_frames=6, width=96, height=64)
     out = tmp_path / "out"
     arguments += [
-        "-c", str(CONFIGS / f"{name}.yaml"), "--videos", str(tmp_path / "videos"),
-        "--out", str(out), "--rgb.weights", str(weights), "--device", "cpu", "--num_workers", "0",
+        "--videos", str(tmp_path / "videos"), "--out", str(out), "--rgb.weights", str(weights), "--device", "cpu", "--num_workers", "0",
         "--threads", "1", "--batch_size", "2", "--progress", "false", "--precision", "32",
     ]  # fmt: skip
     assert main(arguments) == 0

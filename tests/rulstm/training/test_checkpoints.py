@@ -133,5 +133,7 @@ def test_checkpoints_record_the_feature_backbone_and_test_refuses_another(
         provenance = json.loads(handle.attrs["provenance"])
         provenance.pop("backbone")
         handle.attrs["provenance"] = json.dumps(provenance)
-    with pytest.warns(UserWarning, match="records no rgb backbone"):
-        assert main(arguments) == 0
+    assert main(arguments) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "records no" in line]
+    assert len(warned) == 1 and warned[0].startswith("rulstm: warning: ")
+    assert "records no rgb backbone" in warned[0] and str(best) in warned[0]
