@@ -236,9 +236,12 @@ def timed(function: Callable[[], object], *, repeat: int, device: torch.device) 
 
 
 def count_flops(backbone: Any, inputs: torch.Tensor) -> float:
-    """Floating-point operations of the forward of one feature (2 per multiply-add)."""
+    """Floating-point operations of the forward of one feature (2 per multiply-add), counted
+    on the meta device (moves ``backbone`` there): on a CPU or GPU, fused kernels such as
+    ``nn.MultiheadAttention``'s inference fast path are not counted."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    backbone.to("meta")
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
         backbone(inputs[:1])
@@ -379,11 +382,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                     )
                 rates.append(batch / seconds)
             unit = "clip" if backbone.is_video else "frame"
+            params = params_run(backbone)
             cells = [
                 row.size,
                 row.label,
                 str(backbone.feature_dim),
-                f"{params_run(backbone):.1f} M",
+                f"{params:.1f} M" if params >= 1 else f"{params:.2g} M",
                 f"{row.decode[0]}x{row.decode[1]}",
                 f"{batch} {unit}{'s' if batch > 1 else ''}",
                 *(f"{rate:.3g}" for rate in rates),
