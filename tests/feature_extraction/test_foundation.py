@@ -530,3 +530,47 @@ def test_two_cpu_processes_with_ddp_extract_a_video_backbone_like_one(
         single_frames, single_features = _stored(single / "rgb.h5", video)
         assert frames.tolist() == single_frames.tolist()
         np.testing.assert_allclose(features, single_features, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_torchrun_as_documented_extracts_a_video_backbone_like_one_process(
+    tmp_path: Path, make_video
+) -> None:
+    """The documented torchrun command (docs: several machines), on one machine: 2 gloo
+    processes, a tiny random VideoMAE built from a local config (--rgb.weights none), 3
+    videos; the merged output equals a single process."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    folder = tiny_video_model(tmp_path / "videomae", "videomae")
+    for name, frames in (("A", 30), ("B", 21), ("C", 24)):
+        make_video(f"videos/{name}.mp4", num_frames=frames)
+    repo = Path(__file__).resolve().parents[2]
+    environment = dict(os.environ, WANDB_MODE="disabled")
+    environment["PYTHONPATH"] = os.pathsep.join([str(repo), environment.get("PYTHONPATH", "")])
+    options = [
+        "--videos", str(tmp_path / "videos"), "--modalities", "rgb", "--device", "cpu",
+        "--rgb.backbone", f"hf:{folder}", "--rgb.weights", "none", "--rgb.clip_stride", "2",
+        "--batch_size", "4", "--num_workers", "0", "--threads", "1", "--decode.width", "64",
+        "--decode.height", "48", "--progress", "false",
+    ]  # fmt: skip
+    result = subprocess.run(
+        [torchrun, "--nnodes", "1", "--nproc_per_node", "2", "--node_rank", "0",
+         "--master_addr", "127.0.0.1", "--master_port", port, "-m", "feature_extraction.cli",
+         *options, "--out", str(tmp_path / "torchrun"), "--devices", "2", "--num_nodes", "1"],
+        env=environment, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "processes: 2 (videos per rank: 2, 1)" in result.stdout
+    assert main([*options, "--out", str(tmp_path / "single")]) == 0
+    for video in ("A", "B", "C"):
+        frames, features = _stored(tmp_path / "torchrun" / "rgb.h5", video)
+        single_frames, single_features = _stored(tmp_path / "single" / "rgb.h5", video)
+        assert frames.tolist() == single_frames.tolist()
+        np.testing.assert_array_equal(features, single_features)
