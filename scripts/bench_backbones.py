@@ -19,7 +19,9 @@ its features/s is clips/s. The rows print as a Markdown table, the README's.
 ``--ek100`` adds EK100's sparse features (``--only-needed`` over the RU-LSTM training and
 validation splits, and the challenge test timestamps: one feature per frame the sampling reads),
 the hours they take at the fastest measured rate on this device, and with ``--flops`` the hours
-at ``--assume_tflops`` (an assumed sustained throughput, not a measurement).
+at ``--assume_tflops`` (an assumed sustained throughput, not a measurement); the same for a
+dense extraction (every frame of the 700 videos at 30 fps). ``--flops_only`` counts without
+timing (the models on the meta device: seconds per row).
 """
 
 from __future__ import annotations
@@ -271,6 +273,16 @@ def ek100_needed() -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(sorted(frames)) for frames in per_video.values())
 
 
+def ek100_all_frames() -> int:
+    """EK100's frames at 30 fps (the durations of ``EPIC_100_video_info.csv``, 700 videos):
+    the features of a dense extraction."""
+    import csv
+
+    path = REPO / "rulstm" / "resources" / "ek100" / "epic" / "EPIC_100_video_info.csv"
+    with path.open(newline="") as handle:
+        return sum(int(float(row["duration"]) * 30) for row in csv.DictReader(handle))
+
+
 def ek100_features(clip_length: int) -> tuple[int, int]:
     """(features, frames decoded) of EK100's sparse extraction (:func:`ek100_needed`): a video
     model decodes each feature's clip frames too (stride 4, the first frame repeated)."""
@@ -340,22 +352,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     gpu += " (FLOPs counted, nothing timed)" if options.flops_only else ""
+    timing = (
+        ""
+        if options.flops_only
+        else f"library preprocessing included; {options.repeat} timed batches after one warm-up; "
+    )
     print(
         f"device: {device}{gpu}, {os.cpu_count()} CPUs; torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}; "
-        f"load average {load}; random weights (real architectures); library preprocessing "
-        f"included; {options.repeat} timed batches after one warm-up; video clips T frames "
-        f"at stride {STRIDE}"
+        f"threads {torch.get_num_threads()}; load average {load}; random weights (real "
+        f"architectures); {timing}video clips: T frames at stride {STRIDE}"
     )
     header = ["size", "backbone", "dim", "params run", "frames", "batch"]
     header += [f"features/s {p}" for p in precisions]
     if options.flops:
         header.append("GFLOP/feature")
+    dense = ek100_all_frames() if options.ek100 else 0
     if options.ek100:
         header.append("EK100 sparse features (decoded frames)")
-        header += ["EK100 hours at the fastest rate"] if precisions else []
-        if options.flops:
-            header.append(f"EK100 hours at {options.assume_tflops:g} TFLOP/s (assumed)")
+        assumed = f"at {options.assume_tflops:g} TFLOP/s (assumed)"
+        for extent in ("sparse", f"dense ({dense:,} frames)"):
+            header += [f"EK100 {extent} hours at the fastest rate"] if precisions else []
+            header += [f"EK100 {extent} hours {assumed}"] if options.flops else []
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     ek100_cache: dict[int, tuple[int, int]] = {}
@@ -401,10 +418,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                     ek100_cache[length] = ek100_features(length)
                 features, decoded = ek100_cache[length]
                 cells.append(f"{features:,} ({decoded:,})")
-                cells += [f"{features / max(rates) / 3600:.3g}"] if rates else []
-                if flops is not None:
-                    hours = features * flops / (options.assume_tflops * 1e12) / 3600
-                    cells.append(f"{hours:.2g}")
+                for count in (features, dense):
+                    cells += [f"{count / max(rates) / 3600:.3g}"] if rates else []
+                    if flops is not None:
+                        hours = count * flops / (options.assume_tflops * 1e12) / 3600
+                        cells.append(f"{hours:.2g}")
             print("| " + " | ".join(cells) + " |", flush=True)
             del backbone, inputs
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())

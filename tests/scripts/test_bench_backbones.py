@@ -46,11 +46,12 @@ def test_every_family_is_timed_side_by_side_with_flops_and_ek100_counts() -> Non
         "VideoMAE tiny (`hf:`), T=4",
         "V-JEPA 2 tiny (`hf:`), T=4",
     ]
-    # dim, params, frames, batch, features/s 32-true, GFLOP, EK100 features (decoded), hours at
-    # the measured rate, hours at the assumed TFLOP/s
+    # dim, params, frames, batch, features/s 32-true, GFLOP, EK100 features (decoded), then
+    # sparse and dense hours at the measured rate and at the assumed TFLOP/s
     for label, cells in timed.items():
-        assert len(cells) == 9, (label, cells)
+        assert len(cells) == 11, (label, cells)
         assert float(cells[4]) > 0 and float(cells[5]) > 0 and float(cells[7]) > 0
+        assert float(cells[9]) > float(cells[7])  # dense: every frame
     assert timed["OpenCLIP tiny ViT (config file)"][0] == "24"  # the projected embedding
     assert timed["VideoMAE tiny (`hf:`), T=4"][3] == "2 clips"
     image_count, video_count = timed["timm test_vit"][6], timed["VideoMAE tiny (`hf:`), T=4"][6]
