@@ -295,33 +295,24 @@ def ek100_features(clip_length: int) -> tuple[int, int]:
     return features, decoded
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose rows and columns (also accepted by ``bench_extract.py``, whose
+    other options are the extraction config's: ``--device``, ``--precision``, ``--threads``)."""
     parser.add_argument("--sizes", nargs="+", default=["tiny", "base"], help="test, tiny, base")
     parser.add_argument("--only", default=None, help="Only the rows whose label contains this.")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--precision",
-        nargs="+",
-        default=["32", "auto"],
-        help="Lightning precisions to time, one column each (auto resolved as rulstm-extract "
-        "does; duplicates after resolving are timed once).",
-    )
     parser.add_argument("--repeat", type=int, default=2, help="Timed batches per row.")
     parser.add_argument(
         "--batch",
         type=int,
         default=None,
-        help="Frames per batch of the image models (a GPU "
-        "wants the configs' 32; default: each row's).",
+        help="Frames per batch of the image models (a GPU wants the configs' 32; default: "
+        "each row's).",
     )
     parser.add_argument(
         "--clip_batch", type=int, default=None, help="Clips per batch of the video models."
     )
     parser.add_argument("--flops", action="store_true", help="Add GFLOP per feature.")
-    parser.add_argument("--ek100", action="store_true", help="Add EK100 sparse hours.")
+    parser.add_argument("--ek100", action="store_true", help="Add EK100 sparse and dense hours.")
     parser.add_argument(
         "--assume_tflops",
         type=float,
@@ -334,6 +325,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="Count the FLOPs without timing anything (the model on the meta device: no "
         "arithmetic, seconds per row); implies --flops.",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_selection_arguments(parser)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["32", "auto"],
+        help="Lightning precisions to time, one column each (auto resolved as rulstm-extract "
+        "does; duplicates after resolving are timed once).",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads.")
     options = parser.parse_args(argv)

@@ -35,6 +35,10 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_backbones import add_selection_arguments  # noqa: E402
+from bench_backbones import main as bench_backbones  # noqa: E402
 
 from epic_protocol.precision import device_description  # noqa: E402
 from feature_extraction import (  # noqa: E402
@@ -109,12 +113,13 @@ def main() -> None:
     parser.add_argument(
         "--backbones",
         action="store_true",
-        help="Time the foundation backbones side by side instead (extra [backbones]; the "
-        "other options are scripts/bench_backbones.py's).",
+        help="Time the foundation backbones side by side instead (extra [backbones]), with "
+        "the options below and --device, --precision (one or more), --threads; see "
+        "scripts/bench_backbones.py.",
     )
+    backbones = parser.add_argument_group("with --backbones")
+    add_selection_arguments(backbones)
     if "--backbones" in sys.argv[1:]:
-        from bench_backbones import main as bench_backbones  # the scripts folder is on the path
-
         bench_backbones([a for a in sys.argv[1:] if a != "--backbones"])
         return
     known, overrides = parser.parse_known_args()
