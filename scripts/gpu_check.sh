@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot performance check on a machine with an NVIDIA GPU (issue 14). Installs nothing,
-# downloads nothing (random weights everywhere), runs in well under 8 minutes on a recent GPU,
+# downloads nothing (random weights everywhere), runs in well under 8 minutes on a recent GPU (plus a few for the foundation backbones, 3b-3c:
+# building their random weights takes most of it),
 # and writes every figure into ONE summary file:
 #
 #   1. training step, reference sizes: straightforward fp32 vs fast fp32 vs fast bf16, with
@@ -21,7 +22,7 @@
 #   bash scripts/gpu_check.sh [SUMMARY_FILE]        # default gpu_check_<host>_<date>.txt
 #   GPU_CHECK_QUICK=1 bash scripts/gpu_check.sh     # tiny sizes: checks the script itself
 #                                                     (runs on a CPU-only machine too)
-# Each part has its own time limit (together 14 min 45 s at most, plus a few seconds of setup); a part
+# Each part has its own time limit (together 15 min 45 s at most, plus a few seconds of setup); a part
 # that fails or times out is reported in the summary and the script goes on. Exit status: the
 # number of failed parts.
 set -u -o pipefail
@@ -150,7 +151,7 @@ fi
 
 # 3b. Foundation backbones side by side (random weights from the real architectures).
 if $PYTHON -c 'import timm, open_clip, transformers' >/dev/null 2>&1; then
-    run "extraction: foundation backbones" 240 \
+    run "extraction: foundation backbones" 300 \
         $PYTHON scripts/bench_extract.py --backbones --device "$DEVICE" "${BACKBONE_ARGS[@]}"
 
     # 3c. rulstm-extract with a video model: VideoMAE (base: the model type's default config, as
