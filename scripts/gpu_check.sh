@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-shot performance check on a machine with an NVIDIA GPU (issue 14). Installs nothing,
-# downloads nothing (random weights everywhere), runs in well under 8 minutes on a recent GPU (plus a few for the foundation backbones, 3b-3c:
-# building their random weights takes most of it),
-# and writes every figure into ONE summary file:
+# downloads nothing (random weights everywhere), runs in well under 8 minutes on a recent GPU
+# plus a few for the foundation backbones (3b-3c; building their random weights takes most of
+# that), and writes every figure into ONE summary file:
 #
 #   1. training step, reference sizes: straightforward fp32 vs fast fp32 vs fast bf16, with
 #      max_memory_allocated                                  (scripts/bench_train.py)
