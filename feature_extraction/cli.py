@@ -132,6 +132,24 @@ def _flag_style(argv: Sequence[str]) -> list[str]:
     return result
 
 
+def launcher_mismatch(devices: int, num_nodes: int) -> str | None:
+    """Under torchrun (``TORCHELASTIC_RUN_ID`` set), why ``--devices``/``--num_nodes`` do not
+    match the processes it started (``LOCAL_WORLD_SIZE`` per node, ``WORLD_SIZE`` in all), else
+    None. Without the match each process would run a whole extraction of its own into the
+    same folder instead of its share."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", devices))
+    world = int(os.environ.get("WORLD_SIZE", devices * num_nodes))
+    if local == devices and world == devices * num_nodes:
+        return None
+    return (
+        f"torchrun started {local} processes per node, {world} in all, but --devices {devices} "
+        f"--num_nodes {num_nodes}: give --devices {local} --num_nodes {world // max(local, 1)} "
+        "(--devices = --nproc_per_node, --num_nodes = --nnodes)"
+    )
+
+
 @cli_main("rulstm-extract")
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
@@ -166,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--videos {options.videos}: no such file or folder")
     if options.frames is not None and not options.frames.is_dir():
         parser.error(f"--frames {options.frames}: no such folder")
+    mismatch = launcher_mismatch(options.devices, options.num_nodes)
+    if mismatch is not None:
+        parser.error(mismatch)
     # Data and environment errors (an incompatible or unwritable output folder, bad
     # annotations, a missing checkpoint) reach cli_main: one line, status 1.
     summary = run_extraction(config, options)

@@ -289,14 +289,20 @@ def provenance(
     if modality == "obj" and models.detector is not None:
         record["class_names"] = list(models.detector.class_names)
     if modality in ("rgb", "flow"):
-        record["backbone"] = backbone_record(models, modality)
+        record["backbone"] = backbone_record(models, modality, precision=run_precision)
     return record
 
 
-def backbone_record(models: ExtractionModels, modality: Modality) -> dict[str, Any]:
+def backbone_record(
+    models: ExtractionModels, modality: Modality, *, precision: str | None = None
+) -> dict[str, Any]:
     """What computed a modality's features (stored in the file's provenance as ``backbone``):
     the backbone name, weights source and revision or file hash, library versions,
-    preprocessing, clip length and stride, pooling, precision and dimension."""
+    preprocessing, clip length and stride, pooling, precision and dimension.
+
+    ``precision``: the Lightning precision the models run at (default: the config's, ``auto``
+    resolved for the config's device, as in the config hash); the configured value is kept as
+    ``precision_setting``."""
     config = models.config
     options = config.rgb if modality == "rgb" else config.flow
     backbone = models.rgb if modality == "rgb" else models.flow
@@ -320,7 +326,10 @@ def backbone_record(models: ExtractionModels, modality: Modality) -> dict[str, A
             "clip_rule": "frame f only" if modality == "rgb" else "flow stack ending at f",
             "dim": backbone.feature_dim if backbone is not None else None,
         }
-    record["precision"] = config.precision
+    if precision is None:
+        precision = resolve_precision(config.precision, resolve_device(config.device))
+    record["precision"] = precision
+    record["precision_setting"] = config.precision
     return record
 
 

@@ -6,12 +6,12 @@ Usage::
     python scripts/bench_extract.py -c configs/extract/cpu.yaml --video clip.mkv --rgb.weights none
     python scripts/bench_extract.py -c configs/extract/rulstm_tsn.yaml --max_frames 64 --models_only
     python scripts/bench_extract.py --backbones            # foundation families side by side
-    python scripts/bench_extract.py --backbones --sizes base --device cuda
+    python scripts/bench_extract.py --backbones --sizes base --device cuda --flops --ek100
 
 ``--backbones`` times the frozen foundation backbones (extra [backbones]) side by side, at tiny
 and base sizes, with random weights built from the real architectures (no download): library
-preprocessing + forward on decoded 456x256 frames, features per second (a video model's
-feature reads a clip of T frames, so its frames/s is clips/s).
+preprocessing + forward, features per second (a video model's feature reads a clip of T
+frames, so its frames/s is clips/s); see ``scripts/bench_backbones.py`` for its options.
 
 Without ``--video`` it generates a synthetic clip (moving coloured shapes, 640x360, 30 fps).
 Any config field can be overridden as in ``rulstm-extract``. The "overhead" column compares
@@ -35,6 +35,10 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_backbones import add_selection_arguments  # noqa: E402
+from bench_backbones import main as bench_backbones  # noqa: E402
 
 from epic_protocol.precision import device_description  # noqa: E402
 from feature_extraction import (  # noqa: E402
@@ -87,72 +91,6 @@ def timed(function: Callable[[], object], *, repeat: int = 1) -> float:
     return (time.perf_counter() - started) / repeat
 
 
-#: (size, label, backbone, options): the shipped configs' architectures (base) and smaller ones.
-FAMILY_ROWS: list[tuple[str, str, str, dict]] = [
-    ("tiny", "timm ViT-Ti/16", "timm:vit_tiny_patch16_224", {}),
-    ("tiny", "OpenCLIP ViT-B/32", "open_clip:ViT-B-32", {}),
-    ("tiny", "DINOv2 ViT-S/14 (hf)", "hf:dinov2", {"hidden_size": 384, "num_attention_heads": 6}),
-    (
-        "tiny",
-        "VideoMAE ViT-S (hf), T=16 s=4",
-        "hf:videomae",
-        {"hidden_size": 384, "num_attention_heads": 6, "intermediate_size": 1536},
-    ),
-    ("base", "DINOv2 ViT-B/14 (hf), dinov2.yaml", "hf:dinov2", {}),
-    ("base", "OpenCLIP ViT-B/16, clip.yaml", "open_clip:ViT-B-16", {}),
-    ("base", "timm DINOv2 ViT-B/14 @518", "timm:vit_base_patch14_dinov2", {}),
-    ("base", "VideoMAE ViT-B (hf), T=16 s=4, videomae.yaml", "hf:videomae", {}),
-    ("base", "V-JEPA 2 ViT-L (hf), T=16 s=4, vjepa2.yaml", "hf:vjepa2", {"frames_per_clip": 16}),
-]
-
-
-def bench_backbones(*, sizes: list[str], device: torch.device, repeat: int) -> None:
-    """Features/s of each foundation backbone (FAMILY_ROWS), side by side."""
-    from feature_extraction import build_foundation_backbone
-
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        video = synthetic_video(work / "synthetic.mp4", seconds=3.0)
-        frames = [d.image for d in decode_video(video, fps=30, width=456, height=256)]
-        print(
-            f"device: {device}; torch threads: {torch.get_num_threads()}; frames 456x256; "
-            "random weights (real architectures); library preprocessing included"
-        )
-        print(f"{'size':5s} {'backbone':48s} {'dim':>5s} {'params':>8s} {'batch':>5s} "
-              f"{'features/s':>10s}")  # fmt: skip
-        for size, label, name, options in FAMILY_ROWS:
-            if size not in sizes:
-                continue
-            weights = "none"
-            architecture = name
-            if name.startswith("hf:"):
-                import transformers
-
-                config = transformers.AutoConfig.for_model(name[3:], **options)
-                architecture = f"hf:{work / label.split()[0]}_{size}"
-                config.save_pretrained(architecture[3:])
-            backbone = build_foundation_backbone(name=architecture, weights=weights, clip_stride=4)
-            backbone = backbone.to(device).eval()
-            tower = getattr(backbone.model, "visual", backbone.model)  # OpenCLIP: image tower
-            params = sum(p.numel() for p in tower.parameters()) / 1e6
-            if backbone.is_video:
-                batch = 2
-                clips = [
-                    np.stack(
-                        [frames[max(0, k - j * 4)] for j in range(backbone.clip_length - 1, -1, -1)]
-                    )
-                    for k in range(len(frames) - batch, len(frames))
-                ]
-                inputs = torch.from_numpy(np.stack(clips))  # (B, T, H, W, 3)
-            else:
-                batch = 8
-                inputs = torch.from_numpy(np.stack(frames[:batch]))  # (B, H, W, 3)
-            with torch.inference_mode():
-                seconds = timed(lambda b=backbone, x=inputs: b(x), repeat=repeat)
-            print(f"{size:5s} {label:48s} {backbone.feature_dim:5d} {params:7.1f}M {batch:5d} "
-                  f"{batch / seconds:10.2f}")  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -175,17 +113,16 @@ def main() -> None:
     parser.add_argument(
         "--backbones",
         action="store_true",
-        help="Time the foundation backbones side by side instead (extra [backbones]).",
+        help="Time the foundation backbones side by side instead (extra [backbones]), with "
+        "the options below and --device, --precision (one or more), --threads; see "
+        "scripts/bench_backbones.py.",
     )
-    parser.add_argument("--sizes", nargs="+", default=["tiny", "base"], help="With --backbones.")
-    parser.add_argument("--repeat", type=int, default=2, help="Timed batches (--backbones).")
-    known, overrides = parser.parse_known_args()
-    if known.backbones:
-        device_name = (
-            overrides[overrides.index("--device") + 1] if "--device" in overrides else "cpu"
-        )
-        bench_backbones(sizes=known.sizes, device=resolve_device(device_name), repeat=known.repeat)
+    backbones = parser.add_argument_group("with --backbones")
+    add_selection_arguments(backbones)
+    if "--backbones" in sys.argv[1:]:
+        bench_backbones([a for a in sys.argv[1:] if a != "--backbones"])
         return
+    known, overrides = parser.parse_known_args()
     config: ExtractConfig = load_config(known.config, overrides)
     torch.set_num_threads(config.resolved_threads())
     device = resolve_device(config.device)

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # One-shot performance check on a machine with an NVIDIA GPU (issue 14). Installs nothing,
-# downloads nothing (random weights everywhere), runs in well under 8 minutes on a recent GPU,
-# and writes every figure into ONE summary file:
+# downloads nothing (random weights everywhere), runs in well under 8 minutes on a recent GPU
+# plus a few for the foundation backbones (3b-3c; building their random weights takes most of
+# that), and writes every figure into ONE summary file:
 #
 #   1. training step, reference sizes: straightforward fp32 vs fast fp32 vs fast bf16, with
 #      max_memory_allocated                                  (scripts/bench_train.py)
 #   2. HDF5 DataLoader samples/s (3 modalities, B=128, 2 workers) (bench_train.py --dataloader)
 #   3. extraction frames/s: RAFT flow, Faster R-CNN, and the TSN backbones (ResNet-50; the
 #      BNInception one when this checkout has it)             (scripts/bench_extract.py)
+#   3b. frozen foundation backbones (extra [backbones]): features/s per family side by side at
+#      fp32 and bf16 (the README "Modern backbones" rows), GFLOP per feature and the hours of
+#      EK100's sparse features at the measured rate   (scripts/bench_extract.py --backbones)
+#   3c. rulstm-extract end to end with a video model (VideoMAE, configs/extract/videomae.yaml,
+#      causal 16-frame clips) on a 2 s clip, and the written file's backbone record
 #   4. the online step, fp32 and bf16 weights on the GPU        (scripts/bench_online.py)
 #   5. a short `rulstm fit --trainer.devices 1` on generated features, fp32 and bf16-mixed
 #      (quick mode: one run at auto, i.e. bf16 only where it is native)
@@ -16,7 +22,7 @@
 #   bash scripts/gpu_check.sh [SUMMARY_FILE]        # default gpu_check_<host>_<date>.txt
 #   GPU_CHECK_QUICK=1 bash scripts/gpu_check.sh     # tiny sizes: checks the script itself
 #                                                     (runs on a CPU-only machine too)
-# Each part has its own time limit (together 7 min 45 s at most, plus a few seconds of setup); a part
+# Each part has its own time limit (together 15 min 45 s at most, plus a few seconds of setup); a part
 # that fails or times out is reported in the summary and the script goes on. Exit status: the
 # number of failed parts.
 set -u -o pipefail
@@ -43,6 +49,9 @@ if [ "$QUICK" = 1 ]; then
     # Small frames, DIS instead of RAFT, the models alone (rulstm-extract end to end is what
     # the test suite runs): only checks that the commands run.
     EXTRACT_QUICK=(--decode.width 96 --decode.height 64 --obj.min_size 64 --obj.max_size 96 --flow.method dis --models_only)
+    # Foundation backbones: tiny random models of each family (the script, not the speed).
+    BACKBONE_ARGS=(--sizes test --repeat 1)
+    VIDEO_MODEL=tiny; VIDEO_EXTRACT=(--rgb.clip_length 4 --decode.width 96 --decode.height 64 --num_workers 0 --batch_size 4)
     ONLINE_ARGS=(--hidden 32 --classes 20 --steps 3 --warmup 1)
     FIT_EPOCHS=1; FIT_DIM=32; FIT_ARGS=(--model.net.init_args.hidden 32 --data.num_workers 0)
     # One run at auto: bf16 only where it is native (emulated bf16 on a CPU is many times
@@ -56,6 +65,9 @@ else
     LOADER_ARGS=(--batch-size 128 --iters 20 --repeats 3)
     EXTRACT_SECONDS=8; EXTRACT_FRAMES=200
     EXTRACT_QUICK=()
+    # The README rows, at the configs' GPU batch sizes.
+    BACKBONE_ARGS=(--sizes tiny base --repeat 3 --batch 32 --clip_batch 8 --flops --ek100)
+    VIDEO_MODEL=base; VIDEO_EXTRACT=()
     ONLINE_ARGS=(--steps 200 --warmup 20)
     FIT_EPOCHS=3; FIT_DIM=1024; FIT_ARGS=()
     FIT_PRECISIONS=(32-true bf16-mixed)
@@ -135,6 +147,67 @@ else
     log ""
     log "=== extraction: BNInception (TSN) backbones ==="
     log "skipped: this checkout has no 'bninception' backbone in feature_extraction"
+fi
+
+# 3b. Foundation backbones side by side (random weights from the real architectures).
+if $PYTHON -c 'import timm, open_clip, transformers' >/dev/null 2>&1; then
+    run "extraction: foundation backbones" 300 \
+        $PYTHON scripts/bench_extract.py --backbones --device "$DEVICE" "${BACKBONE_ARGS[@]}"
+
+    # 3c. rulstm-extract with a video model: VideoMAE (base: the model type's default config, as
+    #     videomae.yaml; quick: a tiny one), random weights, on a generated 2 s clip.
+    VIDEO_DIR="$WORK/video_model"
+    if $PYTHON - "$VIDEO_DIR" "$VIDEO_MODEL" <<'EOF' >>"$SUMMARY" 2>&1; then
+import sys
+from pathlib import Path
+
+sys.path.insert(0, "scripts")
+from bench_extract import synthetic_video
+
+root = Path(sys.argv[1])
+(root / "videos").mkdir(parents=True)
+synthetic_video(root / "videos" / "clip.mp4", seconds=2.0)
+if sys.argv[2] == "tiny":
+    import transformers
+
+    transformers.VideoMAEConfig(
+        image_size=32, patch_size=8, num_frames=4, hidden_size=32, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=64,
+    ).save_pretrained(root / "videomae")
+    transformers.VideoMAEVideoProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(root / "videomae")
+EOF
+        if [ "$VIDEO_MODEL" = tiny ]; then VIDEO_BACKBONE="hf:$VIDEO_DIR/videomae"; else VIDEO_BACKBONE=hf:videomae; fi
+        run "extraction: video foundation backbone (videomae.yaml, rulstm-extract)" 180 \
+            $PYTHON -m feature_extraction.cli -c configs/extract/videomae.yaml \
+            --videos "$VIDEO_DIR/videos" --out "$VIDEO_DIR/out" --device "$DEVICE" \
+            --rgb.backbone "$VIDEO_BACKBONE" --rgb.weights none --progress false "${VIDEO_EXTRACT[@]}" &&
+            $PYTHON - "$VIDEO_DIR/out/rgb.h5" <<'EOF' 2>&1 | tee -a "$SUMMARY" || FAILED=$((FAILED + 1))
+import json
+import sys
+
+import h5py
+import numpy as np
+
+with h5py.File(sys.argv[1], "r") as handle:
+    features = handle["clip/features"][()]
+    record = json.loads(handle.attrs["provenance"])["backbone"]
+assert len(features) == 60 and np.isfinite(features).all(), features.shape
+print(
+    f"video model features: {features.shape[0]} x {features.shape[1]}, {record['backbone']}, "
+    f"clip {record['clip_length']} frames stride {record['clip_stride']}, "
+    f"precision {record['precision']}"
+)
+EOF
+    else
+        FAILED=$((FAILED + 1))
+        log "!!! extraction: video foundation backbone: could not generate its inputs"
+    fi
+else
+    log ""
+    log "=== extraction: foundation backbones ==="
+    log "skipped: the extra [backbones] (timm, open_clip_torch, transformers) is not installed"
 fi
 
 # 4. Online step (int8 is CPU only: fp32 and bf16 weights here).

@@ -65,3 +65,19 @@ def test_unknown_option_is_a_usage_error(base_args, capsys):
     assert _error_line(capsys.readouterr().err) == (
         "rulstm-extract: error: --only-needed needs --annotations"
     )
+
+
+def test_devices_that_do_not_match_torchrun_are_refused(base_args, capsys, monkeypatch):
+    """Under torchrun, --devices/--num_nodes must match its processes: otherwise every process
+    would extract everything into the same folder (seen with torchrun --nproc_per_node 2 and
+    the default --devices 1)."""
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert main([*base_args, "--devices", "2"]) == 2
+    assert _error_line(capsys.readouterr().err) == (
+        "rulstm-extract: error: torchrun started 2 processes per node, 4 in all, but --devices 2 "
+        "--num_nodes 1: give --devices 2 --num_nodes 2 (--devices = --nproc_per_node, "
+        "--num_nodes = --nnodes)"
+    )
+    assert not Path(base_args[3]).exists()  # nothing written (base_args[3]: --out)

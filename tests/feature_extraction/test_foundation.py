@@ -19,7 +19,7 @@ from feature_extraction.cli import main
 from feature_extraction.clips import clip_frames
 from feature_extraction.config import load_config
 from feature_extraction.foundation import build_foundation_backbone
-from feature_extraction.models import build_models
+from feature_extraction.models import build_models, resolve_precision
 from feature_extraction.streaming import StreamingExtractor
 from feature_extraction.video import decode_video
 
@@ -167,6 +167,33 @@ def test_open_clip_embedding_is_open_clip_preprocess_and_encode_image(
     torch.testing.assert_close(unprojected @ model.visual.proj, expected, rtol=0, atol=1e-4)
 
 
+def test_open_clip_weights_from_a_local_checkpoint_file(tmp_path: Path, make_video) -> None:
+    """--rgb.weights FILE: an OpenCLIP checkpoint file (a state dict) loaded through the real
+    loading code; the features are those of the saved model, its hash recorded."""
+    import open_clip
+    from PIL import Image
+
+    config_file = tiny_open_clip_config(tmp_path / "tiny-clip-file.json")
+    open_clip.add_model_config(config_file)
+    torch.manual_seed(7)
+    model, _, preprocess = open_clip.create_model_and_transforms("tiny-clip-file")
+    checkpoint = tmp_path / "tiny-clip.pt"
+    torch.save(model.state_dict(), checkpoint)
+    backbone = build_foundation_backbone(
+        name=f"open_clip:{config_file}", weights=str(checkpoint), seed=0
+    )
+    frames = frames_of(make_video(num_frames=2, width=96, height=64))
+    with torch.no_grad():
+        expected = model.eval().encode_image(
+            torch.stack([preprocess(Image.fromarray(f)) for f in frames])
+        )
+    torch.testing.assert_close(
+        backbone(torch.from_numpy(np.stack(frames))), expected, rtol=0, atol=1e-5
+    )
+    assert backbone.record["weights"] == str(checkpoint)
+    assert backbone.record["revision"].startswith("sha256:")
+
+
 def test_hf_image_model_is_processor_and_pooler_output(tmp_path: Path, make_video) -> None:
     folder = tiny_dinov2(tmp_path / "dinov2")
     backbone = build_foundation_backbone(name="hf:dinov2", weights=str(folder))
@@ -180,6 +207,7 @@ def test_hf_image_model_is_processor_and_pooler_output(tmp_path: Path, make_vide
         backbone(torch.from_numpy(np.stack(frames))), expected, atol=1e-5, rtol=0
     )
     assert backbone.feature_dim == 32 and backbone.clip_length == 1
+    assert backbone.model.config._attn_implementation == "sdpa"  # PyTorch's fused attention
     # A wrong model type is refused, naming both.
     with pytest.raises(ValueError, match="hf:dinov2"):
         build_foundation_backbone(name="hf:videomae", weights=str(folder))
@@ -204,6 +232,7 @@ def test_hf_video_model_is_processor_and_mean_of_tokens(
             hidden = model(**inputs).last_hidden_state
     ours = backbone(torch.from_numpy(clip)[None])
     torch.testing.assert_close(ours, hidden.mean(1), atol=1e-5, rtol=0)
+    assert backbone.model.config._attn_implementation == "sdpa"  # PyTorch's fused attention
     if kind == "videomae":  # the position table fixes the clip length
         with pytest.raises(ValueError, match="num_frames"):
             build_foundation_backbone(name="hf:videomae", weights=str(folder), clip_length=8)
@@ -275,13 +304,47 @@ def test_video_backbone_sees_only_the_past_offline_sparse_and_streaming(
 
     # The recorded attributes.
     with h5py.File(tmp_path / "dense" / "rgb.h5", "r") as handle:
-        record = json.loads(handle.attrs["provenance"])["backbone"]
+        provenance = json.loads(handle.attrs["provenance"])
+    record = provenance["backbone"]
     assert record["backbone"] == "hf:videomae" and record["dim"] == 32
     assert (record["clip_length"], record["clip_stride"]) == (4, 2)
     assert record["weights"] == str(folder) and record["revision"].startswith("sha256:")
     assert record["library"]["transformers"] == transformers.__version__
     assert "VideoMAEVideoProcessor" in record["preprocessing"]
-    assert "mean" in record["pooling"] and record["precision"] == "auto"
+    assert "mean" in record["pooling"]
+    # The precision the features were computed at (auto resolved: bf16 on a CPU with native
+    # bf16, else float32), which the config hash includes when it is not float32.
+    ran = resolve_precision("auto", torch.device("cpu"))
+    assert (record["precision"], record["precision_setting"]) == (ran, "auto")
+    assert provenance["settings"].get("precision", "32-true") == ran
+
+
+def test_vjepa2_streaming_equals_offline_and_sees_only_the_past(tmp_path: Path) -> None:
+    """V-JEPA 2 (tiny, 4-frame clips at stride 2): the streaming ring buffer gives the offline
+    features within 1e-4, and changing the frames after f changes nothing at f."""
+    from tests.feature_extraction.conftest import coded_frame, write_video
+
+    folder = tiny_video_model(tmp_path / "vjepa2", "vjepa2")
+    same = [coded_frame(i + 1, shift=i) for i in range(40)]
+    other = same[:20] + [255 - coded_frame(i + 1, shift=3 * i) for i in range(20, 40)]
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "P01_01.mp4", np.stack(same))
+    write_video(tmp_path / "videos" / "P01_02.mp4", np.stack(other))
+    _extract(tmp_path / "videos", tmp_path / "out", folder, "--rgb.backbone", "hf:vjepa2")
+    _, first = _stored(tmp_path / "out" / "rgb.h5", "P01_01")
+    _, second = _stored(tmp_path / "out" / "rgb.h5", "P01_02")
+    np.testing.assert_array_equal(first[:20], second[:20])
+    assert not np.allclose(first[20:], second[20:], atol=1e-3)
+    config = load_config(
+        None,
+        ["--modalities", "rgb", "--device", "cpu", "--rgb.backbone", "hf:vjepa2",
+         "--rgb.weights", str(folder), "--rgb.clip_stride", "2", "--decode.width", "64",
+         "--decode.height", "48"],
+    )  # fmt: skip
+    extractor = StreamingExtractor(config)
+    for index, image in enumerate(frames_of(tmp_path / "videos" / "P01_01.mp4", size=None)):
+        vector = extractor.push(image)["rgb"]
+        np.testing.assert_allclose(vector, first[index], rtol=0, atol=1e-4)
 
 
 def test_frame_folders_read_the_clip_frames_of_sparse_frames(tmp_path: Path, make_video) -> None:
@@ -305,10 +368,21 @@ def test_frame_folders_read_the_clip_frames_of_sparse_frames(tmp_path: Path, mak
     np.testing.assert_allclose(sparse, dense[frames - 1], rtol=0, atol=1e-5)
 
 
-def test_a_missing_library_names_the_extra(monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "timm", None)  # import timm raises ImportError
-    with pytest.raises(ImportError, match=r"pip install -e '\.\[backbones\]'"):
-        build_foundation_backbone(name="timm:test_vit", weights="none")
+@pytest.mark.parametrize(
+    ("module", "package", "backbone"),
+    [
+        ("timm", "timm", "timm:test_vit"),
+        ("open_clip", "open_clip_torch", "open_clip:ViT-B-32"),
+        ("transformers", "transformers", "hf:dinov2"),
+    ],
+)
+def test_a_missing_library_names_the_extra(monkeypatch, module, package, backbone) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # import <module> raises ImportError
+    with pytest.raises(ImportError) as caught:
+        build_foundation_backbone(name=backbone, weights="none")
+    message = str(caught.value)
+    assert "\n" not in message and package in message
+    assert "pip install -e '.[backbones]'" in message
 
 
 @pytest.mark.parametrize(
@@ -346,37 +420,78 @@ def test_foundation_backbones_are_rgb_only_and_use_their_own_preprocessing() -> 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "extract"
 
 
-@pytest.mark.parametrize(
-    "name", ["dinov2", "videomae", "vjepa2", pytest.param("clip", marks=pytest.mark.slow)]
-)
-def test_shipped_foundation_configs_extract_with_local_weights(
+def _library_features(name: str, weights: Path, frames: list[np.ndarray]) -> torch.Tensor:
+    """The library's own preprocessing + forward of every frame (image models) or of the
+    causal clip ending at every frame (video models: 4 frames at the configs' stride 4)."""
+    from PIL import Image
+
+    with torch.no_grad():
+        if name == "clip":
+            import open_clip
+
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                weights.stem.removesuffix("-weights"), pretrained=str(weights)
+            )
+            images = torch.stack([preprocess(Image.fromarray(f)) for f in frames])
+            return model.eval().encode_image(images)
+        model = transformers.AutoModel.from_pretrained(weights).eval()
+        if name == "dinov2":
+            processor = transformers.AutoImageProcessor.from_pretrained(weights)
+            return model(**processor(images=frames, return_tensors="pt")).pooler_output
+        processor = transformers.AutoVideoProcessor.from_pretrained(weights)
+        clips = [
+            [frames[n - 1] for n in clip_frames(f, length=4, stride=4)]
+            for f in range(1, len(frames) + 1)
+        ]
+        inputs = processor(videos=clips, return_tensors="pt")
+        extra = {"skip_predictor": True} if name == "vjepa2" else {}
+        return model(**inputs, **extra).last_hidden_state.mean(1)
+
+
+@pytest.mark.parametrize("name", ["dinov2", "clip", "videomae", "vjepa2"])
+def test_shipped_foundation_configs_write_the_library_features_from_local_weights(
     tmp_path: Path, make_video, name: str
 ) -> None:
-    """configs/extract/<name>.yaml --rgb.weights <local folder> (tiny random models of the same
-    type; OpenCLIP: the real ViT-B-16 architecture with random weights)."""
+    """rulstm-extract -c configs/extract/<name>.yaml --rgb.weights <local folder or file>
+    writes the library's preprocessing + forward of each decoded frame (fp32, <= 1e-5): tiny
+    random models of the same type saved to tmp_path (OpenCLIP: a checkpoint file of a tiny
+    model config, given as --rgb.backbone), loaded by path."""
+    import open_clip
+
+    arguments = ["-c", str(CONFIGS / f"{name}.yaml")]
     if name == "dinov2":
-        weights = str(tiny_dinov2(tmp_path / "model"))
+        weights = tiny_dinov2(tmp_path / "model")
     elif name == "clip":
-        weights = "none"
+        config_file = tiny_open_clip_config(tmp_path / "tiny-clip-cfg.json")
+        open_clip.add_model_config(config_file)
+        torch.manual_seed(9)
+        model = open_clip.create_model("tiny-clip-cfg")
+        weights = tmp_path / "tiny-clip-cfg-weights.pt"
+        torch.save(model.state_dict(), weights)
+        arguments += ["--rgb.backbone", f"open_clip:{config_file}"]
     else:
-        weights = str(tiny_video_model(tmp_path / "model", name))
-    make_video("videos/P01_01.mp4", num_frames=3, width=96, height=64)
-    out = tmp_path / "out"
-    arguments = [
-        "-c", str(CONFIGS / f"{name}.yaml"), "--videos", str(tmp_path / "videos"),
-        "--out", str(out), "--rgb.weights", weights, "--device", "cpu", "--num_workers", "0",
-        "--threads", "1", "--batch_size", "2", "--progress", "false",
-    ]  # fmt: skip
-    if name in ("videomae", "vjepa2"):
+        weights = tiny_video_model(tmp_path / "model", name)
         arguments += ["--rgb.clip_length", "4"]  # the tiny models' clip length
+    video = make_video("videos/P01_01.mp4", num_frames=6, width=96, height=64)
+    out = tmp_path / "out"
+    arguments += [
+        "--videos", str(tmp_path / "videos"), "--out", str(out), "--rgb.weights", str(weights), "--device", "cpu", "--num_workers", "0",
+        "--threads", "1", "--batch_size", "2", "--progress", "false", "--precision", "32",
+    ]  # fmt: skip
     assert main(arguments) == 0
     frames, features = _stored(out / "rgb.h5", "P01_01")
     config = load_config(CONFIGS / f"{name}.yaml")
-    assert frames.tolist() == [1, 2, 3] and np.isfinite(features).all()
-    assert features.shape[1] == (512 if name == "clip" else 32)
+    assert frames.tolist() == [1, 2, 3, 4, 5, 6]
+    decoded = frames_of(video, size=(config.decode.width, config.decode.height))
+    expected = _library_features(name, weights, decoded)
+    np.testing.assert_allclose(features, expected.numpy(), rtol=0, atol=1e-5)
+    assert features.shape[1] == (24 if name == "clip" else 32)
     with h5py.File(out / "rgb.h5", "r") as handle:
         record = json.loads(handle.attrs["provenance"])["backbone"]
-    assert record["backbone"] == config.rgb.backbone and record["dim"] == features.shape[1]
+    backbone = f"open_clip:{config_file}" if name == "clip" else config.rgb.backbone
+    assert record["backbone"] == backbone and record["dim"] == features.shape[1]
+    assert record["weights"] == str(weights) and record["revision"].startswith("sha256:")
+    assert record["precision"] == "32-true"
 
 
 @pytest.mark.slow
@@ -415,3 +530,47 @@ def test_two_cpu_processes_with_ddp_extract_a_video_backbone_like_one(
         single_frames, single_features = _stored(single / "rgb.h5", video)
         assert frames.tolist() == single_frames.tolist()
         np.testing.assert_allclose(features, single_features, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_torchrun_as_documented_extracts_a_video_backbone_like_one_process(
+    tmp_path: Path, make_video
+) -> None:
+    """The documented torchrun command (docs: several machines), on one machine: 2 gloo
+    processes, a tiny random VideoMAE built from a local config (--rgb.weights none), 3
+    videos; the merged output equals a single process."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    folder = tiny_video_model(tmp_path / "videomae", "videomae")
+    for name, frames in (("A", 30), ("B", 21), ("C", 24)):
+        make_video(f"videos/{name}.mp4", num_frames=frames)
+    repo = Path(__file__).resolve().parents[2]
+    environment = dict(os.environ, WANDB_MODE="disabled")
+    environment["PYTHONPATH"] = os.pathsep.join([str(repo), environment.get("PYTHONPATH", "")])
+    options = [
+        "--videos", str(tmp_path / "videos"), "--modalities", "rgb", "--device", "cpu",
+        "--rgb.backbone", f"hf:{folder}", "--rgb.weights", "none", "--rgb.clip_stride", "2",
+        "--batch_size", "4", "--num_workers", "0", "--threads", "1", "--decode.width", "64",
+        "--decode.height", "48", "--progress", "false",
+    ]  # fmt: skip
+    result = subprocess.run(
+        [torchrun, "--nnodes", "1", "--nproc_per_node", "2", "--node_rank", "0",
+         "--master_addr", "127.0.0.1", "--master_port", port, "-m", "feature_extraction.cli",
+         *options, "--out", str(tmp_path / "torchrun"), "--devices", "2", "--num_nodes", "1"],
+        env=environment, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "processes: 2 (videos per rank: 2, 1)" in result.stdout
+    assert main([*options, "--out", str(tmp_path / "single")]) == 0
+    for video in ("A", "B", "C"):
+        frames, features = _stored(tmp_path / "torchrun" / "rgb.h5", video)
+        single_frames, single_features = _stored(tmp_path / "single" / "rgb.h5", video)
+        assert frames.tolist() == single_frames.tolist()
+        np.testing.assert_array_equal(features, single_features)

@@ -52,7 +52,7 @@ def test_fusion_demo_writes_a_playable_video_with_the_overlay(
 
 
 def test_single_branch_demo_reads_alpha_and_modality_from_the_checkpoint(
-    make_checkpoint, demo_args, tmp_path, decode_all
+    make_checkpoint, demo_args, tmp_path, decode_all, capsys
 ):
     checkpoint = make_checkpoint(
         "rgb", hyper_parameters={"modality": "rgb", "alpha": 0.5, "anticipation_steps": 4}
@@ -60,6 +60,9 @@ def test_single_branch_demo_reads_alpha_and_modality_from_the_checkpoint(
     out = tmp_path / "rgb.mp4"
     args = demo_args(checkpoint, "--duration", "1.0", "--every", "2", "--min_height", "96", out=out)
     assert main(args) == 0
+    # The checkpoint records no feature backbone (trained before they were recorded): a warning.
+    err = capsys.readouterr().err
+    assert f"rulstm-demo: warning: {checkpoint} records no feature backbone" in err
     frames, _ = decode_all(out)
     assert len(frames) == 30  # --duration 1.0
     assert frames[0].shape[0] == 96  # --min_height

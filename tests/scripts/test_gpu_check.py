@@ -16,6 +16,8 @@ PARTS = (
     "HDF5 DataLoader",
     "extraction: RAFT, Faster R-CNN, ResNet-50",
     "extraction: BNInception (TSN) backbones",
+    "extraction: foundation backbones",
+    "extraction: video foundation backbone (videomae.yaml, rulstm-extract)",
     "online step",
     "rulstm fit --trainer.devices 1 --trainer.precision auto",
 )
@@ -50,5 +52,15 @@ def test_quick_mode_passes_every_part(tmp_path):
     # The CPU line of the precision rule, and the training run's best checkpoint was read.
     assert "bf16 native:" in text
     assert text.count("best val/action/top5/1.00s:") == 1
+    # The foundation families side by side (one table row each) and the video model's file.
+    for label in (
+        "timm test_vit",
+        "OpenCLIP tiny",
+        "DINOv2 tiny",
+        "VideoMAE tiny",
+        "V-JEPA 2 tiny",
+    ):
+        assert f"| test | {label}" in text, label
+    assert "video model features: 60 x 32, hf:" in text
     # The work folder is removed on exit.
     assert not list(tmp_path.glob("gpu_check.*"))

@@ -4,8 +4,10 @@ continues the uninterrupted run exactly, and a rerun never mixes with an earlier
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 
@@ -101,10 +103,6 @@ def test_rerun_into_a_used_folder_is_refused_or_replaced(tmp_path, synthetic_dat
 
 
 def _set_backbone(path: Path, record: dict) -> None:
-    import json
-
-    import h5py
-
     with h5py.File(path, "r+") as handle:
         provenance = json.loads(handle.attrs.get("provenance", "{}") or "{}")
         handle.attrs["provenance"] = json.dumps({**provenance, "backbone": record})
@@ -130,3 +128,12 @@ def test_checkpoints_record_the_feature_backbone_and_test_refuses_another(
     err = capsys.readouterr().err
     assert "timm:vit_small_patch14_dinov2" in err and "open_clip:ViT-B-16" in err
     assert str(best) in err
+    # A feature file that records no backbone (written before they were recorded): a warning.
+    with h5py.File(data.features["rgb"], "r+") as handle:
+        provenance = json.loads(handle.attrs["provenance"])
+        provenance.pop("backbone")
+        handle.attrs["provenance"] = json.dumps(provenance)
+    assert main(arguments) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "records no" in line]
+    assert len(warned) == 1 and warned[0].startswith("rulstm: warning: ")
+    assert "records no rgb backbone" in warned[0] and str(best) in warned[0]
