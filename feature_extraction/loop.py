@@ -299,7 +299,14 @@ class ThroughputMeter:
         self.rate: float | None = None
         #: The frames the rate was measured over (those after the warm-up batch).
         self.measured_frames = 0.0
+        #: The clock when the run began (:meth:`begin`) and when the rate became known.
+        self.began_at: float | None = None
+        self.measured_at = 0.0
         self._start: tuple[float, float] | None = None  # (time, frames) after the warm-up
+
+    def begin(self) -> None:
+        """The run begins (before the decoding workers start): the origin of its elapsed time."""
+        self.began_at = self.clock()
 
     def batch_done(self, frames: float) -> bool:
         """Told after each batch with the frames computed so far in the run; True the one
@@ -314,8 +321,15 @@ class ThroughputMeter:
         seconds, counted = now - began, frames - before
         if counted <= 0 or seconds <= 0 or seconds < self.measure_seconds:
             return False
-        self.rate, self.measured_frames = counted / seconds, counted
+        self.rate, self.measured_frames, self.measured_at = counted / seconds, counted, now
         return True
+
+    def estimate(self, *, done: float, planned: float) -> float:
+        """Seconds the whole run takes: the time since :meth:`begin` (the batch that measured
+        the rate if never begun) plus the ``planned - done`` frames left at :attr:`rate`."""
+        assert self.rate is not None, "estimate() before the rate was measured"
+        began = self.measured_at if self.began_at is None else self.began_at
+        return self.measured_at - began + max(0.0, planned - done) / self.rate
 
 
 class StagingSink(BasePredictionWriter):
@@ -323,11 +337,12 @@ class StagingSink(BasePredictionWriter):
 
     Progress: one bar over the frames of this rank's videos, moved after every modality's
     batch (so a slow model still moves it every few seconds), with frames/s, the video being
-    extracted and how many are finished. The frames/s measured after the first batch (see
-    :class:`ThroughputMeter`) give an estimate of the whole run's frames; a run estimated
-    longer than ``long_run_seconds`` (default :data:`LONG_RUN_SECONDS`) says so once on
-    stderr (rank 0, with ``slow_hint``), whether or not bars are shown. ``clock`` and
-    ``measure_seconds`` (default :data:`MEASURE_SECONDS`) are the meter's.
+    extracted and how many are finished. The time since the bar appeared plus the frames left
+    at the frames/s measured after the first batch (see :class:`ThroughputMeter`) estimate
+    the whole run; a run estimated longer than ``long_run_seconds`` (default
+    :data:`LONG_RUN_SECONDS`) says so once on stderr (rank 0, with ``slow_hint``), whether or
+    not bars are shown. ``clock`` and ``measure_seconds`` (default :data:`MEASURE_SECONDS`)
+    are the meter's.
     """
 
     def __init__(
@@ -354,7 +369,7 @@ class StagingSink(BasePredictionWriter):
             clock=clock,
             measure_seconds=MEASURE_SECONDS if measure_seconds is None else measure_seconds,
         )
-        #: This rank's frames over the measured rate (seconds), once measured.
+        #: The estimate of this rank's run (seconds, from the bar's start), once measured.
         self.estimated_seconds: float | None = None
         self._computed = 0.0
         self._planned = 0
@@ -383,6 +398,7 @@ class StagingSink(BasePredictionWriter):
         self._videos = len(jobs)
         self._rank_zero = trainer.global_rank == 0
         show = self.progress and self._rank_zero
+        self.meter.begin()
         self._overall = tqdm(
             total=self._planned or None,
             unit="frame",
@@ -410,7 +426,7 @@ class StagingSink(BasePredictionWriter):
         if not self.meter.batch_done(self._computed):
             return
         assert self.meter.rate is not None
-        self.estimated_seconds = self._planned / self.meter.rate
+        self.estimated_seconds = self.meter.estimate(done=self._computed, planned=self._planned)
         if not self._rank_zero or self.estimated_seconds <= self.long_run_seconds:
             return
         message = (

@@ -84,7 +84,8 @@ def _feed_sink(
     tmp_path: Path, *, planned: int, batches: list[tuple[int, float]], rank: int = 0
 ) -> StagingSink:
     """A StagingSink told of ``batches`` (frames, wall seconds each took) of one video's
-    rgb features, under a fake clock; long runs are those over 120 s, measured after 10 s."""
+    rgb features, under a fake clock starting at the bar's start; long runs are those over
+    120 s, measured after 10 s."""
     now = [1000.0]
     sink = StagingSink(
         out=tmp_path / "features",
@@ -143,22 +144,26 @@ def test_the_estimate_comes_from_the_frames_per_second_after_the_warm_up(
     batches = [(8, 50.0), (8, 4.0), (8, 4.0), (8, 4.0), (8, 1.0), (8, 100.0)]
     sink = _feed_sink(tmp_path, planned=1000, batches=batches)
     # Measured from the end of the warm-up to the third batch after it (12 s >= 10 s):
-    # 24 frames in 12 s, 2 frames/s, so 1000 frames in 500 s; later batches change nothing.
-    assert sink.estimated_seconds == pytest.approx(500.0)
+    # 24 frames in 12 s, 2 frames/s. The run: the 62 s so far, plus the 968 frames left at
+    # 2 frames/s (484 s). Later batches change nothing.
+    assert sink.estimated_seconds == pytest.approx(62.0 + 484.0)
     lines = [line for line in capsys.readouterr().err.splitlines() if "rulstm-extract" in line]
     assert lines == [
-        "rulstm-extract: about 8 min for 1000 frames on cpu (measured: 2.0 frames/s over 24 "
+        "rulstm-extract: about 9 min for 1000 frames on cpu (measured: 2.0 frames/s over 24 "
         "frames after the first batch); try a smaller config"
     ]
 
 
-@pytest.mark.parametrize(("planned", "rank"), [(200, 0), (1000, 1)])
+@pytest.mark.parametrize(
+    ("planned", "rank", "seconds"),
+    [(100, 0, 62.0 + 34.0), (1000, 1, 62.0 + 484.0)],  # 96 s is not long; rank 1 is quiet
+)
 def test_short_runs_and_other_ranks_print_no_estimate(
-    tmp_path: Path, capsys, planned: int, rank: int
+    tmp_path: Path, capsys, planned: int, rank: int, seconds: float
 ) -> None:
     batches = [(8, 50.0), (8, 4.0), (8, 4.0), (8, 4.0)]
     sink = _feed_sink(tmp_path, planned=planned, batches=batches, rank=rank)
-    assert sink.estimated_seconds == pytest.approx(planned / 2.0)  # not announced
+    assert sink.estimated_seconds == pytest.approx(seconds)
     assert "rulstm-extract" not in capsys.readouterr().err
 
 
