@@ -84,9 +84,6 @@ def in_fixed_batches(
 class ProgressListener(Protocol):
     """Told by :class:`ExtractionModule` what it computed (see :class:`StagingSink`)."""
 
-    def first_frame_timed(self, seconds: dict[str, float]) -> None:
-        """Seconds one frame took per modality's model (the first kept frame of the run)."""
-
     def computed(self, frames: float) -> None:
         """``frames`` more frames done (a modality's batch counts as its share of them)."""
 
@@ -96,9 +93,7 @@ class ExtractionModule(L.LightningModule):
 
     RGB and flow features are computed in batches of exactly ``batch_size`` frames (see
     :func:`in_fixed_batches`), so that they are bit-identical however the frames are chunked.
-    ``progress`` (optional) hears after each modality's batch, and once, before the first
-    batch, how long each model takes for one frame (an extra forward pass whose result is
-    discarded: the estimate of a run's length comes before its first, possibly long, batch).
+    ``progress`` (optional) hears after each modality's batch.
     """
 
     def __init__(
@@ -112,29 +107,8 @@ class ExtractionModule(L.LightningModule):
         self.computer = computer
         self.batch_size = batch_size
         self.progress = progress
-        self._timed = False
         self._flow_streams: dict[str, FlowStream] = {}  # flow estimated here (RAFT)
         self._clips: dict[str, ClipBuffer] = {}
-
-    def _time_one_frame(self, batch: Chunk, kept_images: torch.Tensor) -> dict[str, float]:
-        """Seconds per modality to compute the first kept frame alone (results discarded)."""
-        seconds: dict[str, float] = {}
-        for modality in batch.modalities:
-            begin = time.perf_counter()
-            if modality == "rgb":
-                one = kept_images[:1]  # (1, H, W, 3)
-                if self.computer.rgb_clip is not None:  # a video backbone times one clip
-                    length = self.computer.rgb_clip[0]
-                    one = one[:, None].expand(-1, length, -1, -1, -1)  # -> (1, T, H, W, 3)
-                self.computer.rgb_features(one)
-            elif modality == "flow" and not self.computer.flow_on_device:
-                self.computer.flow_features(batch.flow[:1])
-            elif modality == "obj":
-                self.computer.object_features(kept_images[:1])
-            else:  # RAFT flow runs in streams across chunks: not timed alone
-                continue
-            seconds[modality] = time.perf_counter() - begin
-        return seconds
 
     def _computed(self, frames: int, modalities: int) -> None:
         if self.progress is not None:
@@ -161,9 +135,6 @@ class ExtractionModule(L.LightningModule):
             rgb_inputs = clip_rows(clips, batch.frames.tolist(), images, keep.tolist())
         out: dict[str, Any] = {}
         kept = int(keep.sum())
-        if kept > 0 and self.progress is not None and not self._timed:
-            self._timed = True
-            self.progress.first_frame_timed(self._time_one_frame(batch, kept_images))
         if kept > 0:
             if "rgb" in modalities:
                 rgb = in_fixed_batches(self.computer.rgb_features, rgb_inputs, self.batch_size)
@@ -281,6 +252,8 @@ class _OpenVideo:
 
 #: Runs estimated to take longer than this (seconds) are announced with the estimate.
 LONG_RUN_SECONDS = 120.0
+#: Wall time (seconds) measured after the warm-up batch before the run is estimated.
+MEASURE_SECONDS = 10.0
 
 
 def format_estimate(seconds: float) -> str:
@@ -292,15 +265,84 @@ def format_estimate(seconds: float) -> str:
     return f"about {seconds / 3600:.1f} h"
 
 
+def format_rate(frames_per_second: float) -> str:
+    """``"18 frames/s"``, ``"2.4 frames/s"``, ``"0.35 frames/s"``."""
+    if frames_per_second >= 10:
+        return f"{frames_per_second:.0f} frames/s"
+    if frames_per_second >= 1:
+        return f"{frames_per_second:.1f} frames/s"
+    return f"{frames_per_second:.2f} frames/s"
+
+
+class ThroughputMeter:
+    """A run's speed in frames/s, measured on its real work after the warm-up.
+
+    The first batch that computes frames is the warm-up and is not counted: oneDNN and cuDNN
+    build their kernels for each new shape, memory is allocated and lazy modules initialise on
+    the first forward (one frame computed alone before the first batch overestimated a
+    ``make quickstart`` run about 14x: 2.9 h announced, 12.8 min taken). From the end of the
+    warm-up batch, the wall time (decoding, flow, models and writing together) over the frames
+    computed since gives the rate, once at least one more batch and ``measure_seconds`` of
+    wall time have passed.
+
+    Args:
+        clock: seconds from an arbitrary origin (``time.perf_counter``; tests pass a fake).
+        measure_seconds: the least wall time measured after the warm-up batch.
+    """
+
+    def __init__(
+        self, *, clock: Callable[[], float] = time.perf_counter, measure_seconds: float
+    ) -> None:
+        self.clock = clock
+        self.measure_seconds = measure_seconds
+        #: Frames per second, once measured.
+        self.rate: float | None = None
+        #: The frames the rate was measured over (those after the warm-up batch).
+        self.measured_frames = 0.0
+        #: The clock when the run began (:meth:`begin`) and when the rate became known.
+        self.began_at: float | None = None
+        self.measured_at = 0.0
+        self._start: tuple[float, float] | None = None  # (time, frames) after the warm-up
+
+    def begin(self) -> None:
+        """The run begins (before the decoding workers start): the origin of its elapsed time."""
+        self.began_at = self.clock()
+
+    def batch_done(self, frames: float) -> bool:
+        """Told after each batch with the frames computed so far in the run; True the one
+        time the rate becomes known (then :attr:`rate` is set)."""
+        if self.rate is not None or frames <= 0:
+            return False
+        now = self.clock()
+        if self._start is None:  # the end of the warm-up batch
+            self._start = (now, frames)
+            return False
+        began, before = self._start
+        seconds, counted = now - began, frames - before
+        if counted <= 0 or seconds <= 0 or seconds < self.measure_seconds:
+            return False
+        self.rate, self.measured_frames, self.measured_at = counted / seconds, counted, now
+        return True
+
+    def estimate(self, *, done: float, planned: float) -> float:
+        """Seconds the whole run takes: the time since :meth:`begin` (the batch that measured
+        the rate if never begun) plus the ``planned - done`` frames left at :attr:`rate`."""
+        assert self.rate is not None, "estimate() before the rate was measured"
+        began = self.measured_at if self.began_at is None else self.began_at
+        return self.measured_at - began + max(0.0, planned - done) / self.rate
+
+
 class StagingSink(BasePredictionWriter):
     """Writes each chunk's features to the video's staging files; tracks results.
 
     Progress: one bar over the frames of this rank's videos, moved after every modality's
     batch (so a slow model still moves it every few seconds), with frames/s, the video being
-    extracted and how many are finished. Before the first batch, the seconds the models took
-    for one frame give an estimate of the whole run; a run estimated longer than
-    ``long_run_seconds`` (default :data:`LONG_RUN_SECONDS`) says so on stderr (with
-    ``slow_hint``), whether or not bars are shown.
+    extracted and how many are finished. The time since the bar appeared plus the frames left
+    at the frames/s measured after the first batch (see :class:`ThroughputMeter`) estimate
+    the whole run; a run estimated longer than ``long_run_seconds`` (default
+    :data:`LONG_RUN_SECONDS`) says so once on stderr (rank 0, with ``slow_hint``), whether or
+    not bars are shown. ``clock`` and ``measure_seconds`` (default :data:`MEASURE_SECONDS`)
+    are the meter's.
     """
 
     def __init__(
@@ -317,12 +359,19 @@ class StagingSink(BasePredictionWriter):
         device: str = "cpu",
         slow_hint: str = "",
         long_run_seconds: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        measure_seconds: float | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
         self.device, self.slow_hint = device, slow_hint
         self.long_run_seconds = LONG_RUN_SECONDS if long_run_seconds is None else long_run_seconds
-        #: The first-frame estimate of the run's model time (seconds), once known.
+        self.meter = ThroughputMeter(
+            clock=clock,
+            measure_seconds=MEASURE_SECONDS if measure_seconds is None else measure_seconds,
+        )
+        #: The estimate of this rank's run (seconds, from the bar's start), once measured.
         self.estimated_seconds: float | None = None
+        self._computed = 0.0
         self._planned = 0
         self._videos = 0
         self._rank_zero = True
@@ -349,6 +398,7 @@ class StagingSink(BasePredictionWriter):
         self._videos = len(jobs)
         self._rank_zero = trainer.global_rank == 0
         show = self.progress and self._rank_zero
+        self.meter.begin()
         self._overall = tqdm(
             total=self._planned or None,
             unit="frame",
@@ -367,20 +417,24 @@ class StagingSink(BasePredictionWriter):
     ) -> None:
         self._show_video(batch.video)
 
-    def first_frame_timed(self, seconds: dict[str, float]) -> None:
-        per_frame = sum(seconds.values())
-        self.estimated_seconds = per_frame * self._planned
+    def computed(self, frames: float) -> None:
+        self._computed += frames
+        self._overall.update(frames)
+
+    def _measure(self) -> None:
+        """After each batch: once the rate is known, estimate the run and announce it if long."""
+        if not self.meter.batch_done(self._computed):
+            return
+        assert self.meter.rate is not None
+        self.estimated_seconds = self.meter.estimate(done=self._computed, planned=self._planned)
         if not self._rank_zero or self.estimated_seconds <= self.long_run_seconds:
             return
-        parts = ", ".join(f"{m} {1000 * t:.0f} ms" for m, t in seconds.items())
         message = (
             f"rulstm-extract: {format_estimate(self.estimated_seconds)} for {self._planned} "
-            f"frames on {self.device} (one frame took {parts})"
+            f"frames on {self.device} (measured: {format_rate(self.meter.rate)} over "
+            f"{round(self.meter.measured_frames)} frames after the first batch)"
         )
         tqdm.write(message + (f"; {self.slow_hint}" if self.slow_hint else ""), file=sys.stderr)
-
-    def computed(self, frames: float) -> None:
-        self._overall.update(frames)
 
     def _show_video(self, video: str) -> None:
         finished = len(self.results)
@@ -441,6 +495,7 @@ class StagingSink(BasePredictionWriter):
             raise SIGTERMException
         if self.first_batch_at is None:
             self.first_batch_at = time.perf_counter()
+        self._measure()
         video = batch.video
         if video in self._refused:
             if batch.last:

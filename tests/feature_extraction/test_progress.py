@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 from feature_extraction import loop
 from feature_extraction.cli import build_parser, main
 from feature_extraction.config import ExtractConfig, config_from_namespace
-from feature_extraction.loop import ExtractionModule, format_estimate
+from feature_extraction.loop import ExtractionModule, StagingSink, format_estimate, format_rate
 from feature_extraction.models import FeatureComputer, build_models
 from feature_extraction.pipeline import Chunk
 from feature_extraction.runner import describe_models, slow_run_hint
@@ -26,11 +28,7 @@ def load_extract_config(path: Path, overrides: list[str]) -> ExtractConfig:
 
 class Listener:
     def __init__(self) -> None:
-        self.timed: list[dict[str, float]] = []
         self.frames: list[float] = []
-
-    def first_frame_timed(self, seconds: dict[str, float]) -> None:
-        self.timed.append(seconds)
 
     def computed(self, frames: float) -> None:
         self.frames.append(frames)
@@ -51,7 +49,7 @@ def _chunk(modalities: tuple[str, ...], kept: int) -> Chunk:
     )
 
 
-def test_the_module_reports_each_modality_batch_and_times_one_frame_once(
+def test_the_module_reports_each_modality_batch_and_the_features_stay_the_same(
     tiny_config: Path, tiny_overrides: list[str]
 ) -> None:
     config = load_extract_config(tiny_config, tiny_overrides)
@@ -61,12 +59,9 @@ def test_the_module_reports_each_modality_batch_and_times_one_frame_once(
     modalities = ("rgb", "flow", "obj")
     first = module.predict_step(_chunk(modalities, 6), 0)
     module.predict_step(_chunk(modalities, 2), 1)
-    # One estimate, before the first batch, with every modality's time for one frame.
-    assert len(listener.timed) == 1 and set(listener.timed[0]) == set(modalities)
-    assert all(seconds >= 0 for seconds in listener.timed[0].values())
     # The bar moves after each modality: a third of the chunk's frames each time.
     assert listener.frames == [2.0, 2.0, 2.0, 2 / 3, 2 / 3, 2 / 3]
-    # Timing one frame alone changes nothing in the features.
+    # Reporting progress changes nothing in the features.
     plain = ExtractionModule(computer=computer, batch_size=4).predict_step(_chunk(modalities, 6), 0)
     for modality in ("rgb", "flow", "obj"):
         assert (first[modality] == plain[modality]).all(), modality
@@ -77,6 +72,99 @@ def test_format_estimate() -> None:
     assert format_estimate(75) == "about 75 s"
     assert format_estimate(12 * 60 + 10) == "about 12 min"
     assert format_estimate(3 * 3600) == "about 3.0 h"
+
+
+def test_format_rate() -> None:
+    assert format_rate(18.4) == "18 frames/s"
+    assert format_rate(2.44) == "2.4 frames/s"
+    assert format_rate(0.351) == "0.35 frames/s"
+
+
+def _feed_sink(
+    tmp_path: Path, *, planned: int, batches: list[tuple[int, float]], rank: int = 0
+) -> StagingSink:
+    """A StagingSink told of ``batches`` (frames, wall seconds each took) of one video's
+    rgb features, under a fake clock starting at the bar's start; long runs are those over
+    120 s, measured after 10 s."""
+    now = [1000.0]
+    sink = StagingSink(
+        out=tmp_path / "features",
+        dims={"rgb": 4},
+        fps=30.0,
+        provenances={"rgb": {}},
+        keep_detections=False,
+        class_names=(),
+        progress=False,
+        slow_hint="try a smaller config",
+        long_run_seconds=120.0,
+        clock=lambda: now[0],
+        measure_seconds=10.0,
+    )
+    # Two ranks, each with one video of ``planned`` frames.
+    plan = SimpleNamespace(jobs=[SimpleNamespace(expected=planned)] * 2)
+    trainer = SimpleNamespace(
+        datamodule=SimpleNamespace(plan=plan, num_workers=0),
+        global_rank=rank,
+        world_size=2,
+        received_sigterm=False,
+    )
+    sink.setup(trainer, None, "predict")  # type: ignore[arg-type]
+    first = 1
+    for index, (frames, seconds) in enumerate(batches):
+        now[0] += seconds
+        numbers = torch.arange(first, first + frames)
+        first += frames
+        chunk = Chunk(
+            video="P01_01",
+            modalities=("rgb",),
+            frames=numbers,
+            keep=torch.ones(frames, dtype=torch.bool),
+            images=torch.zeros(0, dtype=torch.uint8),
+            flow=torch.zeros(0, dtype=torch.uint8),
+            last=False,
+        )
+        sink.computed(frames)
+        rows = {"rgb": np.full((frames, 4), index, dtype=np.float32)}
+        sink.write_on_batch_end(trainer, None, rows, None, chunk, index)  # type: ignore[arg-type]
+    sink.on_predict_end(trainer, None)  # type: ignore[arg-type]
+    return sink
+
+
+def test_no_estimate_from_the_warm_up_batch_alone(tmp_path: Path, capsys) -> None:
+    # A cold first batch of 8 frames in 50 s would announce 1000 frames in 1.7 h; it is
+    # not counted, and one more batch of 2 s is too short a measure.
+    sink = _feed_sink(tmp_path, planned=1000, batches=[(8, 50.0), (8, 2.0)])
+    assert sink.estimated_seconds is None
+    assert "rulstm-extract" not in capsys.readouterr().err
+
+
+def test_the_estimate_comes_from_the_frames_per_second_after_the_warm_up(
+    tmp_path: Path, capsys
+) -> None:
+    batches = [(8, 50.0), (8, 4.0), (8, 4.0), (8, 4.0), (8, 1.0), (8, 100.0)]
+    sink = _feed_sink(tmp_path, planned=1000, batches=batches)
+    # Measured from the end of the warm-up to the third batch after it (12 s >= 10 s):
+    # 24 frames in 12 s, 2 frames/s. The run: the 62 s so far, plus the 968 frames left at
+    # 2 frames/s (484 s). Later batches change nothing.
+    assert sink.estimated_seconds == pytest.approx(62.0 + 484.0)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "rulstm-extract" in line]
+    assert lines == [
+        "rulstm-extract: about 9 min for 1000 frames on cpu (measured: 2.0 frames/s over 24 "
+        "frames after the first batch); try a smaller config"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("planned", "rank", "seconds"),
+    [(100, 0, 62.0 + 34.0), (1000, 1, 62.0 + 484.0)],  # 96 s is not long; rank 1 is quiet
+)
+def test_short_runs_and_other_ranks_print_no_estimate(
+    tmp_path: Path, capsys, planned: int, rank: int, seconds: float
+) -> None:
+    batches = [(8, 50.0), (8, 4.0), (8, 4.0), (8, 4.0)]
+    sink = _feed_sink(tmp_path, planned=planned, batches=batches, rank=rank)
+    assert sink.estimated_seconds == pytest.approx(seconds)
+    assert "rulstm-extract" not in capsys.readouterr().err
 
 
 def test_describe_models_and_the_cpu_hint() -> None:
@@ -107,8 +195,9 @@ def test_a_run_shows_loading_a_moving_frame_bar_and_an_estimate_when_long(
     make_video("videos/P01_01.mp4", num_frames=20, fps=30)
     make_video("videos/P01_02.mp4", num_frames=12, fps=30)
     monkeypatch.setenv("TQDM_MININTERVAL", "0")  # draw every update (tqdm reads TQDM_*)
-    if long_run:  # every run counts as long
+    if long_run:  # every run counts as long, measured from the second batch on
         monkeypatch.setattr(loop, "LONG_RUN_SECONDS", -1.0)
+        monkeypatch.setattr(loop, "MEASURE_SECONDS", 0.0)
     code = main(
         [
             "--videos",
@@ -137,8 +226,8 @@ def test_a_run_shows_loading_a_moving_frame_bar_and_an_estimate_when_long(
     counts = {int(n) for n in re.findall(r"\| (\d+)/32 frames", bar)}
     assert len(counts) > 3, counts
     estimate = re.search(
-        r"rulstm-extract: about \d+ s for 32 frames on cpu \(one frame took rgb \d+ ms, "
-        r"flow \d+ ms, obj \d+ ms\); the models are small already",
+        r"rulstm-extract: about \d+ (s|min) for 32 frames on cpu \(measured: [\d.]+ frames/s over 4 "
+        r"frames after the first batch\); the models are small already",
         captured.err,
     )
     assert (estimate is not None) == long_run, captured.err
