@@ -35,6 +35,7 @@ from feature_extraction.foundation import (
     build_foundation_backbone,
     split_backbone,
 )
+from feature_extraction.memory_format import channels_last_input
 from feature_extraction.tsn import Preprocessing, TSNBackbone, TSNModality
 from feature_extraction.weights import is_random_weights, seeded
 
@@ -52,8 +53,12 @@ class PooledBackbone(nn.Module):
 
     ``forward`` takes (B, C, H, W) uint8 (scaled by 1/255) or float in [0, 1], resizes to
     ``input_size`` (height, width) when given, normalises with ``mean``/``std`` and returns
-    the trunk's (B, feature_dim) output as float32.
+    the trunk's (B, feature_dim) output as float32. ``channels_last`` (set by
+    :func:`feature_extraction.memory_format.configure_channels_last`): the trunk's input is
+    made channels-last.
     """
+
+    channels_last = False
 
     def __init__(
         self,
@@ -79,7 +84,7 @@ class PooledBackbone(nn.Module):
             x = nn.functional.interpolate(
                 x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True
             )
-        x = (x - self.mean) / self.std
+        x = channels_last_input((x - self.mean) / self.std, self.channels_last)
         return self.trunk(x).float().flatten(1)  # (B, D, ...) -> (B, D)
 
 

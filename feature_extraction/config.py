@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from feature_extraction.flow import FlowMethod
+from feature_extraction.memory_format import ChannelsLast
 from feature_extraction.tsn import Preprocessing
 from feature_extraction.video import DecoderBackend
 
@@ -62,6 +63,10 @@ class RGBConfig:
         clip_length: hf video models: frames per clip (null: the model's own, VideoMAE 16,
             V-JEPA 2 64); the clip of frame f ends at f (causal).
         clip_stride: hf video models: output frames between clip frames.
+        channels_last: Run the backbone in channels-last memory format (faster convolutions;
+            the same features up to float rounding, so not in the config hash): auto (on for
+            convolutional image models, off for ViTs, video models and bninception with tsn
+            preprocessing), true or false (feature_extraction.memory_format).
     """
 
     backbone: str = "resnet50"
@@ -72,6 +77,7 @@ class RGBConfig:
     projection: bool = True
     clip_length: int | None = None
     clip_stride: int = 4
+    channels_last: ChannelsLast = "auto"
 
 
 @dataclass
@@ -95,6 +101,7 @@ class FlowConfig:
         input_size: (height, width) of the backbone input; null keeps the decoded size.
         preprocessing: 'torchvision' (flow images in [0, 1], normalised) or 'tsn' (the RU-LSTM
             authors': PIL bilinear resize of each u/v image, x255, minus 128; needs quantize).
+        channels_last: As rgb.channels_last, for the flow backbone.
     """
 
     method: FlowMethod = "auto"
@@ -109,6 +116,7 @@ class FlowConfig:
     seed: int = 0
     input_size: tuple[int, int] | None = None
     preprocessing: Preprocessing = "torchvision"
+    channels_last: ChannelsLast = "auto"
 
     def __post_init__(self) -> None:
         if self.preprocessing == "tsn" and not self.quantize:

@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from feature_extraction.foundation_loaders import FAMILIES, load_hf, load_open_clip, load_timm
+from feature_extraction.memory_format import channels_last_input
 
 
 def split_backbone(name: str) -> tuple[str, str] | None:
@@ -84,6 +85,9 @@ class FoundationBackbone(nn.Module):
 
     #: The computer passes decoded frames channels-last (no permute), clips for video models.
     takes_frames = True
+    #: Image inputs in channels-last memory format (set by
+    #: :func:`feature_extraction.memory_format.configure_channels_last`).
+    channels_last = False
 
     def __init__(
         self,
@@ -120,7 +124,9 @@ class FoundationBackbone(nn.Module):
         arrays = list(frames.cpu().numpy())  # K x (H, W, 3) or K x (T, H, W, 3)
         inputs = self._preprocess(arrays)
         device = next(self.model.parameters()).device
-        inputs = {k: v.to(device) for k, v in inputs.items()}
+        inputs = {
+            k: channels_last_input(v.to(device), self.channels_last) for k, v in inputs.items()
+        }
         return self._pool(self.model, inputs).float().flatten(1)  # (K, D)
 
 

@@ -44,6 +44,7 @@ from feature_extraction.flow import (
     resolve_flow_method,
 )
 from feature_extraction.foundation import FoundationBackbone
+from feature_extraction.memory_format import configure_channels_last
 from feature_extraction.weights import file_hash, seeded
 
 
@@ -218,6 +219,10 @@ def build_models(
             estimator=cpu_flow,
             raft=raft,
         )
+    if rgb is not None:
+        configure_channels_last(rgb, config.rgb.channels_last)
+    if flow is not None:
+        configure_channels_last(flow, config.flow.channels_last)
     if "obj" in config.modalities:
         detector = build_detector(config.obj)
     return ExtractionModels(config, device, rgb, flow, flow_source, detector)
@@ -235,8 +240,10 @@ _LATER_DEFAULTS = {
 def _without_default_preprocessing(settings: Any) -> dict[str, Any]:
     """The settings, leaving out options added later when at their defaults (the default
     preprocessing, the foundation-backbone options): feature files written before those
-    options existed keep their config hash (and stay resumable)."""
+    options existed keep their config hash (and stay resumable). ``channels_last`` is never
+    hashed: it changes the features only by float rounding (it is in the backbone record)."""
     values = asdict(settings)
+    values.pop("channels_last", None)
     for key, default in _LATER_DEFAULTS.items():
         if key in values and values[key] == default:
             del values[key]
@@ -330,6 +337,7 @@ def backbone_record(
         precision = resolve_precision(config.precision, resolve_device(config.device))
     record["precision"] = precision
     record["precision_setting"] = config.precision
+    record["channels_last"] = bool(getattr(backbone, "channels_last", False))
     return record
 
 

@@ -34,6 +34,7 @@ from torch import nn
 
 from epic_protocol.errors import DataError
 from epic_protocol.pickles import numpy_scalar_globals
+from feature_extraction.memory_format import channels_last_input
 
 TSN_INPUT_SIZE = (256, 454)  # (rows, columns) of the reference's transforms.Resize
 TSN_RGB_MEAN_BGR = (104.0, 117.0, 128.0)
@@ -83,6 +84,11 @@ class TSNBackbone(nn.Module):
     works on 8-bit images (set ``flow.quantize: true``).
     """
 
+    #: float32 output bit-equal to the reference: ``channels_last: auto`` stays off.
+    bit_exact = True
+    #: Trunk input in channels-last memory format (``channels_last: true``).
+    channels_last = False
+
     def __init__(
         self,
         *,
@@ -114,7 +120,7 @@ class TSNBackbone(nn.Module):
         x = images.float().div(255.0).mul(255.0)
         if self.modality == "rgb":
             x = x[:, [2, 1, 0]]  # RGB -> BGR, the Caffe model's channel order
-        x = x - self.mean
+        x = channels_last_input(x - self.mean, self.channels_last)
         return self.trunk(x).float().flatten(1)  # (B, D, ...) -> (B, D)
 
 
