@@ -1,0 +1,82 @@
+"""Forward time of two convolutional backbones with and without channels-last memory format
+(``rgb.channels_last``), side by side; no assertion, a measurement to read.
+
+Usage::
+
+    python scripts/bench_channels_last.py            # ResNet-18 and timm convnext_atto, CPU
+    python scripts/bench_channels_last.py --repeat 5 --batch 16
+
+Random weights (no download). Input (batch, 3, 224, 224) float; the model and its input are
+converted as ``rulstm-extract`` does (:mod:`feature_extraction.memory_format`). One warm-up
+forward per variant, then ``--repeat`` rounds timing off and on alternately (interleaved, so a
+load change on a shared machine hits both), in float32 and, where the CPU computes bf16
+natively, under bf16 autocast. Prints min and median ms per forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from feature_extraction.memory_format import channels_last_input  # noqa: E402
+
+
+def _models() -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    models = {"resnet18": torchvision.models.resnet18().eval()}
+    try:
+        import timm
+    except ImportError:
+        print("timm not installed: no convnext_atto row")
+    else:
+        models["convnext_atto"] = timm.create_model(
+            "convnext_atto", pretrained=False, num_classes=0
+        ).eval()
+    return models
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3, help="Timed rounds per variant.")
+    args = parser.parse_args(argv)
+    images = torch.rand(args.batch, 3, 224, 224)
+    inputs = {False: images, True: channels_last_input(images, True)}
+    precisions = ["fp32"] + (["bf16"] if torch.cpu._is_avx512_bf16_supported() else [])
+    print(f"torch threads {torch.get_num_threads()}, batch {args.batch} x 3 x 224 x 224")
+    for name, model in _models().items():
+        variants = {False: model, True: copy.deepcopy(model).to(memory_format=torch.channels_last)}
+        for precision in precisions:
+            autocast = (
+                torch.autocast("cpu", dtype=torch.bfloat16)
+                if precision == "bf16"
+                else contextlib.nullcontext()
+            )
+            times: dict[bool, list[float]] = {False: [], True: []}
+            with torch.inference_mode(), autocast:
+                for on in (False, True):
+                    variants[on](inputs[on])  # warm-up
+                for _ in range(args.repeat):
+                    for on in (False, True):
+                        start = time.perf_counter()
+                        variants[on](inputs[on])
+                        times[on].append((time.perf_counter() - start) * 1000)
+            cells = [
+                f"{label} min {min(times[on]):6.0f} median {statistics.median(times[on]):6.0f} ms"
+                for label, on in (("off", False), ("on", True))
+            ]
+            print(f"{name:14s} {precision}  {cells[0]} | {cells[1]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
