@@ -61,6 +61,14 @@ def make_own_dataset(root: Path, *, seed: int) -> None:
     shutil.copy(paths.training_csv, my / "training.csv")
     shutil.copy(paths.actions_csv, my / "actions.csv")
 
+    write_step3_configs(root)
+
+
+def write_step3_configs(root: Path, *, label_space: dict[str, int] | None = None) -> None:
+    """``configs/extract/`` and ``configs/mydata/`` under ``root``: ``configs/egtea/`` copied
+    and edited as step 3 of the docs' own-dataset route says (``my/`` paths, ``protocol:
+    custom``). ``label_space`` (``num_verbs``, ``num_nouns``) goes to the evaluator, for a
+    vocabulary that does not name every verb and noun. Also used by the route's test."""
     shutil.copytree(ROOT / "configs" / "extract", root / "configs" / "extract")
     mydata = root / "configs" / "mydata"
     shutil.copytree(ROOT / "configs" / "egtea", mydata)
@@ -89,6 +97,7 @@ def make_own_dataset(root: Path, *, seed: int) -> None:
     def evaluator(c: dict) -> None:
         callback = c["trainer"]["callbacks"][0]["init_args"]
         callback.update(protocol="custom", dataset="mydata", out_dir="evaluation/mydata")
+        callback.update(label_space or {})
 
     edit("test.yaml", evaluator)
 

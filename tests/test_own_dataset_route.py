@@ -5,15 +5,14 @@ with options that only make it tiny (frame and network sizes, one epoch, random 
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
-import shutil
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-import yaml
 
 from epic_protocol import ActionVocabulary, Segment, write_actions_csv, write_rulstm_split
 
@@ -87,6 +86,15 @@ def _write_video(path: Path, *, frames: int, seed: int) -> None:
         container.mux(stream.encode())
 
 
+def _route_script():
+    spec = importlib.util.spec_from_file_location(
+        "time_own_dataset_route", ROOT / "scripts" / "time_own_dataset_route.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _own_dataset(root: Path) -> None:
     """Three clips, annotations and actions.csv in my/, configs/mydata/ as step 3 says."""
     for index, video in enumerate(("kitchen_a", "kitchen_b", "clip")):
@@ -112,39 +120,8 @@ def _own_dataset(root: Path) -> None:
         num_nouns=3,
     )
     write_actions_csv(root / "my" / "actions.csv", vocabulary)
-    configs = root / "configs"
-    shutil.copytree(ROOT / "configs" / "extract", configs / "extract")
-    mydata = configs / "mydata"
-    shutil.copytree(ROOT / "configs" / "egtea", mydata)
-
-    def edit(name: str, change) -> None:
-        path = mydata / name
-        values = yaml.safe_load(path.read_text())
-        change(values)
-        path.write_text(yaml.safe_dump(values))
-
-    edit("base.yaml", lambda c: c["data"].update(actions="my/actions.csv"))
-    edit(
-        "split1.yaml",
-        lambda c: c["data"].update(
-            train_annotations="my/training.csv",
-            val_annotations="my/validation.csv",
-            test_annotations="my/validation.csv",
-            features={"rgb": "data/mydata/rgb.h5", "flow": "data/mydata/flow.h5"},
-        ),
-    )
-
-    def evaluator(c: dict) -> None:
-        callback = c["trainer"]["callbacks"][0]["init_args"]
-        callback.update(
-            protocol="custom",
-            dataset="mydata",
-            out_dir="evaluation/mydata",
-            num_verbs=3,
-            num_nouns=3,
-        )
-
-    edit("test.yaml", evaluator)
+    # configs/mydata/ as step 3 says: the same edits the route's timing script makes.
+    _route_script().write_step3_configs(root, label_space={"num_verbs": 3, "num_nouns": 3})
 
 
 def test_the_readme_route_parses_into_its_commands() -> None:
