@@ -28,6 +28,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from epic_protocol.precision import cpu_bf16_native  # noqa: E402
 from feature_extraction.memory_format import channels_last_input  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     images = torch.rand(args.batch, 3, 224, 224)
     inputs = {False: images, True: channels_last_input(images, True)}
-    precisions = ["fp32"] + (["bf16"] if torch.cpu._is_avx512_bf16_supported() else [])
+    precisions = ["fp32"] + (["bf16"] if cpu_bf16_native() else [])
     print(f"torch threads {torch.get_num_threads()}, batch {args.batch} x 3 x 224 x 224")
     for name, model in _models().items():
         variants = {False: model, True: copy.deepcopy(model).to(memory_format=torch.channels_last)}

@@ -102,21 +102,6 @@ def write_step3_configs(root: Path, *, label_space: dict[str, int] | None = None
     edit("test.yaml", evaluator)
 
 
-def cpu_name() -> str:
-    import torch
-
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    bf16 = "AVX-512 BF16" if torch.cpu._is_avx512_bf16_supported() else "no AVX-512 BF16"
-    return f"{model}, {os.cpu_count()} cores, {bf16}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="working folder (new or empty)")
@@ -132,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     trace_prefix = "PS4='+TIMESTAMP $EPOCHREALTIME '\n"  # each traced command with its start
     script = trace_prefix + "set -euo pipefail\nset -x\n" + block.replace('WEIGHTS=""', OFFLINE)
 
-    print(f"CPU: {cpu_name()}; load at start: {os.getloadavg()}", flush=True)
+    from epic_protocol.precision import cpu_description
+
+    print(f"{os.cpu_count()} CPUs, {cpu_description()}; load at start: {os.getloadavg()}")
     began = time.monotonic()
     make_own_dataset(args.out.resolve(), seed=args.seed)
     print(f"generated the own-dataset folder in {time.monotonic() - began:.0f} s", flush=True)
