@@ -5,6 +5,7 @@ Usage::
 
     python scripts/bench_channels_last.py            # ResNet-18 and timm convnext_atto, CPU
     python scripts/bench_channels_last.py --repeat 5 --batch 16
+    python scripts/bench_channels_last.py --timm convnext_atto convnext_tiny
 
 Random weights (no download). Input (batch, 3, 224, 224) float; the model and its input are
 converted as ``rulstm-extract`` does (:mod:`feature_extraction.memory_format`). One warm-up
@@ -32,17 +33,16 @@ from epic_protocol.precision import cpu_bf16_native  # noqa: E402
 from feature_extraction.memory_format import channels_last_input  # noqa: E402
 
 
-def _models() -> dict[str, torch.nn.Module]:
+def _models(timm_names: list[str]) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     models = {"resnet18": torchvision.models.resnet18().eval()}
     try:
         import timm
     except ImportError:
-        print("timm not installed: no convnext_atto row")
+        print(f"timm not installed: no rows for {', '.join(timm_names)}")
     else:
-        models["convnext_atto"] = timm.create_model(
-            "convnext_atto", pretrained=False, num_classes=0
-        ).eval()
+        for name in timm_names:
+            models[name] = timm.create_model(name, pretrained=False, num_classes=0).eval()
     return models
 
 
@@ -50,12 +50,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="Timed rounds per variant.")
+    parser.add_argument(
+        "--timm",
+        nargs="+",
+        default=["convnext_atto"],
+        metavar="MODEL",
+        help="timm image models to time after ResNet-18 (random weights).",
+    )
     args = parser.parse_args(argv)
     images = torch.rand(args.batch, 3, 224, 224)
     inputs = {False: images, True: channels_last_input(images, True)}
     precisions = ["fp32"] + (["bf16"] if cpu_bf16_native() else [])
     print(f"torch threads {torch.get_num_threads()}, batch {args.batch} x 3 x 224 x 224")
-    for name, model in _models().items():
+    for name, model in _models(args.timm).items():
         variants = {False: model, True: copy.deepcopy(model).to(memory_format=torch.channels_last)}
         for precision in precisions:
             autocast = (
