@@ -11,14 +11,26 @@ imported checkpoints) is a warning.
 
 from __future__ import annotations
 
+import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from epic_protocol.errors import DataError
 
 #: Checkpoint entry: ``{modality: backbone record or None}`` of the training features.
 CHECKPOINT_KEY = "rulstm_feature_backbones"
+
+
+#: Backbone-record entries outside the config hash (a resumed run may change them and add rows
+#: to the same file): ``channels_last`` (memory format, float rounding only), the configured
+#: ``precision_setting`` (``auto`` or ``32`` resolving to the same hashed ``precision``) and the
+#: ``library`` versions.
+PER_RUN_KEYS = ("channels_last", "precision_setting", "library")
+#: The value of a :data:`PER_RUN_KEYS` entry whose rows came from runs that differed in it;
+#: the record's ``mixed`` dict then lists every value, oldest first (``None``: a run that did
+#: not record it).
+MIXED = "mixed"
 
 
 class BackboneMismatchError(DataError, ValueError):
@@ -29,6 +41,48 @@ def backbone_of(provenance: Mapping[str, Any]) -> dict[str, Any] | None:
     """The ``backbone`` record of a feature file's provenance, or None (older files)."""
     record = provenance.get("backbone")
     return dict(record) if isinstance(record, Mapping) else None
+
+
+def _values_of(record: Mapping[str, Any] | None, key: str) -> list[Any]:
+    """The values ``key`` had in the runs behind ``record`` (several if already mixed)."""
+    if record is None:
+        return [None]
+    value = record.get(key)
+    mixed = record.get(MIXED)
+    if value == MIXED and isinstance(mixed, Mapping) and key in mixed:
+        return list(mixed[key])
+    return [value]
+
+
+def combine_records(
+    current: Mapping[str, Any], earlier: Iterable[Mapping[str, Any] | None]
+) -> dict[str, Any]:
+    """The backbone record of a feature file holding rows of the run recorded as ``current``
+    and of the runs recorded as ``earlier`` (oldest first; ``None``: a file with no record),
+    which share its config hash: ``current`` with each :data:`PER_RUN_KEYS` entry whose value
+    differed between the runs set to :data:`MIXED` and its values, oldest first, listed under
+    ``record["mixed"][key]``. When none differed it equals ``current``.
+
+    Example: ``{"channels_last": "mixed", "mixed": {"channels_last": [False, True]}, ...}``.
+    """
+    records = [*earlier, current]
+    combined = {k: v for k, v in current.items() if k != MIXED}
+    mixed: dict[str, list[Any]] = {}
+    for key in PER_RUN_KEYS:
+        values: list[Any] = []
+        seen: set[str] = set()
+        for record in records:
+            for value in _values_of(record, key):
+                encoded = json.dumps(value, sort_keys=True, default=str)
+                if encoded not in seen:
+                    seen.add(encoded)
+                    values.append(value)
+        if len(values) > 1:
+            combined[key] = MIXED
+            mixed[key] = values
+    if mixed:
+        combined[MIXED] = mixed
+    return combined
 
 
 def describe(record: Mapping[str, Any]) -> str:

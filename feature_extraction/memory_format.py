@@ -4,7 +4,8 @@
 With ``torch.channels_last`` a (B, C, H, W) tensor is stored as (B, H, W, C); oneDNN (CPU) and
 cuDNN (GPU tensor cores) run convolutions faster in that layout. The numbers are the same up
 to float rounding (a different summation order), so the setting is left out of the config
-hash; the resolved value is recorded in the file's backbone provenance.
+hash; the resolved value is recorded in the file's backbone provenance (``"mixed"``, with both
+values, when a resumed run used the other one: :func:`epic_protocol.backbones.combine_records`).
 
 ``auto`` turns it on for convolutional image models (torchvision CNNs, BN-Inception, timm
 ConvNeXt / EfficientNet / ResNet ...) and off for transformers (a ViT's only convolution is its

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from epic_protocol.backbones import backbone_of, combine_records
 from epic_protocol.errors import DataError, SetupError
 from epic_protocol.features import (
     DETECTIONS,
@@ -169,6 +170,12 @@ def merge_staging(
     temporary = out / f"{modality}.h5.tmp"
     detections = {video: staging.detections_path(video) for video in staged}
     try:
+        # The staging files and the old file's kept videos may come from earlier runs that
+        # differed in settings outside the config hash (channels_last, ...): the record says so.
+        sources = sorted(staged.values(), key=lambda path: path.stat().st_mtime)  # oldest first
+        if not replace_old and complete_videos(target) - staged.keys():
+            sources.insert(0, target)
+        provenance = merged_provenance(provenance, [provenance_of(path) for path in sources])
         merge_feature_files(
             temporary,
             modality=modality,
@@ -193,6 +200,17 @@ def merge_staging(
     for video in staged:
         staging.discard(modality, video)
     return sorted(staged)
+
+
+def merged_provenance(current: Mapping[str, Any], earlier: list[dict[str, Any]]) -> dict[str, Any]:
+    """``current`` (this run's provenance) for a file that also holds rows written under the
+    ``earlier`` provenances (same config hash): its ``backbone`` record combined with theirs
+    (:func:`epic_protocol.backbones.combine_records`: a setting outside the hash that differed
+    between the runs is recorded as ``mixed``, with every value)."""
+    record = backbone_of(current)
+    if record is None:
+        return dict(current)
+    return {**current, "backbone": combine_records(record, [backbone_of(p) for p in earlier])}
 
 
 def clean_work_dir(out: Path) -> None:

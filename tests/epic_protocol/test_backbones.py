@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from epic_protocol.backbones import BackboneMismatchError, backbone_of, check_backbones
+from epic_protocol.backbones import (
+    MIXED,
+    PER_RUN_KEYS,
+    BackboneMismatchError,
+    backbone_of,
+    check_backbones,
+    combine_records,
+)
 
 DINO = {
     "backbone": "timm:vit_base_patch14_dinov2",
@@ -43,3 +50,22 @@ def test_the_same_backbone_passes_and_a_missing_record_warns() -> None:
         check_backbones({"rgb": None}, {"rgb": DINO}, features_name="old.h5", checkpoint_name="c")
     assert backbone_of({"config_hash": "x"}) is None
     assert backbone_of({"backbone": DINO}) == DINO
+
+
+def test_combined_records_mark_the_per_run_settings_that_differed() -> None:
+    run = {**DINO, "channels_last": False, "precision_setting": "auto", "library": {"timm": "1"}}
+    assert combine_records(run, [run, run]) == run  # nothing differed: unchanged
+    later = {**run, "channels_last": True, "library": {"timm": "2"}}
+    combined = combine_records(later, [run])
+    assert combined["channels_last"] == combined["library"] == MIXED
+    assert combined["precision_setting"] == "auto"
+    assert combined["mixed"] == {
+        "channels_last": [False, True],
+        "library": [{"timm": "1"}, {"timm": "2"}],
+    }
+    assert {k: v for k, v in combined.items() if k not in PER_RUN_KEYS + ("mixed",)} == DINO
+    # Combining again keeps every value once; a file without a record counts as None.
+    again = combine_records(run, [combined, None])
+    assert again["mixed"]["channels_last"] == [False, True, None]
+    assert again["mixed"]["precision_setting"] == ["auto", None]
+    assert again["mixed"]["library"] == [{"timm": "1"}, {"timm": "2"}, None]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pytest
 import torch
 
+from epic_protocol.features import FeatureFileWriter, read_file_info, stored_videos
 from feature_extraction.backbones import build_rgb_backbone
+from feature_extraction.cli import main
 from feature_extraction.config import load_config
 from feature_extraction.foundation import build_foundation_backbone
 from feature_extraction.memory_format import configure_channels_last, resolve_channels_last
 from feature_extraction.models import build_models, provenance
+from feature_extraction.output import StagingArea, merge_staging
 
 CHANNELS_LAST = torch.channels_last
 
@@ -88,3 +94,88 @@ def test_channels_last_is_recorded_but_not_hashed() -> None:
     assert records["auto"]["backbone"]["channels_last"] is True
     assert len({record["config_hash"] for record in records.values()}) == 1
     assert "channels_last" not in records["true"]["settings"]["rgb"]
+
+
+def _extract_rgb(videos, out, tiny_config, tiny_overrides, *extra: str) -> int:
+    args = ["--videos", str(videos), "--out", str(out), "-c", str(tiny_config)]
+    args += ["--progress", "false", "--modalities", "rgb", *tiny_overrides, *extra]
+    return main(args)
+
+
+def test_a_resume_with_another_channels_last_records_both_settings(
+    tmp_path, make_video, tiny_config, tiny_overrides
+) -> None:
+    """channels_last is not hashed, so a resumed run with the other setting adds its rows to
+    the file: the record then says ``mixed`` and lists both values, not only one run's."""
+    first = make_video("videos/P01_01.mp4", num_frames=6, fps=30)
+    make_video("videos/P01_02.mp4", num_frames=6, fps=30)
+    out = tmp_path / "out"
+    assert (
+        _extract_rgb(first, out, tiny_config, tiny_overrides, "--rgb.channels_last", "false") == 0
+    )
+    record = read_file_info(out / "rgb.h5").provenance["backbone"]
+    assert record["channels_last"] is False and "mixed" not in record
+    videos = first.parent
+    assert (
+        _extract_rgb(videos, out, tiny_config, tiny_overrides, "--rgb.channels_last", "true") == 0
+    )
+    info = read_file_info(out / "rgb.h5")
+    assert stored_videos(out / "rgb.h5").keys() == {"P01_01", "P01_02"}
+    record = info.provenance["backbone"]
+    assert record["channels_last"] == "mixed"
+    assert record["mixed"] == {"channels_last": [False, True]}
+    # The same setting again adds nothing mixed; --overwrite redoes every video with one.
+    assert (
+        _extract_rgb(videos, out, tiny_config, tiny_overrides, "--rgb.channels_last", "true") == 0
+    )
+    assert read_file_info(out / "rgb.h5").provenance["backbone"]["channels_last"] == "mixed"
+    overwrite = ["--rgb.channels_last", "true", "--overwrite"]
+    assert _extract_rgb(videos, out, tiny_config, tiny_overrides, *overwrite) == 0
+    record = read_file_info(out / "rgb.h5").provenance["backbone"]
+    assert record["channels_last"] is True and "mixed" not in record
+
+
+def test_a_resume_with_another_precision_setting_records_both(
+    tmp_path, make_video, tiny_config, tiny_overrides, force_bf16_native
+) -> None:
+    """``--precision 32`` and ``auto`` (float32 on a CPU without native bf16) share a hash:
+    the configured values of both runs are recorded."""
+    force_bf16_native(False)
+    first = make_video("videos/P01_01.mp4", num_frames=6, fps=30)
+    make_video("videos/P01_02.mp4", num_frames=6, fps=30)
+    out = tmp_path / "out"
+    assert _extract_rgb(first, out, tiny_config, tiny_overrides, "--precision", "32") == 0
+    assert _extract_rgb(first.parent, out, tiny_config, tiny_overrides, "--precision", "auto") == 0
+    record = read_file_info(out / "rgb.h5").provenance["backbone"]
+    assert record["precision"] == "32-true"  # hashed: one value
+    assert record["precision_setting"] == "mixed"
+    assert record["mixed"] == {"precision_setting": ["32", "auto"]}
+
+
+def test_staging_files_of_an_interrupted_run_keep_their_setting_in_the_merged_record(
+    tmp_path,
+) -> None:
+    """A run killed after finishing a video (its staging file kept) and resumed with the other
+    channels_last: the merged file records both settings, oldest first."""
+    out = tmp_path / "out"
+    staging = StagingArea(out)
+
+    def record(channels_last: bool) -> dict:
+        backbone = {"backbone": "resnet18", "channels_last": channels_last, "library": {}}
+        return {"config_hash": "abc", "backbone": backbone}
+
+    for video, channels_last in (("P01_01", True), ("P01_02", False)):
+        path = staging.path("rgb", video)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FeatureFileWriter(
+            path, modality="rgb", dim=2, fps=30.0, provenance=record(channels_last)
+        ) as writer:
+            writer.start_video(video)
+            writer.append(video, np.array([1, 2]), np.zeros((2, 2), np.float32))
+            writer.finish_video(video)
+        os.utime(path, (1000.0, 1000.0 + (video == "P01_02")))  # P01_01 first
+    merged = merge_staging(out, "rgb", dim=2, fps=30.0, provenance=record(False))
+    assert merged == ["P01_01", "P01_02"]
+    backbone = read_file_info(out / "rgb.h5").provenance["backbone"]
+    assert backbone["channels_last"] == "mixed"
+    assert backbone["mixed"] == {"channels_last": [True, False]}
