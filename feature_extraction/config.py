@@ -202,7 +202,7 @@ class ExtractConfig:
         precision: 'auto' (bf16-mixed where the device computes bf16 natively: a GPU with
             bf16, a CPU with AVX-512 BF16 or AMX; else 32), '32', '16-mixed', 'bf16-mixed'.
             Any precision but 32 is part of the feature files' config hash.
-        batch_size: Frames per model forward pass.
+        batch_size: Frames per model forward pass (clips, for a video RGB backbone).
         dtype: Storage dtype of the feature files: 'float32', or 'float16' (half the disk
             size; readers convert back to float32).
         num_workers: DataLoader workers decoding videos and computing CPU flow; null picks

@@ -254,6 +254,9 @@ class _OpenVideo:
 LONG_RUN_SECONDS = 120.0
 #: Wall time (seconds) measured after the warm-up batch before the run is estimated.
 MEASURE_SECONDS = 10.0
+#: A first batch at least this long (seconds) gives a rough estimate at once: a very slow
+#: model (a video foundation model on a CPU) would otherwise say nothing for a second batch.
+ROUGH_SECONDS = 30.0
 
 
 def format_estimate(seconds: float) -> str:
@@ -265,13 +268,14 @@ def format_estimate(seconds: float) -> str:
     return f"about {seconds / 3600:.1f} h"
 
 
-def format_rate(frames_per_second: float) -> str:
-    """``"18 frames/s"``, ``"2.4 frames/s"``, ``"0.35 frames/s"``."""
-    if frames_per_second >= 10:
-        return f"{frames_per_second:.0f} frames/s"
-    if frames_per_second >= 1:
-        return f"{frames_per_second:.1f} frames/s"
-    return f"{frames_per_second:.2f} frames/s"
+def format_rate(per_second: float, unit: str = "frame") -> str:
+    """``"18 frames/s"``, ``"2.4 frames/s"``, ``"0.35 frames/s"``, ``"0.084 clips/s"`` (two
+    significant digits below 1)."""
+    if per_second >= 10:
+        return f"{per_second:.0f} {unit}s/s"
+    if per_second >= 1:
+        return f"{per_second:.1f} {unit}s/s"
+    return f"{float(f'{per_second:.2g}')} {unit}s/s"
 
 
 class ThroughputMeter:
@@ -285,51 +289,80 @@ class ThroughputMeter:
     computed since gives the rate, once at least one more batch and ``measure_seconds`` of
     wall time have passed.
 
+    A first batch that took at least ``rough_seconds`` (from :meth:`batch_started` to its
+    end) gives a rough rate at once, warm-up included (so rather too slow): with a very slow
+    model that batch is mostly model time, and the measured rate would come only one more
+    such batch later.
+
     Args:
         clock: seconds from an arbitrary origin (``time.perf_counter``; tests pass a fake).
         measure_seconds: the least wall time measured after the warm-up batch.
+        rough_seconds: the least duration of the first batch for a rough rate (``inf``: none).
     """
 
     def __init__(
-        self, *, clock: Callable[[], float] = time.perf_counter, measure_seconds: float
+        self,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        measure_seconds: float,
+        rough_seconds: float = float("inf"),
     ) -> None:
         self.clock = clock
         self.measure_seconds = measure_seconds
+        self.rough_seconds = rough_seconds
         #: Frames per second, once measured.
         self.rate: float | None = None
         #: The frames the rate was measured over (those after the warm-up batch).
         self.measured_frames = 0.0
+        #: The rough rate of the first batch (frames/s, warm-up included), if it was long.
+        self.rough_rate: float | None = None
+        #: The first batch's frames and duration (seconds), once it ended.
+        self.first_batch: tuple[float, float] | None = None
         #: The clock when the run began (:meth:`begin`) and when the rate became known.
         self.began_at: float | None = None
         self.measured_at = 0.0
         self._start: tuple[float, float] | None = None  # (time, frames) after the warm-up
+        self._first_started: float | None = None
 
     def begin(self) -> None:
         """The run begins (before the decoding workers start): the origin of its elapsed time."""
         self.began_at = self.clock()
 
-    def batch_done(self, frames: float) -> bool:
-        """Told after each batch with the frames computed so far in the run; True the one
-        time the rate becomes known (then :attr:`rate` is set)."""
+    def batch_started(self) -> None:
+        """A batch begins (its chunk decoded): the first call starts the first batch's time."""
+        if self._first_started is None:
+            self._first_started = self.clock()
+
+    def batch_done(self, frames: float) -> Literal["rough", "measured"] | None:
+        """Told after each batch with the frames computed so far in the run; ``"rough"`` the
+        one time the rough rate becomes known (:attr:`rough_rate`), ``"measured"`` the one
+        time the rate does (:attr:`rate`), else None."""
         if self.rate is not None or frames <= 0:
-            return False
+            return None
         now = self.clock()
         if self._start is None:  # the end of the warm-up batch
             self._start = (now, frames)
-            return False
+            started = now if self._first_started is None else self._first_started
+            self.first_batch = (frames, now - started)
+            if now - started >= self.rough_seconds:
+                self.rough_rate, self.measured_at = frames / (now - started), now
+                return "rough"
+            return None
         began, before = self._start
         seconds, counted = now - began, frames - before
         if counted <= 0 or seconds <= 0 or seconds < self.measure_seconds:
-            return False
+            return None
         self.rate, self.measured_frames, self.measured_at = counted / seconds, counted, now
-        return True
+        return "measured"
 
     def estimate(self, *, done: float, planned: float) -> float:
         """Seconds the whole run takes: the time since :meth:`begin` (the batch that measured
-        the rate if never begun) plus the ``planned - done`` frames left at :attr:`rate`."""
-        assert self.rate is not None, "estimate() before the rate was measured"
+        the rate if never begun) plus the ``planned - done`` frames left at :attr:`rate`
+        (:attr:`rough_rate` before it is measured)."""
+        rate = self.rate if self.rate is not None else self.rough_rate
+        assert rate is not None, "estimate() before the rate was measured"
         began = self.measured_at if self.began_at is None else self.began_at
-        return self.measured_at - began + max(0.0, planned - done) / self.rate
+        return self.measured_at - began + max(0.0, planned - done) / rate
 
 
 class StagingSink(BasePredictionWriter):
@@ -341,8 +374,11 @@ class StagingSink(BasePredictionWriter):
     at the frames/s measured after the first batch (see :class:`ThroughputMeter`) estimate
     the whole run; a run estimated longer than ``long_run_seconds`` (default
     :data:`LONG_RUN_SECONDS`) says so once on stderr (rank 0, with ``slow_hint``), whether or
-    not bars are shown. ``clock`` and ``measure_seconds`` (default :data:`MEASURE_SECONDS`)
-    are the meter's.
+    not bars are shown. A first batch of at least ``rough_seconds`` (default
+    :data:`ROUGH_SECONDS`) gives a rough estimate at once, said (when long) as such and
+    followed by the measured one whatever it is. ``clock`` and ``measure_seconds`` (default
+    :data:`MEASURE_SECONDS`) are the meter's. ``unit``: what one row is, in messages and on
+    the bar (``"frame"``; ``"clip"`` when a video model computes every row).
     """
 
     def __init__(
@@ -361,14 +397,19 @@ class StagingSink(BasePredictionWriter):
         long_run_seconds: float | None = None,
         clock: Callable[[], float] = time.perf_counter,
         measure_seconds: float | None = None,
+        rough_seconds: float | None = None,
+        unit: str = "frame",
     ) -> None:
         super().__init__(write_interval="batch")
-        self.device, self.slow_hint = device, slow_hint
+        self.device, self.slow_hint, self.unit = device, slow_hint, unit
         self.long_run_seconds = LONG_RUN_SECONDS if long_run_seconds is None else long_run_seconds
         self.meter = ThroughputMeter(
             clock=clock,
             measure_seconds=MEASURE_SECONDS if measure_seconds is None else measure_seconds,
+            rough_seconds=ROUGH_SECONDS if rough_seconds is None else rough_seconds,
         )
+        self._announced = False  # an estimate was said (the measured one follows a rough one)
+        self._first_started = False  # a batch began
         #: The estimate of this rank's run (seconds, from the bar's start), once measured.
         self.estimated_seconds: float | None = None
         self._computed = 0.0
@@ -401,11 +442,12 @@ class StagingSink(BasePredictionWriter):
         self.meter.begin()
         self._overall = tqdm(
             total=self._planned or None,
-            unit="frame",
+            unit=self.unit,
             desc="extracting",
             disable=not show,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} frames "
-            "[{elapsed}<{remaining}, {rate_fmt}]{postfix}",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} "
+            + self.unit
+            + "s [{elapsed}<{remaining}, {rate_fmt}]{postfix}",
         )
         workers = min(datamodule.num_workers, self._videos)
         noun = "worker" if workers == 1 else "workers"
@@ -415,6 +457,8 @@ class StagingSink(BasePredictionWriter):
     def on_predict_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        self.meter.batch_started()
+        self._first_started = True
         self._show_video(batch.video)
 
     def computed(self, frames: float) -> None:
@@ -422,23 +466,43 @@ class StagingSink(BasePredictionWriter):
         self._overall.update(frames)
 
     def _measure(self) -> None:
-        """After each batch: once the rate is known, estimate the run and announce it if long."""
-        if not self.meter.batch_done(self._computed):
+        """After each batch: once a rate is known (rough, then measured), estimate the run and
+        announce it if long; a measured estimate always follows an announced rough one."""
+        kind = self.meter.batch_done(self._computed)
+        if kind is None:
             return
-        assert self.meter.rate is not None
         self.estimated_seconds = self.meter.estimate(done=self._computed, planned=self._planned)
-        if not self._rank_zero or self.estimated_seconds <= self.long_run_seconds:
+        long_run = self.estimated_seconds > self.long_run_seconds
+        if not self._rank_zero or not (long_run or (kind == "measured" and self._announced)):
             return
-        message = (
-            f"rulstm-extract: {format_estimate(self.estimated_seconds)} for {self._planned} "
-            f"frames on {self.device} (measured: {format_rate(self.meter.rate)} over "
-            f"{round(self.meter.measured_frames)} frames after the first batch)"
-        )
-        tqdm.write(message + (f"; {self.slow_hint}" if self.slow_hint else ""), file=sys.stderr)
+        unit = self.unit
+        planned = f"{format_estimate(self.estimated_seconds)} for {self._planned} {unit}s"
+        if kind == "rough":
+            assert self.meter.first_batch is not None
+            frames, seconds = self.meter.first_batch
+            message = (
+                f"rulstm-extract: rough estimate: {planned} on {self.device} (the first batch: "
+                f"{round(frames)} {unit}s in {seconds:.0f} s, warm-up included; refined after "
+                "the next batches)"
+            )
+        else:
+            assert self.meter.rate is not None
+            message = (
+                f"rulstm-extract: {'refined estimate: ' if self._announced else ''}{planned} on "
+                f"{self.device} (measured: {format_rate(self.meter.rate, unit)} over "
+                f"{round(self.meter.measured_frames)} {unit}s after the first batch)"
+            )
+        if self.slow_hint and not self._announced:
+            message += f"; {self.slow_hint}"
+        self._announced = True
+        tqdm.write(message, file=sys.stderr)
 
     def _show_video(self, video: str) -> None:
         finished = len(self.results)
-        self._overall.set_postfix_str(f"{video}; {finished}/{self._videos} videos")
+        # A slow model's first batch (with the warm-up) can take minutes before the bar moves.
+        warming = self.meter.first_batch is None and self._first_started
+        note = " (first batch, warm-up)" if warming else ""
+        self._overall.set_postfix_str(f"{video}{note}; {finished}/{self._videos} videos")
 
     def _begin(self, batch: Chunk) -> _OpenVideo:
         video = batch.video

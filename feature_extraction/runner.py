@@ -58,6 +58,7 @@ class Summary:
     sparse: bool = False
     ignored_files: int = 0  # non-video files under --videos
     videos_per_rank: list[int] = field(default_factory=list)  # distributed runs
+    unit: str = "frame"  # what a row is: "clip" when a video model computes every row
 
     @property
     def frames_per_second(self) -> float:
@@ -73,10 +74,12 @@ class Summary:
         return 1 if self.failed else 0
 
     def format(self) -> str:
+        unit = self.unit
         lines = [
             f"videos: {len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed",
-            f"frames: {self.frames} extracted in {self.seconds:.1f} s ({self.frames_per_second:.1f} "
-            f"frames/s; {self.steady_frames_per_second:.1f} frames/s after a "
+            f"{unit}s: {self.frames} extracted in {self.seconds:.1f} s "
+            f"({_rate(self.frames_per_second)} {unit}s/s; "
+            f"{_rate(self.steady_frames_per_second)} {unit}s/s after a "
             f"{self.startup_seconds:.1f} s start)",
         ]
         if self.sparse and self.video_frames:
@@ -99,6 +102,11 @@ class Summary:
             lines.append("failed:")
             lines.extend(f"  {video}: {error}" for video, error in sorted(self.failed.items()))
         return "\n".join(lines)
+
+
+def _rate(per_second: float) -> str:
+    """One decimal, two significant digits below 1 (``0.084``: a video model on a CPU)."""
+    return f"{per_second:.1f}" if per_second >= 1 or per_second == 0 else f"{per_second:.2g}"
 
 
 class ExtractionInterrupted(Interrupted):
@@ -184,10 +192,35 @@ def describe_models(config: ExtractConfig) -> str:
     return ", ".join(parts)
 
 
+def describe_outputs(models: ExtractionModels) -> str:
+    """``"rgb 1024-d from clips of 16 frames (stride 4), flow 512-d, obj 352-d"``: what an
+    extraction computes for each stored frame."""
+    parts = []
+    for modality, dim in models.dims.items():
+        text = f"{modality} {dim}-d"
+        clip = clip_of(models.rgb) if modality == "rgb" else None
+        if clip is not None:
+            text += f" from clips of {clip[0]} frames (stride {clip[1]})"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def row_unit(models: ExtractionModels) -> str:
+    """What one stored row costs, for progress and speeds: ``"clip"`` when the only modality
+    is a video model's RGB (a row is a clip's forward pass), else ``"frame"``."""
+    only_rgb = tuple(models.config.modalities) == ("rgb",)
+    return "clip" if only_rgb and clip_of(models.rgb) is not None else "frame"
+
+
 def slow_run_hint(config: ExtractConfig, device: torch.device) -> str:
     """What to change when a run is estimated to take long on ``device``."""
     if device.type == "cuda":
         return "fewer --modalities or a larger --batch_size shorten it"
+    if "rgb" in config.modalities and ":" in config.rgb.backbone:
+        return (
+            "foundation backbones are GPU work (--device cuda; docs/extraction.md estimates "
+            "GPU-hours); on a CPU, --only-needed extracts only the frames a sampling reads"
+        )
     if "obj" in config.modalities and config.obj.detector == "faster_rcnn":
         return (
             "the obj detector is the slowest part on a CPU: leave it out (--modalities rgb "
@@ -223,13 +256,14 @@ def run_extraction(
     device = resolve_device(config.device)
     began = time.perf_counter()
     if options.progress:  # weights may download or load for a while: say what is happening
-        log(f"loading the models: {describe_models(config)} (for {device.type})")
+        precision = resolve_precision(config.precision, device)
+        log(f"loading the models: {describe_models(config)} (for {device.type}, {precision})")
         sys.stdout.flush()
     models: ExtractionModels = build_models(
         config, device=torch.device("cpu"), flow_from_images=frames_input
     )
     if options.progress:
-        log(f"models ready in {time.perf_counter() - began:.1f} s")
+        log(f"models ready in {time.perf_counter() - began:.1f} s: {describe_outputs(models)}")
     dims = models.dims
     provenances = {m: provenance(models, m, frames_input=frames_input) for m in config.modalities}
     hashes = {m: provenances[m]["config_hash"] for m in config.modalities}
@@ -260,6 +294,7 @@ def run_extraction(
         dtype=config.dtype,
         device=device.type,
         slow_hint=slow_run_hint(config, device),
+        unit=row_unit(models),
     )
     module = ExtractionModule(
         computer=FeatureComputer.from_models(models), batch_size=config.batch_size, progress=sink
@@ -322,6 +357,7 @@ def run_extraction(
         startup_seconds=startup,
         sparse=options.only_needed,
         ignored_files=data.plan.ignored_files,
+        unit=sink.unit,
         videos_per_rank=[
             sum(1 for r in results if r.rank == rank) for rank in range(trainer.world_size)
         ],

@@ -574,3 +574,28 @@ def test_torchrun_as_documented_extracts_a_video_backbone_like_one_process(
         single_frames, single_features = _stored(tmp_path / "single" / "rgb.h5", video)
         assert frames.tolist() == single_frames.tolist()
         np.testing.assert_array_equal(features, single_features)
+
+
+def test_a_video_model_run_says_clips_its_clip_rule_and_precision(
+    tmp_path: Path, make_video, capsys, monkeypatch
+) -> None:
+    """What a user of a slow video backbone reads: the device and precision before loading,
+    the clip rule once loaded, and progress, speed and summary counted in clips."""
+    folder = tiny_video_model(tmp_path / "vjepa2", "vjepa2")
+    make_video("videos/P01_01.mp4", num_frames=12, fps=30)
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    arguments = [
+        "--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "out"),
+        "--modalities", "rgb", "--device", "cpu", "--precision", "32",
+        "--rgb.backbone", "hf:vjepa2", "--rgb.weights", str(folder), "--rgb.clip_stride", "2",
+        "--batch_size", "4", "--num_workers", "0", "--threads", "1",
+        "--decode.width", "64", "--decode.height", "48", "--progress", "true",
+    ]  # fmt: skip
+    assert main(arguments) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0] == f"loading the models: rgb hf:vjepa2 (weights {folder}) (for cpu, 32-true)"
+    assert lines[1].endswith(": rgb 32-d from clips of 4 frames (stride 2)")
+    assert "12/12 clips" in captured.err and "clip/s" in captured.err
+    assert any(line.startswith("clips: 12 extracted in ") for line in lines), lines
+    assert "clips/s after a" in captured.out

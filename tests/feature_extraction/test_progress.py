@@ -78,14 +78,22 @@ def test_format_rate() -> None:
     assert format_rate(18.4) == "18 frames/s"
     assert format_rate(2.44) == "2.4 frames/s"
     assert format_rate(0.351) == "0.35 frames/s"
+    assert format_rate(0.0842, "clip") == "0.084 clips/s"
 
 
 def _feed_sink(
-    tmp_path: Path, *, planned: int, batches: list[tuple[int, float]], rank: int = 0
+    tmp_path: Path,
+    *,
+    planned: int,
+    batches: list[tuple[int, float]],
+    rank: int = 0,
+    startup: float = 0.0,
+    unit: str = "frame",
 ) -> StagingSink:
     """A StagingSink told of ``batches`` (frames, wall seconds each took) of one video's
-    rgb features, under a fake clock starting at the bar's start; long runs are those over
-    120 s, measured after 10 s."""
+    rgb features, under a fake clock starting at the bar's start, the first batch beginning
+    ``startup`` seconds later; long runs are those over 120 s, measured after 10 s, roughly
+    estimated from a first batch of at least 30 s."""
     now = [1000.0]
     sink = StagingSink(
         out=tmp_path / "features",
@@ -99,6 +107,8 @@ def _feed_sink(
         long_run_seconds=120.0,
         clock=lambda: now[0],
         measure_seconds=10.0,
+        rough_seconds=30.0,
+        unit=unit,
     )
     # Two ranks, each with one video of ``planned`` frames.
     plan = SimpleNamespace(jobs=[SimpleNamespace(expected=planned)] * 2)
@@ -109,9 +119,9 @@ def _feed_sink(
         received_sigterm=False,
     )
     sink.setup(trainer, None, "predict")  # type: ignore[arg-type]
+    now[0] += startup
     first = 1
     for index, (frames, seconds) in enumerate(batches):
-        now[0] += seconds
         numbers = torch.arange(first, first + frames)
         first += frames
         chunk = Chunk(
@@ -123,6 +133,8 @@ def _feed_sink(
             flow=torch.zeros(0, dtype=torch.uint8),
             last=False,
         )
+        sink.on_predict_batch_start(trainer, None, chunk, index)  # type: ignore[arg-type]
+        now[0] += seconds
         sink.computed(frames)
         rows = {"rgb": np.full((frames, 4), index, dtype=np.float32)}
         sink.write_on_batch_end(trainer, None, rows, None, chunk, index)  # type: ignore[arg-type]
@@ -130,38 +142,85 @@ def _feed_sink(
     return sink
 
 
-def test_no_estimate_from_the_warm_up_batch_alone(tmp_path: Path, capsys) -> None:
-    # A cold first batch of 8 frames in 50 s would announce 1000 frames in 1.7 h; it is
-    # not counted, and one more batch of 2 s is too short a measure.
-    sink = _feed_sink(tmp_path, planned=1000, batches=[(8, 50.0), (8, 2.0)])
+def test_no_estimate_from_a_short_warm_up_batch_alone(tmp_path: Path, capsys) -> None:
+    # A cold first batch of 8 frames in 20 s would announce 1000 frames in 42 min; it is
+    # too short for a rough estimate and not counted in the measured one, and one more batch
+    # of 2 s is too short a measure.
+    sink = _feed_sink(tmp_path, planned=1000, batches=[(8, 20.0), (8, 2.0)])
     assert sink.estimated_seconds is None
     assert "rulstm-extract" not in capsys.readouterr().err
+
+
+def _messages(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if "rulstm-extract" in line]
 
 
 def test_the_estimate_comes_from_the_frames_per_second_after_the_warm_up(
     tmp_path: Path, capsys
 ) -> None:
-    batches = [(8, 50.0), (8, 4.0), (8, 4.0), (8, 4.0), (8, 1.0), (8, 100.0)]
+    batches = [(8, 20.0), (8, 4.0), (8, 4.0), (8, 4.0), (8, 1.0), (8, 100.0)]
     sink = _feed_sink(tmp_path, planned=1000, batches=batches)
     # Measured from the end of the warm-up to the third batch after it (12 s >= 10 s):
-    # 24 frames in 12 s, 2 frames/s. The run: the 62 s so far, plus the 968 frames left at
+    # 24 frames in 12 s, 2 frames/s. The run: the 32 s so far, plus the 968 frames left at
     # 2 frames/s (484 s). Later batches change nothing.
-    assert sink.estimated_seconds == pytest.approx(62.0 + 484.0)
-    lines = [line for line in capsys.readouterr().err.splitlines() if "rulstm-extract" in line]
-    assert lines == [
+    assert sink.estimated_seconds == pytest.approx(32.0 + 484.0)
+    assert _messages(capsys) == [
         "rulstm-extract: about 9 min for 1000 frames on cpu (measured: 2.0 frames/s over 24 "
         "frames after the first batch); try a smaller config"
     ]
 
 
+def test_a_slow_first_batch_gives_a_rough_estimate_refined_after_the_next(
+    tmp_path: Path, capsys
+) -> None:
+    """A very slow model (V-JEPA 2 ViT-L on a CPU: 0.08 clips/s): the first batch of 8 clips
+    takes 100 s, 5 s after the bar appeared; the estimate is not withheld until the second
+    batch (another 100 s) but given, marked rough, from the first, and then refined."""
+    batches = [(8, 100.0), (8, 95.0), (8, 95.0)]
+    sink = _feed_sink(tmp_path, planned=400, batches=batches[:1], startup=5.0, unit="clip")
+    # Rough: 8 clips in the 100 s of the first batch (warm-up included), 0.08 clips/s: the
+    # 105 s so far plus the 392 clips left at that rate (4900 s).
+    assert sink.estimated_seconds == pytest.approx(105.0 + 4900.0)
+    assert _messages(capsys) == [
+        "rulstm-extract: rough estimate: about 83 min for 400 clips on cpu (the first batch: "
+        "8 clips in 100 s, warm-up included; refined after the next batches); try a smaller "
+        "config"
+    ]
+    sink = _feed_sink(tmp_path, planned=400, batches=batches, startup=5.0, unit="clip")
+    # Refined after the next batch (95 s >= 10 s): 8 clips in 95 s; the 200 s so far plus
+    # the 384 clips left at 0.084 clips/s (4560 s).
+    assert sink.estimated_seconds == pytest.approx(200.0 + 384 * 95.0 / 8)
+    assert _messages(capsys)[1:] == [
+        "rulstm-extract: refined estimate: about 79 min for 400 clips on cpu (measured: "
+        "0.084 clips/s over 8 clips after the first batch)"
+    ]
+
+
+def test_a_rough_estimate_is_refined_even_when_the_run_turns_out_short(
+    tmp_path: Path, capsys
+) -> None:
+    # A first batch of 40 s (a cold start) says 1000 frames take long; the next batches are
+    # fast: the refined estimate is said too, so that the rough one does not stand.
+    batches = [(8, 40.0), (8, 1.0), (8, 1.0), (8, 10.0)]
+    sink = _feed_sink(tmp_path, planned=200, batches=batches)
+    assert sink.estimated_seconds == pytest.approx(52.0 + 168 / 2.0)
+    messages = _messages(capsys)
+    assert len(messages) == 2
+    assert messages[0].startswith("rulstm-extract: rough estimate: about 17 min for 200 frames")
+    assert messages[1] == (
+        "rulstm-extract: refined estimate: about 2 min for 200 frames on cpu (measured: 2.0 "
+        "frames/s over 24 frames after the first batch)"
+    )
+
+
 @pytest.mark.parametrize(
     ("planned", "rank", "seconds"),
-    [(100, 0, 62.0 + 34.0), (1000, 1, 62.0 + 484.0)],  # 96 s is not long; rank 1 is quiet
+    [(100, 0, 32.0 + 34.0), (1000, 1, 32.0 + 484.0)],  # 66 s is not long; rank 1 is quiet
 )
 def test_short_runs_and_other_ranks_print_no_estimate(
     tmp_path: Path, capsys, planned: int, rank: int, seconds: float
 ) -> None:
-    batches = [(8, 50.0), (8, 4.0), (8, 4.0), (8, 4.0)]
+    batches = [(8, 20.0), (8, 4.0), (8, 4.0), (8, 4.0)]
     sink = _feed_sink(tmp_path, planned=planned, batches=batches, rank=rank)
     assert sink.estimated_seconds == pytest.approx(seconds)
     assert "rulstm-extract" not in capsys.readouterr().err
@@ -180,6 +239,10 @@ def test_describe_models_and_the_cpu_hint() -> None:
     )
     assert tuple(small.modalities) == ("rgb", "flow")
     assert "rgb resnet18 (seeded random weights)" in describe_models(small)
+    # A foundation backbone on a CPU: not the ResNet-18s of cpu_small.yaml.
+    vjepa2 = load_extract_config(repo / "configs" / "extract" / "vjepa2.yaml", [])
+    hint = slow_run_hint(vjepa2, torch.device("cpu"))
+    assert "GPU work" in hint and "--only-needed" in hint and "cpu_small" not in hint
 
 
 @pytest.mark.parametrize("long_run", [False, True])
@@ -195,6 +258,8 @@ def test_a_run_shows_loading_a_moving_frame_bar_and_an_estimate_when_long(
     make_video("videos/P01_01.mp4", num_frames=20, fps=30)
     make_video("videos/P01_02.mp4", num_frames=12, fps=30)
     monkeypatch.setenv("TQDM_MININTERVAL", "0")  # draw every update (tqdm reads TQDM_*)
+    # No rough estimate however slow the first batch is on a loaded machine.
+    monkeypatch.setattr(loop, "ROUGH_SECONDS", float("inf"))
     if long_run:  # every run counts as long, measured from the second batch on
         monkeypatch.setattr(loop, "LONG_RUN_SECONDS", -1.0)
         monkeypatch.setattr(loop, "MEASURE_SECONDS", 0.0)
@@ -217,11 +282,13 @@ def test_a_run_shows_loading_a_moving_frame_bar_and_an_estimate_when_long(
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert lines[0].startswith("loading the models: rgb resnet18 (seeded random weights)")
-    assert re.fullmatch(r"models ready in \d+\.\d s", lines[1])
+    assert lines[0].endswith("(for cpu, 32-true)")  # the device and the precision
+    assert re.fullmatch(r"models ready in \d+\.\d s: rgb 512-d, flow 512-d, obj 8-d", lines[1])
     bar = captured.err.replace("\r", "\n")
     # One bar over the 32 frames of both videos, in frames, with the rate and the videos done.
     assert "32/32 frames" in bar and "frame/s" in bar and "2/2 videos" in bar
     assert "| 0/32 frames" in bar and "decoding; 0/2 videos" in bar  # shown before the frames
+    assert "| 0/32 frames" in bar and "P01_01 (first batch, warm-up); 0/2 videos" in bar
     # It moved more often than once per video.
     counts = {int(n) for n in re.findall(r"\| (\d+)/32 frames", bar)}
     assert len(counts) > 3, counts

@@ -48,3 +48,8 @@ def test_summary_reports_counts_speed_and_failures() -> None:
     assert "90.0% saved" in text
     assert "d: d.mp4: cannot decode" in text
     assert summary.exit_code == 1 and Summary(done=["a"]).exit_code == 0
+    # A video model on a CPU: speeds in clips, with two significant digits below 1 clip/s.
+    slow = Summary(done=["a"], frames=8, seconds=100.0, startup_seconds=5.0, unit="clip")
+    assert "clips: 8 extracted in 100.0 s (0.08 clips/s; 0.084 clips/s after a 5.0 s start)" in (
+        slow.format()
+    )
