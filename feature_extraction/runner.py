@@ -166,6 +166,27 @@ def _quiet_lightning() -> Iterator[None]:
         logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def _library_bars(*, shown: bool) -> Iterator[None]:
+    """Hugging Face ``transformers``' own bars (``Loading weights``) hidden unless ``shown``
+    (``--progress false``: a log holds only our lines)."""
+    try:  # an hf: backbone imports it anyway; a missing one is the loader's error to say
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        shown = True
+    if shown:
+        yield
+        return
+
+    active = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if active:
+            hf_logging.enable_progress_bar()
+
+
 def describe_models(config: ExtractConfig) -> str:
     """``"rgb resnet50 (ImageNet weights), flow auto + resnet50 (ImageNet weights), obj
     faster_rcnn fasterrcnn_resnet50_fpn (COCO weights)"``: what an extraction loads."""
@@ -259,9 +280,10 @@ def run_extraction(
         precision = resolve_precision(config.precision, device)
         log(f"loading the models: {describe_models(config)} (for {device.type}, {precision})")
         sys.stdout.flush()
-    models: ExtractionModels = build_models(
-        config, device=torch.device("cpu"), flow_from_images=frames_input
-    )
+    with _library_bars(shown=options.progress or not config.rgb.backbone.startswith("hf:")):
+        models: ExtractionModels = build_models(
+            config, device=torch.device("cpu"), flow_from_images=frames_input
+        )
     if options.progress:
         log(f"models ready in {time.perf_counter() - began:.1f} s: {describe_outputs(models)}")
     dims = models.dims

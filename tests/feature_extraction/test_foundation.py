@@ -599,3 +599,7 @@ def test_a_video_model_run_says_clips_its_clip_rule_and_precision(
     assert "12/12 clips" in captured.err and "clip/s" in captured.err
     assert any(line.startswith("clips: 12 extracted in ") for line in lines), lines
     assert "clips/s after a" in captured.out
+    # --progress false: no bars, transformers' "Loading weights" neither (a log of our lines).
+    quiet = [*arguments[:-1], "false", "--overwrite", "true"]
+    assert main(quiet) == 0
+    assert "Loading weights" not in capsys.readouterr().err
