@@ -96,15 +96,23 @@ class StagingArea:
             return []
         return sorted(p for p in folder.glob("*.h5") if not p.name.endswith(f".{DETECTIONS}.h5"))
 
-    def complete(self, modality: str, *, config_hash: str) -> dict[str, StoredVideo]:
-        """Videos complete in the staging area with this configuration; unreadable,
-        incomplete or differently configured staging files are deleted."""
+    def complete(
+        self, modality: str, *, config_hash: str, revision: str | None = None
+    ) -> dict[str, StoredVideo]:
+        """Videos complete in the staging area with this configuration (and weights
+        ``revision``: see :func:`weights_problem`); unreadable, incomplete or differently
+        configured staging files are deleted."""
         done = {}
         for path in self.staged_files(modality):
             video = path.stem
             try:
                 stored = stored_videos(path).get(video)
-                ok = stored is not None and provenance_of(path).get("config_hash") == config_hash
+                found = provenance_of(path)
+                ok = (
+                    stored is not None
+                    and found.get("config_hash") == config_hash
+                    and not weights_problem(found, revision)
+                )
             except (*FEATURE_FILE_ERRORS, OSError, RuntimeError):  # h5py: "addr overflow"
                 stored, ok = None, False  # killed while writing it, or the disk was full
             if ok and stored is not None:
@@ -119,11 +127,32 @@ class StagingArea:
             self.detections_path(video).unlink(missing_ok=True)
 
 
+def weights_problem(provenance: Mapping[str, Any], revision: str | None) -> str:
+    """Why rows written under ``provenance`` cannot join rows computed with weights of
+    ``revision`` (the backbone record's sha256 of the local weights, or the hub commit), or
+    ''. The config hash holds the weights' path or hub name, not their content: a file
+    replaced, or a hub model updated, between two runs gives other features under the same
+    hash. Where either side records no revision (older files, random or named weights) there
+    is nothing to compare."""
+    record = backbone_of(provenance)
+    found = record.get("revision") if record is not None else None
+    if revision is None or found is None or found == revision:
+        return ""
+    return f"its weights differ (revision {found} in the file, {revision} now)"
+
+
 def check_output_file(
-    path: Path, *, dim: int, fps: float, config_hash: str, overwrite: bool
+    path: Path,
+    *,
+    dim: int,
+    fps: float,
+    config_hash: str,
+    overwrite: bool,
+    revision: str | None = None,
 ) -> dict[str, StoredVideo]:
     """The complete videos of an existing output file, after checking that it holds the same
-    kind of features; with ``overwrite`` a mismatching file is replaced instead.
+    kind of features (and, given ``revision``, of the same weights: :func:`weights_problem`);
+    with ``overwrite`` a mismatching file is replaced instead.
 
     Raises:
         OutputError: the file is not a readable feature file, or (without ``overwrite``)
@@ -132,6 +161,9 @@ def check_output_file(
     """
     try:
         problems = compatibility_problems(path, dim=dim, fps=fps, config_hash=config_hash)
+        if not problems and path.exists():
+            problem = weights_problem(provenance_of(path), revision)
+            problems = [problem] if problem else []
     except FeatureFileError as error:
         raise OutputError(f"{error}; move it away") from error
     if problems and not overwrite:

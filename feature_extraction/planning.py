@@ -133,9 +133,13 @@ def plan_extraction(
     *,
     dims: dict[Modality, int],
     hashes: dict[Modality, str],
+    revisions: dict[Modality, str | None] | None = None,
     log: Any = print,
 ) -> Plan:
-    """Which videos (and frames) to extract; deletes stale staging files (rank 0 only)."""
+    """Which videos (and frames) to extract; deletes stale staging files (rank 0 only).
+    ``revisions``: each modality's weights revision (the backbone record's), checked against
+    the output file's and the staging files' besides the config hash."""
+    revisions = revisions or {}
     videos, ignored = _sources(options)
     if not videos and options.frames is not None:
         raise ValueError(
@@ -159,9 +163,12 @@ def plan_extraction(
             fps=config.fps,
             config_hash=hashes[modality],
             overwrite=options.overwrite,
+            revision=revisions.get(modality),
         )
         replace_old[modality] = options.overwrite and main_path.exists() and not in_main
-        staged = staging.complete(modality, config_hash=hashes[modality])
+        staged = staging.complete(
+            modality, config_hash=hashes[modality], revision=revisions.get(modality)
+        )
         done[modality] = {} if options.overwrite else {**in_main, **staged}
     wanted: dict[str, np.ndarray] | None = None
     if options.only_needed:

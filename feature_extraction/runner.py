@@ -289,6 +289,7 @@ def run_extraction(
     dims = models.dims
     provenances = {m: provenance(models, m, frames_input=frames_input) for m in config.modalities}
     hashes = {m: provenances[m]["config_hash"] for m in config.modalities}
+    revisions = {m: (provenances[m].get("backbone") or {}).get("revision") for m in hashes}
     chunk_options = ChunkOptions(
         fps=config.fps,
         decode=config.decode,
@@ -300,7 +301,9 @@ def run_extraction(
     )
 
     def planner() -> Plan:
-        return plan_extraction(config, options, dims=dims, hashes=hashes, log=log)
+        return plan_extraction(
+            config, options, dims=dims, hashes=hashes, revisions=revisions, log=log
+        )
 
     data = ExtractionData(
         planner=planner, options=chunk_options, num_workers=config.resolved_workers()

@@ -179,3 +179,35 @@ def test_staging_files_of_an_interrupted_run_keep_their_setting_in_the_merged_re
     backbone = read_file_info(out / "rgb.h5").provenance["backbone"]
     assert backbone["channels_last"] == "mixed"
     assert backbone["mixed"] == {"channels_last": [True, False]}
+
+
+def test_a_resume_with_other_weights_in_the_same_file_is_refused(
+    tmp_path, make_video, tiny_config, tiny_overrides, capsys
+) -> None:
+    """The weights' path is in the config hash, their content is not (its sha256 is the
+    record's revision): a weights file replaced between two runs must not mix the rows of two
+    models in one file. The run is refused naming both revisions; --overwrite redoes all."""
+    import torchvision
+
+    first = make_video("videos/P01_01.mp4", num_frames=6, fps=30)
+    make_video("videos/P01_02.mp4", num_frames=6, fps=30)
+    weights, out = tmp_path / "resnet18.pth", tmp_path / "out"
+    torch.manual_seed(1)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    assert _extract_rgb(first, out, tiny_config, tiny_overrides, "--rgb.weights", str(weights)) == 0
+    revision = read_file_info(out / "rgb.h5").provenance["backbone"]["revision"]
+    torch.manual_seed(2)
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    videos = first.parent
+    capsys.readouterr()
+    assert (
+        _extract_rgb(videos, out, tiny_config, tiny_overrides, "--rgb.weights", str(weights)) == 1
+    )
+    err = capsys.readouterr().err
+    assert "rgb.h5" in err and revision in err and "--overwrite" in err
+    assert stored_videos(out / "rgb.h5").keys() == {"P01_01"}  # nothing added
+    again = ["--rgb.weights", str(weights), "--overwrite", "true"]
+    assert _extract_rgb(videos, out, tiny_config, tiny_overrides, *again) == 0
+    info = read_file_info(out / "rgb.h5")
+    assert stored_videos(out / "rgb.h5").keys() == {"P01_01", "P01_02"}
+    assert info.provenance["backbone"]["revision"] not in (revision, "mixed")
