@@ -245,7 +245,7 @@ def test_describe_models_and_the_cpu_hint() -> None:
     assert "GPU work" in hint and "--only-needed" in hint and "cpu_small" not in hint
 
 
-@pytest.mark.parametrize("long_run", [False, True])
+@pytest.mark.parametrize(("long_run", "rough"), [(False, False), (True, False), (True, True)])
 def test_a_run_shows_loading_a_moving_frame_bar_and_an_estimate_when_long(
     tmp_path: Path,
     make_video,
@@ -254,12 +254,14 @@ def test_a_run_shows_loading_a_moving_frame_bar_and_an_estimate_when_long(
     capsys,
     monkeypatch,
     long_run: bool,
+    rough: bool,
 ) -> None:
     make_video("videos/P01_01.mp4", num_frames=20, fps=30)
     make_video("videos/P01_02.mp4", num_frames=12, fps=30)
     monkeypatch.setenv("TQDM_MININTERVAL", "0")  # draw every update (tqdm reads TQDM_*)
-    # No rough estimate however slow the first batch is on a loaded machine.
-    monkeypatch.setattr(loop, "ROUGH_SECONDS", float("inf"))
+    # rough: every first batch is slow enough for a rough estimate; else none however slow
+    # the first batch is on a loaded machine.
+    monkeypatch.setattr(loop, "ROUGH_SECONDS", 0.0 if rough else float("inf"))
     if long_run:  # every run counts as long, measured from the second batch on
         monkeypatch.setattr(loop, "LONG_RUN_SECONDS", -1.0)
         monkeypatch.setattr(loop, "MEASURE_SECONDS", 0.0)
@@ -292,9 +294,22 @@ def test_a_run_shows_loading_a_moving_frame_bar_and_an_estimate_when_long(
     # It moved more often than once per video.
     counts = {int(n) for n in re.findall(r"\| (\d+)/32 frames", bar)}
     assert len(counts) > 3, counts
-    estimate = re.search(
-        r"rulstm-extract: about \d+ (s|min) for 32 frames on cpu \(measured: [\d.]+ frames/s over 4 "
-        r"frames after the first batch\); the models are small already",
-        captured.err,
+    said = [line for line in bar.splitlines() if line.startswith("rulstm-extract:")]
+    measured = (
+        r"rulstm-extract: (refined estimate: )?about \d+ (s|min) for 32 frames on cpu "
+        r"\(measured: [\d.]+ frames/s over 4 frames after the first batch\)"
     )
-    assert (estimate is not None) == long_run, captured.err
+    hint = "; the models are small already"
+    if not long_run:
+        assert said == [], said
+    elif not rough:
+        assert len(said) == 1 and re.fullmatch(measured + hint + ".*", said[0]), said
+    else:  # the rough one from the first batch of 4 frames, then the measured one
+        assert len(said) == 2, said
+        assert re.fullmatch(
+            r"rulstm-extract: rough estimate: about \d+ (s|min) for 32 frames on cpu \(the "
+            r"first batch: 4 frames in \d+ s, warm-up included; refined after the next "
+            r"batches\)" + hint + ".*",
+            said[0],
+        ), said
+        assert re.fullmatch(measured, said[1]) and "refined estimate" in said[1], said
