@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from feature_extraction import loop
+from feature_extraction import progress
 from feature_extraction.cli import build_parser, main
 from feature_extraction.config import ExtractConfig, config_from_namespace
-from feature_extraction.loop import ExtractionModule, StagingSink, format_estimate, format_rate
+from feature_extraction.loop import ExtractionModule, StagingSink
 from feature_extraction.models import FeatureComputer, build_models
 from feature_extraction.pipeline import Chunk
+from feature_extraction.progress import format_estimate, format_rate
 from feature_extraction.runner import describe_models, slow_run_hint
 
 
@@ -261,10 +262,10 @@ def test_a_run_shows_loading_a_moving_frame_bar_and_an_estimate_when_long(
     monkeypatch.setenv("TQDM_MININTERVAL", "0")  # draw every update (tqdm reads TQDM_*)
     # rough: every first batch is slow enough for a rough estimate; else none however slow
     # the first batch is on a loaded machine.
-    monkeypatch.setattr(loop, "ROUGH_SECONDS", 0.0 if rough else float("inf"))
+    monkeypatch.setattr(progress, "ROUGH_SECONDS", 0.0 if rough else float("inf"))
     if long_run:  # every run counts as long, measured from the second batch on
-        monkeypatch.setattr(loop, "LONG_RUN_SECONDS", -1.0)
-        monkeypatch.setattr(loop, "MEASURE_SECONDS", 0.0)
+        monkeypatch.setattr(progress, "LONG_RUN_SECONDS", -1.0)
+        monkeypatch.setattr(progress, "MEASURE_SECONDS", 0.0)
     code = main(
         [
             "--videos",
