@@ -510,3 +510,72 @@ def test_the_checker_finds_made_up_options_and_broken_links(tmp_path, monkeypatc
     assert len(found[7]) == 1 and "no_such_argument" in found[7][0], found[7]
     assert len(found[8]) == 1 and "no_such_option" in found[8][0], found[8]
     assert found[9] == ["docs/page.md:15: no config configs/nowhere/base.yaml"]
+
+
+# --------------------------------------------------------------------------- Ego4D LTA layout
+def _values(words: tuple[str, ...] | list[str], option: str) -> list[str]:
+    """The words after ``option`` up to the next option (``[]`` when it is not given)."""
+    if option not in words:
+        return []
+    rest = list(words[list(words).index(option) + 1 :])
+    end = next((i for i, word in enumerate(rest) if word.startswith("-")), len(rest))
+    return rest[:end]
+
+
+def test_the_ego4d_page_and_the_lta_config_defaults_use_one_layout() -> None:
+    """docs/ego4d_lta.md's commands and configs/ego4d_lta/{base,predict}.yaml agree: one
+    annotation folder, the Ego4D CLI's ``<output_directory>/<version>/<dataset>/`` with
+    ``ego4d.json`` at its root, the importer's output the feature file base.yaml reads, and
+    ``rulstm-score`` reading the file a documented predict command writes for the val split."""
+    import yaml
+
+    page = ROOT / "docs" / "ego4d_lta.md"
+    text = page.read_text(encoding="utf-8")
+    _, blocks = split_fences(text)
+    commands = [
+        words
+        for language, body, _ in blocks
+        if language == "bash"
+        for _, words in commands_of_block(body)
+    ]
+    data = yaml.safe_load((ROOT / "configs/ego4d_lta/base.yaml").read_text())["data"]
+    annotations = Path(data["train"]).parent
+    for key in ("taxonomy", "train", "val", "test"):
+        assert Path(data[key]).parent == annotations, key
+        assert Path(data[key]).name in text, f"{page.name} never names data.{key}'s file"
+    named = {word for words in commands for word in words if "fho_lta_" in word}
+    assert named and {Path(word).parent for word in named} == {annotations}, named
+    # The Ego4D CLI writes <output_directory>/<version>/<dataset>/ and ego4d.json at the root.
+    downloads = [words for words in commands if words[0] == "ego4d"]
+    roots = {Path(value) for words in downloads for value in _values(words, "--output_directory")}
+    datasets = {value for words in downloads for value in _values(words, "--datasets")}
+    version = annotations.parent
+    assert roots == {version.parent} and re.fullmatch(r"v\d+", version.name), (roots, version)
+    assert annotations.name == "annotations" and "annotations" in datasets
+    (importer,) = [w for w in commands if tuple(w[:2]) == ("rulstm-import", "ego4d-features")]
+    assert _values(importer, "--metadata") == [str(version.parent / "ego4d.json")]
+    (features,) = _values(importer, "--features")
+    assert Path(features).parent == version and Path(features).name in datasets
+    assert _values(importer, "--out") == [data["features"]]
+    (extract,) = [words for words in commands if words[0] == "rulstm-extract"]
+    (videos,) = _values(extract, "--videos")
+    assert Path(videos) == version / "clips" and "clips" in datasets
+    (out,) = _values(extract, "--out")
+    assert f"--data.features {Path(out) / 'rgb.h5'}" in " ".join(text.split())
+    # rulstm-score reads what a documented `rulstm predict` writes for the labelled split.
+    predict_yaml = yaml.safe_load((ROOT / "configs/ego4d_lta/predict.yaml").read_text())
+    (writer,) = predict_yaml["trainer"]["callbacks"]
+    written = {
+        (
+            (_values(words, "--data.predict_split") or [predict_yaml["data"]["predict_split"]])[0],
+            (
+                _values(words, "--trainer.callbacks.init_args.out_file")
+                or [writer["init_args"]["out_file"]]
+            )[0],
+        )
+        for words in commands
+        if tuple(words[:2]) == ("rulstm", "predict")
+    }
+    (score,) = [words for words in commands if words[0] == "rulstm-score"]
+    assert _values(score, "--annotations") == [data["val"]]
+    assert ("val", _values(score, "--predictions")[0]) in written, written

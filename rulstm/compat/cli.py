@@ -3,7 +3,9 @@
 rulstm-import features --lmdb data/ek55/rgb --modality rgb --out features/ek55/rgb.h5
 rulstm-import checkpoint --in RULSTM-anticipation_0.25_6_8_rgb_best.pth.tar --out rgb.ckpt
 rulstm-import detections --npy detections/ --out features/ek100/obj.h5 --num-classes 352
-rulstm-import ego4d-features --features v1/omnivore_video_swinl --metadata ego4d.json --out data/ego4d/omnivore_video_swinl.h5
+rulstm-import ego4d-features --features ego4d_data/v2/omnivore_video_swinl \
+    --metadata ego4d_data/ego4d.json --annotations ego4d_data/v2/annotations/fho_lta_{train,val,test_unannotated}.json \
+    --out data/ego4d/omnivore_video_swinl.h5
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from epic_protocol.errors import ArgumentParser, cli_main
 from rulstm.compat.checkpoints import DEFAULT_MODALITIES, import_checkpoint
 from rulstm.compat.detections import RELEASED_OBJ_CLASSES, import_detections
-from rulstm.compat.ego4d_features import import_ego4d_features
+from rulstm.compat.ego4d_features import import_ego4d_features, parent_videos
 from rulstm.compat.lmdb_features import DEFAULT_KEY_PATTERN, convert_lmdb
 
 
@@ -133,8 +135,16 @@ def _parser() -> ArgumentParser:
     ego4d.add_argument("--metadata", required=True, help="Ego4D's ego4d.json (video lengths)")
     ego4d.add_argument("--out", required=True, help="output .h5 file")
     ego4d.add_argument("--modality", default="rgb", help="modality name (default: %(default)s)")
-    ego4d.add_argument(
+    ego4d_only = ego4d.add_mutually_exclusive_group()
+    ego4d_only.add_argument(
         "--videos", nargs="+", default=None, help="only these video uids (default: every file)"
+    )
+    ego4d_only.add_argument(
+        "--annotations",
+        nargs="+",
+        default=None,
+        help="only the parent videos (video_uid) of the clips these fho_lta_*.json files name "
+        "(default: every file of --features)",
     )
     ego4d.add_argument(
         "--before-first",
@@ -181,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out,
             metadata=args.metadata,
             modality=args.modality,
-            videos=args.videos,
+            videos=args.videos if args.annotations is None else parent_videos(args.annotations),
             before_first=args.before_first,
             dtype=args.dtype,
         )

@@ -1,9 +1,14 @@
 """Import Ego4D's released per-video features into the HDF5 feature layout.
 
 The Ego4D CLI's feature datasets (``--datasets omnivore_video_swinl`` or
-``slowfast8x8_r101_k400``) hold one ``<video_uid>.pt`` per parent video: a float tensor
-``(num_windows, dim)`` (Omnivore Swin-L 1536, SlowFast 2304) computed by Ego4D's feature
-extractor on windows of 32 frames at a stride of 16 frames (30 fps), pytorchvideo's
+``slowfast8x8_r101_k400``; the CLI writes them to ``<output_directory>/<v1|v2>/<dataset>/``)
+hold one ``<video_uid>.pt`` per parent video: a float tensor ``(num_windows, dim)`` (Omnivore
+Swin-L 1536, SlowFast 2304; the dimension is read from the files) computed by Ego4D's feature
+extractor on the 30 fps canonical videos with windows of 32 frames (1.0667 s) at a stride of
+16 frames (0.5333 s). Source: the Ego4D "Features" page (https://ego4d-data.org/docs/data/features/,
+"Window Size and Stride are in frames") and the extraction configs
+``ego4d/features/configs/{slowfast_r101_8x8,omnivore_video}.yaml`` of facebookresearch/Ego4d
+(``fps: 30``, ``frame_window: 32``, ``stride: 16``), which use pytorchvideo's
 ``UniformClipSampler(..., backpad_last=True)``: window ``i`` covers 0-based frames
 ``[16 i, 16 i + 32)``; when the last regular window does not reach the end of the video, one
 more window covering the video's last 32 frames is added (back-padded); a video shorter than
@@ -31,6 +36,7 @@ Videos already complete in the output are skipped, so an interrupted import resu
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +45,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from epic_protocol.ego4d_lta import read_lta_annotations
 from epic_protocol.errors import DataError
 from epic_protocol.features import FeatureFileWriter, complete_videos
 
@@ -104,6 +111,22 @@ def read_video_lengths(metadata: str | Path, fps: float = EGO4D_FEATURE_FPS) -> 
     return lengths
 
 
+def parent_videos(annotations: Iterable[str | Path]) -> list[str]:
+    """The parent ``video_uid`` of every clip of these ``fho_lta_*.json`` files, sorted (the
+    videos whose features an LTA run reads with ``keying: video``).
+
+    Raises:
+        LTAAnnotationError / FileNotFoundError: an unreadable file (named).
+    """
+    videos = {
+        action.video_uid
+        for path in annotations
+        for actions in read_lta_annotations(path).values()
+        for action in actions
+    }
+    return sorted(videos)
+
+
 def placed_rows(
     features: np.ndarray,
     num_frames: int,
@@ -115,11 +138,19 @@ def placed_rows(
     """Frames (int64 [R], 1-based, increasing) and features (float32 [R, D]) to store.
 
     Raises:
-        Ego4DFeatureError: a row count other than the extractor's for ``num_frames``.
+        Ego4DFeatureError: not a 2-d tensor, a NaN/inf value, or a row count other than the
+            extractor's for ``num_frames`` (named: the file, the video, the window).
     """
     if features.ndim != 2:
         raise Ego4DFeatureError(
             f"{source}: video {video}: expected a (windows, dim) tensor, got {features.shape}"
+        )
+    finite = np.isfinite(features)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise Ego4DFeatureError(
+            f"{source}: video {video}: window {row} is not finite "
+            f"({int((~finite).sum())} NaN/inf values in the file)"
         )
     expected = expected_windows(num_frames)
     if len(features) != expected:
@@ -146,7 +177,10 @@ def _load_tensor(path: Path) -> np.ndarray:
     try:
         value = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # an unreadable or non-tensor pickle: name the file
-        raise Ego4DFeatureError(f"{path}: not a saved tensor ({error})") from None
+        reason = f"{type(error).__name__}: {' '.join(str(error).split()) or 'no detail'}"
+        if not zipfile.is_zipfile(path):  # torch.save has written zip archives since 1.6
+            reason = f"not a torch.save zip archive, cut short or another format; {reason}"
+        raise Ego4DFeatureError(f"{path}: not a saved tensor ({reason})") from None
     if not isinstance(value, torch.Tensor):
         raise Ego4DFeatureError(f"{path}: holds a {type(value).__name__}, not a tensor")
     return value.float().numpy()
@@ -174,7 +208,7 @@ def import_ego4d_features(
     """Import ``<video_uid>.pt`` files of ``features_dir`` into ``output`` (resumable).
 
     Args:
-        features_dir: the Ego4D CLI's feature folder (e.g. ``v1/omnivore_video_swinl``).
+        features_dir: the Ego4D CLI's feature folder (e.g. ``ego4d_data/v2/omnivore_video_swinl``).
         output: the ``.h5`` feature file (keyed by ``video_uid``, 30 fps).
         metadata: ``ego4d.json`` or ``{video_uid: num_frames}``.
         modality: the modality name recorded in the file.

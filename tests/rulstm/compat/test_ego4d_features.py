@@ -4,6 +4,7 @@ the back-padded last window, steps before the first window, errors named."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -144,3 +145,50 @@ def test_a_pickle_that_is_not_a_tensor_is_refused(tmp_path):
     torch.save({"x": 1}, folder / "vidC.pt")
     with pytest.raises(Ego4DFeatureError, match="vidC.pt: holds a dict, not a tensor"):
         import_ego4d_features(folder, tmp_path / "o.h5", metadata={"vidC": 40})
+
+
+def test_annotations_import_only_the_parent_videos_of_the_lta_clips(tmp_path, released):
+    """--annotations fho_lta_*.json: only the clips' parent videos (vidA), not every file."""
+    from epic_protocol.ego4d_lta import LTAAction, write_lta_annotations
+
+    folder, metadata = released
+    lta = tmp_path / "fho_lta_val.json"
+    write_lta_annotations(lta, [LTAAction("clip1", "vidA", 0, 0, 9, 5, 0, 0)])
+    out = tmp_path / "lta.h5"
+    argv = ["ego4d-features", "--features", str(folder), "--metadata", str(metadata)]
+    assert import_main([*argv, "--annotations", str(lta), "--out", str(out)]) == 0
+    assert sorted(FeatureStore(out).videos()) == ["vidA"]
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"hello", r"bad\.pt: not a saved tensor \(not a torch.save zip archive"),  # text
+        (None, r"bad\.pt: not a saved tensor \(not a torch.save zip archive"),  # cut short
+    ],
+)
+def test_an_unreadable_file_is_one_line_naming_it(tmp_path, capsys, content, expected):
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    if content is None:
+        torch.save(torch.zeros(3, 4), folder / "whole.pt")
+        content = (folder / "whole.pt").read_bytes()[:100]
+        (folder / "whole.pt").unlink()
+    (folder / "bad.pt").write_bytes(content)
+    argv = ["ego4d-features", "--features", str(folder), "--metadata", str(tmp_path / "m.json")]
+    (tmp_path / "m.json").write_text(
+        json.dumps({"videos": [{"video_uid": "bad", "duration_sec": 2}]})
+    )
+    assert import_main([*argv, "--out", str(tmp_path / "o.h5")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and re.search(expected, err), err
+
+
+def test_a_nan_window_is_named_by_file_and_window(tmp_path):
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    values = torch.zeros(expected_windows(64), 3)
+    values[2, 1] = float("nan")
+    torch.save(values, folder / "vidN.pt")
+    with pytest.raises(Ego4DFeatureError, match=r"vidN\.pt: video vidN: window 2 is not finite"):
+        import_ego4d_features(folder, tmp_path / "o.h5", metadata={"vidN": 64})
