@@ -1,6 +1,7 @@
 """Ego4D long-term action anticipation (FHO LTA): annotations, windows and frame mapping.
 
-The files a user downloads with the Ego4D CLI (``--datasets annotations``)::
+The files a user downloads with the Ego4D CLI (``--datasets annotations``, written to
+``<output_directory>/v2/annotations/``, ``v1/`` with ``--version v1``; docs/ego4d_lta.md)::
 
     fho_lta_train.json, fho_lta_val.json, fho_lta_test_unannotated.json
         {"clips": [{"clip_uid", "video_uid", "action_idx",

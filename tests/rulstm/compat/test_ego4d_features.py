@@ -192,3 +192,14 @@ def test_a_nan_window_is_named_by_file_and_window(tmp_path):
     torch.save(values, folder / "vidN.pt")
     with pytest.raises(Ego4DFeatureError, match=r"vidN\.pt: video vidN: window 2 is not finite"):
         import_ego4d_features(folder, tmp_path / "o.h5", metadata={"vidN": 64})
+
+
+@pytest.mark.parametrize("shape", [(3,), (3, 2, 4)], ids=["1-d", "3-d"])
+def test_a_tensor_of_another_shape_is_named(tmp_path, shape):
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    torch.save(torch.zeros(shape), folder / "vidS.pt")
+    with pytest.raises(
+        Ego4DFeatureError, match=r"vidS\.pt: video vidS: expected a \(windows, dim\)"
+    ):
+        import_ego4d_features(folder, tmp_path / "o.h5", metadata={"vidS": 64})
