@@ -32,6 +32,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from epic_protocol.errors import DataError
 from rulstm.ckpt_path import LAST
+from rulstm.evaluation.names import logged_table
 from rulstm.evaluation.records import evaluator_owns_test_metrics
 
 
@@ -66,11 +67,34 @@ class RunFolderPolicy:
         return parser
 
     def one_table(self) -> None:
-        """With the project's evaluator (which prints its own table and where the reports
-        went), Lightning's table of every logged metric is not printed. Call it in
+        """Lightning's table of every logged metric is not printed by ``validate`` and
+        ``test``: :meth:`after_validate` / :meth:`after_test` print the project's (the
+        evaluator's report, or :func:`~rulstm.evaluation.names.logged_table`). Call it in
         ``before_validate`` / ``before_test``."""
-        if evaluator_owns_test_metrics(self.trainer):  # type: ignore[attr-defined]
-            self.config_init[self.subcommand]["verbose"] = False  # type: ignore[attr-defined]
+        self.config_init[self.subcommand]["verbose"] = False  # type: ignore[attr-defined]
+
+    def after_validate(self) -> None:
+        """The logged ``val/...`` values under their logged names (a compact table)."""
+        self._print_logged("val")
+
+    def after_test(self) -> None:
+        """Without an evaluator, the logged ``test/...`` values as :meth:`after_validate`
+        prints them; with one (it printed its report), the names it did not log
+        (``test/loss``, the fusion weights)."""
+        self._print_logged("test")
+
+    def _print_logged(self, stage: str) -> None:
+        trainer = self.trainer  # type: ignore[attr-defined]
+        if not trainer.is_global_zero:
+            return
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        if stage == "test" and evaluator_owns_test_metrics(trainer):
+            for callback in trainer.callbacks:
+                for name in getattr(callback, "logged_names", lambda: [])():
+                    metrics.pop(name, None)
+        table = logged_table(metrics, stage=stage)
+        if table:
+            print(table, flush=True)
 
     def claim_run_folder(self) -> None:
         """``last.ckpt`` every epoch (:func:`add_last_checkpoint`), and the stage folder

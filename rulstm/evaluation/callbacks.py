@@ -203,6 +203,11 @@ class AnticipationEvaluator(_StepTimes, L.Callback):
         self._parts: list[Any] = []
         self._json_parts: list[SubmissionScores] = []
 
+    def logged_names(self) -> list[str]:
+        """The names the last test logged from the report (``test/action/top5/1.00s`` ...):
+        its table printed them; ``[]`` before a report."""
+        return [] if self.report is None else list(self.report.metrics(self.log_prefix))
+
     @property
     def vocabulary(self) -> ActionVocabulary:
         """The next-action protocol's vocabulary."""

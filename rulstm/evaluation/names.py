@@ -18,7 +18,8 @@ Besides: ``{stage}/loss`` and, for MATT fusion, ``{stage}/attention/{modality}``
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -173,3 +174,62 @@ def check_monitors(callbacks: Iterable[Any], valid: Sequence[str]) -> None:
                 f"{monitor} is better when {'larger' if better == 'max' else 'smaller'}; "
                 f"set mode: {better}"
             )
+
+
+_TIME_WHEN = re.compile(r"^\d+\.\d\ds$")  # time_key: 1.00s
+_FRACTION_WHEN = re.compile(r"^\d+\.\d%$")  # fraction_key: 100.0%
+
+
+def _when_order(when: str) -> float:
+    """Oldest observation first, as the report tables: anticipation times descending
+    (2.00s ... 0.25s), observed fractions ascending (12.5% ... 100.0%)."""
+    if _TIME_WHEN.match(when):
+        return -float(when[:-1])
+    return float(when[:-1])
+
+
+def _value(name: str, value: float) -> str:
+    # Accuracies and recalls are percent (2 decimals); losses, ED and weights are fractions.
+    return f"{value:.2f}" if metric_mode(name) == "max" else f"{value:.4f}"
+
+
+def logged_table(metrics: Mapping[str, float], *, stage: str, width: int = 100) -> str:
+    """The ``stage``'s logged values (``val``, ``test``) as a compact table under their logged
+    names, one name in one spelling: a name ending in a ``when`` (``val/action/top5/1.00s``)
+    is its row (``val/action/top5/``) followed by its column (``1.00s``); the other names
+    (``val/action/top5``, ``val/loss``, ``val/attention/rgb``, ``val/verb/ED@20``) follow as
+    ``name value`` pairs. Names of other stages are left out; ``""`` when none is left."""
+    prefix = f"{stage}/"
+    rows: dict[str, dict[str, float]] = {}
+    others: dict[str, float] = {}
+    for name in metrics:  # in logging order
+        if not name.startswith(prefix):
+            continue
+        value = float(metrics[name])
+        head, _, when = name.rpartition("/")
+        if head != stage and (_TIME_WHEN.match(when) or _FRACTION_WHEN.match(when)):
+            rows.setdefault(f"{head}/", {})[when] = value
+        else:
+            others[name] = value
+    lines: list[str] = []
+    if rows:
+        whens = sorted({w for row in rows.values() for w in row}, key=_when_order)
+        label = max(len(row) for row in rows)
+        example = next(iter(rows)) + (time_key(1.0) if time_key(1.0) in whens else whens[-1])
+        lines.append(f"{stage} metrics (a name is its row and column: {example})")
+        lines.append(" " * label + "".join(f"{w:>9}" for w in whens))
+        for row, values in rows.items():
+            cells = "".join(
+                f"{_value(row, values[w]):>9}" if w in values else f"{'-':>9}" for w in whens
+            )
+            lines.append(f"{row:<{label}}{cells}")
+    line = ""
+    for name, value in others.items():
+        pair = f"{name} {_value(name, value)}"
+        if line and len(line) + 3 + len(pair) > width:
+            lines.append(line)
+            line = ""
+        line = f"{line}   {pair}" if line else pair
+    if line:
+        lines.append(line)
+    return "\n".join(lines)

@@ -152,10 +152,35 @@ def test_a_stage_prints_one_screen(tmp_path, data, capfd):
     assert "Test metric" not in out and "DataLoader 0" not in out  # Lightning's metric table
     assert "Action Top-5 Accuracy" in out  # the project's table
     assert f"evaluation written to {tmp_path / 'evaluation'}" in out
+    assert "test/loss " in out  # what the module logged besides the evaluator's report
     assert f"checkpoint written: {runs / 'rgb_sc' / 'checkpoints' / 'best.ckpt'}" in out
     # The test run in the stage folder records its config beside, not over, the training one.
     assert (runs / "rgb_sc" / "config.yaml").read_text() == trained_with
     assert "test_annotations" in (runs / "rgb_sc" / "config_test.yaml").read_text()
+
+
+def test_validate_and_test_print_the_logged_names_not_lightnings_table(tmp_path, data, capfd):
+    """``rulstm validate`` (and ``rulstm test`` without an evaluator) print the logged values
+    under the logged names, one spelling each (row + column = ``val/action/top5/1.00s``),
+    instead of Lightning's table of every name."""
+    args = fit_args("rgb_sc", data, tmp_path / "runs", epochs=1)
+    for stage, extra in (("val", []), ("test", ["--data.test_annotations", str(data.val)])):
+        command = "validate" if stage == "val" else "test"
+        capfd.readouterr()
+        cli = build_cli([command, *args[1:], *extra])
+        out, err = capfd.readouterr()
+        assert "Validate metric" not in out and "Test metric" not in out and "┃" not in out
+        lines = out.splitlines()
+        (title,) = [line for line in lines if line.startswith(f"{stage} metrics")]
+        assert f"{stage}/action/top1/1.00s" in title
+        header = lines[lines.index(title) + 1].split()
+        assert header == ["2.00s", "1.75s", "1.50s", "1.25s", "1.00s", "0.75s", "0.50s", "0.25s"]
+        logged = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+        for metric in ("top1", "top5", "recall5"):
+            (row,) = [line for line in lines if line.startswith(f"{stage}/action/{metric}/ ")]
+            values = [float(v) for v in row.split()[1:]]
+            assert values == [round(logged[f"{stage}/action/{metric}/{w}"], 2) for w in header]
+        assert f"{stage}/loss {logged[f'{stage}/loss']:.4f}" in out
 
 
 def test_more_workers_than_cores_warn_once_naming_the_option(tmp_path, data, capfd, monkeypatch):
