@@ -293,3 +293,25 @@ def test_every_config_monitors_a_logged_name(folder):
             early = path.stem.startswith("early")
             whens = ["100.0%", "50.0%"] if early else [time_key(1.0), time_key(2.0)]
             assert monitor in module_metric_names("val", whens=whens), (path, monitor)
+
+
+def test_logged_table_spells_each_logged_name_once():
+    from rulstm.evaluation.names import logged_table
+
+    logged = {
+        "val/loss": 1.5,
+        "val/action/top1/100.0%": 60.0,
+        "val/action/top1/12.5%": 10.0,
+        "val/action/top1": 60.0,
+        "val/verb/ED@20": 0.875,
+        "train/loss": 2.0,  # another stage: left out
+    }
+    lines = logged_table(logged, stage="val").splitlines()
+    assert lines[0] == "val metrics (a name is its row and column: val/action/top1/100.0%)"
+    assert lines[1].split() == ["12.5%", "100.0%"]  # the observed fraction grows
+    assert lines[2].split() == ["val/action/top1/", "10.00", "60.00"]
+    assert lines[3].split() == [
+        "val/loss", "1.5000", "val/action/top1", "60.00", "val/verb/ED@20", "0.8750"
+    ]  # fmt: skip
+    assert len(lines) == 4 and "train/loss" not in "\n".join(lines)
+    assert logged_table({"train/loss": 1.0}, stage="val") == ""
