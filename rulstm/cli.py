@@ -83,7 +83,12 @@ from rulstm.run_folder import (
     keep_logs_with_the_run,
     quiet_wandb,
 )
-from rulstm.selection import next_action_choice, next_action_protocols, select_by_protocol
+from rulstm.selection import (
+    WrittenConfig,
+    next_action_choice,
+    next_action_protocols,
+    select_by_protocol,
+)
 from rulstm.stage_checks import (
     check_callback_alpha,
     check_compatibility,
@@ -112,7 +117,7 @@ DERIVED: dict[str, tuple[Callable[[AnticipationDataModule], Any], Any]] = {
 DEFAULT_PROTOCOL = "custom"
 
 
-class RulstmCLI(RunFolderPolicy, TrustedCkptPath, LightningCLI):
+class RulstmCLI(WrittenConfig, RunFolderPolicy, TrustedCkptPath, LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         self._configured: dict[str, Any] = {}
         self._net_args: set[str] = set()
@@ -160,7 +165,9 @@ class RulstmCLI(RunFolderPolicy, TrustedCkptPath, LightningCLI):
             config.get("protocol") or DEFAULT_PROTOCOL,
             task=config.get("data.task") or "anticipation",
         )
-        select_by_protocol(config.get("trainer.callbacks"), choice)
+        select_by_protocol(
+            config.get("trainer.callbacks"), choice, written=self.written("trainer.callbacks")
+        )
         # What the config itself says, before the links overwrite it at instantiation.
         self._configured = {
             key: config.get(key)

@@ -32,7 +32,7 @@ from rulstm.evaluation.callbacks import RunConfigSaver
 from rulstm.evaluation.lta_protocol import Ego4DLTAProtocol
 from rulstm.lightning_lta import LTAModule
 from rulstm.run_folder import RunFolderPolicy, config_filename, keep_logs_with_the_run
-from rulstm.selection import MonitorChoice, select_by_protocol
+from rulstm.selection import MonitorChoice, WrittenConfig, select_by_protocol
 from rulstm.trainer_precision import accept_auto_precision, resolve_precision
 
 TASK = "ego4d_lta"
@@ -73,7 +73,7 @@ def is_lta_command(args: Sequence[str]) -> bool:
     return False
 
 
-class LTACLI(RunFolderPolicy, TrustedCkptPath, LightningCLI):
+class LTACLI(WrittenConfig, RunFolderPolicy, TrustedCkptPath, LightningCLI):
     """``--ckpt_path`` (a file, ``best`` or ``last``) is checked as for the next-action CLI
     (:class:`rulstm.ckpt_path.TrustedCkptPath`) before jsonargparse sees its hyper-parameters."""
 
@@ -124,7 +124,9 @@ class LTACLI(RunFolderPolicy, TrustedCkptPath, LightningCLI):
             num_future_actions=config.get("data.num_future_actions") or NUM_FUTURE_ACTIONS
         )
         choice = MonitorChoice(protocol.headline_metric("val"), protocol.mode)
-        select_by_protocol(config.get("trainer.callbacks"), choice)
+        select_by_protocol(
+            config.get("trainer.callbacks"), choice, written=self.written("trainer.callbacks")
+        )
 
 
 def build_lta_cli(args: Sequence[str] | None = None, **kwargs: Any) -> LTACLI:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from epic_protocol.errors import UsageError
 from rulstm.cli import build_cli, main
 from rulstm.evaluation.lta_protocol import Ego4DLTAProtocol
 from rulstm.selection import (
     MonitorChoice,
+    ProtocolEarlyStopping,
     next_action_choice,
     next_action_protocols,
     select_by_protocol,
@@ -158,10 +159,11 @@ def test_select_by_protocol_fills_only_an_unmonitored_best_checkpoint():
 
     best, last = entry(filename="best", monitor=None), entry(filename="last", monitor=None)
     own = entry(filename="best", monitor="val/loss", mode="min")
-    other = {"class_path": "lightning.pytorch.callbacks.EarlyStopping", "init_args": {}}
+    other = {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {}}
     choice = MonitorChoice("val/action/top5/1.00s", "max")
     assert select_by_protocol([best, last, own, other], choice) == [best]
     assert best["init_args"] == {"filename": "best", "monitor": choice.monitor, "mode": "max"}
+    assert other["init_args"] == {}
     assert last["init_args"]["monitor"] is None and own["init_args"]["monitor"] == "val/loss"
     assert select_by_protocol(None, choice) == [] and select_by_protocol(False, choice) == []
 
@@ -184,3 +186,79 @@ def test_no_config_restates_its_protocols_selection():
                 protocol = config.get("protocol") or base.get("protocol") or "custom"
                 default = next_action_choice(protocol, task=task).monitor
             assert monitor != default, f"{path}: monitor {monitor} restates the protocol's"
+
+
+def _callbacks_config(tmp_path: Path, name: str, *callbacks: dict) -> Path:
+    """A config appending ``callbacks`` to base.yaml's."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"trainer": {"callbacks+": list(callbacks)}}))
+    return path
+
+
+def _stopping(cli) -> EarlyStopping:
+    (stopping,) = [c for c in cli.trainer.callbacks if isinstance(c, EarlyStopping)]
+    return stopping
+
+
+def test_early_stopping_without_a_monitor_stops_on_the_protocols_metric(tmp_path, data):
+    stopping = {
+        "class_path": "rulstm.selection.ProtocolEarlyStopping",
+        "init_args": {"patience": 2},
+    }
+    config = _callbacks_config(tmp_path, "stopping", stopping)
+    base = CONFIGS / "ek55" / "base.yaml"
+    for protocol, monitor in (
+        ("ek55", "val/action/top5/1.00s"),
+        ("ek100", "val/action/recall5/1.00s"),
+    ):
+        args = _args(data, tmp_path, base, "-c", str(config), "--protocol", protocol)
+        cli = build_cli(args, run=False)
+        assert isinstance(_stopping(cli), ProtocolEarlyStopping)
+        assert (_stopping(cli).monitor, _stopping(cli).mode) == (monitor, "max")
+        assert _stopping(cli).patience == 2
+        # The saved config records what ran.
+        (entry,) = [
+            c for c in cli.config["trainer"]["callbacks"] if "EarlyStopping" in c.class_path
+        ]
+        assert (entry.init_args.monitor, entry.init_args.mode) == (monitor, "max")
+    with pytest.raises(UsageError, match="no monitor"):
+        ProtocolEarlyStopping()  # outside the CLI nothing fills it
+
+
+def test_lightnings_early_stopping_without_a_monitor_is_one_line(tmp_path, data, capsys):
+    stopping = {"class_path": "lightning.pytorch.callbacks.EarlyStopping", "init_args": {}}
+    config = _callbacks_config(tmp_path, "lightning_stopping", stopping)
+    args = ["fit", *_args(data, tmp_path, CONFIGS / "ek55" / "base.yaml", "-c", str(config))]
+    assert main(args) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "EarlyStopping needs init_args.monitor" in line
+    assert "rulstm.selection.ProtocolEarlyStopping" in line and len(line) < 250
+
+
+def test_a_monitor_without_a_mode_gets_the_metrics_direction(tmp_path, data):
+    """``mode`` not written: the metric's direction, not Lightning's default ``min`` (which
+    a larger-is-better monitor would then refuse); a written ``mode`` is kept and checked."""
+    monitor = "val/action/top1/1.00s"
+    stopping = {"class_path": "lightning.pytorch.callbacks.EarlyStopping",
+                "init_args": {"monitor": monitor}}  # fmt: skip
+    checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                  "init_args": {"monitor": monitor, "filename": "top1"}}  # fmt: skip
+    loss = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"monitor": "val/loss", "filename": "loss"}}  # fmt: skip
+    config = _callbacks_config(tmp_path, "modes", stopping, checkpoint, loss)
+    cli = build_cli(
+        _args(data, tmp_path, CONFIGS / "ek55" / "base.yaml", "-c", str(config)), run=False
+    )
+    assert (_stopping(cli).monitor, _stopping(cli).mode) == (monitor, "max")
+    modes = {c.filename: c.mode for c in cli.trainer.checkpoint_callbacks}
+    assert modes["top1"] == "max" and modes["loss"] == "min" and modes["best"] == "max"
+    # Written on the command line, a mode is the user's: kept, and refused at fit start.
+    written = _callbacks_config(
+        tmp_path, "written", {**stopping, "init_args": {"monitor": monitor, "mode": "min"}}
+    )
+    fit = [
+        "fit",
+        *_args(data, tmp_path / "run", CONFIGS / "ek55" / "base.yaml", "-c", str(written)),
+    ]
+    with pytest.raises(UsageError, match="is better when larger; set mode: max"):
+        build_cli([*fit, "--trainer.max_epochs", "1"])
