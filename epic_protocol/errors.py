@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -121,10 +122,35 @@ def one_line(error: BaseException) -> str:
 def _unwrapped(error: BaseException) -> BaseException:
     """The error a configuration link wrapped: jsonargparse reports a failing ``compute_fn``
     as ``Call to compute_fn of link '...' with args (<every argument's repr>) failed: ...``,
-    which buries the cause in a screen of parser internals."""
+    which buries the cause in a screen of parser internals. A configured class whose package
+    is missing becomes a :class:`SetupError` naming it (:func:`_missing_package`)."""
     while str(error).startswith("Call to compute_fn of link ") and error.__cause__ is not None:
         error = error.__cause__
+    if not isinstance(error, UserError):
+        return _missing_package(error) or error
     return error
+
+
+#: jsonargparse's report of a class (``--trainer.logger MLFlowLogger``) whose package is not
+#: installed: Lightning's requirement check says ``Requirement 'mlflow>=1.0.0' not met``.
+_MISSING_PACKAGE = re.compile(
+    r"class_path '(?P<class_path>[\w.]+)': Requirement '(?P<requirement>[^']+)' not met"
+)
+
+
+def _missing_package(error: BaseException) -> SetupError | None:
+    """A configured class whose package is missing, as one line naming the class and the
+    package to install, instead of jsonargparse's screen listing every type the option
+    accepts; ``None`` for any other error."""
+    found = _MISSING_PACKAGE.search(" ".join(str(error).split()))
+    if found is None:
+        return None
+    class_path, requirement = found["class_path"], found["requirement"]
+    name = class_path.rpartition(".")[2]
+    return SetupError(
+        f"{name} ({class_path}) needs the package {requirement}, which is not installed: "
+        f"pip install '{requirement}'"
+    )
 
 
 def describe(error: BaseException) -> str:

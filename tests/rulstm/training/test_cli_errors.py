@@ -57,6 +57,27 @@ def test_num_classes_that_do_not_match_the_vocabulary(tmp_path, data, capsys):
     assert "has 3; set num_classes to 3" in line
 
 
+def test_a_logger_whose_package_is_missing_is_one_line(tmp_path, data, capsys):
+    """``--trainer.logger MLFlowLogger`` without mlflow (or Comet without comet-ml): one line
+    naming the logger and what to install, exit status 1 (the environment), instead of
+    jsonargparse's screen of every type the option accepts."""
+    import importlib.util
+
+    missing = {"MLFlowLogger": "mlflow", "CometLogger": "comet_ml"}
+    absent = [name for name, module in missing.items() if importlib.util.find_spec(module) is None]
+    if not absent:
+        pytest.skip("mlflow and comet_ml are both installed")
+    logger = absent[0]
+    args = fit_args("rgb_sc", data, tmp_path, epochs=1)
+    args[args.index("--trainer.logger") + 1] = logger
+    assert main(args) == 1
+    line = _error_line(capsys.readouterr().err)
+    package = "mlflow" if logger == "MLFlowLogger" else "comet-ml"
+    assert line.startswith(f"rulstm: error: {logger} (lightning.pytorch.loggers.{logger}) ")
+    assert f"needs the package {package}>=" in line and f"pip install '{package}>=" in line
+    assert "Union" not in line and len(line) < 200
+
+
 def test_unknown_option_and_class_name_the_key(tmp_path, data, capsys):
     args = fit_args("rgb_sc", data, tmp_path, epochs=1)
     assert main([*args, "--model.nosuch", "1"]) == 2
