@@ -69,6 +69,7 @@ from typing import Any
 
 from epic_protocol.errors import UsageError, cli_main
 from rulstm_apps.demo_errors import ClipTooLongError, DemoError
+from rulstm_apps.demo_inputs import check_extraction_options
 from rulstm_apps.demo_loop import DemoOptions, DemoSummary, prediction_record, run_demo
 
 __all__ = [
@@ -239,18 +240,7 @@ def parse_options(argv: Sequence[str]) -> DemoOptions:
 def _check_extraction_options(overrides: Sequence[str]) -> None:
     """An option that is neither the demo's nor an extraction option is a usage error
     (exit status 2), found before any file is read."""
-    from feature_extraction import load_config
-
-    try:
-        load_config(None, overrides)
-    except Exception as error:  # jsonargparse reports with several error types
-        message = " ".join(str(error).split())
-        if "unrecognized arguments" in message:
-            raise UsageError(
-                f"{message}: neither a rulstm-demo option nor an extraction option (see "
-                "rulstm-demo --help and rulstm-extract --help)"
-            ) from None
-        # Other problems (values) may depend on --extract-config: reported when it is read.
+    check_extraction_options(overrides, prog="rulstm-demo")
 
 
 @cli_main("rulstm-demo")

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from epic_protocol.errors import UsageError
 from epic_protocol.sampling import step_frame
 from rulstm_apps.demo_errors import ClipTooLongError, DemoError
 
@@ -76,6 +77,28 @@ class DetectionFeatures:
 
 
 # --------------------------------------------------------------------------- extraction
+def check_extraction_options(overrides: Sequence[str], *, prog: str) -> None:
+    """Options ``prog`` (``rulstm-demo``, ``rulstm-web``) passes on to the extraction: one
+    that is no extraction option either is a usage error (exit status 2), found before any
+    file is read. Bad values are left to :func:`load_extract_config` (they may depend on
+    ``--extract-config``).
+
+    Raises:
+        UsageError: an unrecognized option, named with where to look.
+    """
+    from feature_extraction import load_config
+
+    try:
+        load_config(None, overrides)
+    except Exception as error:  # jsonargparse reports with several error types
+        message = " ".join(str(error).split())
+        if "unrecognized arguments" in message:
+            raise UsageError(
+                f"{message}: neither a {prog} option nor an extraction option (see "
+                f"{prog} --help and rulstm-extract --help)"
+            ) from None
+
+
 def load_extract_config(
     config_path: Path | None, overrides: Sequence[str], *, fps: float | None = None
 ) -> Any:

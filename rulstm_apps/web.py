@@ -38,6 +38,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ from typing import Any
 
 from epic_protocol.annotations import read_id_list
 from epic_protocol.errors import ArgumentParser, SetupError, cli_main
+from rulstm_apps.demo_inputs import check_extraction_options
 from rulstm_apps.web_page import build_app, gradio_available
 from rulstm_apps.web_request import WebLimits, WebModel
 
@@ -179,6 +181,7 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         split = argv.index("--")
         argv, extraction = argv[:split], argv[split + 1 :]
     namespace, unknown = build_parser().parse_known_args(argv)
+    check_extraction_options([*unknown, *extraction], prog="rulstm-web")
     return namespace, [*unknown, *extraction]
 
 
@@ -287,12 +290,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         with sigterm_as_interrupt():
             prepared = prepare(sys.argv[1:] if argv is None else argv)
             try:
-                prepared.app.launch(**prepared.launch_kwargs)
+                serve(prepared)
             finally:
                 shutil.rmtree(prepared.work_root, ignore_errors=True)
     except Terminated:  # asked to stop (kill, docker stop, systemd): a normal end
         pass
     return 0
+
+
+def serve(prepared: PreparedApp) -> None:
+    """Launch the app and wait until its server stops. Ctrl-C or SIGTERM (raised as
+    KeyboardInterrupt, :func:`sigterm_as_interrupt`) closes the server quietly and ends
+    normally, as Gradio's own wait does, but without its "Keyboard interruption in main
+    thread... closing server." line: the log line of :func:`sigterm_as_interrupt` says it."""
+    app = prepared.app
+    try:
+        app.launch(prevent_thread_lock=True, **prepared.launch_kwargs)
+        while app.is_running:
+            time.sleep(0.1)
+    except Terminated:
+        raise
+    except KeyboardInterrupt:  # Ctrl-C while serving: a normal end, as with Gradio's wait
+        log.info("interrupted: stopping the server and removing the work folder")
+    finally:
+        app.close(verbose=False)
 
 
 if __name__ == "__main__":

@@ -171,6 +171,21 @@ def test_every_script_exits_2_on_a_usage_error(script: str, capsys) -> None:
     assert lines[-1].startswith(f"{script}: error: ") and "Traceback" not in "".join(lines)
 
 
+@pytest.mark.parametrize("script", ["rulstm-demo", "rulstm-web"])
+def test_an_option_neither_the_apps_nor_an_extraction_option_exits_2(script: str, capsys) -> None:
+    """The demo and the web app pass unknown options on to the extraction: one that is no
+    extraction option either is a usage error, found before any file is read (rulstm-web
+    without a checkpoint would otherwise say the quickstart's is missing, status 1)."""
+    main = importlib.import_module(SCRIPTS[script]).main
+    needed = (
+        ["--checkpoint", "absent.ckpt", "--video", "absent.mp4"] if script == "rulstm-demo" else []
+    )
+    assert main([*needed, "--nosuch", "1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{script}: error: unrecognized arguments")
+    assert f"neither a {script} option nor an extraction option" in lines[0]
+
+
 def _data_error_args(script: str, tmp_path: Path) -> list[str]:
     absent = tmp_path / "absent"
     return {

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from fractions import Fraction
 from pathlib import Path
 
@@ -113,24 +114,32 @@ def test_sigterm_removes_the_work_folder(make_checkpoint, tmp_path):
     temp.mkdir()
     env = {**os.environ, "TMPDIR": str(temp), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
            "PYTHONPATH": str(REPO), "GRADIO_ANALYTICS_ENABLED": "False"}  # fmt: skip
+    port = _free_port()
     command = [sys.executable, "-m", "rulstm_apps.web", "--checkpoint",
-               str(make_checkpoint("fusion")), "--port", str(_free_port())]  # fmt: skip
+               str(make_checkpoint("fusion")), "--port", str(port)]  # fmt: skip
     server = subprocess.Popen(
         command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
         deadline = time.monotonic() + 120
         for line in server.stdout:
-            if "Running on" in line or time.monotonic() > deadline:
+            # Gradio's last line before it waits for the server to stop.
+            if "To create a public link" in line or time.monotonic() > deadline:
                 break
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
+            assert page.status == 200  # serving: SIGTERM now stops a running server
         (work,) = temp.glob("rulstm-web-*")
         request = work / "rulstm-web-request"  # a request's folder with a partial output
         request.mkdir()
         (request / "anticipation.mp4").write_bytes(b"partial")
         server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        rest, _ = server.communicate(timeout=60)
     finally:
         if server.poll() is None:
             server.kill()
     assert server.returncode == 0
     assert list(temp.glob("rulstm-web-*")) == []
+    # Quiet apart from the project's own line (not Gradio's "Keyboard interruption ...").
+    lines = rest.strip().splitlines()
+    assert len(lines) == 1, rest
+    assert lines[0].endswith(": SIGTERM: stopping the server and removing the work folder"), rest
