@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from epic_protocol.annotations import read_annotations  # noqa: E402
+from epic_protocol.errors import ArgumentParser, cli_main  # noqa: E402
 from epic_protocol.sampling import sample_frames  # noqa: E402
 from feature_extraction import (  # noqa: E402
     build_foundation_backbone,
@@ -328,8 +329,9 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@cli_main("bench_backbones.py")
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_selection_arguments(parser)
@@ -436,4 +438,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

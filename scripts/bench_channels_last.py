@@ -16,7 +16,6 @@ natively, under bf16 autocast. Prints min and median ms per forward.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import statistics
@@ -29,6 +28,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from epic_protocol.errors import ArgumentParser, cli_main  # noqa: E402
 from epic_protocol.precision import cpu_bf16_native  # noqa: E402
 from feature_extraction.memory_format import channels_last_input  # noqa: E402
 
@@ -46,8 +46,9 @@ def _models(timm_names: list[str]) -> dict[str, torch.nn.Module]:
     return models
 
 
+@cli_main("bench_channels_last.py")
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="Timed rounds per variant.")
     parser.add_argument(
@@ -87,4 +88,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

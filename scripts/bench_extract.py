@@ -26,7 +26,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backbones import add_selection_arguments  # noqa: E402
 from bench_backbones import main as bench_backbones  # noqa: E402
 
+from epic_protocol.errors import ArgumentParser, cli_main  # noqa: E402
 from epic_protocol.precision import device_description  # noqa: E402
 from feature_extraction import (  # noqa: E402
     ExtractConfig,
@@ -91,8 +92,10 @@ def timed(function: Callable[[], object], *, repeat: int = 1) -> float:
     return (time.perf_counter() - started) / repeat
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
+@cli_main("bench_extract.py")
+def main(argv: Sequence[str] | None = None) -> int | None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-c", "--config", type=Path, default=None)
@@ -119,10 +122,9 @@ def main() -> None:
     )
     backbones = parser.add_argument_group("with --backbones")
     add_selection_arguments(backbones)
-    if "--backbones" in sys.argv[1:]:
-        bench_backbones([a for a in sys.argv[1:] if a != "--backbones"])
-        return
-    known, overrides = parser.parse_known_args()
+    if "--backbones" in argv:  # bench_backbones.py's main: its status, its error line
+        return bench_backbones([a for a in argv if a != "--backbones"])
+    known, overrides = parser.parse_known_args(argv)
     config: ExtractConfig = load_config(known.config, overrides)
     torch.set_num_threads(config.resolved_threads())
     device = resolve_device(config.device)
@@ -228,4 +230,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

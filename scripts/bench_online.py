@@ -40,6 +40,7 @@ from jsonargparse import ArgumentParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from epic_protocol.errors import cli_main  # noqa: E402
 from epic_protocol.precision import device_description  # noqa: E402
 from rulstm.models import RULSTM, RULSTMFusion  # noqa: E402
 from rulstm.online import OnlineAnticipator  # noqa: E402
@@ -309,6 +310,7 @@ def bench_extraction(
     }
 
 
+@cli_main("bench_online.py")
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     parser = ArgumentParser(prog="bench_online", description=__doc__.split("\n\n")[0])

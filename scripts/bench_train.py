@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from epic_protocol.errors import ArgumentParser, cli_main
 from epic_protocol.precision import bf16_native, device_description
 from rulstm.models import RULSTM, RULSTMFusion
 
@@ -480,8 +481,9 @@ def bench_dataloader(
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+@cli_main("bench_train.py")
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
@@ -507,7 +509,7 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="interleaved rounds of the DataLoader variants"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "disabled")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -547,4 +549,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

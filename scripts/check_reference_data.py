@@ -9,11 +9,13 @@ it needs the full EPIC CSVs, which the project does not ship.
 
 from __future__ import annotations
 
-import argparse
 import math
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from epic_protocol import anticipation_frames, read_epic_csv, read_rulstm_split
+from epic_protocol.errors import ArgumentParser, cli_main
 from rulstm.resources import resolve_path
 
 
@@ -24,10 +26,11 @@ def reference_frames(start: int, fps: float = 30.0, alpha: float = 0.25, steps: 
     return None if not valid else [f if f >= 1 else min(valid) for f in frames]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+@cli_main("check_reference_data.py")
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     ann = args.shared / "annotations"
     pairs = [
         (ann / "ek55/EPIC_train_action_labels.csv", ["ek55/training.csv", "ek55/validation.csv"]),
@@ -72,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

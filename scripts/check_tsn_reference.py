@@ -16,8 +16,8 @@ per modality; exits 1 above ``--tolerance``.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
 from glob import glob
 from os.path import basename
 from pathlib import Path
@@ -27,6 +27,8 @@ import torch
 from PIL import Image
 from torch import nn
 from torchvision import transforms
+
+from epic_protocol.errors import ArgumentParser, cli_main
 
 
 def reference_network(kind: str, in_channels: int, weights: str) -> nn.Module:
@@ -115,8 +117,9 @@ def project_features(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+@cli_main("check_tsn_reference.py")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="The authors' sample data.")
     parser.add_argument("--features", type=Path, required=True, help="rulstm-extract --out.")
     parser.add_argument("--rgb-weights", default=None)
@@ -124,7 +127,7 @@ def main() -> int:
     parser.add_argument("--network", choices=["project", "pretrainedmodels"], default="project")
     parser.add_argument("--tolerance", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     worst = 0.0
     for modality, weights, channels, compute in (

@@ -9,8 +9,8 @@ of RGB JPEGs and, for flow, u/v flow JPEGs in the authors' flat layout).
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from epic_protocol.errors import ArgumentParser, cli_main  # noqa: E402
 from feature_extraction import (  # noqa: E402
     BNInception,
     FrameReader,
@@ -46,15 +47,16 @@ def calibration_images(frames: Path | None, *, flow: bool, count: int, seed: int
     return torch.from_numpy(rng.integers(0, 256, (count, 3, 256, 454), dtype=np.uint8))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+@cli_main("make_tsn_checkpoints.py")
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for TSN-rgb.pth.tar and TSN-flow.pth.tar"
     )
     parser.add_argument("--frames", type=Path, default=None, help="Calibrate on these frames.")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default: 0)")
     parser.add_argument("--count", type=int, default=8, help="Calibration images.")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for modality, channels in (("rgb", 3), ("flow", 10)):
         torch.manual_seed(args.seed + channels)
@@ -69,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
+from epic_protocol.errors import ArgumentParser, cli_main
 from rulstm_apps.quickstart import PRESETS
 from rulstm_apps.quickstart_reference import (
     REFERENCE_FILE,
@@ -42,7 +43,7 @@ from rulstm_apps.quickstart_reference import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="quickstart_seeds.py",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -224,6 +225,7 @@ def format_table(runs: Sequence[dict], entry: dict) -> str:
     return "\n".join(lines)
 
 
+@cli_main("quickstart_seeds.py")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.jobs < 1:

@@ -12,7 +12,6 @@ edited as step 3 says. Prints each command's wall time and the total, with the C
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from epic_protocol.errors import ArgumentParser, cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "own_dataset.md"
@@ -102,8 +103,9 @@ def write_step3_configs(root: Path, *, label_space: dict[str, int] | None = None
     edit("test.yaml", evaluator)
 
 
+@cli_main("time_own_dataset_route.py")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="working folder (new or empty)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated clips")
     args = parser.parse_args(argv)

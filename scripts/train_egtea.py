@@ -34,6 +34,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from epic_protocol.errors import ArgumentParser, cli_main
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "egtea"
 MODALITIES = ("rgb", "flow")
@@ -257,7 +259,7 @@ def write_summary(summary: dict, out: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="train_egtea.py",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -330,6 +332,7 @@ layout, for --configs configs/NAME (defaults in brackets):
     return parser
 
 
+@cli_main("train_egtea.py")
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []

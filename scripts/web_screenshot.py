@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from epic_protocol.errors import ArgumentParser, cli_main
 from rulstm_apps.web import WebSetupError, prepare, quickstart_serving
 
 WINDOW = (1400, 1700)  # width, height of the browser window, pixels
@@ -227,7 +228,7 @@ def capture(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="web_screenshot.py",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -262,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli_main("web_screenshot.py")
 def main(argv: Sequence[str] | None = None) -> int:
     from selenium.common.exceptions import WebDriverException
 

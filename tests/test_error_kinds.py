@@ -4,9 +4,11 @@ the project is one of these kinds."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import pkgutil
+import re
 from pathlib import Path
 
 import pytest
@@ -161,6 +163,53 @@ def test_every_command_line_goes_through_cli_main() -> None:
     for script, module in SCRIPTS.items():
         main = importlib.import_module(module).main
         assert hasattr(main, "__wrapped_main__"), f"{script}: {module}.main is not cli_main's"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _documented_scripts() -> list[str]:
+    """The ``scripts/*.py`` the README and docs/*.md name (what users are told to run)."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    names = {
+        name
+        for page in pages
+        for name in re.findall(r"scripts/(\w+)\.py", page.read_text(encoding="utf-8"))
+    }
+    return sorted(name for name in names if (ROOT / "scripts" / f"{name}.py").is_file())
+
+
+def _wrapped_by_cli_main(path: Path) -> bool:
+    """Whether the module's ``main`` is decorated with ``cli_main(...)`` (read, not run: a
+    script's imports may need its optional extras)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "main":
+            return any(
+                isinstance(d, ast.Call) and getattr(d.func, "id", None) == "cli_main"
+                for d in node.decorator_list
+            )
+    return False
+
+
+def test_every_documented_developer_script_goes_through_cli_main() -> None:
+    """``python scripts/X.py`` for every script the docs name: one line per error, the
+    status of its kind, as the console scripts."""
+    scripts = _documented_scripts()
+    assert len(scripts) >= 10 and "train_egtea" in scripts  # the docs were read
+    unwrapped = [s for s in scripts if not _wrapped_by_cli_main(ROOT / "scripts" / f"{s}.py")]
+    assert unwrapped == []
+
+
+def test_a_developer_script_reports_bad_input_in_one_line(load_script, tmp_path, capsys) -> None:
+    script = load_script("check_reference_data")
+    assert script.main(["--shared", str(tmp_path / "absent")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("check_reference_data.py: error: ")
+    assert str(tmp_path / "absent") in lines[0]
+    assert script.main(["--nosuch"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("check_reference_data.py: error: unrecognized arguments: --nosuch")
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
