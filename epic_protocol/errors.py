@@ -1,8 +1,9 @@
 """How every console script ends a run on bad input: one line, a non-zero exit, no traceback.
 
 ``rulstm``, ``rulstm-extract``, ``rulstm-import``, ``rulstm-score``, ``rulstm-demo``,
-``rulstm-web``, ``rulstm-quickstart`` and ``python -m synthetic_kitchen`` wrap their ``main``
-with :func:`cli_main` (a test checks every one); an exception that escapes is printed as::
+``rulstm-web``, ``rulstm-quickstart``, ``python -m synthetic_kitchen`` and the developer
+scripts the docs name (``scripts/*.py``) wrap their ``main`` with :func:`cli_main` (a test
+checks every one); an exception that escapes is printed as::
 
     <prog>: error: <message naming the file / video / row / key / option>
 
