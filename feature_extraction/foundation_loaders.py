@@ -7,10 +7,11 @@ vector per frame or clip, the feature size and what the feature file records abo
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from torch import nn
 from epic_protocol.errors import WeightsUnavailableError
 from feature_extraction.weights import (
     WEIGHT_SUFFIXES,
+    check_no_remote_code,
+    check_weights_file,
     file_hash,
     is_random_weights,
     seeded,
@@ -51,6 +54,25 @@ def _version(package: str) -> str:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+@contextlib.contextmanager
+def no_remote_code() -> Iterator[None]:
+    """A block in which ``transformers`` never offers to run a model's own code: where a
+    config's ``auto_map`` names code and no ``trust_remote_code`` was given (OpenCLIP's
+    Hugging Face text towers pass none), it refuses instead of asking "Do you wish to run the
+    custom code? [y/N]" on the terminal. Without ``transformers`` installed, nothing to do."""
+    try:
+        dynamic = importlib.import_module("transformers.dynamic_module_utils")
+    except ImportError:
+        yield
+        return
+    saved = dynamic.TIME_OUT_REMOTE_CODE
+    dynamic.TIME_OUT_REMOTE_CODE = 0  # transformers' own switch: refuse, do not prompt
+    try:
+        yield
+    finally:
+        dynamic.TIME_OUT_REMOTE_CODE = saved
 
 
 def _unavailable(what: str, error: BaseException, hint: str) -> WeightsUnavailableError:
@@ -102,6 +124,7 @@ def load_timm(architecture: str, weights: str | None, seed: int) -> FamilyParts:
                         f"model {architecture})"
                     )
                 path = found[0]
+            check_weights_file(path)
             kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
             source, revision = str(path), f"sha256:{file_hash(path)}"
         elif weights.lower() in {"pretrained", "default", "true"}:
@@ -174,13 +197,17 @@ def load_open_clip(
         )
     pretrained: str | None = None
     source, revision = "none (random, seeded)", None
+    if config_file.is_file():
+        _check_open_clip_towers(config_file, json.loads(config_file.read_text()))
     if not is_random_weights(weights):
         assert weights is not None
         path = Path(weights).expanduser()
         if path.is_dir():
+            _check_open_clip_folder(path)
             name, source = f"local-dir:{path}", str(path)
             revision = f"sha256:{file_hash(path)}"
         elif path.is_file():
+            check_weights_file(path)
             pretrained, source, revision = str(path), str(path), f"sha256:{file_hash(path)}"
         elif weights.startswith("hf-hub:") or "/" in weights:
             if weights.startswith((".", "/", "~")) or path.suffix in WEIGHT_SUFFIXES:
@@ -189,14 +216,17 @@ def load_open_clip(
             name, source = f"hf-hub:{hub}", hub
         else:
             pretrained, source = weights, f"open_clip tag {weights}"
+    load = not is_random_weights(weights)  # a tag, a file, a local-dir: or an hf-hub: name
     try:
-        with seeded(seed):
+        with seeded(seed), no_remote_code():
             model, _, transform = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained, load_weights=pretrained is not None
+                name, pretrained=pretrained, load_weights=load, require_pretrained=load
             )
-    except (RuntimeError, OSError) as error:
-        if isinstance(error, RuntimeError) and "download" not in str(error).lower():
-            raise ValueError(f"OpenCLIP {architecture}: {error}") from None
+    except (RuntimeError, OSError, ValueError) as error:
+        offline = name.startswith("hf-hub:") or "download" in str(error).lower()
+        if isinstance(error, ValueError) or (isinstance(error, RuntimeError) and not offline):
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ValueError(f"OpenCLIP {architecture}: {first}") from None
         raise _unavailable(
             f"the OpenCLIP weights {weights!r} of {architecture}",
             error,
@@ -229,6 +259,41 @@ def load_open_clip(
     return FamilyParts(model, preprocess, lambda m, x: m.encode_image(x["x"]), dim, record)
 
 
+def _check_open_clip_towers(source: Path, config: Any) -> None:
+    """An OpenCLIP model config (``source``) whose Hugging Face text tower is a local folder:
+    that folder may not name code to import (:func:`check_no_remote_code`)."""
+    model_cfg = config.get("model_cfg", config) if isinstance(config, dict) else {}
+    text_cfg = model_cfg.get("text_cfg") if isinstance(model_cfg, dict) else None
+    for key in ("hf_model_name", "hf_tokenizer_name"):
+        tower = (text_cfg or {}).get(key) if isinstance(text_cfg, dict) else None
+        if isinstance(tower, str) and Path(tower).expanduser().is_dir():
+            check_no_remote_code(Path(tower).expanduser())
+
+
+def _check_open_clip_folder(folder: Path) -> None:
+    """An OpenCLIP ``local-dir`` folder (``open_clip_config.json`` and a checkpoint): its
+    checkpoints hold only tensors, its text tower names no code, and it has weights at all
+    (OpenCLIP would otherwise build the model at random without an error)."""
+    config_file = folder / "open_clip_config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{folder}: no open_clip_config.json (an OpenCLIP model folder, as "
+            "open_clip.push_to_hf_hub saves it); or pass the checkpoint file itself"
+        )
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(f"{config_file}: not JSON ({error})") from None
+    weights = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pth")]
+    if not weights:
+        raise FileNotFoundError(
+            f"{folder}: no OpenCLIP weights (open_clip_model.safetensors, "
+            "open_clip_pytorch_model.bin, ...) next to open_clip_config.json"
+        )
+    check_weights_file(folder)
+    _check_open_clip_towers(config_file, config)
+
+
 # ----------------------------------------------------------------------------- transformers
 
 
@@ -238,7 +303,7 @@ def _hf_processor(transformers: Any, model_type: str, sources: Sequence[str], vi
     auto = transformers.AutoVideoProcessor if video else transformers.AutoImageProcessor
     for source in sources:
         try:
-            return auto.from_pretrained(source)
+            return auto.from_pretrained(source, trust_remote_code=False)
         except (OSError, ValueError, KeyError):
             continue
     from transformers.models.auto import image_processing_auto, video_processing_auto
@@ -261,6 +326,26 @@ def _hf_processor(transformers: Any, model_type: str, sources: Sequence[str], vi
     return getattr(transformers, names)()
 
 
+def _check_hf_folder(transformers: Any, folder: Path) -> None:
+    """A user's Hugging Face model folder: no JSON file names code to import (``auto_map``),
+    ``config.json`` names a model type this ``transformers`` ships, and every pickle-based
+    weights file holds only tensors (:func:`check_weights_file`)."""
+    check_no_remote_code(folder)
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        try:
+            model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+        except (ValueError, AttributeError):
+            raise ValueError(f"{config_file}: not a JSON object (a model config)") from None
+        if model_type not in transformers.CONFIG_MAPPING:
+            raise ValueError(
+                f"{config_file}: model_type {model_type!r} is not one transformers "
+                f"{_version('transformers')} ships (custom model code is never run); e.g. "
+                "dinov2, videomae, vjepa2"
+            )
+    check_weights_file(folder)
+
+
 def load_hf(
     architecture: str,
     weights: str | None,
@@ -276,11 +361,13 @@ def load_hf(
     if not arch_is_folder and ("/" in architecture or architecture.startswith(".")):
         raise FileNotFoundError(f"hf backbone folder not found: {folder}")
     source, revision, hub_id = "none (random, seeded)", None, None
+    if arch_is_folder:
+        _check_hf_folder(transformers, folder)
     if is_random_weights(weights):
         if arch_is_folder:
             if not (folder / "config.json").is_file():
                 raise FileNotFoundError(f"{folder}: no config.json (hf backbone)")
-            config = transformers.AutoConfig.from_pretrained(folder)
+            config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
         else:
             try:
                 config = transformers.AutoConfig.for_model(architecture)
@@ -296,6 +383,7 @@ def load_hf(
         assert weights is not None
         path = Path(weights).expanduser()
         if path.is_dir():
+            _check_hf_folder(transformers, path)
             load, source, revision = str(path), str(path), f"sha256:{file_hash(path)}"
         elif weights.startswith((".", "/", "~")) or path.suffix in WEIGHT_SUFFIXES:
             raise FileNotFoundError(f"model folder not found: {path} (weights of {architecture})")
@@ -303,10 +391,16 @@ def load_hf(
             load, _, rev = weights.partition("@")
             source, revision, hub_id = load, rev or None, load
         try:
-            with seeded(seed):
+            with seeded(seed), no_remote_code():
                 model = transformers.AutoModel.from_pretrained(
-                    load, revision=revision if hub_id else None, dtype=torch.float32
+                    load,
+                    revision=revision if hub_id else None,
+                    dtype=torch.float32,
+                    trust_remote_code=False,
                 )
+        except ValueError as error:  # e.g. a hub model that exists only as custom code
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ValueError(f"Hugging Face model {weights!r}: {first}") from None
         except OSError as error:
             raise _unavailable(
                 f"the Hugging Face model {weights!r}",
