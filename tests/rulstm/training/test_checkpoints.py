@@ -137,3 +137,38 @@ def test_checkpoints_record_the_feature_backbone_and_test_refuses_another(
     warned = [line for line in capsys.readouterr().err.splitlines() if "records no" in line]
     assert len(warned) == 1 and warned[0].startswith("rulstm: warning: ")
     assert "records no rgb backbone" in warned[0] and str(best) in warned[0]
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "predict"])
+def test_validate_and_predict_refuse_features_of_another_backbone(
+    subcommand, tmp_path, synthetic_data, capsys
+):
+    """As ``rulstm test``: another backbone's features are refused naming both (exit 1,
+    nothing evaluated); features recording none are a one-line warning."""
+    data = synthetic_data(dims={"rgb": 12}, num_classes=3, videos=3, frames=600)
+    clip = {"backbone": "open_clip:ViT-B-16", "weights": "laion2b_s34b_b88k", "revision": None,
+            "clip_length": 1, "clip_stride": 1, "dim": 12}  # fmt: skip
+    _set_backbone(data.features["rgb"], clip)
+    fit("rgb_sc", data, tmp_path, epochs=1)
+    best = tmp_path / "rgb_sc" / "checkpoints" / "best.ckpt"
+    vjepa = {**clip, "backbone": "hf:vjepa2", "weights": "facebook/vjepa2-vitl-fpc64-256",
+             "clip_length": 16, "clip_stride": 4}  # fmt: skip
+    _set_backbone(data.features["rgb"], vjepa)
+    arguments = fit_args("rgb_sc", data, tmp_path / "eval", epochs=1)
+    arguments[0] = subcommand
+    arguments += ["--ckpt_path", str(best)]
+    if subcommand == "predict":
+        arguments += ["--data.predict_annotations", str(data.val)]
+    capsys.readouterr()
+    assert main(arguments) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("rulstm: error: ")
+    assert "open_clip:ViT-B-16" in err[0] and "hf:vjepa2" in err[0] and str(best) in err[0]
+    with h5py.File(data.features["rgb"], "r+") as handle:
+        provenance = json.loads(handle.attrs["provenance"])
+        provenance.pop("backbone")
+        handle.attrs["provenance"] = json.dumps(provenance)
+    assert main(arguments) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "records no" in line]
+    assert len(warned) == 1 and warned[0].startswith("rulstm: warning: ")
+    assert "records no rgb backbone" in warned[0] and str(best) in warned[0]
