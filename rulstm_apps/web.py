@@ -223,6 +223,42 @@ class WebSetupError(SetupError):
     """The app cannot start (a missing file, Gradio not installed); one line for the user."""
 
 
+def check_backbone_names(model: WebModel) -> None:
+    """Refuse, before serving, checkpoints trained on features of another backbone than the
+    extraction config computes (by the backbone's name: the full check, weights included,
+    runs in each request once the models are built, as in ``rulstm-demo``).
+
+    Raises:
+        WebSetupError: one line naming the checkpoint and both backbones, or an unreadable
+            checkpoint or extraction config.
+    """
+    from epic_protocol.backbones import CHECKPOINT_KEY, describe
+    from rulstm.checkpoints import read_checkpoint
+    from rulstm_apps.demo_errors import DemoError
+    from rulstm_apps.demo_inputs import load_extract_config
+
+    try:
+        config = load_extract_config(model.extract_config, model.extract_overrides)
+    except DemoError as error:
+        raise WebSetupError(str(error)) from None
+    computed = {m: getattr(config, m).backbone for m in ("rgb", "flow") if m in config.modalities}
+    for checkpoint in model.checkpoints:
+        try:
+            trained = read_checkpoint(checkpoint).get(CHECKPOINT_KEY) or {}
+        except ValueError as error:
+            raise WebSetupError(str(error)) from None
+        for modality, record in trained.items():
+            if not record or modality not in computed:
+                continue
+            if record.get("backbone") != computed[modality]:
+                raise WebSetupError(
+                    f"{checkpoint} was trained on {modality} features of {describe(record)} "
+                    f"but the extraction config {model.extract_config or '(defaults)'} computes "
+                    f"them with {computed[modality]}; serve it with --{modality}.backbone "
+                    f"{record.get('backbone')} (and its weights), or serve another checkpoint"
+                )
+
+
 def prepare(argv: Sequence[str], *, work_root: str | Path | None = None) -> PreparedApp:
     """Parse ``argv`` and build the app without launching it (tests launch it in a thread)."""
     namespace, overrides = parse(argv)
@@ -235,6 +271,7 @@ def prepare(argv: Sequence[str], *, work_root: str | Path | None = None) -> Prep
     for checkpoint in serving.model.checkpoints:
         if not Path(checkpoint).is_file():
             raise WebSetupError(f"checkpoint not found: {checkpoint}")
+    check_backbone_names(serving.model)
     limits = WebLimits(max_seconds=namespace.max_seconds, max_upload_mb=namespace.max_upload_mb)
     root = Path(work_root) if work_root else Path(tempfile.mkdtemp(prefix="rulstm-web-"))
     try:

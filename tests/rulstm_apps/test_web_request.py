@@ -73,3 +73,55 @@ def test_bad_inputs_give_messages_and_leave_no_files(web_model, tiny_video, tmp_
     with pytest.raises(WebInputError, match="checkpoint not found"):
         handle_request(tiny_video, model=wrong, work_root=work_root)
     assert not work_root.exists() or list(work_root.iterdir()) == []
+
+
+def _trained_on(checkpoint, record):
+    import torch
+
+    from epic_protocol.backbones import CHECKPOINT_KEY
+
+    loaded = torch.load(checkpoint, weights_only=True)
+    loaded[CHECKPOINT_KEY] = {"rgb": record, "flow": None, "obj": None}
+    torch.save(loaded, checkpoint)
+    return checkpoint
+
+
+DINO = {"backbone": "timm:vit_small_patch14_dinov2", "weights": "/w", "revision": None,
+        "clip_length": 1, "clip_stride": 1, "dim": 512}  # fmt: skip
+
+
+def test_a_checkpoint_of_another_backbone_is_refused_in_the_page(
+    web_model, tiny_video, tmp_path, recwarn
+):
+    """The request's full check (weights too): the page's message names both backbones."""
+    import dataclasses
+
+    work_root = tmp_path / "work"
+    resnet = {**DINO, "backbone": "resnet18", "weights": "/other-weights.pth"}
+    other = _trained_on(web_model.checkpoints[0], resnet)  # same name, other weights
+    with pytest.raises(WebInputError) as caught:
+        handle_request(tiny_video, model=web_model, work_root=work_root)
+    message = str(caught.value)
+    assert "\n" not in message and str(other) in message
+    assert "/other-weights.pth" in message and "none (random, seeded)" in message
+    assert not work_root.exists() or list(work_root.iterdir()) == []
+    # A checkpoint recording no backbone: served, with a warning naming it.
+    unrecorded = dataclasses.replace(web_model, checkpoints=(_trained_on(other, None),))
+    handle_request(tiny_video, model=unrecorded, work_root=work_root).cleanup()
+    assert any("records no rgb backbone" in str(w.message) for w in recwarn)
+
+
+def test_the_app_refuses_to_serve_another_backbones_checkpoint(make_checkpoint, tmp_path):
+    """Before serving (no request needed): the checkpoint's backbone against the one the
+    extraction config computes, by name."""
+    pytest.importorskip("gradio", reason="the [web] extra is not installed")
+    from rulstm_apps.web import WebSetupError, prepare
+
+    checkpoint = _trained_on(make_checkpoint("fusion"), DINO)
+    with pytest.raises(WebSetupError) as caught:  # prepare builds the app, main would serve it
+        prepare(["--checkpoint", str(checkpoint), "--port", "7998"], work_root=tmp_path / "w")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{checkpoint} was trained on rgb")
+    assert "timm:vit_small_patch14_dinov2" in message
+    assert "resnet50" in message  # what the default extraction config computes
+    assert not (tmp_path / "w").exists()
