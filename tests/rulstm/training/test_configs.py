@@ -119,3 +119,40 @@ def test_foundation_feature_overrides_run_on_their_dimension(
     assert cli.trainer.state.finished
     assert cli.model.net.feat_dim == FOUNDATION_DIMS[overlay.stem]
     assert cli.model.net.input_dropout.p == 0.5
+
+
+@pytest.mark.parametrize("dataset", ["ek55", "ek100", "egtea"])
+@pytest.mark.parametrize("stage", ["rgb_anticipation", "fusion"])
+def test_foundation_rgb_runs_in_the_later_stages_and_fuses_with_flow_and_obj(
+    dataset, stage, tmp_path, synthetic_data, fast_dev_run_args
+):
+    """The documented commands (docs/extraction.md, "Modern backbones"): the foundation
+    override on top of the anticipation stage, and MATT fusion of its RGB branch (768-d
+    DINOv2 here) with the flow and obj branches at the reference sizes; no size option."""
+    overlay = CONFIGS / dataset / "foundation" / "dinov2.yaml"
+    modalities = ["rgb"] if stage != "fusion" else ["rgb", "flow"] + ["obj"] * (dataset != "egtea")
+    dims = {**REFERENCE_DIMS, "rgb": FOUNDATION_DIMS["dinov2"]}
+    data = synthetic_data(dims={m: dims[m] for m in modalities}, videos=3, frames=600,
+                          num_classes=4)  # fmt: skip
+    configs = [CONFIGS / dataset / "base.yaml"]
+    if dataset == "egtea":
+        configs.append(CONFIGS / "egtea" / "split1.yaml")
+    args = fast_dev_run_args(
+        *configs,
+        CONFIGS / dataset / f"{stage}.yaml",
+        overlay,
+        features={m: data.features[m] for m in modalities},
+        train=data.train,
+        val=data.val,
+        root=tmp_path / "run",
+    )
+    if stage != "fusion":
+        args += ["--model.modality", "rgb"]
+    cli = build_cli(args)
+    assert cli.trainer.state.finished and "train/loss" in cli.trainer.callback_metrics
+    net = cli.model.net
+    if stage == "fusion":
+        assert {m: b.feat_dim for m, b in net.branches.items()} == {m: dims[m] for m in modalities}
+        assert net.branches["rgb"].input_dropout.p == 0.5  # the override's, every branch
+    else:
+        assert net.feat_dim == 768 and net.input_dropout.p == 0.5
