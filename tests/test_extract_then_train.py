@@ -94,3 +94,60 @@ def test_default_extraction_trains_with_the_ek55_stage_configs(
     assert isinstance(cli.model.net, RULSTMFusion) and cli.trainer.state.finished
     dims = {m: branch.feat_dim for m, branch in cli.model.net.branches.items()}
     assert dims == {"rgb": 2048, "flow": 2048, "obj": 90}
+
+
+def test_foundation_extraction_trains_with_the_foundation_override(tmp_path, fast_dev_run_args):
+    """The issue's "done when": ``rulstm-extract -c configs/extract/dinov2.yaml --rgb.weights
+    <local folder>`` (a tiny random DINOv2 saved with save_pretrained), then ``rulstm fit``
+    with the EK100 RGB stage and ``configs/ek100/foundation/dinov2.yaml`` on that very file:
+    the 32-d size comes from the file, no size option."""
+    transformers = pytest.importorskip("transformers")
+
+    folder = tmp_path / "dinov2"
+    config = transformers.Dinov2Config(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        image_size=32, patch_size=8,
+    )  # fmt: skip
+    transformers.Dinov2Model(config).save_pretrained(folder)
+    transformers.BitImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(folder)
+    for index, video in enumerate(("P01_01", "P01_02")):
+        _write_video(tmp_path / "videos" / f"{video}.mp4", frames=150, seed=index)
+    segments = [
+        Segment("1", "P01_01", 120, 140, 0, 0, 0),
+        Segment("2", "P01_01", 135, 149, 1, 2, 1),
+        Segment("3", "P01_02", 125, 145, 2, 1, 2),
+    ]
+    split = tmp_path / "split.csv"
+    write_rulstm_split(split, segments)
+    actions = tmp_path / "actions.csv"
+    write_actions_csv(
+        actions,
+        ActionVocabulary(verbs=np.array([0, 1, 2]), nouns=np.array([0, 2, 1]),
+                         names=("a_0", "b_2", "c_1"), num_verbs=3, num_nouns=3),
+    )  # fmt: skip
+    out = tmp_path / "features"
+    arguments = [
+        "--videos", str(tmp_path / "videos"), "--out", str(out),
+        "-c", str(ROOT / "configs" / "extract" / "dinov2.yaml"),
+        "--rgb.weights", str(folder), "--annotations", str(split), "--only-needed",
+        "--device", "cpu", "--progress", "false", "--num_workers", "0", "--threads", "1",
+    ]  # fmt: skip
+    assert extract_main(arguments) == 0
+    configs = ROOT / "configs" / "ek100"
+    args = fast_dev_run_args(
+        configs / "base.yaml",
+        configs / "rgb_sc.yaml",
+        configs / "foundation" / "dinov2.yaml",
+        features={"rgb": out / "rgb.h5"},
+        train=split,
+        val=split,
+        root=tmp_path / "runs",
+        actions=actions,
+        batch_size=2,
+    )
+    cli = build_cli(args)
+    assert isinstance(cli.model.net, RULSTM) and cli.trainer.state.finished
+    assert (cli.model.net.feat_dim, cli.model.net.num_classes) == (32, 3)
+    assert cli.model.net.input_dropout.p == 0.5
