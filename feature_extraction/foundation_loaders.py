@@ -203,7 +203,7 @@ def load_open_clip(
         assert weights is not None
         path = Path(weights).expanduser()
         if path.is_dir():
-            _check_open_clip_folder(path)
+            _check_open_clip_folder(path, architecture, open_clip.get_model_config(name))
             name, source = f"local-dir:{path}", str(path)
             revision = f"sha256:{file_hash(path)}"
         elif path.is_file():
@@ -270,10 +270,12 @@ def _check_open_clip_towers(source: Path, config: Any) -> None:
             check_no_remote_code(Path(tower).expanduser())
 
 
-def _check_open_clip_folder(folder: Path) -> None:
+def _check_open_clip_folder(folder: Path, architecture: str, expected: Any) -> None:
     """An OpenCLIP ``local-dir`` folder (``open_clip_config.json`` and a checkpoint): its
-    checkpoints hold only tensors, its text tower names no code, and it has weights at all
-    (OpenCLIP would otherwise build the model at random without an error)."""
+    checkpoints hold only tensors, its text tower names no code, it has weights at all
+    (OpenCLIP would otherwise build the model at random without an error), and its image
+    tower is the ``architecture``'s (``expected``: that model config), which the feature
+    file records (OpenCLIP builds the folder's own)."""
     config_file = folder / "open_clip_config.json"
     if not config_file.is_file():
         raise FileNotFoundError(
@@ -292,6 +294,17 @@ def _check_open_clip_folder(folder: Path) -> None:
         )
     check_weights_file(folder)
     _check_open_clip_towers(config_file, config)
+    model_cfg = config.get("model_cfg") if isinstance(config, dict) else None
+    if not isinstance(model_cfg, dict):
+        raise ValueError(f"{config_file}: no model_cfg (an OpenCLIP model folder's config)")
+    keys = ("embed_dim", "vision_cfg", "quick_gelu")
+    if isinstance(expected, dict) and any(model_cfg.get(k) != expected.get(k) for k in keys):
+        raise ValueError(
+            f"{config_file}: its image tower is not {architecture}'s (embed_dim, vision_cfg, "
+            f"quick_gelu: {[model_cfg.get(k) for k in keys]} against "
+            f"{[expected.get(k) for k in keys]}); give the folder's architecture as "
+            "--rgb.backbone open_clip:<name or config JSON>"
+        )
 
 
 # ----------------------------------------------------------------------------- transformers

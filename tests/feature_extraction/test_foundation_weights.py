@@ -259,3 +259,18 @@ def test_an_open_clip_model_folder_loads_its_weights(tmp_path: Path, make_video)
     with pytest.raises(FileNotFoundError) as caught:
         build_foundation_backbone(name=f"open_clip:{config_file}", weights=str(empty))
     assert "\n" not in str(caught.value) and str(caught.value).startswith(f"{empty}: no OpenCLIP")
+
+
+def test_an_open_clip_folder_of_another_architecture_is_refused(tmp_path: Path) -> None:
+    """The feature file records --rgb.backbone's architecture: a folder whose image tower is
+    another one (OpenCLIP would build the folder's) is refused naming its config."""
+    _open_clip_folder(tmp_path / "clip-folder", seed=1)
+    wider = _clip_config()
+    wider["vision_cfg"] = {**wider["vision_cfg"], "width": 64}
+    other = tmp_path / "tiny-clip-wider.json"
+    other.write_text(json.dumps(wider))
+    with pytest.raises(ValueError) as caught:
+        build_foundation_backbone(name=f"open_clip:{other}", weights=str(tmp_path / "clip-folder"))
+    message = str(caught.value)
+    config_file = tmp_path / "clip-folder" / "open_clip_config.json"
+    assert "\n" not in message and message.startswith(f"{config_file}: its image tower is not")
