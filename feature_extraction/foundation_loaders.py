@@ -310,14 +310,31 @@ def _check_open_clip_folder(folder: Path, architecture: str, expected: Any) -> N
 # ----------------------------------------------------------------------------- transformers
 
 
+#: The files a Hugging Face folder saves its processor in.
+_PROCESSOR_FILES = (
+    "video_preprocessor_config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+)
+
+
 def _hf_processor(transformers: Any, model_type: str, sources: Sequence[str], video: bool) -> Any:
     """The processor saved with the model (first source holding one), else the model type's
-    default processor class with its default settings."""
+    default processor class with its default settings. A local folder's saved processor that
+    does not load is an error naming its file, never silently the defaults."""
     auto = transformers.AutoVideoProcessor if video else transformers.AutoImageProcessor
     for source in sources:
         try:
             return auto.from_pretrained(source, trust_remote_code=False)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError) as error:
+            saved = [Path(source) / n for n in _PROCESSOR_FILES if (Path(source) / n).is_file()]
+            if saved:
+                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise ValueError(
+                    f"{saved[0]}: the saved processor does not load ({type(error).__name__}: "
+                    f"{first}); fix or remove it (then the model type's default processor is "
+                    "used)"
+                ) from None
             continue
     from transformers.models.auto import image_processing_auto, video_processing_auto
 

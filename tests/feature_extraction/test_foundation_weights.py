@@ -274,3 +274,19 @@ def test_an_open_clip_folder_of_another_architecture_is_refused(tmp_path: Path) 
     message = str(caught.value)
     config_file = tmp_path / "clip-folder" / "open_clip_config.json"
     assert "\n" not in message and message.startswith(f"{config_file}: its image tower is not")
+
+
+def test_a_saved_processor_that_does_not_load_is_named_not_replaced(tmp_path: Path) -> None:
+    """Preprocessing is the folder's processor: a broken one is an error naming its file,
+    never silently the model type's default settings."""
+    folder = tmp_path / "dinov2"
+    _dinov2_config().save_pretrained(folder)
+    broken = folder / "preprocessor_config.json"
+    broken.write_text('{"image_processor_type": "BitImageProcessor", "size": ')
+    with pytest.raises(ValueError) as caught:
+        build_foundation_backbone(name=f"hf:{folder}", weights="none")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{broken}: the saved processor")
+    broken.unlink()  # no saved processor: the type's default one, as documented
+    backbone = build_foundation_backbone(name=f"hf:{folder}", weights="none")
+    assert "BitImageProcessor" in backbone.record["preprocessing"]
