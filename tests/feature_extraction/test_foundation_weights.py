@@ -107,7 +107,7 @@ def _route(kind: str, tmp_path: Path, marker: Path) -> tuple[str, str, Path]:
 ROUTES = ["timm file", "timm folder", "open_clip file", "open_clip folder", "hf folder"]
 
 
-@pytest.mark.parametrize("kind", ROUTES)
+@pytest.mark.parametrize("kind", ROUTES, ids=lambda kind: kind.replace(" ", "-"))
 def test_a_pickle_payload_in_a_weights_file_never_runs(kind: str, tmp_path: Path) -> None:
     marker = tmp_path / "RAN"
     backbone, weights, bad = _route(kind, tmp_path, marker)
@@ -134,7 +134,11 @@ def test_the_extraction_command_refuses_it_in_one_line(tmp_path: Path, make_vide
     assert not marker.exists() and not (tmp_path / "out" / "rgb.h5").exists()
 
 
-@pytest.mark.parametrize("where", ["architecture folder", "weights folder", "known type"])
+@pytest.mark.parametrize(
+    "where",
+    ["architecture folder", "weights folder", "known type"],
+    ids=lambda where: where.replace(" ", "-"),
+)
 def test_a_model_folder_naming_its_own_code_is_refused_unrun(where: str, tmp_path: Path) -> None:
     marker = tmp_path / "RAN"
     folder = tmp_path / "remote"
