@@ -197,7 +197,7 @@ def load_open_clip(
         )
     pretrained: str | None = None
     source, revision = "none (random, seeded)", None
-    if config_file.is_file():
+    if architecture.endswith(".json"):  # a user's model config: read by add_model_config
         _check_open_clip_towers(config_file, json.loads(config_file.read_text()))
     if not is_random_weights(weights):
         assert weights is not None
