@@ -228,6 +228,7 @@ class RulstmCLI(WrittenConfig, RunFolderPolicy, TrustedCkptPath, LightningCLI):
 
     def before_fit(self) -> None:
         self._check_shapes()
+        self._check_backbones()
         self._checkpoint_dirs()
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path:
@@ -280,18 +281,32 @@ class RulstmCLI(WrittenConfig, RunFolderPolicy, TrustedCkptPath, LightningCLI):
         )
 
     def _check_backbones(self) -> None:
-        """Refuse features of another backbone than the checkpoint's (warn when either
-        records none); see :mod:`epic_protocol.backbones`."""
-        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
-        if not ckpt_path or not Path(ckpt_path).is_file():
-            return
-        trained = read_checkpoint(ckpt_path).get(BACKBONES_KEY)
-        check_backbones(
-            {m: backbone_of(s.info.provenance) for m, s in self.datamodule.stores.items()},
-            trained,
-            features_name="the feature files of data.features",
-            checkpoint_name=str(ckpt_path),
-        )
+        """Refuse features of another backbone than a checkpoint's (warn when either records
+        none); see :mod:`epic_protocol.backbones`. Every checkpoint the run reads is checked:
+        ``--ckpt_path``, ``--model.init_checkpoint`` (how the docs evaluate a stage) against
+        all of ``data.features``, and each ``--model.branch_checkpoints`` entry against its
+        own modality's file."""
+        config = self.config[self.subcommand]  # the model's arguments, not the instance
+        stores = self.datamodule.stores
+        features = {m: backbone_of(s.info.provenance) for m, s in stores.items()}
+        whole = [config.get("model.init_checkpoint")]
+        if self.subcommand != "fit":  # resolved by _resolve_ckpt_path (best, last)
+            whole.append(self.config_init[self.subcommand].get("ckpt_path"))
+        checks = [(path, features) for path in whole]
+        for modality, path in (config.get("model.branch_checkpoints") or {}).items():
+            if modality in features:
+                checks.append((path, {modality: features[modality]}))
+        for path, given in checks:
+            if not path or not Path(path).is_file():
+                continue
+            trained = read_checkpoint(path).get(BACKBONES_KEY)
+            files = ", ".join(str(stores[m].path) for m in given)
+            check_backbones(
+                given,
+                trained,
+                features_name=f"the features of data.features ({files})",
+                checkpoint_name=str(path),
+            )
 
     def _check_shapes(self) -> None:
         """Fail before training if the net does not fit the data (classes, feature dims), or

@@ -172,3 +172,40 @@ def test_validate_and_predict_refuse_features_of_another_backbone(
     warned = [line for line in capsys.readouterr().err.splitlines() if "records no" in line]
     assert len(warned) == 1 and warned[0].startswith("rulstm: warning: ")
     assert "records no rgb backbone" in warned[0] and str(best) in warned[0]
+
+
+def test_init_checkpoint_and_branch_checkpoints_of_another_backbone_are_refused(
+    tmp_path, synthetic_data, capsys
+):
+    """The docs evaluate a stage with --model.init_checkpoint (not --ckpt_path) and fuse with
+    --model.branch_checkpoints: a checkpoint of another backbone's features is refused there
+    too, naming both backbones, the checkpoint and the feature file."""
+    data = synthetic_data(dims={"rgb": 12, "flow": 12, "obj": 6}, num_classes=3, videos=3,
+                          frames=600)  # fmt: skip
+    dino = {"backbone": "hf:dinov2", "weights": "models/dinov2", "revision": "sha256:aaaa",
+            "clip_length": 1, "clip_stride": 1, "dim": 12}  # fmt: skip
+    jepa = {**dino, "backbone": "hf:vjepa2", "weights": "models/vjepa2",
+            "revision": "sha256:bbbb", "clip_length": 16, "clip_stride": 4}  # fmt: skip
+    _set_backbone(data.features["rgb"], dino)
+    fit("rgb_sc", data, tmp_path, epochs=1)
+    best = tmp_path / "rgb_sc" / "checkpoints" / "best.ckpt"
+    _set_backbone(data.features["rgb"], jepa)  # the same size, another backbone
+    arguments = fit_args("rgb_sc", data, tmp_path / "eval", epochs=1)
+    arguments[0] = "test"
+    arguments += ["--data.test_annotations", str(data.val), "--model.init_checkpoint", str(best)]
+    assert main(arguments) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rulstm: error: ")
+    assert "hf:dinov2" in err[0] and "hf:vjepa2" in err[0]
+    assert str(best) in err[0] and str(data.features["rgb"]) in err[0]
+    # Fusion from a branch trained on another backbone's rgb features: refused before training.
+    fusion = fit_args("fusion", data, tmp_path / "fusion", epochs=1)
+    fusion += ["--model.branch_checkpoints", str({"rgb": str(best)})]
+    assert main(fusion) == 1
+    err = capsys.readouterr().err
+    assert "hf:dinov2" in err and "hf:vjepa2" in err and str(best) in err
+    assert not (tmp_path / "fusion" / "fusion" / "checkpoints").exists()
+    # The features it was trained on: evaluated, no warning about the other modalities.
+    _set_backbone(data.features["rgb"], dino)
+    assert main(arguments) == 0
+    assert "records no" not in capsys.readouterr().err
