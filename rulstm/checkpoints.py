@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from epic_protocol.backbones import CHECKPOINT_KEY, describe
 from rulstm.models.spec import NET_KEY, allowed_net, build_net, describe_net, refusal
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,12 @@ def _mismatch_summary(
             and name not in _SHAPELESS
             and here["init_args"][name] != value
         }
+        sizes = {n: differ.pop(n) for n in ("feat_dim", "feat_dims") if n in differ}
+        if sizes and not differ:
+            # Read from the feature files: the features are not those it was trained on.
+            return _feature_size_summary(checkpoint, sizes)
         if differ:
+            differ.update(sizes)
             listed = ", ".join(f"{n} {a} (this network: {b})" for n, (a, b) in differ.items())
             options = " ".join(f"--model.net.init_args.{n} {a}" for n, (a, _) in differ.items())
             return f"it was trained with {listed}; give the network the same ({options})"
@@ -241,3 +247,26 @@ def _mismatch_summary(
     )
     more = f" (and {len(mismatched) - 3} more)" if len(mismatched) > 3 else ""
     return f"{first}{more}"
+
+
+def _feature_size_summary(checkpoint: dict[str, Any], sizes: dict[str, tuple[Any, Any]]) -> str:
+    """A checkpoint trained on features of another size than data.features' files (the
+    network's ``feat_dim(s)`` are read from them): name both sizes and, where the checkpoint
+    records it, the backbone of its training features. Setting ``feat_dim`` cannot help."""
+    recorded = checkpoint.get(CHECKPOINT_KEY) or {}
+    parts = []
+    for trained, here in sizes.values():
+        if isinstance(trained, Mapping):  # fusion: {modality: dim}
+            here = here if isinstance(here, Mapping) else {}
+            pairs = [(m, d, here.get(m)) for m, d in trained.items() if here.get(m) != d]
+        else:
+            pairs = [(next(iter(recorded), None) if len(recorded) == 1 else None, trained, here)]
+        for modality, dim, given in pairs:
+            record = recorded.get(modality) if modality else None
+            of = f" of {describe(record)}" if isinstance(record, Mapping) else ""
+            kind = f"{modality} " if modality else ""
+            parts.append(f"{dim}-d {kind}features{of}, data.features gives {given}-d")
+    return (
+        f"it was trained on {'; '.join(parts)}: give data.features the features it was "
+        "trained on (the same extraction config, backbone and weights)"
+    )

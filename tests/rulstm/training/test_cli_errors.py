@@ -115,3 +115,32 @@ def test_checkpoints_of_another_kind(tmp_path, data, capsys):
         "it was trained with hidden 8 (this network: 16); give the network the same "
         "(--model.net.init_args.hidden 8)"
     )
+
+
+def test_a_checkpoint_of_features_of_another_size_names_the_features_not_feat_dim(
+    tmp_path, data, capsys
+):
+    """feat_dim is read from the feature file: a checkpoint trained on 12-d features, tested
+    on 8-d ones, asks for the features it was trained on (with their recorded backbone), not
+    for --model.net.init_args.feat_dim 12, which would then not fit the file."""
+    from epic_protocol.backbones import CHECKPOINT_KEY
+
+    from .conftest import make_dataset
+
+    fit("rgb_sc", data, tmp_path / "runs", epochs=1)
+    best = tmp_path / "runs" / "rgb_sc" / "checkpoints" / "best.ckpt"
+    checkpoint = torch.load(best, weights_only=False)
+    checkpoint[CHECKPOINT_KEY] = {"rgb": {"backbone": "hf:dinov2", "weights": "models/dinov2"}}
+    torch.save(checkpoint, best)
+    (tmp_path / "small").mkdir()
+    smaller = make_dataset(tmp_path / "small", dims={"rgb": 8}, num_classes=3, videos=3,
+                           frames=600).features["rgb"]  # fmt: skip
+    args = fit_args("rgb_sc", data, tmp_path / "eval", epochs=1)
+    args[0] = "test"
+    args[args.index("--data.features") + 1] = str({"rgb": str(smaller)})
+    args += ["--data.test_annotations", str(data.val), "--model.init_checkpoint", str(best)]
+    assert main(args) == 1
+    line = _error_line(capsys.readouterr().err)
+    assert line.startswith(f"rulstm: error: {best} does not fit RULSTM")
+    assert "12-d rgb features of hf:dinov2 (weights models/dinov2)" in line
+    assert "data.features gives 8-d" in line and "--model.net.init_args.feat_dim" not in line
