@@ -83,6 +83,22 @@ def _unavailable(what: str, error: BaseException, hint: str) -> WeightsUnavailab
     )
 
 
+def _does_not_fit(family: str, architecture: str, path: Path, error: BaseException) -> ValueError:
+    """One line for a local checkpoint that is not the architecture's (the libraries raise a
+    screen of size mismatches, or a bare assertion such as OpenCLIP's "text pos_embed width
+    changed!")."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    detail = "; ".join(lines[:2]) or type(error).__name__
+    if len(detail) > 200:
+        detail = detail[:197] + "..."
+    return ValueError(
+        f"--rgb.weights {path} does not fit --rgb.backbone {family}:{architecture} "
+        f"({type(error).__name__}: {detail}); give the checkpoint's own architecture in "
+        f"--rgb.backbone {family}:<architecture>"
+        + (" (a name or a model config .json)" if family == "open_clip" else "")
+    )
+
+
 @dataclass
 class FamilyParts:
     """What a family loader gives :func:`feature_extraction.foundation.build_foundation_backbone`:
@@ -138,12 +154,15 @@ def load_timm(architecture: str, weights: str | None, seed: int) -> FamilyParts:
         else:
             name = f"{architecture}.{weights}"
             source = f"timm tag {name}"
+    local = Path(str(kwargs.get("pretrained_cfg_overlay", {}).get("file", "")))
     try:
         with seeded(seed):
             model = timm.create_model(name, pretrained=pretrained, **kwargs)
-    except RuntimeError as error:
+    except (RuntimeError, AssertionError, KeyError) as error:
         if "Unknown model" in str(error) or "Invalid pretrained tag" in str(error):
             raise ValueError(f"timm: {error}") from None
+        if local.is_file():
+            raise _does_not_fit("timm", architecture, local, error) from None
         raise
     except OSError as error:
         raise _unavailable(
@@ -222,11 +241,16 @@ def load_open_clip(
             model, _, transform = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained, load_weights=load, require_pretrained=load
             )
-    except (RuntimeError, OSError, ValueError) as error:
+    except (RuntimeError, OSError, ValueError, AssertionError, KeyError) as error:
+        local = pretrained is not None and Path(pretrained).expanduser().is_file()
+        if local and isinstance(error, RuntimeError | AssertionError | KeyError):
+            raise _does_not_fit("open_clip", architecture, Path(pretrained), error) from None
         offline = name.startswith("hf-hub:") or "download" in str(error).lower()
-        if isinstance(error, ValueError) or (isinstance(error, RuntimeError) and not offline):
+        if isinstance(error, ValueError | AssertionError | KeyError) or (
+            isinstance(error, RuntimeError) and not offline
+        ):
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise ValueError(f"OpenCLIP {architecture}: {first}") from None
+            raise ValueError(f"OpenCLIP {architecture}: {first or type(error).__name__}") from None
         raise _unavailable(
             f"the OpenCLIP weights {weights!r} of {architecture}",
             error,

@@ -405,6 +405,35 @@ def test_an_offline_hub_model_is_one_line_naming_it(monkeypatch, backbone, weigh
     assert "--rgb.weights PATH" in message
 
 
+@pytest.mark.parametrize("family", ["timm", "open_clip"])
+def test_a_local_checkpoint_of_another_architecture_is_one_line_naming_both(
+    tmp_path: Path, family: str
+) -> None:
+    """A user's checkpoint file that is not --rgb.backbone's architecture (e.g. clip.yaml's
+    ViT-B-16 with a ViT-L/14 file): one line naming the file, the backbone and the option to
+    change, not timm's screen of size mismatches or OpenCLIP's bare AssertionError."""
+    import open_clip
+    import timm
+
+    if family == "timm":
+        checkpoint = tmp_path / "model.safetensors"
+        from safetensors.torch import save_file
+
+        save_file(timm.create_model("test_vit").state_dict(), checkpoint)
+        backbone = "timm:vit_tiny_patch16_224"
+    else:
+        open_clip.add_model_config(tiny_open_clip_config(tmp_path / "tiny-clip-other.json"))
+        checkpoint = tmp_path / "open_clip_pytorch_model.bin"
+        torch.save(open_clip.create_model("tiny-clip-other").state_dict(), checkpoint)
+        backbone = "open_clip:ViT-S-32"
+    with pytest.raises(ValueError) as caught:
+        build_foundation_backbone(name=backbone, weights=str(checkpoint))
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 500
+    assert message.startswith(f"--rgb.weights {checkpoint} does not fit --rgb.backbone {backbone}")
+    assert f"--rgb.backbone {family}:<architecture>" in message
+
+
 def test_foundation_backbones_are_rgb_only_and_use_their_own_preprocessing() -> None:
     with pytest.raises(ValueError, match="flow takes"):
         build_models(load_config(None, ["--modalities", "flow", "--device", "cpu",
