@@ -85,19 +85,39 @@ def combine_records(
     return combined
 
 
+#: Recorded by newer files only: compared where both records have them.
+INPUT_KEYS = ("decode_size", "flow_method")
+
+
+def _size(value: Any) -> str:
+    width, height = (list(value) + [None, None])[:2]
+    if width is None and height is None:
+        return "the video's own size"
+    return f"{width if width is not None else 'auto'}x{height if height is not None else 'auto'}"
+
+
 def describe(record: Mapping[str, Any]) -> str:
-    """``timm:vit_base_patch14_dinov2 (weights ..., revision ...)`` for messages."""
+    """``timm:vit_base_patch14_dinov2 (weights ..., revision ..., frames decoded at
+    456x256)`` for messages."""
     text = f"{record.get('backbone')} (weights {record.get('weights')}"
     if record.get("revision"):
         text += f", revision {record['revision']}"
+    if record.get("flow_method"):
+        text += f", {record['flow_method']} flow"
+    if "decode_size" in record:
+        text += f", frames decoded at {_size(record['decode_size'])}"
     return text + ")"
 
 
 def same_backbone(first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
-    """Same name, clip rule and dimension; same weights revision where both record one of the
+    """Same name, clip rule and dimension; the same decode size and flow method where both
+    record them (:data:`INPUT_KEYS`); same weights revision where both record one of the
     same kind (two file hashes, or two hub revisions); otherwise the same weights source."""
     for key in ("backbone", "clip_length", "clip_stride", "dim"):
         if first.get(key) != second.get(key):
+            return False
+    for key in INPUT_KEYS:  # older records lack them: compared only where both have them
+        if key in first and key in second and first[key] != second[key]:
             return False
     one, two = first.get("revision"), second.get("revision")
     if one and two and str(one).startswith("sha256:") == str(two).startswith("sha256:"):

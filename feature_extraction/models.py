@@ -338,6 +338,11 @@ def backbone_record(
     record["precision"] = precision
     record["precision_setting"] = config.precision
     record["channels_last"] = bool(getattr(backbone, "channels_last", False))
+    # The frames the backbone saw: the decode size (a flow field or a processor's resize of
+    # 228x128 frames is not that of 456x256 ones) and, for flow, the optical-flow method.
+    record["decode_size"] = [config.decode.width, config.decode.height]
+    if modality == "flow":
+        record["flow_method"] = models.flow_method
     return record
 
 

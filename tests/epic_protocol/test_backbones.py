@@ -69,3 +69,22 @@ def test_combined_records_mark_the_per_run_settings_that_differed() -> None:
     assert again["mixed"]["channels_last"] == [False, True, None]
     assert again["mixed"]["precision_setting"] == ["auto", None]
     assert again["mixed"]["library"] == [{"timm": "1"}, {"timm": "2"}, None]
+
+
+def test_another_decode_size_or_flow_method_is_refused_where_both_record_it() -> None:
+    """Features of frames decoded at another size (or flow of another method) are other
+    features; records of older files, which lack these keys, are still accepted."""
+    at_456 = {**DINO, "decode_size": [456, 256]}
+    with pytest.raises(BackboneMismatchError) as caught:
+        check_backbones(
+            {"rgb": {**DINO, "decode_size": [228, 128]}}, {"rgb": at_456},
+            features_name="f", checkpoint_name="c",
+        )  # fmt: skip
+    assert "frames decoded at 228x128" in str(caught.value)
+    assert "frames decoded at 456x256" in str(caught.value)
+    assert check_backbones({"rgb": DINO}, {"rgb": at_456}, features_name="f",
+                           checkpoint_name="c") == []  # fmt: skip
+    flow = {**DINO, "backbone": "resnet18", "flow_method": "dis", "decode_size": [228, 128]}
+    with pytest.raises(BackboneMismatchError, match="raft flow"):
+        check_backbones({"flow": {**flow, "flow_method": "raft"}}, {"flow": flow},
+                        features_name="f", checkpoint_name="c")  # fmt: skip

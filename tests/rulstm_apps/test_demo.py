@@ -3,6 +3,7 @@ back as an H.264 MP4 with the overlay; clear errors on bad inputs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
@@ -581,6 +582,30 @@ def test_a_checkpoint_trained_on_another_backbone_is_refused(make_checkpoint, de
     assert main(demo_args(fused)) == 1
     err = capsys.readouterr().err
     assert "timm:vit_small_patch14_dinov2" in err and "resnet18" in err and str(fused) in err
+
+
+def test_features_of_frames_decoded_at_another_size_are_refused(make_checkpoint, demo_args, capsys):
+    """A fusion of an RGB branch from one extraction config with the flow of another (e.g.
+    dinov2.yaml at 456x256 and cpu_small.yaml's flow at 228x128): a demo config decoding at
+    one size would compute the flow of other frames than training read. The checkpoint's flow
+    record, the demo's own but at 228x128, is refused naming both sizes."""
+    from epic_protocol.backbones import CHECKPOINT_KEY
+    from feature_extraction import backbone_record, build_models
+    from rulstm_apps.demo_inputs import load_extract_config
+
+    from .conftest import TINY_CONFIG, TINY_OVERRIDES
+
+    models = build_models(load_extract_config(TINY_CONFIG, TINY_OVERRIDES))
+    flow = json.loads(json.dumps(backbone_record(models, "flow")))  # as a file stores it
+    assert flow["decode_size"] == [64, 48] and flow["flow_method"]
+    fused = make_checkpoint("fusion")
+    checkpoint = torch.load(fused, weights_only=True)
+    checkpoint[CHECKPOINT_KEY] = {"rgb": None, "flow": {**flow, "decode_size": [228, 128]}}
+    torch.save(checkpoint, fused)
+    assert main(demo_args(fused)) == 1
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "error" in x]
+    assert "frames decoded at 228x128" in line and "frames decoded at 64x48" in line
+    assert str(fused) in line
 
 
 def test_demo_runs_on_a_video_foundation_backbone(make_checkpoint, demo_args, tmp_path, decode_all):
