@@ -225,13 +225,19 @@ def plan_extraction(
     # Largest first, so that round-robin dealing to ranks and workers balances the load.
     ordered = [job for _, job in sorted(jobs, key=lambda item: -item[0])]
     if wanted is not None and total:
+        earlier = []  # what is decoded besides the frames themselves (videos, not folders)
+        if options.frames is None and "flow" in config.modalities:
+            earlier.append(f"flow also decodes {config.flow.stack} frames before each")
+        length = config.rgb.clip_length or 1
+        if options.frames is None and "rgb" in config.modalities and length > 1:
+            earlier.append(
+                f"each RGB clip also decodes the {length - 1} frames before its last, "
+                f"{config.rgb.clip_stride} apart"
+            )
         log(
             f"sparse extraction: the sampling needs {planned} frames of the videos' ~{total} "
             f"({1 - planned / total:.1%} of the frames not extracted"
-            + (
-                f"; flow also decodes {config.flow.stack} frames before each)"
-                if options.frames is None
-                else ")"
-            )
+            + "".join(f"; {part}" for part in earlier)
+            + ")"
         )
     return Plan(ordered, skipped, replace_old, planned, total, ignored)

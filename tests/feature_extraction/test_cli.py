@@ -209,7 +209,7 @@ def test_sparse_mode_extracts_only_the_sampled_frames(
 
 
 def test_only_needed_reads_several_annotation_files(
-    tmp_path: Path, make_video, tiny_config: Path, tiny_overrides: list[str]
+    tmp_path: Path, make_video, tiny_config: Path, tiny_overrides: list[str], capsys
 ) -> None:
     folder = tmp_path / "videos"
     make_video("videos/P01_01.mp4", num_frames=150, fps=30)
@@ -222,6 +222,9 @@ def test_only_needed_reads_several_annotation_files(
     assert _extract(folder, out, *arguments, config=tiny_config, overrides=tiny_overrides) == 0
     needed = sorted(set(anticipation_frames(120).tolist()) | set(anticipation_frames(60).tolist()))
     assert _read(out / "rgb.h5")["P01_01"][0].tolist() == needed
+    # RGB only: the summary does not speak of flow frames.
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "sparse extraction" in x]
+    assert "flow" not in line and "not extracted)" in line
 
 
 def test_unwritable_output_is_a_clear_error(

@@ -255,7 +255,7 @@ def _stored(path: Path, video: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_video_backbone_sees_only_the_past_offline_sparse_and_streaming(
-    tmp_path: Path, make_video
+    tmp_path: Path, make_video, capsys
 ) -> None:
     from tests.feature_extraction.conftest import coded_frame, write_video
 
@@ -295,8 +295,12 @@ def test_video_backbone_sees_only_the_past_offline_sparse_and_streaming(
     # Sparse extraction decodes each clip's earlier frames: same features at the needed frames.
     annotations = tmp_path / "training.csv"
     annotations.write_text("1,P01_01,36,40,0,0,0\n")
+    capsys.readouterr()
     _extract(tmp_path / "videos", tmp_path / "sparse", folder, "--annotations", str(annotations),
-             "--only-needed")  # fmt: skip
+             "--only-needed", "--rgb.clip_length", "4")  # fmt: skip
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "sparse extraction" in x]
+    assert "each RGB clip also decodes the 3 frames before its last, 2 apart" in line
+    assert "flow" not in line
     sparse_frames, sparse = _stored(tmp_path / "sparse" / "rgb.h5", "P01_01")
     needed = sorted({min(max(int(f), 1), 40) for f in anticipation_frames(36)})
     assert sparse_frames.tolist() == needed
