@@ -371,8 +371,8 @@ def export_reference_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
 
     Raises:
         TypeError: ``network`` is neither a :class:`RULSTM` nor a :class:`RULSTMFusion`.
-        ValueError: what the reference cannot hold: RU-GRU or quantised branches, or a fusion
-            by averaging (no MATT parameters).
+        ValueError: what the reference cannot hold: RU-GRU or quantised branches, a fusion
+            by averaging (no MATT parameters), or branches of different hidden sizes.
     """
     if isinstance(network, RULSTM):
         return _export_branch(network, "")
@@ -384,6 +384,11 @@ def export_reference_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
     if network.attention is None:
         raise ValueError(
             f"fusion={network.fusion!r} has no MATT parameters; the reference's fusion is MATT"
+        )
+    if len(set(network.branch_hidden.values())) > 1:
+        raise ValueError(
+            f"the branches have different hidden sizes {network.branch_hidden}; the reference's "
+            "fusion builds every branch with one hidden size"
         )
     exported: dict[str, torch.Tensor] = {}
     for index, branch in enumerate(network.branches.values()):

@@ -539,11 +539,23 @@ class RULSTMFusion(nn.Module):
         num_classes: number of classes ``C`` (shared by all branches).
         feat_dims: feature size of each modality, in fusion order, e.g.
             ``{"rgb": 1024, "flow": 1024, "obj": 352}``.
-        hidden, depth, cell: of every branch (see :class:`RULSTM`).
+        hidden: hidden size ``H_m`` of every branch (one ``int``), or per modality (a mapping
+            naming exactly the modalities of ``feat_dims``, e.g. an RGB branch on 768-d
+            features with hidden 768 next to 1024-d flow and object branches).
+        depth, cell: of every branch (see :class:`RULSTM`).
         dropout: of every branch and of the MATT network.
         fusion: ``"matt"``: an MLP on the branches' contexts gives softmax weights over the
             modalities at every time step; ``"average"``: late fusion, the mean of the
             branches' scores (uniform weights, no parameters).
+
+    MATT reads the concatenated contexts, ``2 * sum(H_m)`` values per step; its layers have
+    ``in_size // 4`` and ``in_size // 8`` units (the reference's sizes when every ``H_m`` is
+    the same). :attr:`hidden` is that one ``int`` when all branches share it, else
+    ``{modality: H_m}``; :attr:`branch_hidden` is always the mapping.
+
+    Raises:
+        ValueError: no modality, a ``hidden`` mapping that does not name exactly the
+            modalities of ``feat_dims``, or an unknown ``fusion``.
 
     Use :meth:`from_branches` to fuse already-trained branches.
     """
@@ -553,7 +565,7 @@ class RULSTMFusion(nn.Module):
         *,
         num_classes: int,
         feat_dims: Mapping[str, int],
-        hidden: int = 1024,
+        hidden: int | Mapping[str, int] = 1024,
         dropout: float = 0.8,
         depth: int = 1,
         fusion: FusionMode = "matt",
@@ -562,11 +574,22 @@ class RULSTMFusion(nn.Module):
         super().__init__()
         if not feat_dims:
             raise ValueError("feat_dims must name at least one modality")
+        if isinstance(hidden, Mapping):
+            missing = [name for name in feat_dims if name not in hidden]
+            extra = [name for name in hidden if name not in feat_dims]
+            if missing or extra:
+                raise ValueError(
+                    f"hidden must name exactly the modalities {list(feat_dims)}: "
+                    f"missing {missing}, unexpected {extra}"
+                )
+            sizes = {name: hidden[name] for name in feat_dims}
+        else:
+            sizes = dict.fromkeys(feat_dims, hidden)
         branches = {
             name: RULSTM(
                 num_classes=num_classes,
                 feat_dim=dim,
-                hidden=hidden,
+                hidden=sizes[name],
                 dropout=dropout,
                 depth=depth,
                 cell=cell,
@@ -581,8 +604,8 @@ class RULSTMFusion(nn.Module):
     ) -> RULSTMFusion:
         """Fuse existing branches (e.g. trained separately), in the order of ``branches``.
 
-        The branches are used as they are (not copied); they must share ``num_classes`` and
-        ``hidden``. ``dropout`` is MATT's.
+        The branches are used as they are (not copied); they must share ``num_classes``; their
+        hidden sizes may differ. ``dropout`` is MATT's.
         """
         if not branches:
             raise ValueError("branches must contain at least one RULSTM")
@@ -598,20 +621,25 @@ class RULSTMFusion(nn.Module):
         for name, branch in branches.items():
             if not isinstance(branch, RULSTM):
                 raise TypeError(f"branch {name!r} is a {type(branch).__name__}, not a RULSTM")
-            if (branch.hidden, branch.num_classes) != (first.hidden, first.num_classes):
+            if branch.num_classes != first.num_classes:
                 raise ValueError(
-                    f"branch {name!r} has hidden={branch.hidden}, num_classes="
-                    f"{branch.num_classes}; expected hidden={first.hidden}, "
-                    f"num_classes={first.num_classes} like the first branch"
+                    f"branch {name!r} has num_classes={branch.num_classes}; expected "
+                    f"{first.num_classes} like the first branch"
                 )
         self.fusion: FusionMode = fusion
         self.num_classes = first.num_classes
-        self.hidden = first.hidden
+        self.branch_hidden: dict[str, int] = {name: b.hidden for name, b in branches.items()}
+        sizes = set(self.branch_hidden.values())
+        # One int when the branches agree (as before), else {modality: H_m}.
+        self.hidden: int | dict[str, int] = (
+            next(iter(sizes)) if len(sizes) == 1 else dict(self.branch_hidden)
+        )
         self.branches = nn.ModuleDict(branches)
         self.attention: nn.Sequential | None = None
         if fusion == "matt":
-            # Context: (unrolled hidden, rolling cell or GRU hidden) of every branch, concatenated.
-            in_size = 2 * len(branches) * self.hidden
+            # Context: (unrolled hidden, rolling cell or GRU hidden) of every branch, concatenated:
+            # M x (..., 2H_m) -> (..., 2 * sum(H_m)); equal H gives the reference's 2*M*H.
+            in_size = 2 * sum(self.branch_hidden.values())
             self.attention = nn.Sequential(
                 nn.Linear(in_size, in_size // 4),
                 nn.ReLU(),
@@ -656,14 +684,14 @@ class RULSTMFusion(nn.Module):
                 last_steps=last_steps,
             )
             scores.append(branch_scores)  # (B, S, C)
-            contexts.append(context)  # (B, S, 2H)
+            contexts.append(context)  # (B, S, 2H_m)
         fused, weights = self.combine(scores, contexts)
         if return_weights:
             return fused, weights
         return fused
 
     def combine(self, scores: list[Tensor], contexts: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Fuse per-branch scores (..., C) given their contexts (..., 2H), in branch order.
+        """Fuse per-branch scores (..., C) given their contexts (..., 2H_m), in branch order.
 
         Returns the fused scores (..., C) and the modality weights (..., M). ``forward`` uses
         it on (B, S, ...) tensors; the online anticipator on (K, ...) per-time tensors.
@@ -674,7 +702,8 @@ class RULSTMFusion(nn.Module):
                 (*stacked.shape[:-2], len(scores)), 1.0 / len(scores)
             )  # (..., M)
         else:
-            weights = self.attention(torch.cat(contexts, dim=-1)).softmax(dim=-1)  # (..., M)
+            joined = torch.cat(contexts, dim=-1)  # M x (..., 2H_m) -> (..., 2 * sum(H_m))
+            weights = self.attention(joined).softmax(dim=-1)  # (..., M)
         fused = (stacked * weights.unsqueeze(-2)).sum(-1)  # (..., C, M) -> (..., C)
         return fused, weights
 

@@ -94,6 +94,12 @@ def test_what_the_reference_cannot_hold_is_refused():
         export_reference_state_dict(
             RULSTMFusion(num_classes=3, feat_dims={"rgb": 4}, hidden=2, fusion="average")
         )
+    with pytest.raises(ValueError, match="different hidden sizes"):
+        export_reference_state_dict(
+            RULSTMFusion(
+                num_classes=3, feat_dims={"rgb": 4, "flow": 2}, hidden={"rgb": 2, "flow": 4}
+            )
+        )
     with pytest.raises(TypeError, match="got LSTMBaseline"):
         export_reference_state_dict(LSTMBaseline(num_classes=3, feat_dim=4))
 

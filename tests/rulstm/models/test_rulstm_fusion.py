@@ -106,10 +106,84 @@ def test_from_branches_uses_given_branches_in_order():
 def test_from_branches_rejects_inconsistent_branches():
     branches = {
         "rgb": RULSTM(num_classes=C, feat_dim=7, hidden=H),
-        "flow": RULSTM(num_classes=C, feat_dim=5, hidden=H + 1),
+        "flow": RULSTM(num_classes=C + 1, feat_dim=5, hidden=H),
     }
     with pytest.raises(ValueError, match="flow"):
         RULSTMFusion.from_branches(branches)
+
+
+MIXED = {"rgb": 8, "flow": 16, "obj": 16}
+
+
+def test_branches_of_different_hidden_sizes_train_and_weights_sum_to_one():
+    """An RGB branch of hidden 8 next to flow/obj of 16: MATT reads 2 * (8 + 16 + 16) values."""
+    torch.manual_seed(0)
+    model = RULSTMFusion(num_classes=C, feat_dims=DIMS, hidden=MIXED)
+    assert {m: b.hidden for m, b in model.branches.items()} == MIXED
+    assert model.hidden == MIXED and model.branch_hidden == MIXED
+    assert model.attention[0].weight.shape == (80 // 4, 80)
+    assert model.attention[3].weight.shape == (80 // 8, 80 // 4)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    logits, weights = model(features(), return_weights=True, last_steps=2)
+    torch.nn.functional.cross_entropy(logits.reshape(-1, C), torch.zeros(B * 2).long()).backward()
+    optimiser.step()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B, 2))
+    for key in ("attention.0.weight", "branches.rgb.classifier.1.weight"):
+        assert not torch.equal(before[key], model.state_dict()[key]), key
+
+
+def test_from_branches_fuses_branches_of_different_hidden_sizes():
+    torch.manual_seed(0)
+    branches = {m: RULSTM(num_classes=C, feat_dim=DIMS[m], hidden=h) for m, h in MIXED.items()}
+    model = RULSTMFusion.from_branches(branches).eval()
+    assert model.hidden == MIXED
+    assert model.attention[0].in_features == 2 * sum(MIXED.values())
+    logits, weights = model(features(), return_weights=True)
+    assert logits.shape == (B, T, C)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B, T))
+
+
+def test_equal_hidden_sizes_keep_the_reference_layout():
+    """One int, or a mapping of equal sizes: the same state-dict keys and shapes as the
+    reference-sized fusion (2*M*H -> /4 -> /8 -> M), and ``hidden`` stays the int."""
+    reference = {
+        "attention.0.weight": (2 * 3 * H // 4, 2 * 3 * H),
+        "attention.3.weight": (2 * 3 * H // 8, 2 * 3 * H // 4),
+        "attention.6.weight": (3, 2 * 3 * H // 8),
+    }
+    by_int = RULSTMFusion(num_classes=C, feat_dims=DIMS, hidden=H)
+    by_map = RULSTMFusion(num_classes=C, feat_dims=DIMS, hidden=dict.fromkeys(DIMS, H))
+    shapes = {k: tuple(v.shape) for k, v in by_int.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in by_map.state_dict().items()}
+    assert {k: shapes[k] for k in reference} == reference
+    assert by_int.hidden == by_map.hidden == H
+
+
+@pytest.mark.parametrize(
+    "hidden, named",
+    [({"rgb": 8, "flow": 16}, r"missing \['obj'\]"),
+     ({"rgb": 8, "flow": 16, "obj": 16, "audio": 4}, r"unexpected \['audio'\]")],
+)  # fmt: skip
+def test_a_hidden_mapping_must_name_exactly_the_modalities(hidden, named):
+    with pytest.raises(ValueError, match=named) as error:
+        RULSTMFusion(num_classes=C, feat_dims=DIMS, hidden=hidden)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("hidden", [H, MIXED])
+def test_describe_net_round_trips_through_build_net(hidden):
+    from rulstm.models.spec import build_net, describe_net
+
+    torch.manual_seed(0)
+    model = RULSTMFusion(num_classes=C, feat_dims=DIMS, hidden=hidden, dropout=0.5, fusion="matt")
+    spec = describe_net(model)
+    assert spec["init_args"]["hidden"] == hidden
+    rebuilt = build_net(spec)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    assert rebuilt.branch_hidden == model.branch_hidden
+    x = features()
+    torch.testing.assert_close(rebuilt.eval()(x), model.eval()(x))
 
 
 @pytest.mark.parametrize("sequence_completion", [False, True])
