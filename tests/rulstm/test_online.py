@@ -28,11 +28,12 @@ def test_branch_online_equals_offline_window():
     torch.testing.assert_close(again.logits[0], offline[0, 0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("hidden", [8, {"rgb": 6, "flow": 8, "obj": 8}], ids=["one", "per-branch"])
 @pytest.mark.parametrize("fusion", ["matt", "average"])
-def test_fusion_online_equals_offline_window(fusion):
+def test_fusion_online_equals_offline_window(fusion, hidden):
     torch.manual_seed(1)
     dims = {"rgb": 5, "flow": 4, "obj": 3}
-    net = RULSTMFusion(num_classes=9, feat_dims=dims, hidden=8, depth=2, fusion=fusion).eval()
+    net = RULSTMFusion(num_classes=9, feat_dims=dims, hidden=hidden, depth=2, fusion=fusion).eval()
     x = {m: torch.randn(1, T, d) for m, d in dims.items()}
     offline, offline_weights = net(x, return_weights=True)
     online = OnlineAnticipator(net)  # default times 2.0 ... 0.25 s
@@ -68,6 +69,22 @@ def test_from_checkpoint_and_top_k(tmp_path):
     torch.testing.assert_close(prediction.logits[0], expected)
     top = prediction.top_k(3, time=1.0)
     assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
+
+
+def test_from_checkpoint_builds_a_fusion_of_different_hidden_sizes(tmp_path):
+    torch.manual_seed(3)
+    dims, hidden = {"rgb": 5, "flow": 4}, {"rgb": 6, "flow": 8}
+    net = RULSTMFusion(num_classes=4, feat_dims=dims, hidden=hidden).eval()
+    path = tmp_path / "fusion.ckpt"
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({NET_KEY: describe_net(net), "state_dict": state}, path)
+    online = OnlineAnticipator.from_checkpoint(path, times=(0.25,))
+    assert online.net.hidden == hidden
+    x = {m: torch.randn(1, T, d) for m, d in dims.items()}
+    offline = net(x)
+    for t in range(T):
+        prediction = online.step({m: x[m][0, t] for m in dims})
+    torch.testing.assert_close(prediction.logits[0], offline[0, -1], atol=1e-5, rtol=0)
 
 
 def test_bad_inputs():
