@@ -6,6 +6,7 @@ Kept free of Lightning imports so that the demo and the online anticipator start
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import re
@@ -215,6 +216,13 @@ def _shape_mismatches(
     ]
 
 
+def _option_value(value: Any) -> str:
+    """A command-line value: a mapping (e.g. per-branch hidden sizes) as quoted JSON."""
+    if isinstance(value, Mapping):
+        return f"'{json.dumps(dict(value))}'"
+    return str(value)
+
+
 def _mismatch_summary(
     module: nn.Module,
     checkpoint: dict[str, Any],
@@ -239,7 +247,9 @@ def _mismatch_summary(
         if differ:
             differ.update(sizes)
             listed = ", ".join(f"{n} {a} (this network: {b})" for n, (a, b) in differ.items())
-            options = " ".join(f"--model.net.init_args.{n} {a}" for n, (a, _) in differ.items())
+            options = " ".join(
+                f"--model.net.init_args.{n} {_option_value(a)}" for n, (a, _) in differ.items()
+            )
             return f"it was trained with {listed}; give the network the same ({options})"
     first = "; ".join(
         f"{key} is {list(saved_shape)} in the file, {list(own_shape)} here"

@@ -4,16 +4,30 @@ loader, the online anticipator; the demo and the web page are in tests/rulstm_ap
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from rulstm import OnlineAnticipator
-from rulstm.checkpoints import check_hyperparameter_classes, load_net, read_checkpoint
-from rulstm.models import RULSTM
-from rulstm.models.spec import NET_KEY, NETWORKS, UntrustedClassError, build_net, register_net
+from rulstm.checkpoints import (
+    check_hyperparameter_classes,
+    load_net,
+    load_weights,
+    read_checkpoint,
+)
+from rulstm.models import RULSTM, RULSTMFusion
+from rulstm.models.spec import (
+    NET_KEY,
+    NETWORKS,
+    UntrustedClassError,
+    build_net,
+    describe_net,
+    register_net,
+)
 
 
 def _shell_checkpoint(path, marker) -> None:
@@ -126,3 +140,20 @@ def test_unreadable_checkpoints_name_the_file(tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:200])
     with pytest.raises(ValueError, match=rf"^{truncated}: not a readable checkpoint"):
         read_checkpoint(truncated)
+
+
+def test_a_fusion_of_other_hidden_sizes_names_the_mapping_as_an_option(tmp_path):
+    """Loading a per-branch-hidden fusion into a one-hidden fusion names the sizes as a quoted
+    option value that parses back to the mapping (not a screen of tensor shapes)."""
+    dims, hidden = {"rgb": 5, "flow": 4}, {"rgb": 6, "flow": 8}
+    trained = RULSTMFusion(num_classes=3, feat_dims=dims, hidden=hidden)
+    path = tmp_path / "fusion.ckpt"
+    state = {f"net.{k}": v for k, v in trained.state_dict().items()}
+    torch.save({NET_KEY: describe_net(trained), "state_dict": state}, path)
+    with pytest.raises(ValueError, match="does not fit RULSTMFusion") as error:
+        load_weights(RULSTMFusion(num_classes=3, feat_dims=dims, hidden=8), path)
+    message = str(error.value)
+    assert "\n" not in message
+    option = message.split("give the network the same (")[1].rstrip(")")
+    name, value = shlex.split(option)
+    assert name == "--model.net.init_args.hidden" and yaml.safe_load(value) == hidden
