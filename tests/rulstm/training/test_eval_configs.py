@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from rulstm.cli import build_cli
+from rulstm.models import RULSTMFusion
+from rulstm.models.spec import NET_KEY, describe_net
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 DIMS = {"rgb": 1024, "flow": 1024, "obj": 352}
@@ -141,3 +144,39 @@ def test_test_without_a_root_dir_keeps_its_config_with_the_report(
     for name in ("rgb", "flow"):
         saved = yaml.safe_load((out / f"{name}.config.yaml").read_text())
         assert saved["trainer"]["callbacks"][0]["init_args"]["name"] == name
+
+
+def test_foundation_fusion_override_evaluates_a_fusion_of_per_branch_sizes(
+    tmp_path, synthetic_data, monkeypatch
+):
+    """The documented evaluation (docs/extraction.md, "Modern backbones"): test_fusion.yaml with
+    configs/ek100/foundation/fusion/dinov2.yaml builds the checkpoint's per-branch sizes (RGB
+    768 on 768-d features, flow/obj 1024) and evaluates it; no size option."""
+    monkeypatch.chdir(tmp_path)
+    dims = {**DIMS, "rgb": 768}
+    data = synthetic_data(dims=dims, num_classes=4, videos=3, frames=600)
+    hidden = {"rgb": 768, "flow": 1024, "obj": 1024}
+    torch.manual_seed(0)
+    net = RULSTMFusion(num_classes=data.num_classes, feat_dims=dims, hidden=hidden)
+    checkpoint = tmp_path / "fusion.ckpt"
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({NET_KEY: describe_net(net), "state_dict": state}, checkpoint)
+    config = CONFIGS / "ek100" / "test_fusion.yaml"
+    args = overrides(config, data, tmp_path)
+    index = args.index("--model.net.init_args.hidden")
+    del args[index : index + 2]  # the override's sizes
+    args[args.index("--model.init_checkpoint") + 1] = str(checkpoint)
+    cli = build_cli([
+        "test",
+        "-c", str(CONFIGS / "ek100" / "base.yaml"),
+        "-c", str(config),
+        "-c", str(CONFIGS / "ek100" / "foundation" / "fusion" / "dinov2.yaml"),
+        *args,
+        "--data.features", str({m: str(data.features[m]) for m in dims}),
+        "--data.test_annotations", str(data.val),
+        "--trainer.callbacks.init_args.class_lists", "false",
+    ])  # fmt: skip
+    assert cli.model.net.hidden == hidden
+    for key, value in net.state_dict().items():
+        assert torch.equal(cli.model.net.state_dict()[key], value), key
+    assert (tmp_path / "evaluation" / "ek100" / "fusion.json").is_file()
