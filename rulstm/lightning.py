@@ -23,6 +23,7 @@ from torch import nn
 
 from epic_protocol.backbones import CHECKPOINT_KEY as BACKBONES_KEY
 from epic_protocol.backbones import backbone_of
+from epic_protocol.errors import UsageError
 from epic_protocol.sampling import HEADLINE_SECONDS, anticipation_step, anticipation_times
 from rulstm.checkpoints import load_weights
 from rulstm.data.datamodule import AnticipationBatch
@@ -90,7 +91,8 @@ class AnticipationModule(L.LightningModule):
         init_checkpoint: initialise ``net`` from a checkpoint (e.g. the best sequence-completion
             checkpoint of the same branch). Lightning ``.ckpt`` files and raw state dicts work.
         branch_checkpoints: modality -> checkpoint of a trained branch, loaded into
-            ``net.branches[modality]`` (MATT fusion starts from the branch bests).
+            ``net.branches[modality]`` (MATT fusion starts from the branch bests). Not with
+            ``init_checkpoint`` (UsageError): they would replace the branches it holds.
         freeze_branches: train only the fusion attention.
         discarded: how validation/test metrics treat samples the reference discards: ``drop``
             them (EK55 reference) or score them as ``zeros`` (EK100 reference).
@@ -143,6 +145,16 @@ class AnticipationModule(L.LightningModule):
         # One metric per split; torchmetrics syncs their cat states across processes.
         self.val_metrics = SplitMetrics(discarded=discarded)
         self.test_metrics = SplitMetrics(discarded=discarded)
+        if init_checkpoint and branch_checkpoints:
+            # Loaded after it, the branch checkpoints would silently replace the branches of
+            # the (fused) network the init checkpoint holds: e.g. `rulstm test` on fusion.yaml,
+            # which names the branch bests, with --model.init_checkpoint of the fusion.
+            raise UsageError(
+                f"model.init_checkpoint ({init_checkpoint}) and model.branch_checkpoints "
+                f"({', '.join(branch_checkpoints)}) are both given; the branch checkpoints would "
+                "replace the branches it holds: give one (--model.branch_checkpoints null to "
+                "keep the init checkpoint's)"
+            )
         if init_checkpoint:
             load_weights(self.net, init_checkpoint)
         for modality_name, path in (branch_checkpoints or {}).items():

@@ -209,3 +209,22 @@ def test_init_checkpoint_and_branch_checkpoints_of_another_backbone_are_refused(
     _set_backbone(data.features["rgb"], dino)
     assert main(arguments) == 0
     assert "records no" not in capsys.readouterr().err
+
+
+def test_init_checkpoint_with_branch_checkpoints_is_refused(tmp_path, synthetic_data, capsys):
+    """`rulstm test` on fusion.yaml (which names the branch bests) with --model.init_checkpoint
+    of a trained fusion would load the fusion, then overwrite its branches with the branch
+    bests: refused in one line (status 2) before anything is loaded."""
+    data = synthetic_data(dims={"rgb": 12, "flow": 12, "obj": 6}, num_classes=3, videos=3,
+                          frames=600)  # fmt: skip
+    fit("rgb_sc", data, tmp_path, epochs=1)
+    best = tmp_path / "rgb_sc" / "checkpoints" / "best.ckpt"
+    arguments = fit_args("fusion", data, tmp_path / "fusion", epochs=1)
+    arguments += ["--model.branch_checkpoints", str({"rgb": str(best)})]
+    arguments += ["--model.init_checkpoint", str(tmp_path / "no_such_fusion.ckpt")]
+    assert main(arguments) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rulstm: error: ")
+    assert "model.init_checkpoint" in err[0] and "model.branch_checkpoints" in err[0]
+    assert "no_such_fusion.ckpt" in err[0]
+    assert not (tmp_path / "fusion" / "fusion" / "checkpoints").exists()
