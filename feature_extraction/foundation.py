@@ -142,24 +142,31 @@ class FoundationBackbone(nn.Module):
             )
         if len(frames) == 0:
             return torch.zeros(0, self.feature_dim)
-        device = next(self.model.parameters()).device
-        if self.tensor_transform is not None:
-            inputs = {self.input_key: self.tensor_inputs(frames.to(device))}
-        else:
-            arrays = list(frames.cpu().numpy())  # K x (H, W, 3) or K x (T, H, W, 3)
-            inputs = self._preprocess(arrays)
         inputs = {
-            k: channels_last_input(v.to(device), self.channels_last) for k, v in inputs.items()
+            k: channels_last_input(v, self.channels_last) for k, v in self.inputs(frames).items()
         }
         return self._pool(self.model, inputs).float().flatten(1)  # (K, D)
 
-    def tensor_inputs(self, frames: torch.Tensor) -> torch.Tensor:
+    def inputs(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The preprocessing alone: uint8 frames or clips (as :meth:`forward`) -> the model's
+        inputs on the device of its parameters (the library's transform on the CPU, or the
+        tensor path on that device)."""
+        device = next(self.model.parameters()).device
+        if self.tensor_transform is not None:
+            return {self.input_key: self.tensor_inputs(frames, device)}
+        arrays = list(frames.cpu().numpy())  # K x (H, W, 3) or K x (T, H, W, 3)
+        return {k: v.to(device) for k, v in self._preprocess(arrays).items()}
+
+    def tensor_inputs(
+        self, frames: torch.Tensor, device: torch.device | None = None
+    ) -> torch.Tensor:
         """The tensor path: (K, H, W, 3) uint8 -> (K, 3, h, w), or (K, T, H, W, 3) clips ->
-        (K, T, 3, h, w), float32 on the frames' device."""
+        (K, T, 3, h, w), float32 on ``device`` (default: the frames'); a clip batch's distinct
+        frames are found before the move, so only they are moved."""
         assert self.tensor_transform is not None
         if self.is_video:
-            return preprocess_clips(self.tensor_transform, frames)
-        return self.tensor_transform(frames)
+            return preprocess_clips(self.tensor_transform, frames, device)
+        return self.tensor_transform(frames.to(device) if device is not None else frames)
 
 
 def tensor_transform_of(name: str, family: str, parts: FamilyParts) -> TensorTransform:

@@ -10,6 +10,7 @@ against the Hugging Face torchvision backend the input is the same to float roun
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,40 @@ def test_tensor_preprocessing_is_recorded_and_hashed_the_default_hash_unchanged(
     assert records["tensor"]["config_hash"] != records["default"]["config_hash"]
     assert records["tensor"]["backbone"]["preprocessing"].startswith("tensor (batched torch")
     assert records["default"]["backbone"]["preprocessing"].startswith("BitImageProcessor")
+
+
+def test_rulstm_extract_with_tensor_preprocessing_streams_as_offline(tmp_path: Path) -> None:
+    """``--rgb.preprocessing tensor`` through the real extraction (V-JEPA 2, causal clips): on a
+    CPU the same features as the processor's path, a config hash of its own, and streaming
+    (a ring buffer) equal to offline within 1e-4."""
+    import h5py
+
+    from feature_extraction.streaming import StreamingExtractor
+    from tests.feature_extraction.conftest import coded_frame, write_video
+    from tests.feature_extraction.test_foundation import _extract
+
+    folder = tiny_video_model(tmp_path / "vjepa2", "vjepa2")
+    (tmp_path / "videos").mkdir()
+    write_video(
+        tmp_path / "videos" / "P01_01.mp4",
+        np.stack([coded_frame(i + 1, shift=i) for i in range(24)]),
+    )
+    stored = {}
+    for label, extra in [("library", []), ("tensor", ["--rgb.preprocessing", "tensor"])]:
+        out = tmp_path / label
+        _extract(tmp_path / "videos", out, folder, "--rgb.backbone", "hf:vjepa2", *extra)
+        with h5py.File(out / "rgb.h5", "r") as handle:
+            stored[label] = (handle["P01_01/features"][()], json.loads(handle.attrs["provenance"]))
+    np.testing.assert_allclose(stored["tensor"][0], stored["library"][0], rtol=0, atol=1e-5)
+    assert stored["tensor"][1]["config_hash"] != stored["library"][1]["config_hash"]
+    assert stored["tensor"][1]["backbone"]["preprocessing"].startswith("tensor")
+    config = load_config(
+        None,
+        ["--modalities", "rgb", "--device", "cpu", "--rgb.backbone", "hf:vjepa2",
+         "--rgb.weights", str(folder), "--rgb.clip_stride", "2", "--decode.width", "64",
+         "--decode.height", "48", "--rgb.preprocessing", "tensor"],
+    )  # fmt: skip
+    extractor = StreamingExtractor(config)
+    for index, image in enumerate(frames_of(tmp_path / "videos" / "P01_01.mp4", size=None)):
+        vector = extractor.push(image)["rgb"]
+        np.testing.assert_allclose(vector, stored["tensor"][0][index], rtol=0, atol=1e-4)
