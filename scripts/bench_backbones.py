@@ -474,7 +474,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 *(f"{rate:.3g}" for rate in prepared),
                 *(f"{rate:.3g}" for rate in rates),
             ]
-            flops = count_flops(backbone, inputs) if options.flops else None
+            flops = None
+            if options.flops:  # the forward's, preprocessing not counted (library's, on the CPU)
+                with preprocessing_mode(backbone, "library"):
+                    flops = count_flops(backbone, inputs)
             if flops is not None:
                 cells.append(f"{flops / 1e9:.3g}")
             if options.ek100:
