@@ -15,7 +15,8 @@ Every parameter is read from the library's transform object (:func:`from_torchvi
 ``create_model_and_transforms`` built; :func:`from_hf_processor` reads the processor's
 ``size``, ``crop_size``, ``resample``, ``rescale_factor``, ``image_mean`` and ``image_std``);
 nothing is restated. A transform holding a step this module does not reproduce (timm's
-``squash``/``border`` crop modes, OpenCLIP's ``longest`` resize mode, a processor with padding,
+``border`` crop mode or a non-square input's ``ResizeKeepRatio``, OpenCLIP's ``longest`` resize
+mode, a processor with padding,
 ``longest_edge`` sizes, its own ``_preprocess``, an interpolation other than bilinear or
 bicubic) is refused in one line naming the backbone.
 
@@ -99,7 +100,8 @@ class TensorTransform:
         )
         return (
             f"tensor (batched torch on the model's device): {resize} ({self.interpolation}, "
-            f"antialias, uint8, PIL's pass order), {crop}, scale {self.scale!r}, {norm}; read from {self.source}"
+            f"antialias, uint8, PIL's pass order), {crop}, scale {self.scale!r}, {norm}; "
+            f"read from {self.source}"
         )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

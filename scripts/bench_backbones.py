@@ -21,6 +21,8 @@ end (``features/s``); the tensor path (``rgb.preprocessing: tensor``) is built f
 transform (:mod:`feature_extraction.foundation_tensor`); a video batch's clips end at
 consecutive frames, so they share frames, which the tensor path preprocesses once.
 
+``--preprocess_only`` skips the end-to-end columns.
+
 ``--flops`` adds the forward's floating-point operations per feature, counted by
 ``torch.utils.flop_counter`` on one feature (2 per multiply-add; the processor not counted).
 ``--ek100`` adds EK100's sparse features (``--only-needed`` over the RU-LSTM training and
@@ -361,6 +363,12 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         help="Count the FLOPs without timing anything (the model on the meta device: no "
         "arithmetic, seconds per row); implies --flops.",
     )
+    parser.add_argument(
+        "--preprocess_only",
+        action="store_true",
+        help="With --preprocessing library tensor: time the preprocessing alone, not the "
+        "forward (minutes instead of tens of minutes for the base rows on a CPU).",
+    )
 
 
 @cli_main("bench_backbones.py")
@@ -386,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     precisions = list(dict.fromkeys(resolve_precision(p, device) for p in options.precision))
     if options.flops_only:
         precisions, device = [], torch.device("meta")
+    if options.preprocess_only:
+        precisions = []
     rows = [r for r in ROWS if r.size in options.sizes]
     if options.only:
         rows = [r for r in rows if options.only.lower() in r.label.lower()]
@@ -395,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     gpu += " (FLOPs counted, nothing timed)" if options.flops_only else ""
     modes = list(dict.fromkeys(options.preprocessing))
-    compare = len(modes) > 1 and not options.flops_only
+    compare = (len(modes) > 1 or options.preprocess_only) and not options.flops_only
     timing = (
         ""
         if options.flops_only
