@@ -60,7 +60,7 @@ class RGBConfig:
             104/117/128). Family backbones use their library's own preprocessing (timm data
             config transform, OpenCLIP preprocess, HF processor) at the default, or with
             'tensor' the same steps, their parameters read from the library, as batched torch
-            ops on the model's device (faster; pixels within a few 1/255, so in the config
+            ops on the model's device (faster; pixels within 2/255, so in the config
             hash; feature_extraction.foundation_tensor).
         projection: open_clip: the projected image embedding (true) or the pooled output
             before the projection (false, ViT towers).

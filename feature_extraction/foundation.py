@@ -40,8 +40,8 @@ decode size): timm's transform of the resolved data config
 So a feature equals library transform -> model on the same decoded frame. With
 ``rgb.preprocessing: tensor`` the same steps, their parameters read from the library's
 transform, run as batched torch ops on the model's device instead
-(:mod:`feature_extraction.foundation_tensor`; pixels within a few 1/255 of the library's, the
-feature file records it and the config hash includes it).
+(:mod:`feature_extraction.foundation_tensor`; pixels within 2/255 of the library's, measured;
+the feature file records it and the config hash includes it).
 
 Video models see only the past: the feature of frame ``f`` is computed from the clip of
 ``T = clip_length`` frames ``f - (T-1)*s, ..., f`` (``s = clip_stride`` output frames apart),
