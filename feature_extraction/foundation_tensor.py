@@ -42,6 +42,8 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as tvF
 
+from epic_protocol.errors import UsageError
+
 #: ``rgb.preprocessing``: ``torchvision``/``tsn`` for torchvision classifiers and BN-Inception
 #: (:mod:`feature_extraction.backbones`); for ``family:architecture`` backbones the default
 #: (``torchvision``) is the library's own transform and ``tensor`` this module.
@@ -50,8 +52,9 @@ TENSOR = "tensor"
 _INTERPOLATIONS = ("bilinear", "bicubic")
 
 
-class UnsupportedTransformError(ValueError):
-    """The library's transform has a step the tensor path does not reproduce."""
+class UnsupportedTransformError(UsageError, ValueError):
+    """The library's transform has a step the tensor path does not reproduce: the option
+    cannot be used with that backbone (a usage error, exit status 2)."""
 
 
 def _refuse(backbone: str, step: str) -> UnsupportedTransformError:
