@@ -252,3 +252,23 @@ def test_rulstm_extract_with_tensor_preprocessing_streams_as_offline(tmp_path: P
     for index, image in enumerate(frames_of(tmp_path / "videos" / "P01_01.mp4", size=None)):
         vector = extractor.push(image)["rgb"]
         np.testing.assert_allclose(vector, stored["tensor"][0][index], rtol=0, atol=1e-4)
+
+
+def test_a_pil_backend_processor_is_within_2_of_255() -> None:
+    """A Hugging Face processor on its PIL backend (resize by PIL, floor-offset crop; odd sizes
+    so that the offsets' rounding matters): within the PIL bound."""
+    from tests.feature_extraction.conftest import coded_frame
+
+    if not hasattr(transformers, "BitImageProcessorPil"):
+        pytest.skip("this transformers has no PIL-backend BitImageProcessor")
+    processor = transformers.BitImageProcessorPil(
+        size={"shortest_edge": 37}, crop_size={"height": 31, "width": 31}
+    )
+    read = from_hf_processor(processor, "hf:bit")
+    frames = [coded_frame(i, width=97, height=64) for i in range(3)]
+    expected = torch.as_tensor(
+        np.array(processor(images=frames, return_tensors="pt")["pixel_values"])
+    )
+    ours = read(torch.from_numpy(np.stack(frames)))
+    assert ours.shape == expected.shape == (3, 3, 31, 31)
+    assert pixel_steps(ours, expected, read.std).max() <= PIL_BOUND + 1e-3
