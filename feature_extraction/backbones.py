@@ -15,7 +15,9 @@
   variant takes ``2 * stack`` channels in ``conv1_7x7_s2`` and no conversion is done.
 * ``preprocessing``: ``torchvision`` (scale to [0, 1], resize with torch, normalise with the
   weights' mean and std) or ``tsn`` (the RU-LSTM authors' exact preprocessing, see
-  :class:`~feature_extraction.tsn.TSNBackbone`).
+  :class:`~feature_extraction.tsn.TSNBackbone`); for RGB ``family:architecture`` backbones
+  the default is the library's own transform and ``tensor`` its batched torch version
+  (:mod:`feature_extraction.foundation_tensor`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from feature_extraction.foundation import (
     build_foundation_backbone,
     split_backbone,
 )
+from feature_extraction.foundation_tensor import TENSOR, RGBPreprocessing
 from feature_extraction.memory_format import channels_last_input
 from feature_extraction.tsn import Preprocessing, TSNBackbone, TSNModality
 from feature_extraction.weights import is_random_weights, seeded
@@ -272,7 +275,7 @@ def build_rgb_backbone(
     weights: str | None = "DEFAULT",
     seed: int = 0,
     input_size: tuple[int, int] | None = None,
-    preprocessing: Preprocessing = "torchvision",
+    preprocessing: RGBPreprocessing = "torchvision",
     projection: bool = True,
     clip_length: int | None = None,
     clip_stride: int = 4,
@@ -282,10 +285,11 @@ def build_rgb_backbone(
     ``clip_stride`` are its options) as an RGB feature extractor (see the module
     docstring)."""
     if split_backbone(name) is not None:
-        if input_size is not None or preprocessing != "torchvision":
+        if input_size is not None or preprocessing not in ("torchvision", TENSOR):
             raise ValueError(
                 f"rgb.backbone {name}: the library's own preprocessing sets the input size; "
-                "leave rgb.input_size null and rgb.preprocessing at its default"
+                "leave rgb.input_size null and rgb.preprocessing at its default (the library's "
+                "transform) or tensor"
             )
         return build_foundation_backbone(
             name=name,
@@ -294,6 +298,12 @@ def build_rgb_backbone(
             projection=projection,
             clip_length=clip_length,
             clip_stride=clip_stride,
+            tensor_preprocessing=preprocessing == TENSOR,
+        )
+    if preprocessing == TENSOR:
+        raise ValueError(
+            f"rgb.preprocessing tensor is for family:architecture backbones (timm:, "
+            f"open_clip:, hf:); {name} takes torchvision or tsn"
         )
     if name == "bninception":
         trunk = _build_bninception(in_channels=3, weights=weights, seed=seed)

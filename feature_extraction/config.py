@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from feature_extraction.flow import FlowMethod
+from feature_extraction.foundation_tensor import RGBPreprocessing
 from feature_extraction.memory_format import ChannelsLast
 from feature_extraction.tsn import Preprocessing
 from feature_extraction.video import DecoderBackend
@@ -56,8 +57,11 @@ class RGBConfig:
             the decoded size.
         preprocessing: 'torchvision' (ImageNet-style: [0, 1], mean/std of the weights) or 'tsn'
             (the RU-LSTM authors' exact preprocessing: PIL bilinear resize, BGR, x255, minus
-            104/117/128). Family backbones always use their library's own preprocessing
-            (timm data config transform, OpenCLIP preprocess, HF processor).
+            104/117/128). Family backbones use their library's own preprocessing (timm data
+            config transform, OpenCLIP preprocess, HF processor) at the default, or with
+            'tensor' the same steps, their parameters read from the library, as batched torch
+            ops on the model's device (faster; pixels within 2/255, so in the config
+            hash; feature_extraction.foundation_tensor).
         projection: open_clip: the projected image embedding (true) or the pooled output
             before the projection (false, ViT towers).
         clip_length: hf video models: frames per clip (null: the model's own, VideoMAE 16,
@@ -73,7 +77,7 @@ class RGBConfig:
     weights: str | None = "DEFAULT"
     seed: int = 0
     input_size: tuple[int, int] | None = None
-    preprocessing: Preprocessing = "torchvision"
+    preprocessing: RGBPreprocessing = "torchvision"
     projection: bool = True
     clip_length: int | None = None
     clip_stride: int = 4

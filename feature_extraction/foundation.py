@@ -37,7 +37,11 @@ Preprocessing is the library's own, applied to each decoded frame (RGB uint8, H 
 decode size): timm's transform of the resolved data config
 (``timm.data.create_transform(**resolve_model_data_config(model))``), OpenCLIP's ``preprocess``
 (both on a PIL image), the Hugging Face image or video processor (on the numpy frame or clip).
-So a feature equals library transform -> model on the same decoded frame.
+So a feature equals library transform -> model on the same decoded frame. With
+``rgb.preprocessing: tensor`` the same steps, their parameters read from the library's
+transform, run as batched torch ops on the model's device instead
+(:mod:`feature_extraction.foundation_tensor`; pixels within 2/255 of the library's, measured;
+the feature file records it and the config hash includes it).
 
 Video models see only the past: the feature of frame ``f`` is computed from the clip of
 ``T = clip_length`` frames ``f - (T-1)*s, ..., f`` (``s = clip_stride`` output frames apart),
@@ -59,7 +63,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from feature_extraction.foundation_loaders import FAMILIES, load_hf, load_open_clip, load_timm
+from feature_extraction.foundation_loaders import (
+    FAMILIES,
+    FamilyParts,
+    load_hf,
+    load_open_clip,
+    load_timm,
+)
+from feature_extraction.foundation_tensor import (
+    TensorTransform,
+    from_hf_processor,
+    from_torchvision,
+    preprocess_clips,
+)
 from feature_extraction.memory_format import channels_last_input
 
 
@@ -80,7 +96,9 @@ class FoundationBackbone(nn.Module):
     ``forward`` takes uint8 RGB frames (K, H, W, 3) for image models, or clips
     (K, T, H, W, 3) (oldest first) for video models (``clip_length > 1``), and returns
     (K, feature_dim) float32. Preprocessing runs on the CPU (the libraries' transforms); the
-    model runs on the device of its parameters.
+    model runs on the device of its parameters. Given a ``tensor_transform``
+    (:mod:`feature_extraction.foundation_tensor`), preprocessing runs there too, the model's
+    input being ``input_key``; a video batch then preprocesses each distinct frame once.
     """
 
     #: The computer passes decoded frames channels-last (no permute), clips for video models.
@@ -99,10 +117,13 @@ class FoundationBackbone(nn.Module):
         record: dict[str, Any],
         clip_length: int = 1,
         clip_stride: int = 1,
+        tensor_transform: TensorTransform | None = None,
+        input_key: str = "x",
     ) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self._preprocess, self._pool = preprocess, pool
+        self.tensor_transform, self.input_key = tensor_transform, input_key
         self.feature_dim = feature_dim
         self.record = dict(record, dim=feature_dim)
         self.clip_length, self.clip_stride = clip_length, clip_stride
@@ -121,13 +142,40 @@ class FoundationBackbone(nn.Module):
             )
         if len(frames) == 0:
             return torch.zeros(0, self.feature_dim)
-        arrays = list(frames.cpu().numpy())  # K x (H, W, 3) or K x (T, H, W, 3)
-        inputs = self._preprocess(arrays)
-        device = next(self.model.parameters()).device
         inputs = {
-            k: channels_last_input(v.to(device), self.channels_last) for k, v in inputs.items()
+            k: channels_last_input(v, self.channels_last) for k, v in self.inputs(frames).items()
         }
         return self._pool(self.model, inputs).float().flatten(1)  # (K, D)
+
+    def inputs(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The preprocessing alone: uint8 frames or clips (as :meth:`forward`) -> the model's
+        inputs on the device of its parameters (the library's transform on the CPU, or the
+        tensor path on that device)."""
+        device = next(self.model.parameters()).device
+        if self.tensor_transform is not None:
+            return {self.input_key: self.tensor_inputs(frames, device)}
+        arrays = list(frames.cpu().numpy())  # K x (H, W, 3) or K x (T, H, W, 3)
+        return {k: v.to(device) for k, v in self._preprocess(arrays).items()}
+
+    def tensor_inputs(
+        self, frames: torch.Tensor, device: torch.device | None = None
+    ) -> torch.Tensor:
+        """The tensor path: (K, H, W, 3) uint8 -> (K, 3, h, w), or (K, T, H, W, 3) clips ->
+        (K, T, 3, h, w), float32 on ``device`` (default: the frames'); a clip batch's distinct
+        frames are found before the move, so only they are moved."""
+        assert self.tensor_transform is not None
+        if self.is_video:
+            return preprocess_clips(self.tensor_transform, frames, device)
+        return self.tensor_transform(frames.to(device) if device is not None else frames)
+
+
+def tensor_transform_of(name: str, family: str, parts: FamilyParts) -> TensorTransform:
+    """The tensor path of a loaded backbone, its parameters read from the library's transform
+    (:mod:`feature_extraction.foundation_tensor`); one-line ValueError when that transform has
+    a step the tensor path does not reproduce."""
+    if family == "hf":
+        return from_hf_processor(parts.transform, name)
+    return from_torchvision(parts.transform, name, family)
 
 
 def build_foundation_backbone(
@@ -138,8 +186,10 @@ def build_foundation_backbone(
     projection: bool = True,
     clip_length: int | None = None,
     clip_stride: int = 4,
+    tensor_preprocessing: bool = False,
 ) -> FoundationBackbone:
-    """The ``family:architecture`` backbone ``name`` (see the module docstring).
+    """The ``family:architecture`` backbone ``name`` (see the module docstring);
+    ``tensor_preprocessing``: the tensor path instead of the library's transform.
 
     Raises ImportError (the extra is missing), WeightsUnavailableError (hub weights neither
     cached nor downloadable), FileNotFoundError / ValueError (bad names or paths)."""
@@ -170,6 +220,9 @@ def build_foundation_backbone(
         ),
     }
     record["library"] = {**record["library"], "torch": torch.__version__}
+    tensor = tensor_transform_of(name, family, parts) if tensor_preprocessing else None
+    if tensor is not None:
+        record["preprocessing"] = tensor.describe()
     return FoundationBackbone(
         model=parts.model,
         preprocess=parts.preprocess,
@@ -178,4 +231,6 @@ def build_foundation_backbone(
         record=record,
         clip_length=parts.clip_length,
         clip_stride=parts.clip_stride,
+        tensor_transform=tensor,
+        input_key=parts.input_key,
     )

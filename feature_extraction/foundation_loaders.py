@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
+import inspect
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -104,8 +105,10 @@ class FamilyParts:
     """What a family loader gives :func:`feature_extraction.foundation.build_foundation_backbone`:
     the model, ``preprocess`` (decoded frames, or clips, as numpy arrays -> the model's inputs),
     ``pool`` (model, inputs -> (K, dim) features), the feature size ``dim``, the ``record`` of
-    preprocessing, pooling, weights and library versions, and the clip rule (1, 1 for image
-    models)."""
+    preprocessing, pooling, weights and library versions, the clip rule (1, 1 for image
+    models), the library's ``transform`` object (timm/OpenCLIP ``Compose``, the Hugging Face
+    processor: what :mod:`feature_extraction.foundation_tensor` reads) and the name of the
+    model input ``pool`` reads (``input_key``)."""
 
     model: nn.Module
     preprocess: Callable[[Sequence[np.ndarray]], dict[str, torch.Tensor]]
@@ -114,6 +117,8 @@ class FamilyParts:
     record: dict[str, Any]
     clip_length: int = 1
     clip_stride: int = 1
+    transform: Any = None
+    input_key: str = "x"
 
 
 # --------------------------------------------------------------------------------------- timm
@@ -186,7 +191,7 @@ def load_timm(architecture: str, weights: str | None, seed: int) -> FamilyParts:
         "revision": revision,
         "library": {"timm": _version("timm")},
     }
-    return FamilyParts(model, preprocess, lambda m, x: m(x["x"]), dim, record)
+    return FamilyParts(model, preprocess, lambda m, x: m(x["x"]), dim, record, transform=transform)
 
 
 # ---------------------------------------------------------------------------------- open_clip
@@ -280,7 +285,9 @@ def load_open_clip(
         "revision": revision,
         "library": {"open_clip_torch": _version("open_clip_torch")},
     }
-    return FamilyParts(model, preprocess, lambda m, x: m.encode_image(x["x"]), dim, record)
+    return FamilyParts(
+        model, preprocess, lambda m, x: m.encode_image(x["x"]), dim, record, transform=transform
+    )
 
 
 def _check_open_clip_towers(source: Path, config: Any) -> None:
@@ -536,4 +543,9 @@ def load_hf(
         "model_type": model_type,
         "library": {"transformers": _version("transformers")},
     }
-    return FamilyParts(model, preprocess, pool, dim, record, length, stride)
+    # The processor's output key: V-JEPA 2 reads pixel_values_videos, the others pixel_values.
+    forward_inputs = inspect.signature(model.forward).parameters
+    key = "pixel_values_videos" if "pixel_values_videos" in forward_inputs else "pixel_values"
+    return FamilyParts(
+        model, preprocess, pool, dim, record, length, stride, transform=processor, input_key=key
+    )

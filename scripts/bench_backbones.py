@@ -14,6 +14,15 @@ warm-up batch then ``--repeat`` timed batches, at each ``--precision`` (autocast
 ``rulstm-extract`` runs it). A video model's feature reads a clip of T frames (stride 4), so
 its features/s is clips/s. The rows print as a Markdown table, the README's.
 
+``--preprocessing library tensor`` times both preprocessing paths of each row side by side, on
+the same model and frames, interleaved (library, then tensor, per precision): the preprocessing
+alone (``preprocess/s``: decoded uint8 frames to the model's inputs on the device) and end to
+end (``features/s``); the tensor path (``rgb.preprocessing: tensor``) is built from the library's
+transform (:mod:`feature_extraction.foundation_tensor`); a video batch's clips end at
+consecutive frames, so they share frames, which the tensor path preprocesses once.
+
+``--preprocess_only`` skips the end-to-end columns.
+
 ``--flops`` adds the forward's floating-point operations per feature, counted by
 ``torch.utils.flop_counter`` on one feature (2 per multiply-add; the processor not counted).
 ``--ek100`` adds EK100's sparse features (``--only-needed`` over the RU-LSTM training and
@@ -48,6 +57,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from epic_protocol.annotations import read_annotations  # noqa: E402
 from epic_protocol.errors import ArgumentParser, cli_main  # noqa: E402
+from epic_protocol.precision import device_description  # noqa: E402
 from epic_protocol.sampling import sample_frames  # noqa: E402
 from feature_extraction import (  # noqa: E402
     build_foundation_backbone,
@@ -169,8 +179,10 @@ ROWS: list[Row] = [
 ]
 
 
-def build(row: Row, folder: Path) -> Any:
-    """The row's backbone, random weights (seed 0)."""
+def build(row: Row, folder: Path, *, tensor: bool = False) -> Any:
+    """The row's backbone, random weights (seed 0); ``tensor``: with the tensor preprocessing
+    path (:attr:`FoundationBackbone.tensor_transform`, which :func:`preprocessing_mode` sets
+    to None for the library's transform)."""
     name = row.backbone
     if name.startswith("hf:"):
         import transformers
@@ -187,8 +199,24 @@ def build(row: Row, folder: Path) -> Any:
         path.write_text(json.dumps(row.config))
         name = f"open_clip:{path}"
     return build_foundation_backbone(
-        name=name, weights="none", clip_length=row.clip_length, clip_stride=STRIDE
+        name=name,
+        weights="none",
+        clip_length=row.clip_length,
+        clip_stride=STRIDE,
+        tensor_preprocessing=tensor,
     )
+
+
+@contextlib.contextmanager
+def preprocessing_mode(backbone: Any, mode: str) -> Any:
+    """``backbone`` preprocessing as ``mode`` (``library`` or ``tensor``) inside the block."""
+    kept = backbone.tensor_transform
+    if mode == "library":
+        backbone.tensor_transform = None
+    try:
+        yield backbone
+    finally:
+        backbone.tensor_transform = kept
 
 
 def params_run(backbone: Any) -> float:
@@ -312,6 +340,14 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clip_batch", type=int, default=None, help="Clips per batch of the video models."
     )
+    parser.add_argument(
+        "--preprocessing",
+        nargs="+",
+        choices=["library", "tensor"],
+        default=["library"],
+        help="Preprocessing paths to time, side by side (library: the library's own transform; "
+        "tensor: rgb.preprocessing tensor); with both, preprocess/s columns are added.",
+    )
     parser.add_argument("--flops", action="store_true", help="Add GFLOP per feature.")
     parser.add_argument("--ek100", action="store_true", help="Add EK100 sparse and dense hours.")
     parser.add_argument(
@@ -326,6 +362,12 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Count the FLOPs without timing anything (the model on the meta device: no "
         "arithmetic, seconds per row); implies --flops.",
+    )
+    parser.add_argument(
+        "--preprocess_only",
+        action="store_true",
+        help="With --preprocessing library tensor: time the preprocessing alone, not the "
+        "forward (minutes instead of tens of minutes for the base rows on a CPU).",
     )
 
 
@@ -352,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     precisions = list(dict.fromkeys(resolve_precision(p, device) for p in options.precision))
     if options.flops_only:
         precisions, device = [], torch.device("meta")
+    if options.preprocess_only:
+        precisions = []
     rows = [r for r in ROWS if r.size in options.sizes]
     if options.only:
         rows = [r for r in rows if options.only.lower() in r.label.lower()]
@@ -360,18 +404,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     gpu += " (FLOPs counted, nothing timed)" if options.flops_only else ""
+    modes = list(dict.fromkeys(options.preprocessing))
+    compare = (len(modes) > 1 or options.preprocess_only) and not options.flops_only
     timing = (
         ""
         if options.flops_only
-        else f"library preprocessing included; {options.repeat} timed batches after one warm-up; "
+        else f"{' vs '.join(modes)} preprocessing included; {options.repeat} timed batches "
+        "after one warm-up; "
     )
     print(
         f"device: {device}{gpu}, {os.cpu_count()} CPUs; torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}; load average {load}; random weights (real "
         f"architectures); {timing}video clips: T frames at stride {STRIDE}"
     )
+    print(device_description(device if device.type != "meta" else torch.device("cpu")))
     header = ["size", "backbone", "dim", "params run", "frames", "batch"]
-    header += [f"features/s {p}" for p in precisions]
+    if compare:
+        header += [f"preprocess/s {m}" for m in modes]
+        header += [f"features/s {p} {m}" for p in precisions for m in modes]
+    else:
+        header += [f"features/s {p}" for p in precisions]
     if options.flops:
         header.append("GFLOP/feature")
     dense = ek100_all_frames() if options.ek100 else 0
@@ -396,16 +448,30 @@ def main(argv: Sequence[str] | None = None) -> None:
                 frames_cache[row.decode] = [
                     d.image for d in decode_video(video, fps=30, width=width, height=height)
                 ]
-            backbone = build(row, work).to(device).eval()
+            backbone = build(row, work, tensor="tensor" in modes).to(device).eval()
             batch = (options.clip_batch if backbone.is_video else options.batch) or row.batch
             inputs = inputs_for(backbone, frames_cache[row.decode], batch)
+            prepared = []
+            for mode in modes if compare else []:
+                with torch.inference_mode(), preprocessing_mode(backbone, mode):
+                    seconds = timed(
+                        lambda b=backbone, x=inputs: b.inputs(x),
+                        repeat=options.repeat,
+                        device=device,
+                    )
+                prepared.append(batch / seconds)
             rates = []
             for precision in precisions:
-                with torch.inference_mode(), autocast(precision, device):
-                    seconds = timed(
-                        lambda b=backbone, x=inputs: b(x), repeat=options.repeat, device=device
-                    )
-                rates.append(batch / seconds)
+                for mode in modes:
+                    with (
+                        torch.inference_mode(),
+                        autocast(precision, device),
+                        preprocessing_mode(backbone, mode),
+                    ):
+                        seconds = timed(
+                            lambda b=backbone, x=inputs: b(x), repeat=options.repeat, device=device
+                        )
+                    rates.append(batch / seconds)
             unit = "clip" if backbone.is_video else "frame"
             params = params_run(backbone)
             cells = [
@@ -415,9 +481,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{params:.1f} M" if params >= 1 else f"{params:.2g} M",
                 f"{row.decode[0]}x{row.decode[1]}",
                 f"{batch} {unit}{'s' if batch > 1 else ''}",
+                *(f"{rate:.3g}" for rate in prepared),
                 *(f"{rate:.3g}" for rate in rates),
             ]
-            flops = count_flops(backbone, inputs) if options.flops else None
+            flops = None
+            if options.flops:  # the forward's, preprocessing not counted (library's, on the CPU)
+                with preprocessing_mode(backbone, "library"):
+                    flops = count_flops(backbone, inputs)
             if flops is not None:
                 cells.append(f"{flops / 1e9:.3g}")
             if options.ek100:

@@ -10,8 +10,10 @@
 #   3. extraction frames/s: RAFT flow, Faster R-CNN, and the TSN backbones (ResNet-50; the
 #      BNInception one when this checkout has it)             (scripts/bench_extract.py)
 #   3b. frozen foundation backbones (extra [backbones]): features/s per family side by side at
-#      fp32 and bf16 (the README "Modern backbones" rows), GFLOP per feature and the hours of
-#      EK100's sparse features at the measured rate   (scripts/bench_extract.py --backbones)
+#      fp32 and bf16 (the README "Modern backbones" rows), each with the library's preprocessing
+#      and with --rgb.preprocessing tensor (preprocess/s alone and features/s end to end), GFLOP
+#      per feature and the hours of EK100's sparse features at the measured rate
+#                                                      (scripts/bench_extract.py --backbones)
 #   3c. rulstm-extract end to end with a video model (VideoMAE, configs/extract/videomae.yaml,
 #      causal 16-frame clips) on a 2 s clip, and the written file's backbone record
 #   4. the online step, fp32 and bf16 weights on the GPU        (scripts/bench_online.py)
@@ -22,7 +24,7 @@
 #   bash scripts/gpu_check.sh [SUMMARY_FILE]        # default gpu_check_<host>_<date>.txt
 #   GPU_CHECK_QUICK=1 bash scripts/gpu_check.sh     # tiny sizes: checks the script itself
 #                                                     (runs on a CPU-only machine too)
-# Each part has its own time limit (together 15 min 45 s at most, plus a few seconds of setup); a part
+# Each part has its own time limit (together 17 min 45 s at most, plus a few seconds of setup); a part
 # that fails or times out is reported in the summary and the script goes on. Exit status: the
 # number of failed parts.
 set -u -o pipefail
@@ -50,7 +52,7 @@ if [ "$QUICK" = 1 ]; then
     # the test suite runs): only checks that the commands run.
     EXTRACT_QUICK=(--decode.width 96 --decode.height 64 --obj.min_size 64 --obj.max_size 96 --flow.method dis --models_only)
     # Foundation backbones: tiny random models of each family (the script, not the speed).
-    BACKBONE_ARGS=(--sizes test --repeat 1)
+    BACKBONE_ARGS=(--sizes test --repeat 1 --preprocessing library tensor)
     VIDEO_MODEL=tiny; VIDEO_EXTRACT=(--rgb.clip_length 4 --decode.width 96 --decode.height 64 --num_workers 0 --batch_size 4)
     ONLINE_ARGS=(--hidden 32 --classes 20 --steps 3 --warmup 1)
     FIT_EPOCHS=1; FIT_DIM=32; FIT_ARGS=(--model.net.init_args.hidden 32 --data.num_workers 0)
@@ -66,7 +68,7 @@ else
     EXTRACT_SECONDS=8; EXTRACT_FRAMES=200
     EXTRACT_QUICK=()
     # The README rows, at the configs' GPU batch sizes.
-    BACKBONE_ARGS=(--sizes tiny base --repeat 3 --batch 32 --clip_batch 8 --flops --ek100)
+    BACKBONE_ARGS=(--sizes tiny base --repeat 3 --batch 32 --clip_batch 8 --flops --ek100 --preprocessing library tensor)
     VIDEO_MODEL=base; VIDEO_EXTRACT=()
     ONLINE_ARGS=(--steps 200 --warmup 20)
     FIT_EPOCHS=3; FIT_DIM=1024; FIT_ARGS=()
@@ -151,7 +153,7 @@ fi
 
 # 3b. Foundation backbones side by side (random weights from the real architectures).
 if $PYTHON -c 'import timm, open_clip, transformers' >/dev/null 2>&1; then
-    run "extraction: foundation backbones" 300 \
+    run "extraction: foundation backbones" 420 \
         $PYTHON scripts/bench_extract.py --backbones --device "$DEVICE" "${BACKBONE_ARGS[@]}"
 
     # 3c. rulstm-extract with a video model: VideoMAE (base: the model type's default config, as

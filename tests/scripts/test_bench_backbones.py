@@ -65,3 +65,23 @@ def test_every_family_is_timed_side_by_side_with_flops_and_ek100_counts() -> Non
     assert len(counted) == 4
     for label, cells in counted.items():
         assert cells[4] == timed[label][5], label
+
+
+@pytest.mark.slow
+def test_library_and_tensor_preprocessing_side_by_side() -> None:
+    """``--preprocessing library tensor``: per row the preprocessing alone and end to end for
+    both paths, in one run; ``--preprocess_only`` leaves the forward out."""
+    timed = _rows(
+        "--sizes", "test", "--repeat", "1", "--precision", "32",
+        "--preprocessing", "library", "tensor",
+    )  # fmt: skip
+    assert len(timed) == 5
+    # dim, params, frames, batch, preprocess/s library and tensor, features/s library and tensor
+    for label, cells in timed.items():
+        assert len(cells) == 8, (label, cells)
+        assert all(float(c) > 0 for c in cells[4:]), (label, cells)
+    alone = _rows("--sizes", "test", "--repeat", "1", "--preprocessing", "library", "tensor",
+                  "--preprocess_only", "--only", "V-JEPA")  # fmt: skip
+    assert list(alone) == ["V-JEPA 2 tiny (`hf:`), T=4"]
+    cells = alone["V-JEPA 2 tiny (`hf:`), T=4"]
+    assert len(cells) == 6 and float(cells[4]) > 0 and float(cells[5]) > 0
