@@ -15,10 +15,9 @@ Every parameter is read from the library's transform object (:func:`from_torchvi
 ``create_model_and_transforms`` built; :func:`from_hf_processor` reads the processor's
 ``size``, ``crop_size``, ``resample``, ``rescale_factor``, ``image_mean`` and ``image_std``);
 nothing is restated. A transform holding a step this module does not reproduce (timm's
-``border`` crop mode or a non-square input's ``ResizeKeepRatio``, OpenCLIP's ``longest`` resize
-mode, a processor with padding,
-``longest_edge`` sizes, its own ``_preprocess``, an interpolation other than bilinear or
-bicubic) is refused in one line naming the backbone.
+``border`` crop mode or a non-square input's ``ResizeKeepRatio``, OpenCLIP's ``longest``
+resize mode, a processor with padding, ``longest_edge`` sizes or its own ``_preprocess``, an
+interpolation other than bilinear or bicubic) is refused in one line naming the backbone.
 
 The resize runs on the uint8 frames as PIL does: the horizontal pass, rounded to uint8, then
 the vertical one (on a CPU torchvision's uint8 kernel, PIL's algorithm in floating point; on a
