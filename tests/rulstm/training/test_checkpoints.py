@@ -108,6 +108,14 @@ def _set_backbone(path: Path, record: dict) -> None:
         handle.attrs["provenance"] = json.dumps({**provenance, "backbone": record})
 
 
+def _drop_backbone(path: Path) -> None:
+    """As a feature file written before backbones were recorded."""
+    with h5py.File(path, "r+") as handle:
+        provenance = json.loads(handle.attrs["provenance"])
+        provenance.pop("backbone")
+        handle.attrs["provenance"] = json.dumps(provenance)
+
+
 def test_checkpoints_record_the_feature_backbone_and_test_refuses_another(
     tmp_path, synthetic_data, capsys
 ):
@@ -129,10 +137,7 @@ def test_checkpoints_record_the_feature_backbone_and_test_refuses_another(
     assert "timm:vit_small_patch14_dinov2" in err and "open_clip:ViT-B-16" in err
     assert str(best) in err
     # A feature file that records no backbone (written before they were recorded): a warning.
-    with h5py.File(data.features["rgb"], "r+") as handle:
-        provenance = json.loads(handle.attrs["provenance"])
-        provenance.pop("backbone")
-        handle.attrs["provenance"] = json.dumps(provenance)
+    _drop_backbone(data.features["rgb"])
     assert main(arguments) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if "records no" in line]
     assert len(warned) == 1 and warned[0].startswith("rulstm: warning: ")
@@ -164,10 +169,7 @@ def test_validate_and_predict_refuse_features_of_another_backbone(
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("rulstm: error: ")
     assert "open_clip:ViT-B-16" in err[0] and "hf:vjepa2" in err[0] and str(best) in err[0]
-    with h5py.File(data.features["rgb"], "r+") as handle:
-        provenance = json.loads(handle.attrs["provenance"])
-        provenance.pop("backbone")
-        handle.attrs["provenance"] = json.dumps(provenance)
+    _drop_backbone(data.features["rgb"])
     assert main(arguments) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if "records no" in line]
     assert len(warned) == 1 and warned[0].startswith("rulstm: warning: ")
