@@ -31,10 +31,9 @@ def _write_video(path: Path, *, frames: int, seed: int) -> None:
         container.mux(stream.encode())
 
 
-@pytest.mark.slow
-def test_default_extraction_trains_with_the_ek55_stage_configs(
-    tmp_path, fast_dev_run_args, tiny_extraction_options
-):
+def _write_footage(tmp_path: Path) -> tuple[Path, Path]:
+    """Two 150-frame clips under ``tmp_path/videos``, a three-segment RU-LSTM split and its
+    ``actions.csv`` (3 actions): the paths of the split and of actions.csv."""
     for index, video in enumerate(("P01_01", "P01_02")):
         _write_video(tmp_path / "videos" / f"{video}.mp4", frames=150, seed=index)
     segments = [
@@ -53,6 +52,14 @@ def test_default_extraction_trains_with_the_ek55_stage_configs(
         num_nouns=3,
     )
     write_actions_csv(actions, vocabulary)
+    return split, actions
+
+
+@pytest.mark.slow
+def test_default_extraction_trains_with_the_ek55_stage_configs(
+    tmp_path, fast_dev_run_args, tiny_extraction_options
+):
+    split, actions = _write_footage(tmp_path)
     out = tmp_path / "features"
     code = extract_main(
         [
@@ -112,21 +119,7 @@ def test_foundation_extraction_trains_with_the_foundation_override(tmp_path, fas
     transformers.BitImageProcessor(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
     ).save_pretrained(folder)
-    for index, video in enumerate(("P01_01", "P01_02")):
-        _write_video(tmp_path / "videos" / f"{video}.mp4", frames=150, seed=index)
-    segments = [
-        Segment("1", "P01_01", 120, 140, 0, 0, 0),
-        Segment("2", "P01_01", 135, 149, 1, 2, 1),
-        Segment("3", "P01_02", 125, 145, 2, 1, 2),
-    ]
-    split = tmp_path / "split.csv"
-    write_rulstm_split(split, segments)
-    actions = tmp_path / "actions.csv"
-    write_actions_csv(
-        actions,
-        ActionVocabulary(verbs=np.array([0, 1, 2]), nouns=np.array([0, 2, 1]),
-                         names=("a_0", "b_2", "c_1"), num_verbs=3, num_nouns=3),
-    )  # fmt: skip
+    split, actions = _write_footage(tmp_path)
     out = tmp_path / "features"
     arguments = [
         "--videos", str(tmp_path / "videos"), "--out", str(out),
