@@ -254,6 +254,18 @@ def _stored(path: Path, video: str) -> tuple[np.ndarray, np.ndarray]:
         return handle[f"{video}/frames"][()], handle[f"{video}/features"][()]
 
 
+def _streaming_extractor(backbone: str, folder: Path) -> StreamingExtractor:
+    """The demo's streaming extractor of ``backbone`` (a tiny local model in ``folder``), as
+    ``_extract``'s offline runs use it: clip stride 2, 64x48 frames."""
+    config = load_config(
+        None,
+        ["--modalities", "rgb", "--device", "cpu", "--rgb.backbone", backbone,
+         "--rgb.weights", str(folder), "--rgb.clip_stride", "2", "--decode.width", "64",
+         "--decode.height", "48"],
+    )  # fmt: skip
+    return StreamingExtractor(config)
+
+
 def test_video_backbone_sees_only_the_past_offline_sparse_and_streaming(
     tmp_path: Path, make_video, capsys
 ) -> None:
@@ -275,13 +287,7 @@ def test_video_backbone_sees_only_the_past_offline_sparse_and_streaming(
     assert not np.allclose(first[20:], second[20:], atol=1e-3)
 
     # Streaming (a ring buffer) gives the offline features.
-    config = load_config(
-        None,
-        ["--modalities", "rgb", "--device", "cpu", "--rgb.backbone", "hf:videomae",
-         "--rgb.weights", str(folder), "--rgb.clip_stride", "2", "--decode.width", "64",
-         "--decode.height", "48"],
-    )  # fmt: skip
-    extractor = StreamingExtractor(config)
+    extractor = _streaming_extractor("hf:videomae", folder)
     pushed = []
     for index, image in enumerate(frames_of(tmp_path / "videos" / "P01_01.mp4", size=None)):
         features = extractor.push(image, compute=index % 3 == 0)
@@ -339,13 +345,7 @@ def test_vjepa2_streaming_equals_offline_and_sees_only_the_past(tmp_path: Path) 
     _, second = _stored(tmp_path / "out" / "rgb.h5", "P01_02")
     np.testing.assert_array_equal(first[:20], second[:20])
     assert not np.allclose(first[20:], second[20:], atol=1e-3)
-    config = load_config(
-        None,
-        ["--modalities", "rgb", "--device", "cpu", "--rgb.backbone", "hf:vjepa2",
-         "--rgb.weights", str(folder), "--rgb.clip_stride", "2", "--decode.width", "64",
-         "--decode.height", "48"],
-    )  # fmt: skip
-    extractor = StreamingExtractor(config)
+    extractor = _streaming_extractor("hf:vjepa2", folder)
     for index, image in enumerate(frames_of(tmp_path / "videos" / "P01_01.mp4", size=None)):
         vector = extractor.push(image)["rgb"]
         np.testing.assert_allclose(vector, first[index], rtol=0, atol=1e-4)
